@@ -1,0 +1,282 @@
+"""Settings (one class per service, from environment variables) and the pipeline config file.
+
+Environment variable names are the upper-cased field names, with no prefix, so that
+docker compose, the Helm chart and the local stack all set the same names; the
+deployment drift test reads these classes to know what each service expects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PIPELINE_CONFIG = REPO_ROOT / "config" / "pipeline.yaml"
+
+ModelType = Literal["GRU", "LSTM", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE"]
+NEURAL_MODEL_TYPES: tuple[ModelType, ...] = ("GRU", "LSTM")
+BASELINE_MODEL_TYPES: tuple[ModelType, ...] = ("PERSISTENCE", "SEASONAL_NAIVE")
+
+
+class CommonSettings(BaseSettings):
+    """What every service needs: where Kafka, S3 and MLflow are, and the topic and bucket names."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    service_name: str = "flts"
+    log_level: str = "INFO"
+    pipeline_config: Path = DEFAULT_PIPELINE_CONFIG
+
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    topic_dataset_uploaded: str = "dataset-uploaded"
+    topic_training_data: str = "training-data"
+    topic_model_training: str = "model-training"
+    topic_model_selected: str = "model-selected"
+    topic_inference_data: str = "inference-data"
+    topic_dead_letter: str = "flts-dead-letter"
+
+    s3_endpoint_url: str = "http://127.0.0.1:19000"
+    aws_access_key_id: str = ""
+    aws_secret_access_key: SecretStr = SecretStr("")
+    aws_region: str = "us-east-1"
+    bucket_datasets: str = "datasets"
+    bucket_processed: str = "processed-data"
+    bucket_mlflow: str = "mlflow"
+    bucket_promotion: str = "model-promotion"
+    bucket_inference_logs: str = "inference-logs"
+
+    mlflow_tracking_uri: str = "http://127.0.0.1:15000"
+    mlflow_experiment: str = "flts"
+    registered_model_prefix: str = "flts"
+
+    metrics_port: int = 0
+
+    @property
+    def topics(self) -> list[str]:
+        return [
+            self.topic_dataset_uploaded,
+            self.topic_training_data,
+            self.topic_model_training,
+            self.topic_model_selected,
+            self.topic_inference_data,
+            self.topic_dead_letter,
+        ]
+
+    @property
+    def buckets(self) -> list[str]:
+        return [
+            self.bucket_datasets,
+            self.bucket_processed,
+            self.bucket_mlflow,
+            self.bucket_promotion,
+            self.bucket_inference_logs,
+        ]
+
+
+class ConsumerSettings(CommonSettings):
+    """A Kafka-consuming service: its group, retry policy and poll limits."""
+
+    consumer_group: str = "flts"
+    max_poll_interval_ms: int = 300_000
+    session_timeout_ms: int = 45_000
+    handler_max_attempts: int = 3
+    handler_backoff_seconds: float = 1.0
+
+
+class GatewaySettings(CommonSettings):
+    service_name: str = "gateway"
+    max_upload_bytes: int = 200 * 1024 * 1024
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+
+
+class PreprocessSettings(ConsumerSettings):
+    service_name: str = "preprocess"
+    consumer_group: str = "flts-preprocess"
+
+
+class TrainSettings(ConsumerSettings):
+    service_name: str = "train"
+    model_type: Literal["GRU", "LSTM"] = "GRU"
+    consumer_group: str = ""
+    torch_num_threads: int = 1
+    device: str = "auto"
+
+    @model_validator(mode="after")
+    def _group_per_model_type(self) -> TrainSettings:
+        if not self.consumer_group:
+            self.consumer_group = f"flts-train-{self.model_type.lower()}"
+        return self
+
+
+class NonMLSettings(ConsumerSettings):
+    service_name: str = "nonml"
+    consumer_group: str = "flts-train-prophet"
+    prophet_workers: int = 2
+
+
+class EvalSettings(ConsumerSettings):
+    service_name: str = "eval"
+    consumer_group: str = "flts-eval"
+    decision_poll_seconds: float = 5.0
+
+
+class InferenceSettings(CommonSettings):
+    service_name: str = "inference"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8001
+    torch_num_threads: int = 1
+    consumer_group_prefix: str = "flts-inference"
+    score_inference_data: bool = False
+
+
+# ---------------------------------------------------------------------------
+# The pipeline config: preprocessing and model hyper-parameters, one YAML file.
+# ---------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    time_column: str = "time"
+    identifier_column: str | None = "identifier"
+    feature_columns: list[str] | None = None
+    target_columns: list[str] | None = None
+
+
+class OutlierConfig(_Strict):
+    method: Literal["none", "iqr", "percentile"] = "none"
+    iqr_k: float = 3.0
+    lower_percentile: float = 0.5
+    upper_percentile: float = 99.5
+
+
+class SplitConfig(_Strict):
+    validation_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+
+
+class SampleConfig(_Strict):
+    """Optional down-sampling, applied by preprocess only (trainers never re-sample)."""
+
+    max_train_rows: int | None = None
+    max_test_rows: int | None = None
+
+
+class PreprocessingConfig(_Strict):
+    frequency: str | None = None
+    imputation: Literal["linear", "ffill", "zero", "mean"] = "linear"
+    max_gap_fill_steps: int = 30
+    outliers: OutlierConfig = OutlierConfig()
+    scaler: Literal["minmax", "standard", "robust", "maxabs"] = "minmax"
+    time_features: list[Literal["hour", "day_of_week"]] = ["hour", "day_of_week"]
+    lag_features: list[int] = []
+    split: SplitConfig = SplitConfig()
+    sample: SampleConfig = SampleConfig()
+
+
+class WindowConfig(_Strict):
+    input_seq_len: int = Field(10, ge=1)
+    output_seq_len: int = Field(1, ge=1)
+
+
+class RecurrentConfig(_Strict):
+    hidden_size: int = 128
+    num_layers: int = 2
+    dropout: float = 0.0
+    batch_size: int = 64
+    epochs: int = 10
+    learning_rate: float = 1e-3
+    early_stopping_patience: int = 3
+    seed: int = 42
+
+
+class ProphetConfig(_Strict):
+    daily_seasonality: bool = True
+    weekly_seasonality: bool = True
+    yearly_seasonality: bool = False
+    changepoint_prior_scale: float = 0.05
+    seasonality_mode: Literal["additive", "multiplicative"] = "additive"
+    max_fit_rows: int | None = None
+
+
+class BaselineConfig(_Strict):
+    season_length_steps: int | None = None
+
+
+class ModelsConfig(_Strict):
+    recurrent: RecurrentConfig = RecurrentConfig()
+    prophet: ProphetConfig = ProphetConfig()
+    baselines: BaselineConfig = BaselineConfig()
+
+
+class ScoreWeights(_Strict):
+    rmse: float = 0.5
+    mae: float = 0.3
+    mse: float = 0.2
+
+
+class EvaluationConfig(_Strict):
+    expected_model_types: list[ModelType] = ["GRU", "LSTM", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE"]
+    decision_timeout_seconds: float = 900.0
+    score_weights: ScoreWeights = ScoreWeights()
+
+
+class InferenceConfig(_Strict):
+    max_inference_length: int = Field(60, ge=1)
+    max_batch_windows: int = Field(256, ge=1)
+
+
+class PipelineConfig(_Strict):
+    data: DataConfig = DataConfig()
+    preprocessing: PreprocessingConfig = PreprocessingConfig()
+    windows: WindowConfig = WindowConfig()
+    models: ModelsConfig = ModelsConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    inference: InferenceConfig = InferenceConfig()
+
+    @field_validator("evaluation")
+    @classmethod
+    def _expected_types_unique(cls, value: EvaluationConfig) -> EvaluationConfig:
+        if len(set(value.expected_model_types)) != len(value.expected_model_types):
+            raise ValueError("evaluation.expected_model_types has duplicates")
+        return value
+
+    def lineage_part(self) -> dict[str, Any]:
+        """The part of the config that defines a lineage (together with the data's content hash)."""
+        return {
+            "data": self.data.model_dump(mode="json"),
+            "preprocessing": self.preprocessing.model_dump(mode="json"),
+            "windows": self.windows.model_dump(mode="json"),
+        }
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def compute_config_hash(config: PipelineConfig, *data_sha256: str) -> str:
+    """sha256 of the canonical lineage config plus the content hashes of the input files."""
+    payload = canonical_json({"config": config.lineage_part(), "data": list(data_sha256)})
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def load_pipeline_config(path: Path | str | None = None) -> PipelineConfig:
+    source = Path(path or os.environ.get("PIPELINE_CONFIG") or DEFAULT_PIPELINE_CONFIG)
+    raw = yaml.safe_load(source.read_text()) or {}
+    return PipelineConfig.model_validate(raw)
+
+
+@lru_cache(maxsize=8)
+def cached_pipeline_config(path: str) -> PipelineConfig:
+    return load_pipeline_config(path)

@@ -1,0 +1,282 @@
+"""Kafka on confluent-kafka: topic creation, a producer that waits for delivery, and the consumer loop.
+
+The consumer loop is at-least-once: an offset is committed only after the handler has
+finished (or the message was dead-lettered). The handler runs in a worker thread while
+the loop keeps polling with the partitions paused, so a handler that runs for minutes
+(training) never exceeds ``max.poll.interval.ms`` and never leaves the consumer group.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Generic
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from tenacity import RetryError, Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential
+
+from flts.config import CommonSettings, ConsumerSettings
+from flts.messages import DeadLetter, Message, MessageError, MessageT
+from flts.observability import HANDLER_SECONDS, MESSAGES_HANDLED, log_context
+
+log = logging.getLogger(__name__)
+
+
+class PermanentError(Exception):
+    """A handler failure that no retry can fix (bad data behind a claim): dead-letter it at once."""
+
+
+def ensure_topics(settings: CommonSettings, partitions: int = 3, timeout: float = 30.0) -> None:
+    """Create the pipeline's topics if they do not exist (idempotent)."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = [t for t in settings.topics if t not in existing]
+    if not missing:
+        return
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing],
+        operation_timeout=timeout,
+    )
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+            log.info("topic created", extra={"topic": topic})
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+
+
+class MessageProducer:
+    """Idempotent producer: ``publish`` returns only once the broker has acknowledged the message."""
+
+    def __init__(self, settings: CommonSettings, **overrides: Any) -> None:
+        self._producer = Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "client.id": settings.service_name,
+                **overrides,
+            }
+        )
+
+    def publish(self, topic: str, message: Message, timeout: float = 30.0) -> None:
+        self.send(topic, message.key, message.to_bytes(), {"kind": message.kind}, timeout)
+
+    def send(
+        self, topic: str, key: str | None, value: bytes, headers: dict[str, str] | None, timeout: float = 30.0
+    ) -> None:
+        outcome: dict[str, Any] = {}
+
+        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            outcome["error"] = err
+            outcome["done"] = True
+
+        self._producer.produce(topic, value=value, key=key, headers=headers or {}, on_delivery=on_delivery)
+        deadline = time.monotonic() + timeout
+        while "done" not in outcome:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no delivery report from Kafka for topic {topic} within {timeout}s")
+            self._producer.poll(0.1)
+        if outcome["error"] is not None:
+            raise KafkaException(outcome["error"])
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._producer.flush(timeout)
+
+
+class ConsumerLoop(Generic[MessageT]):
+    """Poll one topic, validate each message as ``message_type``, hand it to ``handler``, commit.
+
+    - a payload that fails validation, or a handler raising ``PermanentError``, goes to the
+      dead-letter topic with the reason and the original bytes and headers, then is committed;
+    - any other exception is retried with exponential backoff, ``handler_max_attempts`` times,
+      then dead-lettered;
+    - on ``stop()`` (SIGTERM/SIGINT) the loop leaves the group; a message whose handler had not
+      finished is not committed, so the next member of the group gets it again.
+    """
+
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        topic: str,
+        message_type: type[MessageT],
+        handler: Callable[[MessageT], None],
+        *,
+        group_id: str | None = None,
+        consumer_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.message_type = message_type
+        self.handler = handler
+        self.group_id = group_id or settings.consumer_group
+        self._stop = threading.Event()
+        self._busy = False
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                "group.id": self.group_id,
+                "client.id": settings.service_name,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "max.poll.interval.ms": settings.max_poll_interval_ms,
+                "session.timeout.ms": settings.session_timeout_ms,
+                "partition.assignment.strategy": "cooperative-sticky",
+                **(consumer_overrides or {}),
+            }
+        )
+        self._dead_letters = MessageProducer(settings)
+        self.assigned = threading.Event()
+
+    def stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self, max_messages: int | None = None) -> int:
+        """Consume until stopped (or ``max_messages`` were handled); returns how many were handled."""
+        handled = 0
+        self._consumer.subscribe([self.topic], on_assign=self._on_assign)
+        log.info("consumer started", extra={"topic": self.topic, "group": self.group_id})
+        try:
+            while not self._stop.is_set() and (max_messages is None or handled < max_messages):
+                msg = self._consumer.poll(0.5)
+                if msg is None:
+                    continue
+                if msg.error():
+                    if msg.error().fatal():
+                        raise KafkaException(msg.error())
+                    log.warning("consumer error", extra={"error": str(msg.error())})
+                    continue
+                if self._process(msg):
+                    handled += 1
+        finally:
+            self._consumer.close()
+            self._dead_letters.close()
+            log.info("consumer stopped", extra={"topic": self.topic, "handled": handled})
+        return handled
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._busy and partitions:
+            consumer.pause(partitions)
+        self.assigned.set()
+
+    def _process(self, msg: Any) -> bool:
+        """Handle one message; True when it was finished (committed), False when interrupted."""
+        started = time.monotonic()
+        try:
+            message = self.message_type.from_bytes(msg.value())
+        except MessageError as exc:
+            self._dead_letter(msg, f"invalid message: {exc}")
+            return self._commit(msg)
+        with log_context(config_hash=getattr(message, "config_hash", None), event_id=message.event_id):
+            error = self._handle_while_polling(message, msg)
+            if error is _INTERRUPTED:
+                log.warning("stopped before the handler finished; the message will be redelivered")
+                return False
+            if error is not None:
+                self._dead_letter(msg, error)
+            else:
+                MESSAGES_HANDLED.labels(self.settings.service_name, self.topic, "ok").inc()
+            HANDLER_SECONDS.labels(self.settings.service_name, self.topic).observe(time.monotonic() - started)
+            return self._commit(msg)
+
+    def _handle_while_polling(self, message: MessageT, msg: Any) -> str | object | None:
+        """Run the handler in a thread with the partitions paused, polling to stay in the group."""
+        result: dict[str, str | None] = {}
+
+        def work() -> None:
+            result["error"] = self._call_with_retries(message)
+
+        self._busy = True
+        self._consumer.pause(self._consumer.assignment())
+        worker = threading.Thread(target=work, name=f"handler-{self.topic}", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                if self._stop.is_set():
+                    return _INTERRUPTED
+                stray = self._consumer.poll(0.2)
+                if stray is not None and not stray.error():
+                    self._rewind(stray)
+                worker.join(0.0)
+        finally:
+            self._busy = False
+            if not self._stop.is_set():
+                self._consumer.resume(self._consumer.assignment())
+        return result.get("error")
+
+    def _rewind(self, stray: Any) -> None:
+        """A partition assigned during a rebalance delivered a message while we were busy: put it back."""
+        tp = TopicPartition(stray.topic(), stray.partition(), stray.offset())
+        self._consumer.pause([tp])
+        self._consumer.seek(tp)
+
+    def _call_with_retries(self, message: MessageT) -> str | None:
+        attempts = max(1, self.settings.handler_max_attempts)
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(attempts),
+                wait=wait_exponential(multiplier=self.settings.handler_backoff_seconds, max=60),
+                retry=retry_if_not_exception_type((PermanentError, MessageError)),
+                reraise=False,
+            ):
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        MESSAGES_HANDLED.labels(self.settings.service_name, self.topic, "retried").inc()
+                        log.warning("retrying handler", extra={"attempt": attempt.retry_state.attempt_number})
+                    self.handler(message)
+        except (PermanentError, MessageError) as exc:
+            log.error("handler failed permanently", extra={"error": str(exc)})
+            return f"permanent failure: {exc}"
+        except RetryError as exc:
+            cause = exc.last_attempt.exception()
+            log.error("handler failed after retries", extra={"error": repr(cause), "attempts": attempts})
+            return f"failed after {attempts} attempts: {cause!r}"
+        return None
+
+    def _dead_letter(self, msg: Any, reason: str) -> None:
+        letter = DeadLetter(
+            source_topic=msg.topic(),
+            partition=msg.partition(),
+            offset=msg.offset(),
+            key=msg.key().decode(errors="replace") if msg.key() else None,
+            value_b64=base64.b64encode(msg.value() or b"").decode(),
+            headers={k: (v or b"").decode(errors="replace") for k, v in (msg.headers() or [])},
+            reason=reason,
+            consumer_group=self.group_id,
+        )
+        self._dead_letters.send(
+            self.settings.topic_dead_letter, letter.key, letter.model_dump_json().encode(), {"reason": reason[:500]}
+        )
+        MESSAGES_HANDLED.labels(self.settings.service_name, self.topic, "dead_letter").inc()
+        log.error("message dead-lettered", extra={"reason": reason, "offset": msg.offset()})
+
+    def _commit(self, msg: Any) -> bool:
+        try:
+            self._consumer.commit(message=msg, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("commit failed; the message may be redelivered", extra={"error": str(exc)})
+        return True
+
+
+_INTERRUPTED = object()
+
+
+def committed_offsets(settings: CommonSettings, group_id: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """The committed offset per partition of a group (-1 where none), for status pages and tests."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": group_id})
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return {tp.partition: (tp.offset if tp.offset != OFFSET_INVALID else -1) for tp in tps}
+    finally:
+        consumer.close()

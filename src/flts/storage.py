@@ -1,0 +1,182 @@
+"""S3-compatible object storage on boto3 (MinIO by default; any S3 service by endpoint)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from flts.config import CommonSettings
+
+CHUNK_BYTES = 8 * 1024 * 1024
+
+
+class ObjectNotFound(LookupError):
+    """The object behind a claim check is not there."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    uri: str
+    sha256: str
+    size_bytes: int
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket or not key:
+        raise ValueError(f"an s3 URI needs a bucket and a key: {uri!r}")
+    return bucket, key
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class _HashingReader(io.RawIOBase):
+    """Wraps a stream so that what boto3 uploads is hashed and counted on the way through."""
+
+    def __init__(self, stream: IO[bytes], limit: int | None) -> None:
+        self._stream = stream
+        self._limit = limit
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._stream.read(len(buffer))
+        if not chunk:
+            return 0
+        self.size += len(chunk)
+        if self._limit is not None and self.size > self._limit:
+            raise ObjectTooLarge(self._limit)
+        self.digest.update(chunk)
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+class ObjectTooLarge(ValueError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"object larger than the limit of {limit} bytes")
+        self.limit = limit
+
+
+class ObjectStore:
+    def __init__(self, settings: CommonSettings) -> None:
+        self.settings = settings
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url or None,
+            aws_access_key_id=settings.aws_access_key_id or None,
+            aws_secret_access_key=settings.aws_secret_access_key.get_secret_value() or None,
+            region_name=settings.aws_region,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 5, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=60,
+            ),
+        )
+
+    def ensure_buckets(self, buckets: list[str] | None = None) -> None:
+        for bucket in buckets or self.settings.buckets:
+            try:
+                self.client.head_bucket(Bucket=bucket)
+            except ClientError as exc:
+                if _status(exc) not in (403, 404):
+                    raise
+                try:
+                    self.client.create_bucket(Bucket=bucket)
+                except ClientError as create_exc:
+                    code = create_exc.response.get("Error", {}).get("Code")
+                    if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+
+    def put_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> StoredObject:
+        bucket, key = split_uri(uri)
+        self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+        return StoredObject(uri, sha256_bytes(data), len(data))
+
+    def put_json(self, uri: str, value: Any) -> StoredObject:
+        return self.put_bytes(uri, json.dumps(value, indent=2, default=str).encode(), "application/json")
+
+    def put_stream(self, uri: str, stream: IO[bytes], max_bytes: int | None = None) -> StoredObject:
+        """Stream an upload (multipart for large bodies), hashing it; raises ObjectTooLarge past max_bytes."""
+        bucket, key = split_uri(uri)
+        reader = _HashingReader(stream, max_bytes)
+        try:
+            self.client.upload_fileobj(io.BufferedReader(reader, CHUNK_BYTES), bucket, key)
+        except ObjectTooLarge:
+            self.delete(uri)
+            raise
+        except Exception as exc:
+            if isinstance(exc.__cause__, ObjectTooLarge) or "larger than the limit" in str(exc):
+                self.delete(uri)
+                raise ObjectTooLarge(max_bytes or 0) from exc
+            raise
+        return StoredObject(uri, reader.digest.hexdigest(), reader.size)
+
+    def get_bytes(self, uri: str) -> bytes:
+        bucket, key = split_uri(uri)
+        try:
+            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if _status(exc) == 404:
+                raise ObjectNotFound(uri) from exc
+            raise
+
+    def get_json(self, uri: str) -> Any:
+        return json.loads(self.get_bytes(uri))
+
+    def iter_chunks(self, uri: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        bucket, key = split_uri(uri)
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if _status(exc) == 404:
+                raise ObjectNotFound(uri) from exc
+            raise
+        yield from body.iter_chunks(chunk_bytes)
+
+    def exists(self, uri: str) -> bool:
+        bucket, key = split_uri(uri)
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return False
+            raise
+        return True
+
+    def list(self, bucket: str, prefix: str = "") -> list[dict[str, Any]]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        objects: list[dict[str, Any]] = []
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            objects.extend(page.get("Contents", []))
+        return objects
+
+    def delete(self, uri: str) -> None:
+        bucket, key = split_uri(uri)
+        self.client.delete_object(Bucket=bucket, Key=key)
+
+    def sha256_of(self, uri: str) -> str:
+        digest = hashlib.sha256()
+        for chunk in self.iter_chunks(uri):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))

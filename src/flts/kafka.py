@@ -256,7 +256,10 @@ class ConsumerLoop(Generic[MessageT]):
             consumer_group=self.group_id,
         )
         self._dead_letters.send(
-            self.settings.topic_dead_letter, letter.key, letter.model_dump_json().encode(), {"reason": reason[:500]}
+            self.settings.topic_dead_letter,
+            letter.key,
+            letter.model_dump_json().encode(),
+            {"reason": reason[:500]},
         )
         MESSAGES_HANDLED.labels(self.settings.service_name, self.topic, "dead_letter").inc()
         log.error("message dead-lettered", extra={"reason": reason, "offset": msg.offset()})
@@ -272,7 +275,9 @@ class ConsumerLoop(Generic[MessageT]):
 _INTERRUPTED = object()
 
 
-def committed_offsets(settings: CommonSettings, group_id: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+def committed_offsets(
+    settings: CommonSettings, group_id: str, topic: str, partitions: Iterable[int]
+) -> dict[int, int]:
     """The committed offset per partition of a group (-1 where none), for status pages and tests."""
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": group_id})
     try:

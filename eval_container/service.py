@@ -1,0 +1,146 @@
+"""Eval: consumes `model-training`, decides each lineage from its MLflow runs, promotes the winner.
+
+Nothing is held in memory that MLflow and the promotion bucket do not already say: a sweep
+thread re-derives every undecided lineage, so a restarted eval, or one that missed a message,
+still promotes once the expected model types have finished or the timeout has passed.
+Promotion = registry alias `champion` + history entry + `model-selected` + lineage pointer
+(written last: its presence means the lineage is decided). Promoting the same winner twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+
+from flts.config import EvalSettings, PipelineConfig, load_pipeline_config
+from flts.evaluate import Candidate, Decision, decide
+from flts.kafka import MessageProducer
+from flts.messages import ModelSelected, ModelTraining
+from flts.observability import log_context
+from flts.runtime import run_consumer
+from flts.storage import ObjectStore
+from flts.tracking import RunSummary, Tracker, registered_model_name
+
+log = logging.getLogger(__name__)
+
+
+class Evaluator:
+    def __init__(self, settings: EvalSettings, config: PipelineConfig) -> None:
+        self.settings = settings
+        self.config = config.evaluation
+        self.tracker = Tracker(settings)
+        self.store = ObjectStore(settings)
+        self.producer = MessageProducer(settings)
+        self._lock = threading.Lock()
+
+    def pointer_uri(self, identifier: str, config_hash: str) -> str:
+        return f"s3://{self.settings.bucket_promotion}/{identifier}/{config_hash}/current.json"
+
+    def handle(self, event: ModelTraining) -> None:
+        self.evaluate(event.config_hash, event.identifier)
+
+    def evaluate(
+        self, config_hash: str, identifier: str, runs: list[RunSummary] | None = None
+    ) -> Decision | None:
+        with self._lock, log_context(config_hash=config_hash, identifier=identifier):
+            runs = runs if runs is not None else self.tracker.lineage_runs(config_hash)
+            pointer = self.pointer_uri(identifier, config_hash)
+            if self.store.exists(pointer):
+                decided_at = self.store.get_json(pointer)["decided_at_ms"]
+                if all((r.end_time_ms or r.start_time_ms) <= decided_at for r in runs):
+                    return None
+            decision = decide(runs, self.config, int(time.time() * 1000))
+            if not decision.ready:
+                log.debug("lineage not ready", extra={"reason": decision.reason})
+                return decision
+            if decision.winner is None:
+                log.error("no model to promote", extra={"reason": decision.reason})
+                return decision
+            self._promote(config_hash, identifier, decision, decision.winner)
+            return decision
+
+    def _promote(self, config_hash: str, identifier: str, decision: Decision, winner: Candidate) -> None:
+        version = self.tracker.model_version_of_run(identifier, winner.run_id)
+        if version is None:
+            raise RuntimeError(f"run {winner.run_id} has no registered model version")
+        current = self.tracker.champion(identifier)
+        if current is not None and str(current.version) == version:
+            log.info("winner is already the champion", extra={"model_version": version})
+        else:
+            self.tracker.set_champion(identifier, version)
+        now = datetime.now(UTC)
+        record = {
+            "config_hash": config_hash,
+            "identifier": identifier,
+            "model_type": winner.model_type,
+            "run_id": winner.run_id,
+            "registered_model": registered_model_name(self.settings, identifier),
+            "model_version": version,
+            "score": winner.score,
+            "reason": decision.reason,
+            "decided_at": now.isoformat(),
+            "decided_at_ms": int(now.timestamp() * 1000),
+            "leaderboard": [
+                {"model_type": c.model_type, "run_id": c.run_id, "score": c.score}
+                for c in decision.leaderboard
+            ],
+        }
+        bucket = self.settings.bucket_promotion
+        self.store.put_json(
+            f"s3://{bucket}/{identifier}/history/{now:%Y%m%dT%H%M%S%f}-{config_hash[:12]}.json", record
+        )
+        pointer = self.pointer_uri(identifier, config_hash)
+        self.producer.publish(
+            self.settings.topic_model_selected,
+            ModelSelected(
+                config_hash=config_hash,
+                identifier=identifier,
+                model_type=winner.model_type,
+                run_id=winner.run_id,
+                registered_model=record["registered_model"],
+                model_version=version,
+                score=winner.score,
+                pointer=pointer,
+            ),
+        )
+        self.store.put_json(pointer, record)
+        log.info(
+            "champion promoted",
+            extra={"model_type": winner.model_type, "model_version": version, "run_id": winner.run_id},
+        )
+
+    def sweep(self) -> None:
+        """Decide every undecided lineage MLflow knows of (restarts, missed messages, timeouts)."""
+        for config_hash, runs in self.tracker.recent_lineages().items():
+            try:
+                self.evaluate(config_hash, runs[0].identifier, runs)
+            except Exception:
+                log.exception("sweep failed for a lineage", extra={"config_hash": config_hash})
+
+    def sweep_forever(self, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.decision_poll_seconds):
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("sweep failed")
+
+
+def main() -> None:
+    settings = EvalSettings()
+    stop = threading.Event()
+
+    def make_handler():
+        evaluator = Evaluator(settings, load_pipeline_config(settings.pipeline_config))
+        threading.Thread(target=evaluator.sweep_forever, args=(stop,), name="eval-sweep", daemon=True).start()
+        return evaluator.handle
+
+    try:
+        run_consumer(settings, settings.topic_model_training, ModelTraining, make_handler)
+    finally:
+        stop.set()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Prophet and the baselines (persistence, seasonal naive): consumes `training-data` in its own group.
+
+The baselines run first: they take milliseconds and put the floor on the leaderboard early.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from flts.config import NonMLSettings
+from flts.messages import TrainingData
+from flts.models.base import Forecaster
+from flts.runtime import run_consumer
+from flts.train import EpochCallback, LineageData, TrainingJob
+
+
+def _model_shape(data: LineageData) -> dict[str, Any]:
+    return {
+        "feature_columns": data.claim.feature_columns,
+        "target_columns": data.claim.target_columns,
+        "input_seq_len": data.config.windows.input_seq_len,
+        "output_seq_len": data.config.windows.output_seq_len,
+    }
+
+
+def fit_persistence(data: LineageData, _: EpochCallback) -> tuple[Forecaster, dict[str, Any]]:
+    from flts.models.baselines import PersistenceForecaster
+
+    return PersistenceForecaster(**_model_shape(data)), {}
+
+
+def fit_seasonal_naive(data: LineageData, _: EpochCallback) -> tuple[Forecaster, dict[str, Any]]:
+    from flts.models.baselines import SeasonalNaiveForecaster, default_season_length
+
+    season = data.config.models.baselines.season_length_steps or default_season_length(data.claim.frequency)
+    history = pd.concat([data.frames[s] for s in ("train", "validation", "test")], ignore_index=True)
+    forecaster = SeasonalNaiveForecaster.from_history(
+        history, data.claim.time_column, season_length=season, **_model_shape(data)
+    )
+    return forecaster, {"season_length_steps": season}
+
+
+def fit_prophet(
+    settings: NonMLSettings, data: LineageData, _: EpochCallback
+) -> tuple[Forecaster, dict[str, Any]]:
+    from flts.models.prophet import fit_prophet as fit
+
+    hyper = data.config.models.prophet
+    history = pd.concat([data.frames["train"], data.frames["validation"]], ignore_index=True)
+    forecaster = fit(
+        history, data.claim.time_column, workers=settings.prophet_workers, config=hyper, **_model_shape(data)
+    )
+    return forecaster, {f"prophet.{key}": value for key, value in hyper.model_dump().items()}
+
+
+def main() -> None:
+    settings = NonMLSettings()
+
+    def make_handler():
+        fits = {
+            "PERSISTENCE": fit_persistence,
+            "SEASONAL_NAIVE": fit_seasonal_naive,
+            "PROPHET": lambda data, on_epoch: fit_prophet(settings, data, on_epoch),
+        }
+        return TrainingJob(settings, fits).handle
+
+    run_consumer(settings, settings.topic_training_data, TrainingData, make_handler)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Eval's decision, as pure functions of a lineage's MLflow runs (so a restarted eval decides the same).
+
+A lineage is ready when every expected model type has finished (or failed), or when the
+timeout since its first run has passed; then the finished runs are ranked by the composite
+score on the scaled test set, lower is better, with a deterministic tie-break.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from flts.config import EvaluationConfig
+from flts.metrics import composite_score
+from flts.tracking import RunSummary
+
+TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
+# A tie goes to the simpler model. Seasonal naive needs a season of history that a /predict
+# window does not carry, so it is ranked on the leaderboard but never served.
+TIE_BREAK_ORDER = ("PERSISTENCE", "SEASONAL_NAIVE", "PROPHET", "GRU", "LSTM")
+SERVABLE = frozenset({"PERSISTENCE", "PROPHET", "GRU", "LSTM"})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    model_type: str
+    run_id: str
+    score: float
+    metrics: dict[str, float]
+
+    @property
+    def rank_key(self) -> tuple[float, int, str]:
+        order = (
+            TIE_BREAK_ORDER.index(self.model_type)
+            if self.model_type in TIE_BREAK_ORDER
+            else len(TIE_BREAK_ORDER)
+        )
+        return (self.score, order, self.run_id)
+
+
+@dataclass(frozen=True)
+class Decision:
+    ready: bool
+    reason: str
+    leaderboard: list[Candidate]
+    winner: Candidate | None
+
+
+def latest_per_model_type(runs: list[RunSummary]) -> dict[str, RunSummary]:
+    """The run that speaks for each model type: its newest finished run, else its newest run."""
+    chosen: dict[str, RunSummary] = {}
+    for run in sorted(runs, key=lambda r: r.start_time_ms, reverse=True):
+        current = chosen.get(run.model_type)
+        if current is None or (current.status != "FINISHED" and run.status == "FINISHED"):
+            chosen[run.model_type] = run
+    return chosen
+
+
+def leaderboard(runs: list[RunSummary], config: EvaluationConfig) -> list[Candidate]:
+    """Finished runs with finite scores, best first; runs with NaN/inf metrics are left out."""
+    candidates = [
+        Candidate(run.model_type, run.run_id, composite_score(run.metrics, config.score_weights), run.metrics)
+        for run in latest_per_model_type(runs).values()
+        if run.status == "FINISHED"
+    ]
+    return sorted((c for c in candidates if math.isfinite(c.score)), key=lambda c: c.rank_key)
+
+
+def decide(runs: list[RunSummary], config: EvaluationConfig, now_ms: int) -> Decision:
+    latest = latest_per_model_type(runs)
+    pending = sorted(
+        t for t in config.expected_model_types if latest.get(t) is None or latest[t].status not in TERMINAL
+    )
+    board = leaderboard(runs, config)
+    started_ms = min((r.start_time_ms for r in runs), default=now_ms)
+    timed_out = (now_ms - started_ms) / 1000 >= config.decision_timeout_seconds
+    if pending and not timed_out:
+        return Decision(False, f"waiting for {', '.join(pending)}", board, None)
+    winner = next((c for c in board if c.model_type in SERVABLE), None)
+    reason = (
+        "every expected model type finished" if not pending else f"timed out waiting for {', '.join(pending)}"
+    )
+    if winner is None:
+        reason += "; no servable model finished with finite metrics"
+    return Decision(True, reason, board, winner)

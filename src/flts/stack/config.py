@@ -1,0 +1,119 @@
+"""Where the local stack lives (state, cache, ports), its generated credentials, and the env it hands out."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flts.config import CommonSettings
+
+KAFKA_VERSION = "4.1.1"
+LOG4J_VERSION = "2.24.3"
+# The Go proxy refuses MinIO's RELEASE.* tags (not semver), so the build pins a pseudo-version.
+MINIO_MODULE_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
+
+
+class StackConfig(BaseSettings):
+    """The local stack's layout; every field can be set as ``FLTS_STACK_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="FLTS_STACK_", extra="ignore")
+
+    state_dir: Path = Path("~/.local/state/flts/stack")
+    cache_dir: Path = Path("~/.cache/flts")
+    host: str = "127.0.0.1"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    minio_port: int = 19000
+    minio_console_port: int = 19001
+    mlflow_port: int = 15000
+    kafka_heap: str = "512m"
+    start_timeout_s: float = 180.0
+    stop_grace_s: float = 20.0
+
+    def model_post_init(self, _context: object) -> None:
+        self.state_dir = self.state_dir.expanduser().absolute()
+        self.cache_dir = self.cache_dir.expanduser().absolute()
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.state_dir / "credentials.env"
+
+    @property
+    def kafka_libs(self) -> Path:
+        return self.cache_dir / f"kafka-{KAFKA_VERSION}" / "libs"
+
+    @property
+    def minio_binary(self) -> Path:
+        return self.cache_dir / "bin" / "minio"
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://{self.host}:{self.minio_port}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"http://{self.host}:{self.mlflow_port}"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+
+
+def load_or_create_credentials(config: StackConfig) -> Credentials:
+    """Random S3 credentials made on first use and kept (mode 0600) so restarts keep the same data access."""
+    path = config.credentials_file
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = f"AWS_ACCESS_KEY_ID=flts-{secrets.token_hex(8)}\nAWS_SECRET_ACCESS_KEY={secrets.token_urlsafe(30)}\n"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another `up` won the race; read what it wrote
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(body)
+    values = dict(
+        line.split("=", 1)
+        for line in path.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    return Credentials(values["AWS_ACCESS_KEY_ID"], values["AWS_SECRET_ACCESS_KEY"])
+
+
+def stack_environment(config: StackConfig) -> dict[str, str]:
+    """The variables a service (or a test) sets to talk to this stack; names are CommonSettings fields."""
+    credentials = load_or_create_credentials(config)
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": config.kafka_bootstrap,
+        "S3_ENDPOINT_URL": config.s3_endpoint,
+        "AWS_ACCESS_KEY_ID": credentials.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": credentials.secret_access_key,
+        "MLFLOW_TRACKING_URI": config.mlflow_uri,
+        "MLFLOW_S3_ENDPOINT_URL": config.s3_endpoint,
+    }
+
+
+def common_settings(config: StackConfig) -> CommonSettings:
+    """CommonSettings pointing at this stack (topic and bucket names still come from the environment)."""
+    fields = CommonSettings.model_fields
+    return CommonSettings(
+        **{k.lower(): v for k, v in stack_environment(config).items() if k.lower() in fields}
+    )

@@ -1,0 +1,188 @@
+"""MLflow helpers: the experiment, run lookup by lineage tags, the model registry and its `champion` alias.
+
+MLflow is the source of truth for what has been trained: trainers tag every run with
+``config_hash``, ``model_type`` and ``identifier``, and eval derives its state from those
+tags, so a restarted eval (or one that missed a message) still reaches a decision.
+Artifacts travel through the tracking server's proxy, so clients need no S3 credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flts.config import CommonSettings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+    from mlflow.entities.model_registry import ModelVersion
+
+log = logging.getLogger(__name__)
+
+CHAMPION_ALIAS = "champion"
+TAG_CONFIG_HASH = "flts.config_hash"
+TAG_MODEL_TYPE = "flts.model_type"
+TAG_IDENTIFIER = "flts.identifier"
+TAG_DATASET = "flts.dataset_id"
+TAG_ERROR = "flts.error"
+MODEL_ARTIFACT_PATH = "model"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    model_type: str
+    identifier: str
+    status: str
+    metrics: dict[str, float]
+    start_time_ms: int
+    end_time_ms: int | None
+    error: str | None
+
+
+def registered_model_name(settings: CommonSettings, identifier: str) -> str:
+    """One registered model per identifier: each identifier has its own champion."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", identifier)
+    return f"{settings.registered_model_prefix}-{safe}"
+
+
+class Tracker:
+    def __init__(self, settings: CommonSettings) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        self.settings = settings
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        self.client: MlflowClient = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+        self._experiment_id: str | None = None
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            from mlflow.exceptions import MlflowException
+
+            experiment = self.client.get_experiment_by_name(self.settings.mlflow_experiment)
+            if experiment is None:
+                try:
+                    self._experiment_id = self.client.create_experiment(self.settings.mlflow_experiment)
+                except MlflowException:
+                    experiment = self.client.get_experiment_by_name(self.settings.mlflow_experiment)
+                    assert experiment is not None
+                    self._experiment_id = experiment.experiment_id
+            else:
+                self._experiment_id = experiment.experiment_id
+        return self._experiment_id
+
+    def start_run(self, config_hash: str, model_type: str, identifier: str, dataset_id: str) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{model_type.lower()}-{config_hash[:12]}",
+            tags={
+                TAG_CONFIG_HASH: config_hash,
+                TAG_MODEL_TYPE: model_type,
+                TAG_IDENTIFIER: identifier,
+                TAG_DATASET: dataset_id,
+            },
+        )
+        return run.info.run_id
+
+    def lineage_runs(self, config_hash: str, model_type: str | None = None) -> list[RunSummary]:
+        """Every run of a lineage, newest first."""
+        query = f"tags.`{TAG_CONFIG_HASH}` = '{config_hash}'"
+        if model_type:
+            query += f" and tags.`{TAG_MODEL_TYPE}` = '{model_type}'"
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=query,
+            order_by=["attributes.start_time DESC"],
+            max_results=500,
+        )
+        return [_summary(run) for run in runs]
+
+    def finished_run(self, config_hash: str, model_type: str) -> RunSummary | None:
+        """The newest successful run of a model type in a lineage: what makes training idempotent."""
+        for run in self.lineage_runs(config_hash, model_type):
+            if run.status == "FINISHED":
+                return run
+        return None
+
+    def recent_lineages(self, max_runs: int = 1000) -> dict[str, list[RunSummary]]:
+        """Runs grouped by config_hash, for eval's sweep after a restart."""
+        runs = self.client.search_runs(
+            [self.experiment_id], order_by=["attributes.start_time DESC"], max_results=max_runs
+        )
+        grouped: dict[str, list[RunSummary]] = {}
+        for run in runs:
+            config_hash = run.data.tags.get(TAG_CONFIG_HASH)
+            if config_hash:
+                grouped.setdefault(config_hash, []).append(_summary(run))
+        return grouped
+
+    def fail_run(self, run_id: str, error: str) -> None:
+        self.client.set_tag(run_id, TAG_ERROR, error[:4000])
+        self.client.set_terminated(run_id, status="FAILED")
+
+    def register(self, run_id: str, identifier: str, tags: dict[str, str]) -> str:
+        """Register the run's model as a new version of the identifier's registered model."""
+        from mlflow.exceptions import MlflowException
+
+        name = registered_model_name(self.settings, identifier)
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
+                raise
+        run = self.client.get_run(run_id)
+        version = self.client.create_model_version(
+            name, f"{run.info.artifact_uri}/{MODEL_ARTIFACT_PATH}", run_id=run_id, tags=tags
+        )
+        return str(version.version)
+
+    def model_version_of_run(self, identifier: str, run_id: str) -> str | None:
+        name = registered_model_name(self.settings, identifier)
+        versions = self.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        return str(versions[0].version) if versions else None
+
+    def champion(self, identifier: str) -> ModelVersion | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(
+                registered_model_name(self.settings, identifier), CHAMPION_ALIAS
+            )
+        except MlflowException:
+            return None
+
+    def set_champion(self, identifier: str, version: str) -> None:
+        self.client.set_registered_model_alias(
+            registered_model_name(self.settings, identifier), CHAMPION_ALIAS, version
+        )
+
+    def download_model(self, run_id: str, destination: str) -> str:
+        from mlflow.artifacts import download_artifacts
+
+        return download_artifacts(
+            run_id=run_id,
+            artifact_path=MODEL_ARTIFACT_PATH,
+            dst_path=destination,
+            tracking_uri=self.settings.mlflow_tracking_uri,
+        )
+
+    def run_params(self, run_id: str) -> dict[str, Any]:
+        return dict(self.client.get_run(run_id).data.params)
+
+
+def _summary(run: Run) -> RunSummary:
+    return RunSummary(
+        run_id=run.info.run_id,
+        model_type=run.data.tags.get(TAG_MODEL_TYPE, "?"),
+        identifier=run.data.tags.get(TAG_IDENTIFIER, "global"),
+        status=run.info.status,
+        metrics=dict(run.data.metrics),
+        start_time_ms=run.info.start_time,
+        end_time_ms=run.info.end_time,
+        error=run.data.tags.get(TAG_ERROR),
+    )

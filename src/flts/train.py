@@ -1,0 +1,223 @@
+"""One training job for any model type: the contract every trainer (GRU, LSTM, Prophet, baselines) shares.
+
+read the claim's splits -> fit -> score on the test windows -> log to MLflow -> register ->
+publish RUNNING, then SUCCESS or FAILED on `model-training`. The same claim twice yields one
+MLflow run: a finished run of the same lineage and model type is announced again, not retrained.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from flts.config import CommonSettings, PipelineConfig
+from flts.data.scaler import Scaler
+from flts.data.windows import Windows, make_windows
+from flts.kafka import MessageProducer, PermanentError
+from flts.messages import ModelTraining, ObjectRef, TrainingData
+from flts.metrics import forecast_metrics
+from flts.models.base import Forecaster
+from flts.observability import log_context
+from flts.storage import ObjectNotFound, ObjectStore, sha256_bytes
+from flts.tracking import MODEL_ARTIFACT_PATH, TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
+
+log = logging.getLogger(__name__)
+
+PREPROCESSING_FILE = "preprocessing.json"
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class LineageData:
+    """A training-data claim resolved: the scaled splits, their windows and the preprocessing metadata."""
+
+    claim: TrainingData
+    frames: dict[str, pd.DataFrame]
+    windows: dict[str, Windows]
+    metadata: dict[str, Any]
+    config: PipelineConfig
+
+    @property
+    def target_indices(self) -> list[int]:
+        features = self.claim.feature_columns
+        return [features.index(t) for t in self.claim.target_columns]
+
+
+def read_parquet(store: ObjectStore, ref: ObjectRef) -> pd.DataFrame:
+    data = store.get_bytes(ref.uri)
+    if ref.sha256 and ref.sha256 != sha256_bytes(data):
+        raise PermanentError(f"{ref.uri} does not match the sha256 in the claim")
+    return pd.read_parquet(io.BytesIO(data))
+
+
+def load_lineage_data(store: ObjectStore, claim: TrainingData) -> LineageData:
+    """Fetch every object behind the claim; a missing or altered object is a permanent failure."""
+    try:
+        frames = {
+            "train": read_parquet(store, claim.train),
+            "validation": read_parquet(store, claim.validation),
+            "test": read_parquet(store, claim.test),
+        }
+        metadata = store.get_json(claim.metadata.uri)
+    except ObjectNotFound as exc:
+        raise PermanentError(f"object behind the claim is missing: {exc}") from exc
+    config = PipelineConfig.model_validate(metadata["config"])
+    windows = {
+        split: make_windows(
+            frame,
+            claim.time_column,
+            claim.feature_columns,
+            claim.target_columns,
+            config.windows.input_seq_len,
+            config.windows.output_seq_len,
+        )
+        for split, frame in frames.items()
+    }
+    if len(windows["test"]) == 0 or len(windows["train"]) == 0:
+        raise PermanentError(
+            f"not enough rows for windows of {config.windows.input_seq_len}+{config.windows.output_seq_len}: "
+            f"train={len(frames['train'])}, test={len(frames['test'])}"
+        )
+    return LineageData(claim, frames, windows, metadata, config)
+
+
+def score(forecaster: Forecaster, data: LineageData) -> dict[str, float]:
+    """Test metrics on windows never seen in training or early stopping, scaled and original scale."""
+    test = data.windows["test"]
+    predictions = forecaster.predict(test.inputs, test.target_times)
+    scaler = Scaler.from_dict(data.metadata["scaler"])
+    train_targets = data.frames["train"][data.claim.target_columns].to_numpy(np.float64)
+    naive_mae = np.abs(np.diff(train_targets, axis=0)).mean(axis=0)
+    return forecast_metrics(
+        test.targets,
+        predictions,
+        data.claim.target_columns,
+        inverse=lambda values: scaler.inverse(values, data.claim.target_columns),
+        naive_mae=naive_mae,
+    )
+
+
+Fit = Callable[[LineageData, EpochCallback], tuple[Forecaster, dict[str, Any]]]
+
+
+class TrainingJob:
+    """Trains one or more model types on each training-data claim and reports on `model-training`.
+
+    The claim's data is read once per claim, and only when some model type still needs training.
+    """
+
+    def __init__(self, settings: CommonSettings, fits: dict[str, Fit]) -> None:
+        self.settings = settings
+        self.fits = fits
+        self.store = ObjectStore(settings)
+        self.tracker = Tracker(settings)
+        self.producer = MessageProducer(settings)
+
+    def handle(self, claim: TrainingData) -> None:
+        data: LineageData | None = None
+        for model_type, fit in self.fits.items():
+            with log_context(
+                config_hash=claim.config_hash, model_type=model_type, identifier=claim.identifier
+            ):
+                finished = None if claim.force else self.tracker.finished_run(claim.config_hash, model_type)
+                if finished is not None:
+                    log.info(
+                        "already trained for this lineage; announcing the run again",
+                        extra={"run_id": finished.run_id},
+                    )
+                    version = self.tracker.model_version_of_run(claim.identifier, finished.run_id)
+                    self._announce(claim, model_type, "SUCCESS", finished.run_id, finished.metrics, version)
+                    continue
+                data = data or load_lineage_data(self.store, claim)
+                self._train_one(model_type, fit, data)
+
+    def _train_one(self, model_type: str, fit: Fit, data: LineageData) -> None:
+        claim = data.claim
+        run_id = self.tracker.start_run(claim.config_hash, model_type, claim.identifier, claim.dataset_id)
+        with log_context(run_id=run_id):
+            self._announce(claim, model_type, "RUNNING", run_id)
+            try:
+                metrics = self._train_and_log(fit, data, run_id)
+            except Exception as exc:
+                log.exception("training failed")
+                self.tracker.fail_run(run_id, repr(exc))
+                self._announce(claim, model_type, "FAILED", run_id, error=repr(exc)[:2000])
+                return
+            version = self.tracker.register(
+                run_id, claim.identifier, {TAG_CONFIG_HASH: claim.config_hash, TAG_MODEL_TYPE: model_type}
+            )
+            self.tracker.client.set_terminated(run_id, status="FINISHED")
+            log.info(
+                "training finished", extra={"model_version": version, "test_rmse": metrics.get("test_rmse")}
+            )
+            self._announce(claim, model_type, "SUCCESS", run_id, metrics, version)
+
+    def _train_and_log(self, fit: Fit, data: LineageData, run_id: str) -> dict[str, float]:
+        from mlflow.entities import Metric, Param
+
+        client = self.tracker.client
+        started = time.monotonic()
+
+        def on_epoch(epoch: int, values: dict[str, float]) -> None:
+            now = int(time.time() * 1000)
+            client.log_batch(run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in values.items()])
+            log.info("epoch done", extra={"epoch": epoch, **values})
+
+        forecaster, params = fit(data, on_epoch)
+        fit_seconds = time.monotonic() - started
+        metrics = score(forecaster, data)
+        metrics["fit_seconds"] = fit_seconds
+        all_params = {
+            **{f"window.{k}": v for k, v in data.config.windows.model_dump().items()},
+            **params,
+            "features": len(data.claim.feature_columns),
+            "targets": len(data.claim.target_columns),
+            "train_windows": len(data.windows["train"]),
+            "test_windows": len(data.windows["test"]),
+        }
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if np.isfinite(v)],
+            params=[Param(k, str(v)[:6000]) for k, v in all_params.items()],
+        )
+        with tempfile.TemporaryDirectory(prefix="flts-model-") as tmp:
+            forecaster.save(Path(tmp))
+            (Path(tmp) / PREPROCESSING_FILE).write_text(json.dumps(data.metadata, indent=2, default=str))
+            client.log_artifacts(run_id, tmp, MODEL_ARTIFACT_PATH)
+        return metrics
+
+    def _announce(
+        self,
+        claim: TrainingData,
+        model_type: str,
+        status: str,
+        run_id: str,
+        metrics: dict[str, float] | None = None,
+        version: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        finite = {k: v for k, v in (metrics or {}).items() if np.isfinite(v) and "__" not in k}
+        self.producer.publish(
+            self.settings.topic_model_training,
+            ModelTraining(
+                config_hash=claim.config_hash,
+                identifier=claim.identifier,
+                model_type=model_type,
+                status=status,
+                run_id=run_id,
+                model_version=version,
+                metrics=finite,
+                error=error,
+            ),
+        )

@@ -129,13 +129,15 @@ class EvalSettings(ConsumerSettings):
     decision_poll_seconds: float = 5.0
 
 
-class InferenceSettings(CommonSettings):
+class InferenceSettings(ConsumerSettings):
+    """consumer_group is a prefix here: every replica joins a group of its own, so each hears every champion."""
+
     service_name: str = "inference"
+    consumer_group: str = "flts-inference"
     http_host: str = "127.0.0.1"
     http_port: int = 8001
     torch_num_threads: int = 1
-    consumer_group_prefix: str = "flts-inference"
-    score_inference_data: bool = False
+    model_cache_dir: Path = Path("/tmp/flts-models")
 
 
 # ---------------------------------------------------------------------------

@@ -82,7 +82,8 @@ def load_or_create_credentials(config: StackConfig) -> Credentials:
     path = config.credentials_file
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        body = f"AWS_ACCESS_KEY_ID=flts-{secrets.token_hex(8)}\nAWS_SECRET_ACCESS_KEY={secrets.token_urlsafe(30)}\n"
+        key_id, secret = f"flts-{secrets.token_hex(8)}", secrets.token_urlsafe(30)
+        body = f"AWS_ACCESS_KEY_ID={key_id}\nAWS_SECRET_ACCESS_KEY={secret}\n"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:

@@ -1,4 +1,4 @@
-"""First-run installs, cached under the cache dir: Kafka's jars from Maven Central, MinIO built from source."""
+"""First-run installs, cached: Apache Kafka's jars from Maven Central, MinIO built from its Go module."""
 
 from __future__ import annotations
 
@@ -59,7 +59,12 @@ def _run_with_progress(
 ) -> None:
     """Run a long install step showing a spinner, the elapsed time and the latest line of its log."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), TextColumn("[dim]{task.fields[last]}"))
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        TextColumn("[dim]{task.fields[last]}"),
+    )
     with log_file.open("w") as log, Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(description, last="")
         process = subprocess.Popen(list(command), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -84,7 +89,9 @@ def ensure_kafka_libs(config: StackConfig, console: Console) -> Path:
         (resolve_dir / "pom.xml").write_text(KAFKA_POM)
         staging = libs.with_name("libs.partial")
         shutil.rmtree(staging, ignore_errors=True)
-        console.print(f"[bold]Apache Kafka {KAFKA_VERSION}[/]: resolving its jars from Maven Central (first run only)")
+        console.print(
+            f"[bold]Apache Kafka {KAFKA_VERSION}[/]: resolving its jars from Maven Central (first run only)"
+        )
         _run_with_progress(
             console,
             f"mvn dependency:copy-dependencies kafka_2.13:{KAFKA_VERSION}",

@@ -71,6 +71,7 @@ def group_members(pgid: int) -> list[int]:
     """Live processes of a process group (a detached part and whatever it forked)."""
     if not PROC.is_dir():
         return [pgid] if alive(pgid) else []
+    _reap(pgid)
     members = []
     for entry in PROC.iterdir():
         if entry.name.isdigit():

@@ -1,0 +1,263 @@
+"""Gateway: upload datasets, browse objects, and follow a lineage through every stage.
+
+An upload is validated before anything is stored (413 / 422 with the exact reason), streamed
+to the `datasets` bucket with its sha256, and announced on `dataset-uploaded`. The answer
+carries the lineage's config_hash, computed from the same pipeline config preprocess reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import StreamingResponse
+from prometheus_client import Counter, make_asgi_app
+
+from flts.config import GatewaySettings, PipelineConfig, compute_config_hash, load_pipeline_config
+from flts.data.io import DataError, read_measurements, validate_measurements
+from flts.evaluate import decide
+from flts.kafka import MessageProducer
+from flts.messages import DatasetUploaded, ObjectRef
+from flts.observability import configure_logging, log_context
+from flts.storage import ObjectNotFound, ObjectStore, ObjectTooLarge
+from flts.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+UPLOADS = Counter("flts_gateway_uploads_total", "Dataset uploads by outcome.", ["outcome"])
+IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+CONFIG_HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Gateway:
+    """What the routes need, built once: the store, the producer, the tracker and the pipeline config."""
+
+    def __init__(self, settings: GatewaySettings, config: PipelineConfig) -> None:
+        self.settings = settings
+        self.config = config
+        self.store = ObjectStore(settings)
+        self.producer = MessageProducer(settings)
+        self._tracker: Tracker | None = None
+
+    @property
+    def tracker(self) -> Tracker:
+        if self._tracker is None:
+            self._tracker = Tracker(self.settings)
+        return self._tracker
+
+    def validated(self, upload: UploadFile, role: str) -> tuple[int, list[str], str | None]:
+        """Parse the upload from its spooled file: rows, columns and its single identifier (if any)."""
+        if upload.size is not None and upload.size > self.settings.max_upload_bytes:
+            raise HTTPException(
+                413, f"{role} file is {upload.size} bytes; the limit is {self.settings.max_upload_bytes}"
+            )
+        upload.file.seek(0)
+        try:
+            frame = read_measurements(upload.file, self.config.data)
+            if role == "train":
+                validate_measurements(frame, self.config)
+        except DataError as exc:
+            raise HTTPException(422, f"{role} file {upload.filename!r}: {exc}") from exc
+        identifier_column = self.config.data.identifier_column
+        identifier = None
+        if identifier_column and identifier_column in frame.columns:
+            values = frame[identifier_column].dropna().astype(str).unique()
+            if len(values) > 1:
+                raise HTTPException(
+                    422,
+                    f"{role} file holds {len(values)} identifiers in {identifier_column!r}; upload one per file",
+                )
+            identifier = values[0] if len(values) else None
+        return len(frame), list(frame.columns), identifier
+
+    def store_upload(self, upload: UploadFile, key: str, rows: int) -> ObjectRef:
+        upload.file.seek(0)
+        uri = f"s3://{self.settings.bucket_datasets}/{key}"
+        try:
+            stored = self.store.put_stream(uri, upload.file, max_bytes=self.settings.max_upload_bytes)
+        except ObjectTooLarge as exc:
+            raise HTTPException(413, str(exc)) from exc
+        return ObjectRef(uri=stored.uri, sha256=stored.sha256, size_bytes=stored.size_bytes, rows=rows)
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    app = FastAPI(
+        title="FLTS gateway",
+        version="0.1.0",
+        description="Upload measurements, follow the pipeline, download its objects.",
+    )
+    app.mount("/metrics", make_asgi_app())
+    state: dict[str, Gateway] = {}
+
+    def gateway() -> Gateway:
+        if "gateway" not in state:
+            state["gateway"] = Gateway(settings, load_pipeline_config(settings.pipeline_config))
+        return state["gateway"]
+
+    def within_size_limit(request: Request) -> None:
+        """Refuse an oversized body from its Content-Length, before it is read."""
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_upload_bytes + 1024 * 1024:
+            UPLOADS.labels("too_large").inc()
+            raise HTTPException(
+                413, f"request body is {length} bytes; the limit is {settings.max_upload_bytes}"
+            )
+
+    @app.get("/healthz", tags=["probes"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["probes"])
+    def readyz(gw: Annotated[Gateway, Depends(gateway)]) -> dict[str, str]:
+        try:
+            gw.store.client.head_bucket(Bucket=settings.bucket_datasets)
+        except Exception as exc:
+            raise HTTPException(
+                503, f"object store not reachable: {exc}", headers={"Retry-After": "5"}
+            ) from exc
+        return {"status": "ready"}
+
+    @app.post("/datasets", status_code=202, tags=["datasets"], dependencies=[Depends(within_size_limit)])
+    def upload_dataset(
+        gw: Annotated[Gateway, Depends(gateway)],
+        train: Annotated[
+            UploadFile, File(description="CSV of measurements: a time column and numeric columns.")
+        ],
+        test: Annotated[UploadFile | None, File(description="Optional CSV used as the test set.")] = None,
+        identifier: Annotated[str | None, Query(description="The series this data belongs to.")] = None,
+        force: Annotated[
+            bool, Query(description="Process and train again even if this lineage exists.")
+        ] = False,
+    ) -> dict[str, Any]:
+        rows, columns, file_identifier = gw.validated(train, "train")
+        test_rows = gw.validated(test, "test")[0] if test is not None else None
+        identifier = identifier or file_identifier or "global"
+        if not IDENTIFIER.match(identifier):
+            raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
+        dataset_id = uuid.uuid4().hex[:16]
+        with log_context(dataset_id=dataset_id, identifier=identifier):
+            prefix = f"{identifier}/{dataset_id}"
+            train_ref = gw.store_upload(train, f"{prefix}/train.csv", rows)
+            test_ref = (
+                gw.store_upload(test, f"{prefix}/test.csv", test_rows or 0) if test is not None else None
+            )
+            hashes = [train_ref.sha256] + ([test_ref.sha256] if test_ref else [])
+            config_hash = compute_config_hash(gw.config, *hashes)
+            message = DatasetUploaded(
+                dataset_id=dataset_id,
+                identifier=identifier,
+                train=train_ref,
+                test=test_ref,
+                filename=train.filename or "train.csv",
+                columns=columns,
+                force=force,
+            )
+            gw.producer.publish(settings.topic_dataset_uploaded, message)
+            UPLOADS.labels("accepted").inc()
+            log.info("dataset uploaded", extra={"config_hash": config_hash, "rows": rows})
+        return {
+            "dataset_id": dataset_id,
+            "identifier": identifier,
+            "config_hash": config_hash,
+            "train": train_ref.model_dump(),
+            "test": test_ref.model_dump() if test_ref else None,
+            "status_url": f"/runs/{config_hash}?identifier={identifier}",
+        }
+
+    @app.get("/datasets", tags=["datasets"])
+    def list_datasets(gw: Annotated[Gateway, Depends(gateway)]) -> list[dict[str, Any]]:
+        return [
+            {"key": o["Key"], "size_bytes": o["Size"], "last_modified": o["LastModified"].isoformat()}
+            for o in gw.store.list(settings.bucket_datasets)
+        ]
+
+    @app.get("/objects/{bucket}/{key:path}", tags=["objects"])
+    def download(bucket: str, key: str, gw: Annotated[Gateway, Depends(gateway)]) -> StreamingResponse:
+        if bucket not in settings.buckets:
+            raise HTTPException(404, f"unknown bucket {bucket!r}; one of {settings.buckets}")
+        parts = key.split("/")
+        if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
+            raise HTTPException(400, f"invalid object key {key!r}")
+        uri = f"s3://{bucket}/{key}"
+        if not gw.store.exists(uri):
+            raise HTTPException(404, f"no object {uri}")
+        try:
+            chunks = gw.store.iter_chunks(uri)
+        except ObjectNotFound as exc:
+            raise HTTPException(404, f"no object {uri}") from exc
+        filename = parts[-1].replace('"', "")
+        return StreamingResponse(
+            chunks,
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+    @app.get("/runs/{config_hash}", tags=["runs"])
+    def run_status(
+        config_hash: str,
+        gw: Annotated[Gateway, Depends(gateway)],
+        identifier: Annotated[str, Query()] = "global",
+    ) -> dict[str, Any]:
+        if not CONFIG_HASH.match(config_hash):
+            raise HTTPException(422, "config_hash must be 64 lowercase hex characters")
+        return lineage_status(gw, config_hash, identifier)
+
+    return app
+
+
+def lineage_status(gw: Gateway, config_hash: str, identifier: str) -> dict[str, Any]:
+    """Every stage of a lineage: preprocessing, each model's training, the leaderboard, the champion."""
+    settings = gw.settings
+    metadata_uri = f"s3://{settings.bucket_processed}/{identifier}/{config_hash}/metadata.json"
+    preprocessed = None
+    if gw.store.exists(metadata_uri):
+        metadata = gw.store.get_json(metadata_uri)
+        preprocessed = {
+            "rows": metadata.get("rows"),
+            "feature_columns": metadata.get("feature_columns"),
+            "target_columns": metadata.get("target_columns"),
+            "frequency": metadata.get("frequency"),
+            "sampling": metadata.get("config", {}).get("preprocessing", {}).get("sample"),
+            "metadata_uri": metadata_uri,
+        }
+    runs = gw.tracker.lineage_runs(config_hash)
+    decision = decide(runs, gw.config.evaluation, int(time.time() * 1000))
+    pointer_uri = f"s3://{settings.bucket_promotion}/{identifier}/{config_hash}/current.json"
+    champion = gw.store.get_json(pointer_uri) if gw.store.exists(pointer_uri) else None
+    if preprocessed is None and not runs:
+        raise HTTPException(404, f"no lineage {config_hash} for identifier {identifier!r} (yet)")
+    return {
+        "config_hash": config_hash,
+        "identifier": identifier,
+        "preprocessed": preprocessed,
+        "training": [
+            {
+                "model_type": r.model_type,
+                "run_id": r.run_id,
+                "status": r.status,
+                "error": r.error,
+                "metrics": {k: v for k, v in r.metrics.items() if k.startswith("test_") and "__" not in k},
+            }
+            for r in runs
+        ],
+        "decision": {"ready": decision.ready, "reason": decision.reason},
+        "leaderboard": [
+            {"model_type": c.model_type, "run_id": c.run_id, "score": c.score} for c in decision.leaderboard
+        ],
+        "champion": champion,
+    }
+
+
+def main() -> None:
+    settings = GatewaySettings()
+    configure_logging(settings.service_name, settings.log_level)
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None)
+
+
+if __name__ == "__main__":
+    main()

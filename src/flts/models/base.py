@@ -1,0 +1,149 @@
+"""The one interface every model type implements, and the `model.json` every saved model starts with.
+
+Trainers, eval and inference handle every model type through `Forecaster` and `load_forecaster`,
+so adding a model type never touches them. Saved models are JSON plus safetensors only (no
+pickles: a model directory from object storage must not be able to run code on load), and
+`load_forecaster` imports torch or prophet only for the types that need them, so a baseline
+loads in a process that has neither.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+MODEL_FILE = "model.json"
+FORMAT_VERSION = 1
+
+# Model type -> "module:class" with a `load(directory)` classmethod; imported only when asked for.
+_LOADERS: dict[str, str] = {
+    "GRU": "flts.models.recurrent:RecurrentForecaster",
+    "LSTM": "flts.models.recurrent:RecurrentForecaster",
+    "PROPHET": "flts.models.prophet:ProphetForecaster",
+    "PERSISTENCE": "flts.models.baselines:PersistenceForecaster",
+    "SEASONAL_NAIVE": "flts.models.baselines:SeasonalNaiveForecaster",
+}
+
+
+@dataclass(frozen=True)
+class WindowLayout:
+    """What a model's input and output windows hold: the contract with preprocessing and inference."""
+
+    input_seq_len: int
+    output_seq_len: int
+    feature_columns: tuple[str, ...]
+    target_columns: tuple[str, ...]
+    target_indices: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.input_seq_len < 1 or self.output_seq_len < 1:
+            raise ValueError("input_seq_len and output_seq_len must be at least 1")
+        if len(self.target_columns) != len(self.target_indices) or not self.target_columns:
+            raise ValueError("one target index per target column, and at least one target")
+        for column, index in zip(self.target_columns, self.target_indices, strict=True):
+            if not 0 <= index < len(self.feature_columns) or self.feature_columns[index] != column:
+                raise ValueError(f"target {column!r} is not feature {index} of {list(self.feature_columns)}")
+
+    @classmethod
+    def build(
+        cls,
+        feature_columns: Sequence[str],
+        target_columns: Sequence[str],
+        input_seq_len: int,
+        output_seq_len: int,
+        target_indices: Sequence[int] | None = None,
+    ) -> WindowLayout:
+        """A layout whose target indices default to the targets' positions among the features."""
+        features = tuple(feature_columns)
+        targets = tuple(target_columns)
+        missing = [column for column in targets if column not in features]
+        if missing:
+            raise ValueError(f"target columns {missing} are not among the feature columns")
+        indices = tuple(target_indices) if target_indices is not None else tuple(map(features.index, targets))
+        return cls(input_seq_len, output_seq_len, features, targets, tuple(int(i) for i in indices))
+
+    @classmethod
+    def targets_only(cls, target_columns: Sequence[str]) -> WindowLayout:
+        """The layout of a model that reads nothing but the targets, one step in and one step out."""
+        return cls.build(target_columns, target_columns, 1, 1)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_columns)
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.target_columns)
+
+    def check(self, inputs: np.ndarray, target_times: np.ndarray) -> None:
+        """Raise ValueError saying exactly what is wrong when a batch does not fit this layout."""
+        if inputs.ndim != 3 or inputs.shape[1:] != (self.input_seq_len, self.n_features):
+            raise ValueError(
+                f"inputs must be [N, {self.input_seq_len}, {self.n_features}] "
+                f"(N windows, input_seq_len, features), got {list(inputs.shape)}"
+            )
+        if target_times.shape != (inputs.shape[0], self.output_seq_len):
+            raise ValueError(
+                f"target_times must be [{inputs.shape[0]}, {self.output_seq_len}] (N windows, output_seq_len), "
+                f"got {list(target_times.shape)}"
+            )
+
+
+@runtime_checkable
+class Forecaster(Protocol):
+    """A trained model of any type, as trainers, eval and inference see it."""
+
+    model_type: str
+    layout: WindowLayout
+
+    def predict(self, inputs: np.ndarray, target_times: np.ndarray) -> np.ndarray:
+        """Forecast [N, output_seq_len, n_targets] float32 (scaled) from [N, input_seq_len, n_features] scaled
+        inputs; `target_times` [N, output_seq_len] datetime64 are the times being forecast."""
+        ...
+
+    def save(self, directory: Path) -> None:
+        """Write `model.json` and the model's weights (JSON or safetensors) into `directory`."""
+        ...
+
+
+def write_model_json(directory: Path, model_type: str, layout: WindowLayout, params: dict[str, Any]) -> None:
+    """Write the `model.json` every saved model starts with; `params` holds architecture and hyper-parameters."""
+    directory.mkdir(parents=True, exist_ok=True)
+    document = {"format_version": FORMAT_VERSION, "model_type": model_type, **asdict(layout), "params": params}
+    (directory / MODEL_FILE).write_text(json.dumps(document, indent=2, sort_keys=True))
+
+
+def read_model_json(directory: Path) -> tuple[str, WindowLayout, dict[str, Any]]:
+    """Read back model type, layout and params from a model directory's `model.json`."""
+    path = Path(directory) / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not a saved FLTS model directory")
+    document = json.loads(path.read_text())
+    if document.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported format_version {document.get('format_version')!r}")
+    layout = WindowLayout(
+        input_seq_len=int(document["input_seq_len"]),
+        output_seq_len=int(document["output_seq_len"]),
+        feature_columns=tuple(document["feature_columns"]),
+        target_columns=tuple(document["target_columns"]),
+        target_indices=tuple(int(i) for i in document["target_indices"]),
+    )
+    return str(document["model_type"]), layout, dict(document.get("params", {}))
+
+
+def load_forecaster(directory: Path) -> Forecaster:
+    """Load a saved model of any type, importing only what its type needs."""
+    model_type, _, _ = read_model_json(directory)
+    target = _LOADERS.get(model_type)
+    if target is None:
+        raise ValueError(f"unknown model_type {model_type!r} in {Path(directory) / MODEL_FILE}")
+    module_name, class_name = target.split(":")
+    forecaster_class = getattr(importlib.import_module(module_name), class_name)
+    return forecaster_class.load(Path(directory))
+

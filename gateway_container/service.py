@@ -70,7 +70,7 @@ class Gateway:
             if len(values) > 1:
                 raise HTTPException(
                     422,
-                    f"{role} file holds {len(values)} identifiers in {identifier_column!r}; upload one per file",
+                    f"{role} file holds {len(values)} identifiers in {identifier_column!r}; upload one each",
                 )
             identifier = values[0] if len(values) else None
         return len(frame), list(frame.columns), identifier

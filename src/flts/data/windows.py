@@ -70,5 +70,4 @@ def future_times(last_time: pd.Timestamp, frequency: str, steps: int) -> np.ndar
     start = pd.Timestamp(last_time)
     if start.tz is not None:
         start = start.tz_convert("UTC").tz_localize(None)
-    offsets = np.arange(1, steps + 1) * pd.Timedelta(pd.tseries.frequencies.to_offset(frequency))
-    return (start + pd.TimedeltaIndex(offsets)).to_numpy(dtype="datetime64[ns]")
+    return pd.date_range(start, periods=steps + 1, freq=frequency)[1:].to_numpy(dtype="datetime64[ns]")

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import pandas as pd
 
 MODEL_FILE = "model.json"
 FORMAT_VERSION = 1
@@ -90,7 +91,7 @@ class WindowLayout:
             )
         if target_times.shape != (inputs.shape[0], self.output_seq_len):
             raise ValueError(
-                f"target_times must be [{inputs.shape[0]}, {self.output_seq_len}] (N windows, output_seq_len), "
+                f"target_times must be [{inputs.shape[0]}, {self.output_seq_len}] (N windows, horizon), "
                 f"got {list(target_times.shape)}"
             )
 
@@ -113,20 +114,29 @@ class Forecaster(Protocol):
 
 
 def write_model_json(directory: Path, model_type: str, layout: WindowLayout, params: dict[str, Any]) -> None:
-    """Write the `model.json` every saved model starts with; `params` holds architecture and hyper-parameters."""
+    """Write the `model.json` every saved model starts with; `params`: architecture and hyper-parameters."""
     directory.mkdir(parents=True, exist_ok=True)
-    document = {"format_version": FORMAT_VERSION, "model_type": model_type, **asdict(layout), "params": params}
+    document = {
+        "format_version": FORMAT_VERSION,
+        "model_type": model_type,
+        **asdict(layout),
+        "params": params,
+    }
     (directory / MODEL_FILE).write_text(json.dumps(document, indent=2, sort_keys=True))
 
 
-def read_model_json(directory: Path) -> tuple[str, WindowLayout, dict[str, Any]]:
-    """Read back model type, layout and params from a model directory's `model.json`."""
+def read_model_json(
+    directory: Path, expected_types: Collection[str] | None = None
+) -> tuple[str, WindowLayout, dict[str, Any]]:
+    """Read model type, layout and params from `model.json`; the type must be in `expected_types` if given."""
     path = Path(directory) / MODEL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: not a saved FLTS model directory")
     document = json.loads(path.read_text())
     if document.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported format_version {document.get('format_version')!r}")
+    if expected_types is not None and document["model_type"] not in expected_types:
+        raise ValueError(f"{path} holds a {document['model_type']} model, not {' or '.join(expected_types)}")
     layout = WindowLayout(
         input_seq_len=int(document["input_seq_len"]),
         output_seq_len=int(document["output_seq_len"]),
@@ -147,3 +157,19 @@ def load_forecaster(directory: Path) -> Forecaster:
     forecaster_class = getattr(importlib.import_module(module_name), class_name)
     return forecaster_class.load(Path(directory))
 
+
+def frame_times(frame: pd.DataFrame, time_column: str) -> np.ndarray:
+    """The frame's times as tz-naive (UTC) datetime64[ns], from its time column or else its DatetimeIndex.
+
+    Returned as a bare array so nothing downstream aligns on the frame's index (a RangeIndex frame
+    and a DatetimeIndex frame give the same result).
+    """
+    if time_column in frame.columns:
+        times = pd.DatetimeIndex(pd.to_datetime(frame[time_column]).array)
+    elif isinstance(frame.index, pd.DatetimeIndex):
+        times = frame.index
+    else:
+        raise ValueError(f"frame has no {time_column!r} column and no DatetimeIndex")
+    if times.tz is not None:
+        times = times.tz_convert("UTC").tz_localize(None)
+    return times.to_numpy(dtype="datetime64[ns]")

@@ -1,0 +1,102 @@
+"""A small HTTP client for the gateway and inference services: what the CLI, the demo and the e2e tests use."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+
+
+class PipelineTimeout(TimeoutError):
+    """The pipeline did not reach the awaited stage in time; the message says where it stood."""
+
+
+@dataclass
+class FltsClient:
+    gateway_url: str
+    inference_url: str
+    timeout: float = 60.0
+
+    def upload(
+        self, train: Path, test: Path | None = None, identifier: str | None = None, force: bool = False
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"force": str(force).lower()}
+        if identifier:
+            params["identifier"] = identifier
+        with train.open("rb") as train_file:
+            files = {"train": (train.name, train_file, "text/csv")}
+            test_file = test.open("rb") if test else None
+            try:
+                if test_file is not None and test is not None:
+                    files["test"] = (test.name, test_file, "text/csv")
+                response = httpx.post(f"{self.gateway_url}/datasets", files=files, params=params, timeout=self.timeout)
+            finally:
+                if test_file is not None:
+                    test_file.close()
+        _raise_for_status(response)
+        return response.json()
+
+    def lineage(self, config_hash: str, identifier: str = "global") -> dict[str, Any] | None:
+        response = httpx.get(f"{self.gateway_url}/runs/{config_hash}", params={"identifier": identifier}, timeout=30)
+        if response.status_code == 404:
+            return None
+        _raise_for_status(response)
+        return response.json()
+
+    def model_info(self, identifier: str = "global") -> dict[str, Any] | None:
+        try:
+            response = httpx.get(f"{self.inference_url}/model-info", params={"identifier": identifier}, timeout=10)
+        except httpx.TransportError:
+            return None
+        return response.json() if response.status_code == 200 else None
+
+    def predict(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = httpx.post(f"{self.inference_url}/predict", json=body, timeout=30)
+        _raise_for_status(response)
+        return response.json()
+
+    def wait_for_champion(
+        self,
+        config_hash: str,
+        identifier: str = "global",
+        timeout: float = 900.0,
+        on_progress: Callable[[dict[str, Any] | None], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the lineage has a champion AND inference serves that very version."""
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            status = self.lineage(config_hash, identifier)
+            if on_progress:
+                on_progress(status)
+            champion = (status or {}).get("champion")
+            if champion:
+                served = self.model_info(identifier)
+                if served and served["model_version"] == champion["model_version"]:
+                    return status or {}
+            time.sleep(2)
+        raise PipelineTimeout(f"no champion served for {config_hash} within {timeout:.0f}s; last status: {status}")
+
+
+def window_request(frame: pd.DataFrame, rows: int, identifier: str | None = None) -> dict[str, Any]:
+    """A /predict body from the last ``rows`` rows of a raw measurements frame."""
+    window = frame.tail(rows).copy()
+    window = window.astype(object).where(window.notna(), None)
+    body: dict[str, Any] = {"rows": window.to_dict(orient="records")}
+    if identifier:
+        body["identifier"] = identifier
+    return body
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.is_error:
+        raise httpx.HTTPStatusError(
+            f"{response.request.method} {response.request.url} -> {response.status_code}: {response.text[:2000]}",
+            request=response.request,
+            response=response,
+        )

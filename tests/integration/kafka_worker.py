@@ -1,0 +1,28 @@
+"""A consumer process for the SIGKILL test: records each message it finished handling, slowly."""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from flts.config import ConsumerSettings
+from flts.kafka import ConsumerLoop
+from flts.messages import ModelTraining
+
+
+def main() -> None:
+    topic, group, record = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    settings = ConsumerSettings(session_timeout_ms=6000, max_poll_interval_ms=10000)
+
+    def handle(message: ModelTraining) -> None:
+        time.sleep(0.4)
+        with record.open("a") as out:
+            out.write(message.event_id + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+
+    ConsumerLoop(settings, topic, ModelTraining, handle, group_id=group).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""The Kafka layer against a real Apache Kafka broker: delivery, commits, restarts, poison, long handlers."""
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from flts.config import ConsumerSettings
+from flts.kafka import ConsumerLoop, MessageProducer, PermanentError, committed_offsets
+from flts.messages import DeadLetter, ModelTraining
+
+pytestmark = pytest.mark.integration
+
+HASH = "c" * 64
+
+
+@pytest.fixture
+def settings(stack_env, monkeypatch) -> ConsumerSettings:
+    for key, value in stack_env.items():
+        monkeypatch.setenv(key, value)
+    suffix = uuid.uuid4().hex[:8]
+    return ConsumerSettings(
+        topic_model_training=f"test-events-{suffix}",
+        topic_dead_letter=f"test-dlq-{suffix}",
+        consumer_group=f"test-group-{suffix}",
+        session_timeout_ms=6000,
+        max_poll_interval_ms=10000,
+        handler_backoff_seconds=0.1,
+    )
+
+
+@pytest.fixture
+def topic(settings: ConsumerSettings) -> str:
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    names = [settings.topic_model_training, settings.topic_dead_letter]
+    for future in admin.create_topics(
+        [NewTopic(n, num_partitions=1, replication_factor=1) for n in names]
+    ).values():
+        future.result(timeout=30)
+    return settings.topic_model_training
+
+
+def _publish(settings: ConsumerSettings, topic: str, count: int) -> list[str]:
+    producer = MessageProducer(settings)
+    events = [ModelTraining(config_hash=HASH, model_type="GRU", status="RUNNING") for _ in range(count)]
+    for event in events:
+        producer.publish(topic, event)
+    producer.close()
+    return [e.event_id for e in events]
+
+
+def _consume(settings: ConsumerSettings, topic: str, count: int, handler=None) -> list[str]:
+    seen: list[str] = []
+
+    def record(message: ModelTraining) -> None:
+        if handler:
+            handler(message)
+        seen.append(message.event_id)
+
+    loop = ConsumerLoop(settings, topic, ModelTraining, record)
+    timer = threading.Timer(60, loop.stop)
+    timer.start()
+    try:
+        loop.run(max_messages=count)
+    finally:
+        timer.cancel()
+    return seen
+
+
+def _dead_letters(settings: ConsumerSettings, expected: int) -> list[DeadLetter]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"dlq-reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([settings.topic_dead_letter])
+    letters: list[DeadLetter] = []
+    deadline = time.monotonic() + 30
+    while len(letters) < expected and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and not msg.error():
+            letters.append(DeadLetter.model_validate_json(msg.value()))
+    consumer.close()
+    return letters
+
+
+def test_produce_consume_commit(settings, topic):
+    sent = _publish(settings, topic, 5)
+    assert _consume(settings, topic, 5) == sent
+    assert committed_offsets(settings, settings.consumer_group, topic, [0]) == {0: 5}
+
+
+def test_a_consumer_stopped_after_half_resumes_without_loss_or_replay(settings, topic):
+    sent = _publish(settings, topic, 10)
+    first = _consume(settings, topic, 5)
+    second = _consume(settings, topic, 5)
+    assert first + second == sent
+
+
+def test_a_consumer_killed_mid_batch_loses_nothing(settings, topic, tmp_path: Path, stack_env):
+    sent = _publish(settings, topic, 12)
+    record = tmp_path / "handled.txt"
+    record.touch()
+    worker = [
+        sys.executable,
+        str(Path(__file__).with_name("kafka_worker.py")),
+        topic,
+        settings.consumer_group,
+        str(record),
+    ]
+    env = {**os.environ, **stack_env}
+    process = subprocess.Popen(worker, env=env)
+    deadline = time.monotonic() + 60
+    while len(record.read_text().split()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    handled_before = len(record.read_text().split())
+    assert 4 <= handled_before < 12
+
+    restarted = subprocess.Popen(worker, env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while set(record.read_text().split()) != set(sent) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        restarted.wait(timeout=30)
+    handled = record.read_text().split()
+    assert set(handled) == set(sent), "a message was lost"
+    assert len(handled) - len(sent) <= 1, "more than the in-flight message was replayed"
+
+
+def test_a_poison_message_is_dead_lettered_and_the_consumer_goes_on(settings, topic):
+    producer = MessageProducer(settings)
+    producer.send(topic, "k", b"{not json", {"origin": "fuzzer"})
+    producer.send(topic, "k", json.dumps({"schema_version": 1, "config_hash": "short"}).encode(), None)
+    good = _publish(settings, topic, 1)
+    assert _consume(settings, topic, 3) == good
+    letters = _dead_letters(settings, 2)
+    assert base64.b64decode(letters[0].value_b64) == b"{not json"
+    assert letters[0].headers == {"origin": "fuzzer"}
+    assert "invalid message" in letters[0].reason
+    assert "config_hash" in letters[1].reason
+    assert committed_offsets(settings, settings.consumer_group, topic, [0]) == {0: 3}
+
+
+def test_transient_failures_are_retried_and_permanent_ones_dead_lettered(settings, topic):
+    sent = _publish(settings, topic, 2)
+    attempts: dict[str, int] = {}
+
+    def flaky(message: ModelTraining) -> None:
+        attempts[message.event_id] = attempts.get(message.event_id, 0) + 1
+        if message.event_id == sent[0] and attempts[message.event_id] < 3:
+            raise ConnectionError("S3 hiccup")
+        if message.event_id == sent[1]:
+            raise PermanentError("the object behind the claim is gone")
+
+    handled = _consume(settings, topic, 2, flaky)
+    assert handled == [sent[0]]
+    assert attempts == {sent[0]: 3, sent[1]: 1}
+    (letter,) = _dead_letters(settings, 1)
+    assert "permanent failure" in letter.reason and "gone" in letter.reason
+
+
+def test_a_handler_longer_than_max_poll_interval_keeps_its_partition(settings, topic):
+    settings = settings.model_copy(update={"max_poll_interval_ms": 6000, "session_timeout_ms": 6000})
+    sent = _publish(settings, topic, 2)
+    assignments: list[float] = []
+    runs: list[str] = []
+
+    def slow(message: ModelTraining) -> None:
+        runs.append(message.event_id)
+        if len(runs) == 1:
+            time.sleep(12)
+
+    loop = ConsumerLoop(settings, topic, ModelTraining, slow)
+    original = loop._on_assign
+
+    def counting(consumer, partitions):
+        assignments.append(time.monotonic())
+        original(consumer, partitions)
+
+    loop._on_assign = counting
+    assert loop.run(max_messages=2) == 2
+    assert runs == sent, "the slow message was handed out twice"
+    assert len(assignments) == 1, "the consumer was kicked out of its group and rejoined"
+    assert committed_offsets(settings, settings.consumer_group, topic, [0]) == {0: 2}

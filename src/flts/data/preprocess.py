@@ -1,0 +1,350 @@
+"""Every data decision, made once: grid, gaps, outliers, features, split, sampling, scaling.
+
+``preprocess`` fits everything on the train split and records it in a JSON-serialisable metadata
+dict; ``prepare_for_inference`` replays exactly the same transform on raw rows sent to /predict
+(both go through ``_features``), so a served model sees what it was trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.tseries.frequencies import to_offset
+
+from flts.config import OutlierConfig, PipelineConfig, PreprocessingConfig
+from flts.data.io import (
+    DataError,
+    parse_times,
+    resolve_columns,
+    split_sizes,
+    to_numeric_column,
+    validate_measurements,
+)
+from flts.data.scaler import Scaler
+
+METADATA_VERSION = 1
+GAP_COLUMN = "is_gap"
+TIME_FEATURE_COLUMNS: dict[str, tuple[str, str]] = {
+    "hour": ("hour_sin", "hour_cos"),
+    "day_of_week": ("dow_sin", "dow_cos"),
+}
+SPLITS = ("train", "validation", "test")
+_NS_PER_DAY = 86_400 * 10**9
+# A grid with more missing rows than this (and than present ones) means a wrong frequency.
+_MAX_MISSING_ROWS = 1000
+
+
+@dataclass
+class ProcessedDataset:
+    train: pd.DataFrame  # time column + feature columns, float32 scaled; chronological
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    metadata: dict[str, Any]  # JSON-serialisable: everything needed to replay the transform
+
+
+@dataclass(frozen=True)
+class _Series:
+    """One file on its regular grid, before filling."""
+
+    times: pd.DatetimeIndex
+    values: np.ndarray  # float64 [rows, measured columns]; NaN = missing
+    gap: np.ndarray  # bool [rows]: the row was missing from the file or had a missing value
+    duplicates: int
+
+
+def lag_column(column: str, lag: int) -> str:
+    return f"{column}_lag{lag}"
+
+
+def time_feature_frame(times: pd.DatetimeIndex | np.ndarray, names: list[str]) -> pd.DataFrame:
+    """Cyclic (sin, cos) encodings of hour of day and day of week (UTC), float32.
+
+    Public so inference can encode future timestamps the same way.
+    """
+    nanoseconds = pd.DatetimeIndex(times).tz_localize(None).asi8
+    day_fraction = (nanoseconds % _NS_PER_DAY) / _NS_PER_DAY
+    weekday = (nanoseconds // _NS_PER_DAY + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+    angles = {"hour": 2 * np.pi * day_fraction, "day_of_week": 2 * np.pi * (weekday + day_fraction) / 7}
+    columns: dict[str, np.ndarray] = {}
+    for name in names:
+        sin_name, cos_name = TIME_FEATURE_COLUMNS[name]
+        columns[sin_name] = np.sin(angles[name]).astype(np.float32)
+        columns[cos_name] = np.cos(angles[name]).astype(np.float32)
+    return pd.DataFrame(columns)
+
+
+def _step(times: pd.Series, configured: str | None) -> pd.Timedelta:
+    if configured is not None:
+        try:
+            return pd.Timedelta(to_offset(configured))
+        except ValueError as exc:
+            raise DataError(
+                f"preprocessing.frequency {configured!r} is not a fixed pandas offset alias (e.g. '2min')"
+            ) from exc
+    step = pd.Series(np.sort(times.unique())).diff().median()
+    if not step > pd.Timedelta(0):
+        raise DataError("cannot infer the frequency: fewer than two distinct timestamps")
+    return step
+
+
+def _regularise(
+    raw: pd.DataFrame, time_column: str, columns: list[str], step: pd.Timedelta, anchor: pd.Timestamp
+) -> _Series:
+    """Snap timestamps to the grid through ``anchor``, keep the last of duplicates, reindex."""
+    times = parse_times(raw[time_column].reset_index(drop=True), time_column)
+    values = np.column_stack(
+        [to_numeric_column(raw[name].reset_index(drop=True), name).to_numpy() for name in columns]
+    )
+    step_ns = step.value
+    offsets = (times - anchor).to_numpy().astype(np.int64)
+    positions = np.floor_divide(offsets + step_ns // 2, step_ns)
+    order = np.argsort(positions, kind="stable")
+    positions, values = positions[order], values[order]
+    last = np.append(positions[1:] != positions[:-1], True)
+    positions, values = positions[last], values[last]
+    first = positions[0]
+    rows = int(positions[-1] - first) + 1
+    missing = rows - len(positions)
+    if missing > max(len(positions), _MAX_MISSING_ROWS):
+        raise DataError(
+            f"the timestamps span {rows} steps of {to_offset(step).freqstr} but only {len(positions)} "
+            "are present: is the frequency right?"
+        )
+    grid = np.full((rows, len(columns)), np.nan)
+    grid[positions - first] = values
+    present = np.zeros(rows, dtype=bool)
+    present[positions - first] = True
+    grid_times = pd.DatetimeIndex(anchor + step * first + step * np.arange(rows))
+    gap = ~present | np.isnan(grid).any(axis=1)
+    return _Series(grid_times, grid, gap, int((~last).sum()))
+
+
+def _long_gaps(missing: np.ndarray, max_steps: int) -> np.ndarray:
+    """Cells in runs of more than ``max_steps`` consecutive missing values (per column)."""
+    rows, columns = missing.shape
+    run = np.cumsum(~missing, axis=0) + np.arange(columns) * (rows + 1)
+    lengths = np.bincount(run[missing], minlength=columns * (rows + 1))
+    return missing & (lengths[run] > max_steps)
+
+
+def _fill(values: np.ndarray, config: PreprocessingConfig, fill_values: np.ndarray) -> np.ndarray:
+    """Impute per config, then carry edge values; linear does not bridge gaps longer than the limit."""
+    frame = pd.DataFrame(values)
+    missing = np.isnan(values)
+    if config.imputation == "linear":
+        interpolated = frame.interpolate(method="linear", limit_area="inside")
+        frame = interpolated.mask(_long_gaps(missing, config.max_gap_fill_steps), frame.ffill())
+    elif config.imputation == "ffill":
+        frame = frame.ffill()
+    else:
+        frame = pd.DataFrame(np.where(missing, fill_values, values))
+    return frame.ffill().bfill().to_numpy()
+
+
+def _clip_bounds(values: np.ndarray, config: OutlierConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    if config.method == "none":
+        return None
+    if config.method == "iqr":
+        q25, q75 = np.percentile(values, [25, 75], axis=0)
+        return q25 - config.iqr_k * (q75 - q25), q75 + config.iqr_k * (q75 - q25)
+    low, high = np.percentile(values, [config.lower_percentile, config.upper_percentile], axis=0)
+    return low, high
+
+
+def _features(
+    times: pd.DatetimeIndex, values: np.ndarray, gap: np.ndarray, metadata: dict[str, Any]
+) -> pd.DataFrame:
+    """The one transform shared by training and serving: clip, scale, lag, time features, is_gap."""
+    measured = metadata["measured_columns"]
+    if metadata["clip"] is not None:
+        low = np.array([metadata["clip"][name][0] for name in measured])
+        high = np.array([metadata["clip"][name][1] for name in measured])
+        values = np.clip(values, low, high)
+    scaled = Scaler.from_dict(metadata["scaler"]).transform(pd.DataFrame(values, columns=measured))
+    columns = {name: scaled[name].to_numpy() for name in measured}
+    for target in metadata["target_columns"]:
+        for lag in metadata["lag_features"]:
+            lagged = np.full(len(values), np.nan, dtype=np.float32)
+            lagged[lag:] = columns[target][:-lag]
+            columns[lag_column(target, lag)] = lagged
+    encoded = time_feature_frame(times, metadata["time_features"])
+    columns.update({name: encoded[name].to_numpy() for name in encoded.columns})
+    columns[GAP_COLUMN] = gap.astype(np.float32)
+    frame = pd.DataFrame({name: columns[name] for name in metadata["feature_columns"]})
+    frame.insert(0, metadata["time_column"], times)
+    return frame
+
+
+def _parsed(raw: pd.DataFrame, time_column: str) -> pd.DataFrame:
+    if time_column not in raw.columns:
+        raise DataError(f"time column {time_column!r} not found (columns: {', '.join(map(str, raw.columns))})")
+    return raw.assign(**{time_column: parse_times(raw[time_column].reset_index(drop=True), time_column).values})
+
+
+def _lags(config: PreprocessingConfig) -> list[int]:
+    if any(lag < 1 for lag in config.lag_features):
+        raise DataError(f"preprocessing.lag_features must be positive step counts: {config.lag_features}")
+    return sorted(set(config.lag_features))
+
+
+def _time_range(frame: pd.DataFrame, time_column: str) -> dict[str, str | None]:
+    if frame.empty:
+        return {"first": None, "last": None}
+    return {"first": frame[time_column].iloc[0].isoformat(), "last": frame[time_column].iloc[-1].isoformat()}
+
+
+def preprocess(
+    raw_train: pd.DataFrame, raw_test: pd.DataFrame | None, config: PipelineConfig
+) -> ProcessedDataset:
+    """Raw measurements -> scaled, featurised, chronological train/validation/test splits + metadata.
+
+    A given ``raw_test`` is the test set and ``raw_train`` is split into train/validation only.
+    Every statistic (mean fill, clip bounds, scaler) is fitted on the train split alone.
+    """
+    data, settings = config.data, config.preprocessing
+    time_column = data.time_column
+    lags = _lags(settings)
+    train_raw = _parsed(raw_train, time_column)
+    test_raw = None if raw_test is None else _parsed(raw_test, time_column)
+    measured, targets = resolve_columns(train_raw, data)
+    if test_raw is not None:
+        resolve_columns(test_raw, data.model_copy(update={"feature_columns": measured}))
+    validate_measurements(train_raw, config, test_raw)
+
+    step = _step(train_raw[time_column], settings.frequency)
+    anchor = train_raw[time_column].min()
+    series = {"train": _regularise(train_raw, time_column, measured, step, anchor)}
+    if test_raw is not None:
+        series["test"] = _regularise(test_raw, time_column, measured, step, anchor)
+
+    skip = max(lags, default=0)
+    sample = settings.sample
+    skipped, n_train, n_validation, n_test = split_sizes(
+        len(series["train"].times) - skip,
+        settings.split,
+        test_raw is not None,
+        sample.max_train_rows,
+        sample.max_test_rows,
+    )
+    start = skip + skipped
+    bounds = {"train": (start, start + n_train), "validation": (start + n_train, start + n_train + n_validation)}
+    if test_raw is None:
+        bounds["test"] = (bounds["validation"][1], bounds["validation"][1] + n_test)
+    else:
+        test_rows = len(series["test"].times) - skip
+        bounds["test"] = (skip, skip + min(test_rows, sample.max_test_rows or test_rows))
+
+    train_slice = slice(*bounds["train"])
+    observed_means = np.nanmean(series["train"].values[train_slice], axis=0)
+    fill_values = np.where(np.isfinite(observed_means), observed_means, 0.0)
+    filled = {name: _fill(part.values, settings, fill_values) for name, part in series.items()}
+    clip = _clip_bounds(filled["train"][train_slice], settings.outliers)
+    fit_values = filled["train"][train_slice] if clip is None else np.clip(filled["train"][train_slice], *clip)
+    scaler = Scaler.fit(pd.DataFrame(fit_values, columns=measured), measured, settings.scaler)
+
+    lag_columns = [lag_column(target, lag) for target in targets for lag in lags]
+    time_columns = [name for feature in settings.time_features for name in TIME_FEATURE_COLUMNS[feature]]
+    metadata: dict[str, Any] = {
+        "version": METADATA_VERSION,
+        "time_column": time_column,
+        "identifier": _identifier(train_raw, data.identifier_column),
+        "frequency": to_offset(step).freqstr,
+        "grid_anchor": anchor.isoformat(),
+        "measured_columns": measured,
+        "target_columns": targets,
+        "lag_columns": lag_columns,
+        "time_feature_columns": time_columns,
+        "gap_column": GAP_COLUMN,
+        "feature_columns": [*measured, *lag_columns, *time_columns, GAP_COLUMN],
+        "scaler": scaler.to_dict(),
+        "clip": None if clip is None else {name: [float(clip[0][i]), float(clip[1][i])] for i, name in enumerate(measured)},
+        "time_features": list(settings.time_features),
+        "lag_features": lags,
+        "imputation": {
+            "method": settings.imputation,
+            "max_gap_fill_steps": settings.max_gap_fill_steps,
+            "fill_values": dict(zip(measured, map(float, fill_values), strict=True)),
+        },
+        "test_source": "split" if test_raw is None else "file",
+        "input_rows": {name: len(frame) for name, frame in (("train", train_raw), ("test", test_raw)) if frame is not None},
+        "gap_rows_filled": int(sum(part.gap.sum() for part in series.values())),
+        "duplicates_dropped": sum(part.duplicates for part in series.values()),
+        "config": config.model_dump(mode="json"),
+    }
+    featured = {name: _features(part.times, filled[name], part.gap, metadata) for name, part in series.items()}
+    splits = {
+        name: featured["test" if name == "test" and test_raw is not None else "train"]
+        .iloc[slice(*bounds[name])]
+        .reset_index(drop=True)
+        for name in SPLITS
+    }
+    metadata["rows"] = {name: len(frame) for name, frame in splits.items()}
+    metadata["time_range"] = {name: _time_range(frame, time_column) for name, frame in splits.items()}
+    return ProcessedDataset(splits["train"], splits["validation"], splits["test"], metadata)
+
+
+def _identifier(frame: pd.DataFrame, column: str | None) -> str | None:
+    if column is None or column not in frame.columns:
+        return None
+    values = frame[column].dropna().unique()
+    return str(values[0]) if len(values) == 1 else None
+
+
+def prepare_for_inference(raw: pd.DataFrame, metadata: dict[str, Any]) -> pd.DataFrame:
+    """Raw recent rows -> time column + feature columns (metadata order, float32), as in training.
+
+    Unlike preprocess it fills nothing: rows must be consecutive steps on the training grid with
+    every measured column present and finite. With lag features the first max(lag) rows only feed
+    the lags and are not returned.
+    """
+    time_column, measured = metadata["time_column"], metadata["measured_columns"]
+    missing = [name for name in [time_column, *measured] if name not in raw.columns]
+    if missing:
+        raise DataError(f"missing columns: {', '.join(missing)} (expected {time_column} and {', '.join(measured)})")
+    if raw.empty:
+        raise DataError("no rows to forecast from")
+    rows = raw.reset_index(drop=True)
+    times = parse_times(rows[time_column], time_column)
+    values = np.column_stack([to_numeric_column(rows[name], name).to_numpy() for name in measured])
+    bad_rows, bad_columns = np.nonzero(np.isnan(values))
+    if len(bad_rows):
+        raise DataError(
+            f"column {measured[bad_columns[0]]!r}, row {bad_rows[0] + 1}: value is missing or not finite "
+            "(NaN/inf); /predict does not fill gaps"
+        )
+    repeated = times.duplicated(keep=False).to_numpy()
+    if repeated.any():
+        where = np.flatnonzero(repeated)
+        raise DataError(
+            f"timestamp {times.iloc[where[0]].isoformat()} appears more than once (rows {where[0] + 1}, {where[1] + 1})"
+        )
+    order = np.argsort(times.to_numpy(), kind="stable")
+    times = pd.DatetimeIndex(times.iloc[order])
+    values = values[order]
+
+    frequency = metadata["frequency"]
+    step = pd.Timedelta(to_offset(frequency))
+    off_grid = ((times - pd.Timestamp(metadata["grid_anchor"])) % step) != pd.Timedelta(0)
+    if off_grid.any():
+        raise DataError(
+            f"timestamp {times[off_grid][0].isoformat()} is not on the {frequency} grid of the training data "
+            f"(which runs through {metadata['grid_anchor']})"
+        )
+    jumps = np.flatnonzero(np.diff(times.asi8) != step.value)
+    if len(jumps):
+        raise DataError(
+            f"rows must be consecutive {frequency} steps: {times[jumps[0]].isoformat()} is followed by "
+            f"{times[jumps[0] + 1].isoformat()}"
+        )
+    skip = max(metadata["lag_features"], default=0)
+    if len(times) <= skip:
+        input_seq_len = metadata["config"]["windows"]["input_seq_len"]
+        raise DataError(
+            f"got {len(times)} rows; with lag_features {metadata['lag_features']} the first {skip} rows only feed "
+            f"the lags: send {skip} extra rows before the window ({skip + input_seq_len} rows for one window)"
+        )
+    features = _features(times, values, np.zeros(len(times), dtype=bool), metadata)
+    return features.iloc[skip:].reset_index(drop=True)

@@ -1,0 +1,150 @@
+"""`make demo`: the whole pipeline on the bundled dataset, through real Kafka, MinIO and MLflow.
+
+stack up -> services up -> generate the dataset -> upload through the gateway -> follow every
+stage -> leaderboard, champion and a forecast from /predict, with the wall time of each stage.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from flts.client import FltsClient, window_request
+from flts.config import load_pipeline_config
+from flts.data.generate import write_dataset
+from flts.stack.config import StackConfig
+
+SCORE_COLUMNS = ("test_rmse", "test_mae", "test_mse", "test_smape", "test_rmse_original", "test_mae_original")
+
+
+def run_demo(
+    config: StackConfig,
+    console: Console,
+    train_rows: int = 16_000,
+    test_rows: int = 4_000,
+    timeout: float = 900.0,
+) -> dict[str, Any]:
+    from flts.stack.manager import up
+
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    statuses = up(config, console, services=True)
+    timings["stack and services up"] = time.monotonic() - started
+    console.print("[bold]Versions[/]: " + ", ".join(f"{s.title} {s.version}" for s in statuses if s.version))
+
+    data_dir = config.state_dir / "demo-data"
+    train_path, test_path = write_dataset(data_dir, train_rows=train_rows, test_rows=test_rows)
+    console.print(
+        f"Bundled dataset generated: {train_path} ({train_rows} rows), {test_path} ({test_rows} rows)"
+    )
+
+    client = FltsClient(config.gateway_url, config.inference_url)
+    uploaded_at = time.monotonic()
+    upload = client.upload(train_path, test_path)
+    console.print(
+        f"Uploaded as dataset {upload['dataset_id']}; lineage [bold]{upload['config_hash'][:16]}[/]"
+    )
+    seen: dict[str, float] = {}
+
+    def progress(status: dict[str, Any] | None) -> None:
+        now = time.monotonic() - uploaded_at
+        if status and status.get("preprocessed") and "preprocessed" not in seen:
+            seen["preprocessed"] = now
+            console.print(f"  [{now:6.1f}s] preprocessed: {status['preprocessed']['rows']}")
+        for run in (status or {}).get("training", []):
+            key = f"{run['model_type']} {run['status']}"
+            if key not in seen:
+                seen[key] = now
+                console.print(f"  [{now:6.1f}s] {run['model_type']:<15} {run['status']}")
+        if status and status.get("champion") and "champion" not in seen:
+            seen["champion"] = now
+            console.print(f"  [{now:6.1f}s] champion promoted: {status['champion']['model_type']}")
+
+    status = client.wait_for_champion(upload["config_hash"], timeout=timeout, on_progress=progress)
+    timings["upload -> champion serving"] = time.monotonic() - uploaded_at
+    timings.update({f"  {stage}": at for stage, at in seen.items()})
+
+    print_leaderboard(console, status)
+    forecast = client.predict(window_request(pd.read_csv(test_path), _rows_needed(client)))
+    print_forecast(console, forecast)
+    table = Table(
+        title="Wall time (seconds; indented stages are measured from the upload)", title_justify="left"
+    )
+    table.add_column("stage")
+    table.add_column("s", justify="right")
+    for stage, seconds in timings.items():
+        table.add_row(stage, f"{seconds:.1f}")
+    console.print(table)
+    console.print(
+        f"Services keep running: gateway {config.gateway_url}/docs, inference {config.inference_url}/docs. "
+        "Stop everything with [bold]flts stack down[/]."
+    )
+    return {"status": status, "forecast": forecast, "timings": timings}
+
+
+def _rows_needed(client: FltsClient) -> int:
+    info = client.model_info()
+    return int(info["rows_needed"]) if info else load_pipeline_config().windows.input_seq_len
+
+
+def print_leaderboard(console: Console, status: dict[str, Any]) -> None:
+    metrics = {run["run_id"]: run["metrics"] for run in status["training"]}
+    board = status["leaderboard"]
+    persistence = next((c for c in board if c["model_type"] == "PERSISTENCE"), None)
+    table = Table(title=f"Leaderboard for lineage {status['config_hash'][:16]}", title_justify="left")
+    for column in ("rank", "model", "score", *SCORE_COLUMNS, "vs persistence"):
+        table.add_column(column, justify="right")
+    for rank, candidate in enumerate(board, start=1):
+        values = metrics.get(candidate["run_id"], {})
+        relative = (
+            f"{candidate['score'] / persistence['score']:.3f}"
+            if persistence and persistence["score"]
+            else "-"
+        )
+        table.add_row(
+            str(rank),
+            candidate["model_type"],
+            f"{candidate['score']:.5f}",
+            *(f"{values[c]:.4f}" if c in values else "-" for c in SCORE_COLUMNS),
+            relative,
+        )
+    console.print(table)
+    champion = status["champion"]
+    console.print(
+        f"[bold green]Champion[/]: {champion['model_type']} version {champion['model_version']} "
+        f"(run {champion['run_id']}), score {champion['score']:.5f}; {champion['reason']}"
+    )
+
+
+def print_forecast(console: Console, forecast: dict[str, Any]) -> None:
+    predictions = forecast["predictions"]
+    columns = [c for c in predictions[0] if c != "ts"]
+    table = Table(
+        title=f"/predict: {forecast['model_type']} v{forecast['model_version']} (run {forecast['run_id'][:12]})",
+        title_justify="left",
+    )
+    table.add_column("ts")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in predictions:
+        table.add_row(row["ts"], *(f"{row[c]:.3f}" for c in columns))
+    console.print(table)
+
+
+def upload_demo_dataset(gateway_url: str, directory: Path, wait_seconds: float = 300.0) -> dict[str, Any]:
+    """For docker compose's one-shot uploader: generate the dataset and upload it once the gateway answers."""
+    train_path, test_path = write_dataset(directory)
+    client = FltsClient(gateway_url, inference_url="")
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return client.upload(train_path, test_path)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(3)

@@ -13,6 +13,7 @@ import time
 import uuid
 from typing import Annotated, Any
 
+import pandas as pd
 import uvicorn
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
@@ -50,30 +51,33 @@ class Gateway:
             self._tracker = Tracker(self.settings)
         return self._tracker
 
-    def validated(self, upload: UploadFile, role: str) -> tuple[int, list[str], str | None]:
-        """Parse the upload from its spooled file: rows, columns and its single identifier (if any)."""
+    def parsed(self, upload: UploadFile, role: str) -> pd.DataFrame:
+        """Parse the upload from its spooled file, or answer 413 / 422 with the exact reason."""
         if upload.size is not None and upload.size > self.settings.max_upload_bytes:
             raise HTTPException(
                 413, f"{role} file is {upload.size} bytes; the limit is {self.settings.max_upload_bytes}"
             )
         upload.file.seek(0)
         try:
-            frame = read_measurements(upload.file, self.config.data)
-            if role == "train":
-                validate_measurements(frame, self.config)
+            return read_measurements(upload.file, self.config.data)
         except DataError as exc:
             raise HTTPException(422, f"{role} file {upload.filename!r}: {exc}") from exc
-        identifier_column = self.config.data.identifier_column
-        identifier = None
-        if identifier_column and identifier_column in frame.columns:
-            values = frame[identifier_column].dropna().astype(str).unique()
-            if len(values) > 1:
-                raise HTTPException(
-                    422,
-                    f"{role} file holds {len(values)} identifiers in {identifier_column!r}; upload one each",
-                )
-            identifier = values[0] if len(values) else None
-        return len(frame), list(frame.columns), identifier
+
+    def validated(self, train: UploadFile, test: UploadFile | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        train_frame = self.parsed(train, "train")
+        test_frame = self.parsed(test, "test") if test is not None else None
+        try:
+            validate_measurements(train_frame, self.config, test_frame)
+        except DataError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        return train_frame, test_frame
+
+    def identifier_in(self, frame: pd.DataFrame) -> str | None:
+        column = self.config.data.identifier_column
+        if column and column in frame.columns:
+            values = frame[column].dropna().astype(str).unique()
+            return str(values[0]) if len(values) else None
+        return None
 
     def store_upload(self, upload: UploadFile, key: str, rows: int) -> ObjectRef:
         upload.file.seek(0)
@@ -104,9 +108,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > settings.max_upload_bytes + 1024 * 1024:
             UPLOADS.labels("too_large").inc()
-            raise HTTPException(
-                413, f"request body is {length} bytes; the limit is {settings.max_upload_bytes}"
-            )
+            raise HTTPException(413, f"request body is {length} bytes; the limit is {settings.max_upload_bytes}")
 
     @app.get("/healthz", tags=["probes"])
     def healthz() -> dict[str, str]:
@@ -117,35 +119,28 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         try:
             gw.store.client.head_bucket(Bucket=settings.bucket_datasets)
         except Exception as exc:
-            raise HTTPException(
-                503, f"object store not reachable: {exc}", headers={"Retry-After": "5"}
-            ) from exc
+            raise HTTPException(503, f"object store not reachable: {exc}", headers={"Retry-After": "5"}) from exc
         return {"status": "ready"}
 
     @app.post("/datasets", status_code=202, tags=["datasets"], dependencies=[Depends(within_size_limit)])
     def upload_dataset(
         gw: Annotated[Gateway, Depends(gateway)],
-        train: Annotated[
-            UploadFile, File(description="CSV of measurements: a time column and numeric columns.")
-        ],
+        train: Annotated[UploadFile, File(description="CSV of measurements: a time column and numeric columns.")],
         test: Annotated[UploadFile | None, File(description="Optional CSV used as the test set.")] = None,
         identifier: Annotated[str | None, Query(description="The series this data belongs to.")] = None,
-        force: Annotated[
-            bool, Query(description="Process and train again even if this lineage exists.")
-        ] = False,
+        force: Annotated[bool, Query(description="Process and train again even if this lineage exists.")] = False,
     ) -> dict[str, Any]:
-        rows, columns, file_identifier = gw.validated(train, "train")
-        test_rows = gw.validated(test, "test")[0] if test is not None else None
-        identifier = identifier or file_identifier or "global"
+        train_frame, test_frame = gw.validated(train, test)
+        identifier = identifier or gw.identifier_in(train_frame) or "global"
         if not IDENTIFIER.match(identifier):
             raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
         dataset_id = uuid.uuid4().hex[:16]
         with log_context(dataset_id=dataset_id, identifier=identifier):
             prefix = f"{identifier}/{dataset_id}"
-            train_ref = gw.store_upload(train, f"{prefix}/train.csv", rows)
-            test_ref = (
-                gw.store_upload(test, f"{prefix}/test.csv", test_rows or 0) if test is not None else None
-            )
+            train_ref = gw.store_upload(train, f"{prefix}/train.csv", len(train_frame))
+            test_ref = None
+            if test is not None and test_frame is not None:
+                test_ref = gw.store_upload(test, f"{prefix}/test.csv", len(test_frame))
             hashes = [train_ref.sha256] + ([test_ref.sha256] if test_ref else [])
             config_hash = compute_config_hash(gw.config, *hashes)
             message = DatasetUploaded(
@@ -154,12 +149,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 train=train_ref,
                 test=test_ref,
                 filename=train.filename or "train.csv",
-                columns=columns,
+                columns=list(train_frame.columns),
                 force=force,
             )
             gw.producer.publish(settings.topic_dataset_uploaded, message)
             UPLOADS.labels("accepted").inc()
-            log.info("dataset uploaded", extra={"config_hash": config_hash, "rows": rows})
+            log.info("dataset uploaded", extra={"config_hash": config_hash, "rows": len(train_frame)})
         return {
             "dataset_id": dataset_id,
             "identifier": identifier,

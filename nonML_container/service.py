@@ -16,19 +16,10 @@ from flts.runtime import run_consumer
 from flts.train import EpochCallback, LineageData, TrainingJob
 
 
-def _model_shape(data: LineageData) -> dict[str, Any]:
-    return {
-        "feature_columns": data.claim.feature_columns,
-        "target_columns": data.claim.target_columns,
-        "input_seq_len": data.config.windows.input_seq_len,
-        "output_seq_len": data.config.windows.output_seq_len,
-    }
-
-
 def fit_persistence(data: LineageData, _: EpochCallback) -> tuple[Forecaster, dict[str, Any]]:
     from flts.models.baselines import PersistenceForecaster
 
-    return PersistenceForecaster(**_model_shape(data)), {}
+    return PersistenceForecaster(data.layout), {}
 
 
 def fit_seasonal_naive(data: LineageData, _: EpochCallback) -> tuple[Forecaster, dict[str, Any]]:
@@ -37,20 +28,23 @@ def fit_seasonal_naive(data: LineageData, _: EpochCallback) -> tuple[Forecaster,
     season = data.config.models.baselines.season_length_steps or default_season_length(data.claim.frequency)
     history = pd.concat([data.frames[s] for s in ("train", "validation", "test")], ignore_index=True)
     forecaster = SeasonalNaiveForecaster.from_history(
-        history, data.claim.time_column, season_length=season, **_model_shape(data)
+        history, data.claim.time_column, data.claim.target_columns, season, layout=data.layout
     )
     return forecaster, {"season_length_steps": season}
 
 
-def fit_prophet(
-    settings: NonMLSettings, data: LineageData, _: EpochCallback
-) -> tuple[Forecaster, dict[str, Any]]:
+def fit_prophet(settings: NonMLSettings, data: LineageData, _: EpochCallback) -> tuple[Forecaster, dict[str, Any]]:
     from flts.models.prophet import fit_prophet as fit
 
     hyper = data.config.models.prophet
     history = pd.concat([data.frames["train"], data.frames["validation"]], ignore_index=True)
     forecaster = fit(
-        history, data.claim.time_column, workers=settings.prophet_workers, config=hyper, **_model_shape(data)
+        history,
+        data.claim.time_column,
+        data.claim.target_columns,
+        hyper,
+        workers=settings.prophet_workers,
+        layout=data.layout,
     )
     return forecaster, {f"prophet.{key}": value for key, value in hyper.model_dump().items()}
 

@@ -23,7 +23,7 @@ def fit_recurrent(
         data.windows["validation"],
         data.claim.feature_columns,
         data.claim.target_columns,
-        data.target_indices,
+        data.layout.target_indices,
         hyper,
         device=settings.device,
         num_threads=settings.torch_num_threads,

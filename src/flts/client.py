@@ -34,9 +34,7 @@ class FltsClient:
             try:
                 if test_file is not None and test is not None:
                     files["test"] = (test.name, test_file, "text/csv")
-                response = httpx.post(
-                    f"{self.gateway_url}/datasets", files=files, params=params, timeout=self.timeout
-                )
+                response = httpx.post(f"{self.gateway_url}/datasets", files=files, params=params, timeout=self.timeout)
             finally:
                 if test_file is not None:
                     test_file.close()
@@ -44,9 +42,7 @@ class FltsClient:
         return response.json()
 
     def lineage(self, config_hash: str, identifier: str = "global") -> dict[str, Any] | None:
-        response = httpx.get(
-            f"{self.gateway_url}/runs/{config_hash}", params={"identifier": identifier}, timeout=30
-        )
+        response = httpx.get(f"{self.gateway_url}/runs/{config_hash}", params={"identifier": identifier}, timeout=30)
         if response.status_code == 404:
             return None
         _raise_for_status(response)
@@ -54,9 +50,7 @@ class FltsClient:
 
     def model_info(self, identifier: str = "global") -> dict[str, Any] | None:
         try:
-            response = httpx.get(
-                f"{self.inference_url}/model-info", params={"identifier": identifier}, timeout=10
-            )
+            response = httpx.get(f"{self.inference_url}/model-info", params={"identifier": identifier}, timeout=10)
         except httpx.TransportError:
             return None
         return response.json() if response.status_code == 200 else None
@@ -86,9 +80,7 @@ class FltsClient:
                 if served and served["model_version"] == champion["model_version"]:
                     return status or {}
             time.sleep(2)
-        raise PipelineTimeout(
-            f"no champion served for {config_hash} within {timeout:.0f}s; last status: {status}"
-        )
+        raise PipelineTimeout(f"no champion served for {config_hash} within {timeout:.0f}s; last status: {status}")
 
 
 def window_request(frame: pd.DataFrame, rows: int, identifier: str | None = None) -> dict[str, Any]:

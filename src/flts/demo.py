@@ -39,16 +39,12 @@ def run_demo(
 
     data_dir = config.state_dir / "demo-data"
     train_path, test_path = write_dataset(data_dir, train_rows=train_rows, test_rows=test_rows)
-    console.print(
-        f"Bundled dataset generated: {train_path} ({train_rows} rows), {test_path} ({test_rows} rows)"
-    )
+    console.print(f"Bundled dataset generated: {train_path} ({train_rows} rows), {test_path} ({test_rows} rows)")
 
     client = FltsClient(config.gateway_url, config.inference_url)
     uploaded_at = time.monotonic()
     upload = client.upload(train_path, test_path)
-    console.print(
-        f"Uploaded as dataset {upload['dataset_id']}; lineage [bold]{upload['config_hash'][:16]}[/]"
-    )
+    console.print(f"Uploaded as dataset {upload['dataset_id']}; lineage [bold]{upload['config_hash'][:16]}[/]")
     seen: dict[str, float] = {}
 
     def progress(status: dict[str, Any] | None) -> None:
@@ -72,9 +68,7 @@ def run_demo(
     print_leaderboard(console, status)
     forecast = client.predict(window_request(pd.read_csv(test_path), _rows_needed(client)))
     print_forecast(console, forecast)
-    table = Table(
-        title="Wall time (seconds; indented stages are measured from the upload)", title_justify="left"
-    )
+    table = Table(title="Wall time (seconds; indented stages are measured from the upload)", title_justify="left")
     table.add_column("stage")
     table.add_column("s", justify="right")
     for stage, seconds in timings.items():
@@ -101,11 +95,7 @@ def print_leaderboard(console: Console, status: dict[str, Any]) -> None:
         table.add_column(column, justify="right")
     for rank, candidate in enumerate(board, start=1):
         values = metrics.get(candidate["run_id"], {})
-        relative = (
-            f"{candidate['score'] / persistence['score']:.3f}"
-            if persistence and persistence["score"]
-            else "-"
-        )
+        relative = f"{candidate['score'] / persistence['score']:.3f}" if persistence and persistence["score"] else "-"
         table.add_row(
             str(rank),
             candidate["model_type"],

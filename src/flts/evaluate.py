@@ -30,11 +30,7 @@ class Candidate:
 
     @property
     def rank_key(self) -> tuple[float, int, str]:
-        order = (
-            TIE_BREAK_ORDER.index(self.model_type)
-            if self.model_type in TIE_BREAK_ORDER
-            else len(TIE_BREAK_ORDER)
-        )
+        order = TIE_BREAK_ORDER.index(self.model_type) if self.model_type in TIE_BREAK_ORDER else len(TIE_BREAK_ORDER)
         return (self.score, order, self.run_id)
 
 
@@ -77,9 +73,7 @@ def decide(runs: list[RunSummary], config: EvaluationConfig, now_ms: int) -> Dec
     if pending and not timed_out:
         return Decision(False, f"waiting for {', '.join(pending)}", board, None)
     winner = next((c for c in board if c.model_type in SERVABLE), None)
-    reason = (
-        "every expected model type finished" if not pending else f"timed out waiting for {', '.join(pending)}"
-    )
+    reason = "every expected model type finished" if not pending else f"timed out waiting for {', '.join(pending)}"
     if winner is None:
         reason += "; no servable model finished with finite metrics"
     return Decision(True, reason, board, winner)

@@ -275,9 +275,7 @@ class ConsumerLoop(Generic[MessageT]):
 _INTERRUPTED = object()
 
 
-def committed_offsets(
-    settings: CommonSettings, group_id: str, topic: str, partitions: Iterable[int]
-) -> dict[int, int]:
+def committed_offsets(settings: CommonSettings, group_id: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
     """The committed offset per partition of a group (-1 where none), for status pages and tests."""
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": group_id})
     try:

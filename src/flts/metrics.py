@@ -105,9 +105,7 @@ def forecast_metrics(
     if inverse is not None:
         shape = truth.shape
         original_truth = np.asarray(inverse(truth.reshape(-1, shape[2])), dtype=np.float64).reshape(shape)
-        original_forecast = np.asarray(inverse(forecast.reshape(-1, shape[2])), dtype=np.float64).reshape(
-            shape
-        )
+        original_forecast = np.asarray(inverse(forecast.reshape(-1, shape[2])), dtype=np.float64).reshape(shape)
         _emit(out, prefix, "_original", _per_target(original_truth, original_forecast), target_names)
     return out
 

@@ -13,9 +13,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram, start_http_server
 
-_CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "flts_log_context", default=None
-)
+_CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("flts_log_context", default=None)
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 

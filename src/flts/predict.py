@@ -118,41 +118,33 @@ class ServingModel:
         ]
 
     def _validated(self, frame: pd.DataFrame, position: int) -> pd.DataFrame:
+        """The checks only serving needs; prepare_for_inference checks order, grid and values."""
         where = f"window {position}: " if position else ""
         missing = [c for c in [self.time_column, *self.measured_columns] if c not in frame.columns]
         if missing:
             raise RequestError(f"{where}missing columns {missing}; the model needs {self.measured_columns}")
         if len(frame) < self.rows_needed:
-            raise RequestError(
-                f"{where}{len(frame)} rows sent; the model needs the last {self.rows_needed} rows"
-            )
-        times = pd.to_datetime(frame[self.time_column], utc=True, errors="coerce")
-        if times.isna().any():
-            bad = int(np.flatnonzero(times.isna().to_numpy())[0])
-            raise RequestError(f"{where}row {bad}: {self.time_column} is not a timestamp")
-        if not times.is_monotonic_increasing or times.duplicated().any():
-            raise RequestError(f"{where}timestamps must be strictly increasing")
-        out = frame[[self.time_column, *self.measured_columns]].tail(self.rows_needed).reset_index(drop=True)
-        out[self.time_column] = times.tail(self.rows_needed).reset_index(drop=True)
-        values = out[self.measured_columns].apply(pd.to_numeric, errors="coerce").astype(np.float64)
-        finite = np.isfinite(values.to_numpy())
-        if not finite.all():
-            row, col = np.argwhere(~finite)[0]
-            raise RequestError(f"{where}row {row}: {self.measured_columns[col]} is not a finite number")
-        out[self.measured_columns] = values
+            raise RequestError(f"{where}{len(frame)} rows sent; the model needs the last {self.rows_needed} rows")
+        out = frame[[self.time_column, *self.measured_columns]].copy()
+        out[self.time_column] = pd.to_datetime(out[self.time_column], utc=True, errors="coerce", format="ISO8601")
+        if out[self.time_column].isna().any():
+            bad = int(np.flatnonzero(out[self.time_column].isna().to_numpy())[0]) + 1
+            raise RequestError(f"{where}row {bad}: {self.time_column} is not an ISO-8601 timestamp")
+        if not out[self.time_column].is_monotonic_increasing:
+            raise RequestError(f"{where}rows must be in increasing {self.time_column} order, oldest first")
         return out
 
     def _forecast_once(self, raw: list[pd.DataFrame]) -> pd.DataFrame:
-        try:
-            features = [prepare_for_inference(frame, self.metadata) for frame in raw]
-        except DataError as exc:
-            raise RequestError(str(exc)) from exc
+        features = []
+        for position, frame in enumerate(raw):
+            try:
+                features.append(prepare_for_inference(frame, self.metadata))
+            except DataError as exc:
+                raise RequestError(f"window {position}: {exc}" if position else str(exc)) from exc
         feature_columns = self.metadata["feature_columns"]
         inputs = np.stack([f[feature_columns].to_numpy(np.float32)[-self.input_seq_len :] for f in features])
         last_times = [pd.Timestamp(f[self.time_column].iloc[-1]) for f in features]
-        target_times = np.stack(
-            [future_times(t, self.metadata["frequency"], self.output_seq_len) for t in last_times]
-        )
+        target_times = np.stack([future_times(t, self.metadata["frequency"], self.output_seq_len) for t in last_times])
         scaled = self.forecaster.predict(inputs, target_times)
         values = self.scaler.inverse(scaled, self.target_columns).reshape(-1, len(self.target_columns))
         result = pd.DataFrame(values, columns=self.target_columns)
@@ -161,17 +153,13 @@ class ServingModel:
         return result
 
     def _extend(self, raw: list[pd.DataFrame], step: pd.DataFrame) -> list[pd.DataFrame]:
-        """Append the forecast rows to each window (recursive forecasting), keeping the window length."""
+        """Append the forecast rows to each window (recursive forecasting)."""
         if set(self.target_columns) != set(self.measured_columns):
             return raw
         extended = []
         for i, frame in enumerate(raw):
-            rows = step[step["window"] == i].drop(columns="window")[
-                [self.time_column, *self.measured_columns]
-            ]
-            extended.append(
-                pd.concat([frame, rows], ignore_index=True).tail(self.rows_needed).reset_index(drop=True)
-            )
+            rows = step[step["window"] == i].drop(columns="window")[[self.time_column, *self.measured_columns]]
+            extended.append(pd.concat([frame, rows], ignore_index=True).tail(self.rows_needed).reset_index(drop=True))
         return extended
 
 
@@ -179,6 +167,5 @@ def _records(frame: pd.DataFrame, time_column: str, targets: list[str]) -> list[
     times = frame[time_column].dt.strftime("%Y-%m-%dT%H:%M:%SZ").tolist()
     values = frame[targets].to_numpy(np.float64)
     return [
-        {"ts": ts, **dict(zip(targets, map(float, row), strict=True))}
-        for ts, row in zip(times, values, strict=True)
+        {"ts": ts, **dict(zip(targets, map(float, row), strict=True))} for ts, row in zip(times, values, strict=True)
     ]

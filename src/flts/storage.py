@@ -104,9 +104,7 @@ class ObjectStore:
                     if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                         raise
 
-    def put_bytes(
-        self, uri: str, data: bytes, content_type: str = "application/octet-stream"
-    ) -> StoredObject:
+    def put_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> StoredObject:
         bucket, key = split_uri(uri)
         self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
         return StoredObject(uri, sha256_bytes(data), len(data))

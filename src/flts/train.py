@@ -25,8 +25,8 @@ from flts.data.scaler import Scaler
 from flts.data.windows import Windows, make_windows
 from flts.kafka import MessageProducer, PermanentError
 from flts.messages import ModelTraining, ObjectRef, TrainingData
-from flts.metrics import forecast_metrics
-from flts.models.base import Forecaster
+from flts.metrics import forecast_metrics, in_sample_naive_mae
+from flts.models.base import Forecaster, WindowLayout
 from flts.observability import log_context
 from flts.storage import ObjectNotFound, ObjectStore, sha256_bytes
 from flts.tracking import MODEL_ARTIFACT_PATH, TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
@@ -48,9 +48,11 @@ class LineageData:
     config: PipelineConfig
 
     @property
-    def target_indices(self) -> list[int]:
-        features = self.claim.feature_columns
-        return [features.index(t) for t in self.claim.target_columns]
+    def layout(self) -> WindowLayout:
+        windows = self.config.windows
+        return WindowLayout.build(
+            self.claim.feature_columns, self.claim.target_columns, windows.input_seq_len, windows.output_seq_len
+        )
 
 
 def read_parquet(store: ObjectStore, ref: ObjectRef) -> pd.DataFrame:
@@ -96,8 +98,7 @@ def score(forecaster: Forecaster, data: LineageData) -> dict[str, float]:
     test = data.windows["test"]
     predictions = forecaster.predict(test.inputs, test.target_times)
     scaler = Scaler.from_dict(data.metadata["scaler"])
-    train_targets = data.frames["train"][data.claim.target_columns].to_numpy(np.float64)
-    naive_mae = np.abs(np.diff(train_targets, axis=0)).mean(axis=0)
+    naive_mae = in_sample_naive_mae(data.frames["train"][data.claim.target_columns].to_numpy(np.float64))
     return forecast_metrics(
         test.targets,
         predictions,
@@ -126,9 +127,7 @@ class TrainingJob:
     def handle(self, claim: TrainingData) -> None:
         data: LineageData | None = None
         for model_type, fit in self.fits.items():
-            with log_context(
-                config_hash=claim.config_hash, model_type=model_type, identifier=claim.identifier
-            ):
+            with log_context(config_hash=claim.config_hash, model_type=model_type, identifier=claim.identifier):
                 finished = None if claim.force else self.tracker.finished_run(claim.config_hash, model_type)
                 if finished is not None:
                     log.info(
@@ -157,9 +156,7 @@ class TrainingJob:
                 run_id, claim.identifier, {TAG_CONFIG_HASH: claim.config_hash, TAG_MODEL_TYPE: model_type}
             )
             self.tracker.client.set_terminated(run_id, status="FINISHED")
-            log.info(
-                "training finished", extra={"model_version": version, "test_rmse": metrics.get("test_rmse")}
-            )
+            log.info("training finished", extra={"model_version": version, "test_rmse": metrics.get("test_rmse")})
             self._announce(claim, model_type, "SUCCESS", run_id, metrics, version)
 
     def _train_and_log(self, fit: Fit, data: LineageData, run_id: str) -> dict[str, float]:

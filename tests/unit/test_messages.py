@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from flts.messages import DatasetUploaded, ModelTraining, MessageError, ObjectRef, TrainingData
+from flts.messages import DatasetUploaded, MessageError, ModelTraining, ObjectRef, TrainingData
 
 SHA = "a" * 64
 

@@ -49,6 +49,11 @@ def _bursts(rng: np.random.Generator, n: int, rate: float, decay: float) -> np.n
     return np.convolve(impulses, kernel)[:n]
 
 
+def _jitter(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
+    """White multiplicative measurement noise: what persistence copies and a learned model averages out."""
+    return np.exp(rng.normal(0.0, sigma, n))
+
+
 def _daily_profile(hours: np.ndarray, day_of_week: np.ndarray) -> np.ndarray:
     """Relative cell load: night trough at 04:00, lunch bump, evening peak; quieter weekend days."""
     base = (0.5 - 0.5 * np.cos(2 * np.pi * (hours - 4.0) / 24.0)) ** 1.5
@@ -66,21 +71,21 @@ def _measurements(rng: np.random.Generator, times: pd.DatetimeIndex) -> pd.DataF
     burst = _bursts(rng, n, rate=1 / 180, decay=0.9)
 
     users = 35.0 * load * (1.0 + 0.15 * burst)
-    rnti_count = np.round(users * np.exp(rng.normal(0.0, 0.03, n)))
+    rnti_count = rng.poisson(users).astype(float)
     rate_per_user = 900.0 * np.exp(_smooth_noise(rng, n, 0.97, 0.25))
-    down = rnti_count * rate_per_user * (1.0 + 0.8 * burst)
-    up = down * 0.14 * np.exp(_smooth_noise(rng, n, 0.95, 0.2)) + 20.0 * rnti_count
+    down = rnti_count * rate_per_user * (1.0 + 0.8 * burst) * _jitter(rng, n, 0.12)
+    up = (down * 0.14 * np.exp(_smooth_noise(rng, n, 0.95, 0.2)) + 20.0 * rnti_count) * _jitter(rng, n, 0.15)
 
     relative_load = users / 35.0
-    mcs_down = np.clip(22.0 - 4.0 * relative_load + _smooth_noise(rng, n, 0.95, 1.5), 0.0, 28.0)
-    mcs_up = np.clip(16.0 - 3.0 * relative_load + _smooth_noise(rng, n, 0.95, 1.2), 0.0, 28.0)
-    mcs_down_var = (2.0 + 0.08 * rnti_count) * np.exp(_smooth_noise(rng, n, 0.9, 0.3))
-    mcs_up_var = (1.5 + 0.06 * rnti_count) * np.exp(_smooth_noise(rng, n, 0.9, 0.3))
+    mcs_down = np.clip(22.0 - 4.0 * relative_load + _smooth_noise(rng, n, 0.95, 1.5) + rng.normal(0, 0.6, n), 0, 28)
+    mcs_up = np.clip(16.0 - 3.0 * relative_load + _smooth_noise(rng, n, 0.95, 1.2) + rng.normal(0, 0.5, n), 0, 28)
+    mcs_down_var = (2.0 + 0.08 * rnti_count) * np.exp(_smooth_noise(rng, n, 0.9, 0.3)) * _jitter(rng, n, 0.2)
+    mcs_up_var = (1.5 + 0.06 * rnti_count) * np.exp(_smooth_noise(rng, n, 0.9, 0.3)) * _jitter(rng, n, 0.2)
 
-    rb_down = np.clip(100.0 * down / (3750.0 * (mcs_down + 1.0)), 0.0, 100.0)
-    rb_up = np.clip(100.0 * up / (1200.0 * (mcs_up + 1.0)), 0.0, 100.0)
-    rb_down_var = (2.0 + 0.3 * rb_down) * np.exp(_smooth_noise(rng, n, 0.9, 0.25))
-    rb_up_var = (2.0 + 0.3 * rb_up) * np.exp(_smooth_noise(rng, n, 0.9, 0.25))
+    rb_down = np.clip(100.0 * down / (3750.0 * (mcs_down + 1.0)) * _jitter(rng, n, 0.05), 0.0, 100.0)
+    rb_up = np.clip(100.0 * up / (1200.0 * (mcs_up + 1.0)) * _jitter(rng, n, 0.05), 0.0, 100.0)
+    rb_down_var = (2.0 + 0.3 * rb_down) * np.exp(_smooth_noise(rng, n, 0.9, 0.25)) * _jitter(rng, n, 0.2)
+    rb_up_var = (2.0 + 0.3 * rb_up) * np.exp(_smooth_noise(rng, n, 0.9, 0.25)) * _jitter(rng, n, 0.2)
 
     return pd.DataFrame(
         {

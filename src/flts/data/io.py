@@ -21,6 +21,8 @@ from flts.config import DataConfig, PipelineConfig, SplitConfig
 # A text column counts as a measurement when at least this share of its values are numbers;
 # below it, it is taken as a label (e.g. a cell name) and ignored.
 NUMERIC_SHARE = 0.5
+# pandas' name for a column without a header: a saved row index, never a measurement.
+UNNAMED_PREFIX = "Unnamed: "
 
 
 class DataError(ValueError):
@@ -32,17 +34,17 @@ def _first_row(mask: np.ndarray | pd.Series) -> int:
 
 
 def parse_times(values: pd.Series, column: str) -> pd.Series:
-    """Timestamps as datetime64[ns, UTC]; naive ones are taken as UTC."""
+    """Timestamps as datetime64[ns, UTC] (same index); naive ones are taken as UTC. Numbers are rejected."""
     if is_datetime64_any_dtype(values):
-        parsed = values if values.dt.tz is not None else values.dt.tz_localize("UTC")
-        parsed = parsed.dt.tz_convert("UTC")
+        index = pd.DatetimeIndex(values)
+        index = index.tz_convert("UTC") if index.tz is not None else index.tz_localize("UTC")
     else:
-        text = values.astype("string")
-        parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
-        if parsed.isna().any() and text.notna().any():
-            parsed = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
-    parsed = parsed.astype("datetime64[ns, UTC]")
-    bad = parsed.isna().to_numpy()
+        index = pd.to_datetime(values.to_numpy(dtype=object), utc=True, errors="coerce", format="ISO8601")
+        if index.isna().any():
+            mixed = pd.to_datetime(values.astype("string"), utc=True, errors="coerce", format="mixed")
+            index = pd.DatetimeIndex(mixed)
+    index = index.as_unit("ns")
+    bad = index.isna()
     if bad.any():
         row = _first_row(bad)
         raw = values.iloc[row - 1]
@@ -52,7 +54,7 @@ def parse_times(values: pd.Series, column: str) -> pd.Series:
             f"column {column!r}, row {row}: cannot parse {raw!r} as a timestamp "
             "(expected ISO-8601, e.g. 2024-01-01T00:02:00)"
         )
-    return parsed
+    return pd.Series(index, index=values.index, name=values.name)
 
 
 def to_numeric_column(values: pd.Series, column: str) -> pd.Series:
@@ -63,6 +65,16 @@ def to_numeric_column(values: pd.Series, column: str) -> pd.Series:
         row = _first_row(bad)
         raise DataError(f"column {column!r}, row {row}: {values.iloc[row - 1]!r} is not a number")
     return numbers.where(np.isfinite(numbers))
+
+
+def numeric_values(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """The columns as float64 [rows, columns] (±inf becomes NaN); a non-number raises DataError."""
+    block = frame[columns]
+    if all(is_numeric_dtype(dtype) for dtype in block.dtypes):
+        values = block.to_numpy(dtype=np.float64, copy=True)
+        values[~np.isfinite(values)] = np.nan
+        return values
+    return np.column_stack([to_numeric_column(block[name], name).to_numpy() for name in columns])
 
 
 def _looks_numeric(values: pd.Series) -> bool:
@@ -77,12 +89,12 @@ def resolve_columns(frame: pd.DataFrame, config: DataConfig) -> tuple[list[str],
     reserved = {config.time_column, config.identifier_column}
     if config.feature_columns is None:
         features = [
-            str(name) for name in frame.columns if name not in reserved and _looks_numeric(frame[name])
+            str(name)
+            for name in frame.columns
+            if name not in reserved and not str(name).startswith(UNNAMED_PREFIX) and _looks_numeric(frame[name])
         ]
         if not features:
-            raise DataError(
-                f"no numeric measurement columns (columns present: {', '.join(map(str, frame.columns))})"
-            )
+            raise DataError(f"no numeric measurement columns (columns present: {', '.join(map(str, frame.columns))})")
     else:
         features = list(config.feature_columns)
         missing = [name for name in features if name not in frame.columns]
@@ -97,8 +109,7 @@ def resolve_columns(frame: pd.DataFrame, config: DataConfig) -> tuple[list[str],
     outside = [name for name in targets if name not in features]
     if outside:
         raise DataError(
-            f"target columns must be among the feature columns: {', '.join(outside)} "
-            f"(features: {', '.join(features)})"
+            f"target columns must be among the feature columns: {', '.join(outside)} (features: {', '.join(features)})"
         )
     return features, targets
 
@@ -113,16 +124,14 @@ def read_measurements(source: bytes | str | Path | BinaryIO, config: DataConfig)
     if config.identifier_column:
         text_columns[config.identifier_column] = "string"
     try:
-        frame = pd.read_csv(handle, dtype=text_columns, skipinitialspace=True)
+        frame = pd.read_csv(handle, dtype=text_columns, skipinitialspace=True, low_memory=False)
     except pd.errors.EmptyDataError as exc:
         raise DataError("the file is empty (expected a CSV header and data rows)") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"not a readable CSV file: {exc}") from exc
     frame.columns = [str(name).strip() for name in frame.columns]
     if config.time_column not in frame.columns:
-        raise DataError(
-            f"time column {config.time_column!r} not found (columns present: {', '.join(frame.columns)})"
-        )
+        raise DataError(f"time column {config.time_column!r} not found (columns present: {', '.join(frame.columns)})")
     if frame.empty:
         raise DataError("the file has a header but no data rows")
     features, _ = resolve_columns(frame, config)
@@ -164,7 +173,9 @@ def _required_rows(config: PipelineConfig, separate_test: bool) -> tuple[int, in
     split = config.preprocessing.split
     if sample.max_test_rows is not None and sample.max_test_rows < window:
         return None
-    smallest = min(split.validation_fraction, 1.0 if separate_test else split.test_fraction)
+    test_fraction = 0.0 if separate_test else split.test_fraction
+    shares = [split.validation_fraction, 1.0 - split.validation_fraction - test_fraction, test_fraction or 1.0]
+    smallest = min(shares)
     for rows in range(2 * window, math.ceil(window / smallest) + 2 * window + 10):
         _, train, validation, test = split_sizes(
             rows, split, separate_test, sample.max_train_rows, sample.max_test_rows
@@ -174,9 +185,7 @@ def _required_rows(config: PipelineConfig, separate_test: bool) -> tuple[int, in
     return None
 
 
-def validate_measurements(
-    frame: pd.DataFrame, config: PipelineConfig, test: pd.DataFrame | None = None
-) -> None:
+def validate_measurements(frame: pd.DataFrame, config: PipelineConfig, test: pd.DataFrame | None = None) -> None:
     """Reject data preprocess could not turn into train/validation/test windows (DataError).
 
     ``frame`` (and ``test``, a separately uploaded test file) as returned by read_measurements.
@@ -199,11 +208,12 @@ def validate_measurements(
             raise DataError(f"{role}: columns without a single value: {', '.join(empty)}")
     separate_test = test is not None
     required = _required_rows(config, separate_test)
-    window = config.windows
+    window, settings = config.windows, config.preprocessing
     what = (
-        f"input_seq_len={window.input_seq_len} + output_seq_len={window.output_seq_len}"
-        f", lag_features={config.preprocessing.lag_features}, {config.preprocessing.split!r}"
-        f", {config.preprocessing.sample!r}"
+        f"windows of input_seq_len {window.input_seq_len} + output_seq_len {window.output_seq_len} rows"
+        f", lag_features {settings.lag_features}, validation_fraction {settings.split.validation_fraction}"
+        f", test_fraction {0 if separate_test else settings.split.test_fraction}"
+        f", sample {settings.sample.model_dump()}"
     )
     if required is None:
         raise DataError(f"the sampling limits leave too few rows for one window of each split ({what})")

@@ -17,10 +17,10 @@ from pandas.tseries.frequencies import to_offset
 from flts.config import OutlierConfig, PipelineConfig, PreprocessingConfig
 from flts.data.io import (
     DataError,
+    numeric_values,
     parse_times,
     resolve_columns,
     split_sizes,
-    to_numeric_column,
     validate_measurements,
 )
 from flts.data.scaler import Scaler
@@ -33,6 +33,7 @@ TIME_FEATURE_COLUMNS: dict[str, tuple[str, str]] = {
 }
 SPLITS = ("train", "validation", "test")
 _NS_PER_DAY = 86_400 * 10**9
+_STEP_UNITS_NS = (1, 10**3, 10**6, 10**7, 10**8, 10**9, 10**10, 6 * 10**10, 6 * 10**11, 36 * 10**11, _NS_PER_DAY)
 # A grid with more missing rows than this (and than present ones) means a wrong frequency.
 _MAX_MISSING_ROWS = 1000
 
@@ -64,6 +65,10 @@ def time_feature_frame(times: pd.DatetimeIndex | np.ndarray, names: list[str]) -
 
     Public so inference can encode future timestamps the same way.
     """
+    return pd.DataFrame(_time_features(times, names))
+
+
+def _time_features(times: pd.DatetimeIndex | np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
     nanoseconds = pd.DatetimeIndex(times).tz_localize(None).asi8
     day_fraction = (nanoseconds % _NS_PER_DAY) / _NS_PER_DAY
     weekday = (nanoseconds // _NS_PER_DAY + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
@@ -73,10 +78,15 @@ def time_feature_frame(times: pd.DatetimeIndex | np.ndarray, names: list[str]) -
         sin_name, cos_name = TIME_FEATURE_COLUMNS[name]
         columns[sin_name] = np.sin(angles[name]).astype(np.float32)
         columns[cos_name] = np.cos(angles[name]).astype(np.float32)
-    return pd.DataFrame(columns)
+    return columns
 
 
 def _step(times: pd.Series, configured: str | None) -> pd.Timedelta:
+    """The configured frequency, else the step most rows agree on, else the median step.
+
+    The median of a jittered clock (e.g. 119 s, 121 s, ...) is rounded to the coarsest clock unit
+    below a sixth of it, so 2-minute data with a few seconds of jitter still gets "2min".
+    """
     if configured is not None:
         try:
             return pd.Timedelta(to_offset(configured))
@@ -84,22 +94,24 @@ def _step(times: pd.Series, configured: str | None) -> pd.Timedelta:
             raise DataError(
                 f"preprocessing.frequency {configured!r} is not a fixed pandas offset alias (e.g. '2min')"
             ) from exc
-    step = pd.Series(np.sort(times.unique())).diff().median()
-    if not step > pd.Timedelta(0):
+    steps = np.diff(np.unique(pd.DatetimeIndex(times).asi8))
+    if len(steps) == 0:
         raise DataError("cannot infer the frequency: fewer than two distinct timestamps")
-    return step
+    values, counts = np.unique(steps, return_counts=True)
+    if 2 * counts.max() >= len(steps):
+        return pd.Timedelta(int(values[counts.argmax()]), unit="ns")
+    median = float(np.median(steps))
+    unit = max(unit for unit in _STEP_UNITS_NS if unit <= max(median / 6, 1))
+    return pd.Timedelta(round(median / unit) * unit, unit="ns")
 
 
 def _regularise(
     raw: pd.DataFrame, time_column: str, columns: list[str], step: pd.Timedelta, anchor: pd.Timestamp
 ) -> _Series:
-    """Snap timestamps to the grid through ``anchor``, keep the last of duplicates, reindex."""
-    times = parse_times(raw[time_column].reset_index(drop=True), time_column)
-    values = np.column_stack(
-        [to_numeric_column(raw[name].reset_index(drop=True), name).to_numpy() for name in columns]
-    )
+    """Snap (parsed) timestamps to the grid through ``anchor``, keep the last of duplicates, reindex."""
+    values = numeric_values(raw, columns)
     step_ns = step.value
-    offsets = (times - anchor).to_numpy().astype(np.int64)
+    offsets = (pd.DatetimeIndex(raw[time_column]) - anchor).asi8
     positions = np.floor_divide(offsets + step_ns // 2, step_ns)
     order = np.argsort(positions, kind="stable")
     positions, values = positions[order], values[order]
@@ -117,7 +129,7 @@ def _regularise(
     grid[positions - first] = values
     present = np.zeros(rows, dtype=bool)
     present[positions - first] = True
-    grid_times = pd.DatetimeIndex(anchor + step * first + step * np.arange(rows))
+    grid_times = pd.date_range(anchor + step * int(first), periods=rows, freq=step)
     gap = ~present | np.isnan(grid).any(axis=1)
     return _Series(grid_times, grid, gap, int((~last).sum()))
 
@@ -155,33 +167,38 @@ def _clip_bounds(values: np.ndarray, config: OutlierConfig) -> tuple[np.ndarray,
 
 
 def _features(
-    times: pd.DatetimeIndex, values: np.ndarray, gap: np.ndarray, metadata: dict[str, Any]
+    times: pd.DatetimeIndex, values: np.ndarray, gap: np.ndarray, metadata: dict[str, Any], skip: int = 0
 ) -> pd.DataFrame:
-    """The one transform shared by training and serving: clip, scale, lag, time features, is_gap."""
+    """The one transform shared by training and serving: clip, scale, lag, time features, is_gap.
+
+    The first ``skip`` rows only feed the lag features and are left out of the result.
+    """
     measured = metadata["measured_columns"]
     if metadata["clip"] is not None:
         low = np.array([metadata["clip"][name][0] for name in measured])
         high = np.array([metadata["clip"][name][1] for name in measured])
         values = np.clip(values, low, high)
-    scaled = Scaler.from_dict(metadata["scaler"]).transform(pd.DataFrame(values, columns=measured))
-    columns = {name: scaled[name].to_numpy() for name in measured}
+    scaled = Scaler.from_dict(metadata["scaler"]).transform_values(values)  # fitted on measured, in order
+    columns = {name: scaled[:, index] for index, name in enumerate(measured)}
     for target in metadata["target_columns"]:
         for lag in metadata["lag_features"]:
             lagged = np.full(len(values), np.nan, dtype=np.float32)
             lagged[lag:] = columns[target][:-lag]
             columns[lag_column(target, lag)] = lagged
-    encoded = time_feature_frame(times, metadata["time_features"])
-    columns.update({name: encoded[name].to_numpy() for name in encoded.columns})
+    columns.update(_time_features(times, metadata["time_features"]))
     columns[GAP_COLUMN] = gap.astype(np.float32)
-    frame = pd.DataFrame({name: columns[name] for name in metadata["feature_columns"]})
-    frame.insert(0, metadata["time_column"], times)
-    return frame
+    return pd.DataFrame(
+        {
+            metadata["time_column"]: times[skip:],
+            **{name: columns[name][skip:] for name in metadata["feature_columns"]},
+        }
+    )
 
 
 def _parsed(raw: pd.DataFrame, time_column: str) -> pd.DataFrame:
     if time_column not in raw.columns:
         raise DataError(f"time column {time_column!r} not found (columns: {', '.join(map(str, raw.columns))})")
-    return raw.assign(**{time_column: parse_times(raw[time_column].reset_index(drop=True), time_column).values})
+    return raw.assign(**{time_column: parse_times(raw[time_column], time_column)})
 
 
 def _lags(config: PreprocessingConfig) -> list[int]:
@@ -196,9 +213,25 @@ def _time_range(frame: pd.DataFrame, time_column: str) -> dict[str, str | None]:
     return {"first": frame[time_column].iloc[0].isoformat(), "last": frame[time_column].iloc[-1].isoformat()}
 
 
-def preprocess(
-    raw_train: pd.DataFrame, raw_test: pd.DataFrame | None, config: PipelineConfig
-) -> ProcessedDataset:
+def _split_bounds(
+    train_rows: int, test_file_rows: int | None, skip: int, settings: PreprocessingConfig
+) -> dict[str, tuple[int, int]]:
+    """Row ranges of each split: the first ``skip`` rows of a file only feed the lag features."""
+    sample = settings.sample
+    skipped, n_train, n_validation, n_test = split_sizes(
+        train_rows - skip, settings.split, test_file_rows is not None, sample.max_train_rows, sample.max_test_rows
+    )
+    start = skip + skipped
+    validation_end = start + n_train + n_validation
+    if test_file_rows is None:
+        test = (validation_end, validation_end + n_test)
+    else:
+        usable = test_file_rows - skip
+        test = (skip, skip + min(usable, sample.max_test_rows or usable))
+    return {"train": (start, start + n_train), "validation": (start + n_train, validation_end), "test": test}
+
+
+def preprocess(raw_train: pd.DataFrame, raw_test: pd.DataFrame | None, config: PipelineConfig) -> ProcessedDataset:
     """Raw measurements -> scaled, featurised, chronological train/validation/test splits + metadata.
 
     A given ``raw_test`` is the test set and ``raw_train`` is split into train/validation only.
@@ -221,25 +254,13 @@ def preprocess(
         series["test"] = _regularise(test_raw, time_column, measured, step, anchor)
 
     skip = max(lags, default=0)
-    sample = settings.sample
-    skipped, n_train, n_validation, n_test = split_sizes(
-        len(series["train"].times) - skip,
-        settings.split,
-        test_raw is not None,
-        sample.max_train_rows,
-        sample.max_test_rows,
+    bounds = _split_bounds(
+        len(series["train"].times), None if test_raw is None else len(series["test"].times), skip, settings
     )
-    start = skip + skipped
-    bounds = {"train": (start, start + n_train), "validation": (start + n_train, start + n_train + n_validation)}
-    if test_raw is None:
-        bounds["test"] = (bounds["validation"][1], bounds["validation"][1] + n_test)
-    else:
-        test_rows = len(series["test"].times) - skip
-        bounds["test"] = (skip, skip + min(test_rows, sample.max_test_rows or test_rows))
-
     train_slice = slice(*bounds["train"])
-    observed_means = np.nanmean(series["train"].values[train_slice], axis=0)
-    fill_values = np.where(np.isfinite(observed_means), observed_means, 0.0)
+    observed_means = pd.DataFrame(series["train"].values[train_slice]).mean().to_numpy()
+    means = np.where(np.isfinite(observed_means), observed_means, 0.0)
+    fill_values = np.zeros(len(measured)) if settings.imputation == "zero" else means
     filled = {name: _fill(part.values, settings, fill_values) for name, part in series.items()}
     clip = _clip_bounds(filled["train"][train_slice], settings.outliers)
     fit_values = filled["train"][train_slice] if clip is None else np.clip(filled["train"][train_slice], *clip)
@@ -260,27 +281,29 @@ def preprocess(
         "gap_column": GAP_COLUMN,
         "feature_columns": [*measured, *lag_columns, *time_columns, GAP_COLUMN],
         "scaler": scaler.to_dict(),
-        "clip": None if clip is None else {name: [float(clip[0][i]), float(clip[1][i])] for i, name in enumerate(measured)},
+        "clip": None if clip is None else dict(zip(measured, np.column_stack(clip).tolist(), strict=True)),
         "time_features": list(settings.time_features),
         "lag_features": lags,
         "imputation": {
             "method": settings.imputation,
             "max_gap_fill_steps": settings.max_gap_fill_steps,
-            "fill_values": dict(zip(measured, map(float, fill_values), strict=True)),
+            "fill_values": (
+                dict(zip(measured, map(float, fill_values), strict=True))
+                if settings.imputation in ("mean", "zero")
+                else None
+            ),
         },
         "test_source": "split" if test_raw is None else "file",
-        "input_rows": {name: len(frame) for name, frame in (("train", train_raw), ("test", test_raw)) if frame is not None},
+        "input_rows": {
+            name: len(frame) for name, frame in (("train", train_raw), ("test", test_raw)) if frame is not None
+        },
         "gap_rows_filled": int(sum(part.gap.sum() for part in series.values())),
         "duplicates_dropped": sum(part.duplicates for part in series.values()),
         "config": config.model_dump(mode="json"),
     }
     featured = {name: _features(part.times, filled[name], part.gap, metadata) for name, part in series.items()}
-    splits = {
-        name: featured["test" if name == "test" and test_raw is not None else "train"]
-        .iloc[slice(*bounds[name])]
-        .reset_index(drop=True)
-        for name in SPLITS
-    }
+    source = {"train": "train", "validation": "train", "test": "test" if test_raw is not None else "train"}
+    splits = {name: featured[source[name]].iloc[slice(*bounds[name])].reset_index(drop=True) for name in SPLITS}
     metadata["rows"] = {name: len(frame) for name, frame in splits.items()}
     metadata["time_range"] = {name: _time_range(frame, time_column) for name, frame in splits.items()}
     return ProcessedDataset(splits["train"], splits["validation"], splits["test"], metadata)
@@ -307,33 +330,33 @@ def prepare_for_inference(raw: pd.DataFrame, metadata: dict[str, Any]) -> pd.Dat
     if raw.empty:
         raise DataError("no rows to forecast from")
     rows = raw.reset_index(drop=True)
-    times = parse_times(rows[time_column], time_column)
-    values = np.column_stack([to_numeric_column(rows[name], name).to_numpy() for name in measured])
+    nanoseconds = pd.DatetimeIndex(parse_times(rows[time_column], time_column)).asi8
+    values = numeric_values(rows, measured)
     bad_rows, bad_columns = np.nonzero(np.isnan(values))
     if len(bad_rows):
         raise DataError(
             f"column {measured[bad_columns[0]]!r}, row {bad_rows[0] + 1}: value is missing or not finite "
             "(NaN/inf); /predict does not fill gaps"
         )
-    repeated = times.duplicated(keep=False).to_numpy()
-    if repeated.any():
-        where = np.flatnonzero(repeated)
+    order = np.argsort(nanoseconds, kind="stable")
+    nanoseconds, values = nanoseconds[order], values[order]
+    times = pd.to_datetime(nanoseconds, utc=True)
+    steps = np.diff(nanoseconds)
+    if (steps == 0).any():
+        first = int(np.flatnonzero(steps == 0)[0])
         raise DataError(
-            f"timestamp {times.iloc[where[0]].isoformat()} appears more than once (rows {where[0] + 1}, {where[1] + 1})"
+            f"timestamp {times[first].isoformat()} appears more than once "
+            f"(rows {order[first] + 1}, {order[first + 1] + 1})"
         )
-    order = np.argsort(times.to_numpy(), kind="stable")
-    times = pd.DatetimeIndex(times.iloc[order])
-    values = values[order]
-
     frequency = metadata["frequency"]
-    step = pd.Timedelta(to_offset(frequency))
-    off_grid = ((times - pd.Timestamp(metadata["grid_anchor"])) % step) != pd.Timedelta(0)
-    if off_grid.any():
+    step = pd.Timedelta(to_offset(frequency)).value
+    off_grid = np.flatnonzero((nanoseconds - pd.Timestamp(metadata["grid_anchor"]).value) % step)
+    if len(off_grid):
         raise DataError(
-            f"timestamp {times[off_grid][0].isoformat()} is not on the {frequency} grid of the training data "
+            f"timestamp {times[off_grid[0]].isoformat()} is not on the {frequency} grid of the training data "
             f"(which runs through {metadata['grid_anchor']})"
         )
-    jumps = np.flatnonzero(np.diff(times.asi8) != step.value)
+    jumps = np.flatnonzero(steps != step)
     if len(jumps):
         raise DataError(
             f"rows must be consecutive {frequency} steps: {times[jumps[0]].isoformat()} is followed by "
@@ -346,5 +369,4 @@ def prepare_for_inference(raw: pd.DataFrame, metadata: dict[str, Any]) -> pd.Dat
             f"got {len(times)} rows; with lag_features {metadata['lag_features']} the first {skip} rows only feed "
             f"the lags: send {skip} extra rows before the window ({skip + input_seq_len} rows for one window)"
         )
-    features = _features(times, values, np.zeros(len(times), dtype=bool), metadata)
-    return features.iloc[skip:].reset_index(drop=True)
+    return _features(times, values, np.zeros(len(times), dtype=bool), metadata, skip=skip)

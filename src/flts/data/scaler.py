@@ -14,11 +14,13 @@ import numpy as np
 import pandas as pd
 
 ScalerKind = Literal["minmax", "standard", "robust", "maxabs"]
-_MIN_SCALE = 1e-12
+# A scale below this fraction of the column's magnitude is rounding noise of a constant column
+# (np.std of 16k copies of 1e6 + 0.1 is 2e-10, not 0).
+_RELATIVE_MIN_SCALE = 1e-9
 
 
-def _usable(scale: np.ndarray) -> np.ndarray:
-    return np.isfinite(scale) & (np.abs(scale) > _MIN_SCALE)
+def _usable(scale: np.ndarray, magnitude: np.ndarray | float = 0.0) -> np.ndarray:
+    return np.isfinite(scale) & (scale > 0) & (scale > _RELATIVE_MIN_SCALE * magnitude)
 
 
 def _center_and_scale(values: np.ndarray, kind: ScalerKind) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +49,7 @@ class Scaler:
         if not len(self.columns) == len(self.center) == len(self.scale):
             raise ValueError("scaler columns, center and scale must have the same length")
         if not all(np.isfinite(self.center)) or not all(_usable(np.asarray(self.scale, dtype=float))):
-            raise ValueError("scaler center must be finite and scale finite and non-zero")
+            raise ValueError("scaler center must be finite and scale finite and positive")
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, columns: list[str], kind: ScalerKind) -> Scaler:
@@ -55,14 +57,11 @@ class Scaler:
         values = frame[columns].to_numpy(dtype=np.float64)
         values = np.where(np.isfinite(values), values, np.nan)
         # An empty or all-missing column is fitted as a constant 0: center 0, scale 1.
-        values = (
-            np.where(np.isnan(values).all(axis=0), 0.0, values)
-            if len(values)
-            else np.zeros((1, len(columns)))
-        )
+        values = np.where(np.isnan(values).all(axis=0), 0.0, values) if len(values) else np.zeros((1, len(columns)))
         center, scale = _center_and_scale(values, kind)
         span = np.nanmax(values, axis=0) - np.nanmin(values, axis=0)
-        scale = np.where(_usable(scale), scale, np.where(_usable(span), span, 1.0))
+        magnitude = np.nanmax(np.abs(values), axis=0)
+        scale = np.where(_usable(scale, magnitude), scale, np.where(_usable(span, magnitude), span, 1.0))
         center = np.where(np.isfinite(center), center, 0.0)
         return cls(kind, tuple(columns), tuple(map(float, center)), tuple(map(float, scale)))
 
@@ -75,9 +74,14 @@ class Scaler:
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The scaler's columns of ``frame``, scaled, as float32 (same index)."""
-        center, scale = self._parameters(self.columns)
-        values = (frame[list(self.columns)].to_numpy(dtype=np.float64) - center) / scale
-        return pd.DataFrame(values.astype(np.float32), columns=list(self.columns), index=frame.index)
+        values = self.transform_values(frame[list(self.columns)].to_numpy(dtype=np.float64))
+        return pd.DataFrame(values, columns=list(self.columns), index=frame.index)
+
+    def transform_values(self, values: np.ndarray) -> np.ndarray:
+        """Scale an array whose last axis runs over the scaler's columns, as float32 (the serving path)."""
+        return ((np.asarray(values, dtype=np.float64) - np.asarray(self.center)) / np.asarray(self.scale)).astype(
+            np.float32
+        )
 
     def inverse(self, values: np.ndarray, columns: list[str]) -> np.ndarray:
         """Back to the original scale (float64); the last axis of ``values`` runs over ``columns``."""

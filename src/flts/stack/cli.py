@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,9 +14,7 @@ from flts.stack.config import StackConfig, stack_environment
 from flts.stack.install import InstallError
 from flts.stack.manager import StackError, down, print_status, status, up, versions
 
-app = typer.Typer(
-    help="The local stack: Apache Kafka (KRaft), MinIO and an MLflow server as local processes."
-)
+app = typer.Typer(help="The local stack: Apache Kafka (KRaft), MinIO and an MLflow server as local processes.")
 console = Console()
 
 
@@ -36,15 +34,17 @@ def _clean_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @app.command("up")
 @_clean_errors
-def up_command() -> None:
+def up_command(
+    services: Annotated[bool, typer.Option(help="Also start every pipeline service as a process.")] = False,
+) -> None:
     """Start Kafka, MinIO and MLflow (what is already running is left alone), create topics and buckets."""
-    up(StackConfig(), console)
+    up(StackConfig(), console, services=services)
 
 
 @app.command("down")
 @_clean_errors
 def down_command() -> None:
-    """Stop every part of the stack and wait until its ports are free."""
+    """Stop the services and every part of the stack, and wait until their ports are free."""
     down(StackConfig(), console)
 
 

@@ -30,6 +30,8 @@ class StackConfig(BaseSettings):
     minio_port: int = 19000
     minio_console_port: int = 19001
     mlflow_port: int = 15000
+    gateway_port: int = 8000
+    inference_port: int = 8001
     kafka_heap: str = "512m"
     start_timeout_s: float = 180.0
     stop_grace_s: float = 20.0
@@ -70,6 +72,14 @@ class StackConfig(BaseSettings):
     def mlflow_uri(self) -> str:
         return f"http://{self.host}:{self.mlflow_port}"
 
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}"
+
+    @property
+    def inference_url(self) -> str:
+        return f"http://{self.host}:{self.inference_port}"
+
 
 @dataclass(frozen=True)
 class Credentials:
@@ -81,7 +91,7 @@ def load_or_create_credentials(config: StackConfig) -> Credentials:
     """Random S3 credentials made on first use and kept (mode 0600) so restarts keep the same data access."""
     path = config.credentials_file
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         key_id, secret = f"flts-{secrets.token_hex(8)}", secrets.token_urlsafe(30)
         body = f"AWS_ACCESS_KEY_ID={key_id}\nAWS_SECRET_ACCESS_KEY={secret}\n"
         try:
@@ -92,9 +102,7 @@ def load_or_create_credentials(config: StackConfig) -> Credentials:
             with os.fdopen(fd, "w") as handle:
                 handle.write(body)
     values = dict(
-        line.split("=", 1)
-        for line in path.read_text().splitlines()
-        if "=" in line and not line.startswith("#")
+        line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#")
     )
     return Credentials(values["AWS_ACCESS_KEY_ID"], values["AWS_SECRET_ACCESS_KEY"])
 
@@ -115,6 +123,4 @@ def stack_environment(config: StackConfig) -> dict[str, str]:
 def common_settings(config: StackConfig) -> CommonSettings:
     """CommonSettings pointing at this stack (topic and bucket names still come from the environment)."""
     fields = CommonSettings.model_fields
-    return CommonSettings(
-        **{k.lower(): v for k, v in stack_environment(config).items() if k.lower() in fields}
-    )
+    return CommonSettings(**{k.lower(): v for k, v in stack_environment(config).items() if k.lower() in fields})

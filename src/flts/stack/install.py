@@ -6,6 +6,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -89,9 +90,7 @@ def ensure_kafka_libs(config: StackConfig, console: Console) -> Path:
         (resolve_dir / "pom.xml").write_text(KAFKA_POM)
         staging = libs.with_name("libs.partial")
         shutil.rmtree(staging, ignore_errors=True)
-        console.print(
-            f"[bold]Apache Kafka {KAFKA_VERSION}[/]: resolving its jars from Maven Central (first run only)"
-        )
+        console.print(f"[bold]Apache Kafka {KAFKA_VERSION}[/]: resolving its jars from Maven Central (first run only)")
         _run_with_progress(
             console,
             f"mvn dependency:copy-dependencies kafka_2.13:{KAFKA_VERSION}",
@@ -131,3 +130,31 @@ def ensure_minio(config: StackConfig, console: Console) -> Path:
             env,
         )
     return binary
+
+
+# What `mlflow server` itself would create: its tables plus the Default experiment, whose artifacts
+# go through the server's proxy (`mlflow-artifacts:/`) to the --artifacts-destination bucket.
+_CREATE_MLFLOW_DB = """
+import sys
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+SqlAlchemyStore("sqlite:///" + sys.argv[1], "mlflow-artifacts:/")
+"""
+
+
+def ensure_empty_mlflow_database(path: Path, console: Console) -> Path:
+    """Create, once per MLflow version, an empty migrated tracking database to copy into fresh states."""
+    with _lock(path.with_name("db.lock")):
+        if path.is_file():
+            return path
+        staging = path.with_name("empty.db.partial")
+        staging.unlink(missing_ok=True)
+        _run_with_progress(
+            console,
+            "creating an empty MLflow database (first run only)",
+            [sys.executable, "-c", _CREATE_MLFLOW_DB, str(staging)],
+            path.with_name("create-db.log"),
+            path.parent,
+            dict(os.environ),
+        )
+        staging.rename(path)
+    return path

@@ -7,9 +7,8 @@ import time
 from dataclasses import dataclass
 
 from rich.console import Console
-from rich.table import Table
 
-from flts.stack.config import StackConfig, common_settings, load_or_create_credentials
+from flts.stack.config import StackConfig, common_settings
 from flts.stack.parts import KafkaPart, MinioPart, MlflowPart, Part
 from flts.stack.procs import (
     alive,
@@ -23,6 +22,7 @@ from flts.stack.procs import (
     tail,
     wait_for,
 )
+from flts.stack.services import service_parts
 
 
 class StackError(RuntimeError):
@@ -42,29 +42,24 @@ class PartStatus:
 
 
 def parts(config: StackConfig) -> dict[str, Part]:
-    credentials = load_or_create_credentials(config)
-    return {
-        part.name: part
-        for part in (
-            KafkaPart(config, credentials),
-            MinioPart(config, credentials),
-            MlflowPart(config, credentials),
-        )
-    }
+    """The infrastructure: Kafka, MinIO, MLflow."""
+    return {part.name: part for part in (KafkaPart(config), MinioPart(config), MlflowPart(config))}
 
 
 def running_pid(part: Part) -> int | None:
     """The pid of this stack's process for ``part``, if one is alive."""
     pid = read_pid(part.pid_file)
-    if pid is not None and alive(pid) and owned_by(pid, part.marker):
+    if pid is not None and alive(pid) and owned_by(pid, part.home):
         return pid
     return None
 
 
 def status(config: StackConfig | None = None) -> list[PartStatus]:
+    """Every infrastructure part, plus each service that was started and not stopped with `down`."""
     config = config or StackConfig()
+    started_services = [part for part in service_parts(config).values() if part.pid_file.exists()]
     result = []
-    for part in parts(config).values():
+    for part in [*parts(config).values(), *started_services]:
         pid = running_pid(part)
         ready = pid is not None and part.ready()
         result.append(
@@ -87,29 +82,32 @@ def versions(config: StackConfig | None = None) -> dict[str, str]:
     return {name: part.version() for name, part in parts(config or StackConfig()).items()}
 
 
-def up(config: StackConfig | None = None, console: Console | None = None) -> list[PartStatus]:
-    """Start whatever is not running, wait until every part answers, create topics and buckets."""
+def up(config: StackConfig | None = None, console: Console | None = None, services: bool = False) -> list[PartStatus]:
+    """Start whatever is not running, wait until every part answers, create topics and buckets.
+
+    With ``services`` the pipeline's services start too, once the infrastructure answers.
+    """
     config = config or StackConfig()
     console = console or Console()
     started = time.monotonic()
     for directory in (config.state_dir, config.logs_dir, config.run_dir):
-        directory.mkdir(parents=True, exist_ok=True)
-    by_name = parts(config)
-    pids = {name: running_pid(part) for name, part in by_name.items()}
-    to_start = [part for name, part in by_name.items() if pids[name] is None]
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    infrastructure = parts(config)
+    wanted: dict[str, Part] = {**infrastructure, **(service_parts(config) if services else {})}
+    pids = {name: running_pid(part) for name, part in wanted.items()}
+    to_start = [part for name, part in wanted.items() if pids[name] is None]
     for part in to_start:
         busy = [port for port in part.ports if port_open(config.host, port)]
         if busy:
-            raise StackError(
-                f"{part.name}: port(s) {busy} already in use by a process this stack did not start"
-            )
+            raise StackError(f"{part.name}: port(s) {busy} already in use by a process this stack did not start")
     for part in to_start:
-        part.prepare(console)
+        part.install(console)
 
     offsets: dict[str, int] = {}
 
     def launch(part: Part) -> None:
         if pids[part.name] is None:
+            part.configure()
             offsets[part.name] = part.log_file.stat().st_size if part.log_file.exists() else 0
             pids[part.name] = spawn(part.command(), part.env(), part.log_file, part.home)
             part.pid_file.write_text(f"{pids[part.name]}\n")
@@ -117,29 +115,31 @@ def up(config: StackConfig | None = None, console: Console | None = None) -> lis
     def wait_ready(part: Part) -> None:
         pid = pids[part.name]
         assert pid is not None
-        if not wait_for(lambda: part.ready() or not alive(pid), config.start_timeout_s, interval=0.25):
-            raise StackError(
-                f"{part.name} did not answer within {config.start_timeout_s:.0f}s; "
-                f"last lines of {part.log_file}:\n{tail(part.log_file, offsets.get(part.name, 0))}"
-            )
-        if not part.ready():
-            raise StackError(
-                f"{part.name} exited while starting; last lines of {part.log_file}:\n"
-                f"{tail(part.log_file, offsets.get(part.name, 0))}"
-            )
+        wait_for(lambda: not alive(pid) or part.ready(), config.start_timeout_s, interval=0.25)
+        if alive(pid) and part.ready():
+            return
+        problem = f"did not answer within {config.start_timeout_s:.0f}s" if alive(pid) else "exited while starting"
+        log_tail = tail(part.log_file, offsets.get(part.name, 0))
+        raise StackError(f"{part.name} {problem}; last lines of {part.log_file}:\n{log_tail}")
 
     from flts.kafka import ensure_topics
     from flts.storage import ObjectStore
 
     settings = common_settings(config)
-    launch(by_name["kafka"])
-    launch(by_name["minio"])
-    wait_ready(by_name["minio"])
+    # MinIO answers in about a second; MLflow is the slowest to start, so it goes next, then Kafka.
+    launch(infrastructure["minio"])
+    wait_ready(infrastructure["minio"])
     ObjectStore(settings).ensure_buckets()  # MLflow's artifact bucket must exist before it starts
-    launch(by_name["mlflow"])
-    wait_ready(by_name["kafka"])
+    launch(infrastructure["mlflow"])
+    launch(infrastructure["kafka"])
+    wait_ready(infrastructure["kafka"])
     ensure_topics(settings)
-    wait_ready(by_name["mlflow"])
+    wait_ready(infrastructure["mlflow"])
+    services_wanted = [part for name, part in wanted.items() if name not in infrastructure]
+    for part in services_wanted:
+        launch(part)
+    for part in services_wanted:
+        wait_ready(part)
 
     result = status(config)
     print_status(result, console, title=f"FLTS local stack up in {time.monotonic() - started:.1f}s")
@@ -147,45 +147,51 @@ def up(config: StackConfig | None = None, console: Console | None = None) -> lis
 
 
 def down(config: StackConfig | None = None, console: Console | None = None) -> None:
-    """SIGTERM every part's process group, SIGKILL what is left after the grace, wait for free ports."""
+    """Stop the services, then the infrastructure; wait until every port is free."""
     config = config or StackConfig()
     console = console or Console()
-    by_name = parts(config)
-    groups = {name: pid for name, part in by_name.items() if (pid := running_pid(part)) is not None}
+    stopped = []
+    everything: list[Part] = []
+    for layer in (list(service_parts(config).values()), list(parts(config).values())):
+        stopped += _stop(layer, config.stop_grace_s, console)
+        everything += layer
+    ports = [(part.name, port) for part in everything for port in part.ports]
+    if not wait_for(lambda: not any(port_open(config.host, port) for _, port in ports), 15):
+        busy = [f"{name}:{port}" for name, port in ports if port_open(config.host, port)]
+        raise StackError(f"ports still in use after stopping the stack (not started by it?): {busy}")
+    console.print(f"FLTS local stack down ({', '.join(stopped) or 'nothing was running'} stopped)")
+
+
+def _stop(layer: list[Part], grace: float, console: Console) -> list[str]:
+    """SIGTERM each part's process group, SIGKILL what is left after the grace; returns what was running."""
+    groups = {part.name: pid for part in layer if (pid := running_pid(part)) is not None}
     for pgid in groups.values():
         signal_group(pgid, signal.SIGTERM)
 
     def all_gone() -> bool:
         return not any(group_members(pgid) for pgid in groups.values())
 
-    if not wait_for(all_gone, config.stop_grace_s):
+    if not wait_for(all_gone, grace):
         for name, pgid in groups.items():
             if group_members(pgid):
-                console.print(f"[yellow]{name} ignored SIGTERM for {config.stop_grace_s:.0f}s: killing it")
+                console.print(f"[yellow]{name} ignored SIGTERM for {grace:.0f}s: killing it")
                 signal_group(pgid, signal.SIGKILL)
         wait_for(all_gone, 10)
-    for part in by_name.values():
+    for part in layer:
         part.pid_file.unlink(missing_ok=True)
-    ports = [(part.name, port) for part in by_name.values() for port in part.ports]
-    if not wait_for(lambda: not any(port_open(config.host, port) for _, port in ports), 15):
-        busy = [f"{name}:{port}" for name, port in ports if port_open(config.host, port)]
-        raise StackError(f"ports still in use after stopping the stack (not started by it?): {busy}")
-    console.print(f"FLTS local stack down ({', '.join(groups) or 'nothing was running'} stopped)")
+    return list(groups)
 
 
 def print_status(statuses: list[PartStatus], console: Console, title: str = "FLTS local stack") -> None:
-    table = Table(title=title, title_justify="left")
-    for column in ("part", "state", "pid", "endpoint", "ports", "version", "RSS"):
-        table.add_column(column, overflow="fold")
+    """One line per part, unwrapped, so it reads the same in a terminal and in a CI log."""
+    console.print(f"[bold]{title}")
     colour = {"running": "green", "starting": "yellow", "stopped": "red"}
     for s in statuses:
-        table.add_row(
-            s.name,
-            f"[{colour[s.state]}]{s.state}",
-            str(s.pid or "-"),
-            s.endpoint,
-            ",".join(map(str, s.ports)),
-            s.version,
-            f"{s.rss_bytes / 2**20:.0f} MiB" if s.rss_bytes else "-",
+        memory = f"{s.rss_bytes / 2**20:.0f} MiB" if s.rss_bytes else "-"
+        ports = ",".join(map(str, s.ports))
+        console.print(
+            f"  {s.name:<11}[{colour[s.state]}]{s.state:<9}[/] pid {s.pid or '-':<8} {s.endpoint:<23} "
+            f"ports {ports:<12} RSS {memory:>8}  {s.title} {s.version}",
+            highlight=False,
+            soft_wrap=True,
         )
-    console.print(table)

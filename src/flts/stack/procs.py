@@ -81,12 +81,10 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-def owned_by(pid: int, marker: str) -> bool:
-    """Whether pid's command line mentions ``marker`` (guards against a recycled pid)."""
+def owned_by(pid: int, home: Path) -> bool:
+    """Whether pid runs in ``home`` (every part is started in its own dir): guards against a recycled pid."""
     try:
-        return marker in (PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(
-            errors="replace"
-        )
+        return Path(os.readlink(PROC / str(pid) / "cwd")) == home
     except OSError:
         return not PROC.is_dir() and alive(pid)
 

@@ -1,0 +1,133 @@
+"""Load test of the inference service's POST /predict.
+
+Every request carries a realistic window: consecutive rows of LTE measurements on the 2-minute grid,
+all 11 columns, oldest first. Rows come from the bundled dataset generator when `flts` is importable
+(the dev venv), else from a small built-in generator with the same columns and daily cycle (the
+official Locust image, used by docker compose and the Helm chart, has no flts or pandas).
+Any non-200 answer, or a 200 without predictions, is a failure.
+
+    locust -f locust/locustfile.py --host http://127.0.0.1:8001 --headless -u 50 -r 10 -t 1m
+
+Settings (environment):
+    FLTS_LOCUST_IDENTIFIER   series whose champion answers (default: global)
+    FLTS_LOCUST_WINDOW_ROWS  rows per window (default: 10, the pipeline's input_seq_len)
+    FLTS_LOCUST_BATCH        windows per request; 1 sends `rows`, more send `windows` (default: 1)
+    FLTS_LOCUST_WAIT         seconds each user waits between requests (default: 0, saturation)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from locust import FastHttpUser, constant, task
+
+COLUMNS = (
+    "down",
+    "up",
+    "rnti_count",
+    "mcs_down",
+    "mcs_down_var",
+    "mcs_up",
+    "mcs_up_var",
+    "rb_down",
+    "rb_down_var",
+    "rb_up",
+    "rb_up_var",
+)
+STEP = timedelta(minutes=2)
+POOL_ROWS = 2_000
+
+IDENTIFIER = os.environ.get("FLTS_LOCUST_IDENTIFIER", "global")
+WINDOW_ROWS = int(os.environ.get("FLTS_LOCUST_WINDOW_ROWS", "10"))
+BATCH = int(os.environ.get("FLTS_LOCUST_BATCH", "1"))
+WAIT_SECONDS = float(os.environ.get("FLTS_LOCUST_WAIT", "0"))
+
+
+def _from_flts() -> list[dict[str, Any]] | None:
+    """Rows of the bundled dataset's clean test split, when the flts package is installed."""
+    try:
+        from flts.data.generate import generate_lte_dataset
+    except ImportError:
+        return None
+    _, test = generate_lte_dataset(train_rows=200, test_rows=POOL_ROWS, seed=11)
+    test = test[["time", *COLUMNS]]
+    return [{"time": str(row["time"]), **{c: float(row[c]) for c in COLUMNS}} for row in test.to_dict("records")]
+
+
+def _built_in(rows: int = POOL_ROWS, seed: int = 11) -> list[dict[str, Any]]:
+    """A dependency-free stand-in: a daily load cycle, a shared user count and noise, like a real cell."""
+    rng = random.Random(seed)
+    start = datetime(2024, 1, 12, tzinfo=UTC)
+    out = []
+    for i in range(rows):
+        when = start + i * STEP
+        hour = when.hour + when.minute / 60
+        load = 0.15 + 0.75 * (0.5 - 0.5 * math.cos(2 * math.pi * (hour - 4) / 24)) ** 1.5
+        load *= math.exp(rng.gauss(0, 0.1))
+        users = max(1.0, round(35 * load * math.exp(rng.gauss(0, 0.03))))
+        down = users * 900 * math.exp(rng.gauss(0, 0.25))
+        up = down * 0.14 * math.exp(rng.gauss(0, 0.2)) + 20 * users
+        mcs_down = min(28.0, max(0.0, 22 - 4 * users / 35 + rng.gauss(0, 1.5)))
+        mcs_up = min(28.0, max(0.0, 16 - 3 * users / 35 + rng.gauss(0, 1.2)))
+        rb_down = min(100.0, 100 * down / (3750 * (mcs_down + 1)))
+        rb_up = min(100.0, 100 * up / (1200 * (mcs_up + 1)))
+        out.append(
+            {
+                "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "down": round(down, 1),
+                "up": round(up, 1),
+                "rnti_count": users,
+                "mcs_down": round(mcs_down, 2),
+                "mcs_down_var": round((2 + 0.08 * users) * math.exp(rng.gauss(0, 0.3)), 3),
+                "mcs_up": round(mcs_up, 2),
+                "mcs_up_var": round((1.5 + 0.06 * users) * math.exp(rng.gauss(0, 0.3)), 3),
+                "rb_down": round(rb_down, 2),
+                "rb_down_var": round((2 + 0.3 * rb_down) * math.exp(rng.gauss(0, 0.25)), 3),
+                "rb_up": round(rb_up, 2),
+                "rb_up_var": round((2 + 0.3 * rb_up) * math.exp(rng.gauss(0, 0.25)), 3),
+            }
+        )
+    return out
+
+
+POOL = _from_flts() or _built_in()
+
+
+def random_window(rng: random.Random) -> list[dict[str, Any]]:
+    start = rng.randrange(0, len(POOL) - WINDOW_ROWS)
+    return POOL[start : start + WINDOW_ROWS]
+
+
+def request_body(rng: random.Random) -> dict[str, Any]:
+    if BATCH <= 1:
+        return {"identifier": IDENTIFIER, "rows": random_window(rng)}
+    return {"identifier": IDENTIFIER, "windows": [random_window(rng) for _ in range(BATCH)]}
+
+
+class PredictUser(FastHttpUser):
+    wait_time = constant(WAIT_SECONDS)
+
+    def on_start(self) -> None:
+        self.rng = random.Random()
+
+    @task
+    def predict(self) -> None:
+        with self.client.post(
+            "/predict", json=request_body(self.rng), name="/predict", catch_response=True
+        ) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
+                return
+            try:
+                predictions = response.json().get("predictions")
+            except ValueError:
+                response.failure("the answer is not JSON")
+                return
+            if not predictions:
+                response.failure("a 200 without predictions")
+            else:
+                response.success()

@@ -1,0 +1,238 @@
+"""GRU and LSTM forecasters (PyTorch): a recurrent encoder over the input window and a linear head.
+
+The head forecasts the change from each target's last input value (a residual on persistence,
+the head starting at zero), so an untrained model is exactly persistence: the floor on this
+kind of data, which training then has to improve on the validation split to be kept.
+
+Training is built for a small CPU budget (one thread per trainer, two trainers on two cores):
+the windows become tensors once, batches are gathered from them with a seeded permutation (no
+DataLoader, no worker processes), the loss is read back once per epoch, and validation runs in
+large batches under inference mode.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from flts.config import RecurrentConfig
+from flts.models.base import WindowLayout, read_model_json, write_model_json
+
+WEIGHTS_FILE = "weights.safetensors"
+RECURRENT_MODEL_TYPES = ("GRU", "LSTM")
+PREDICT_CHUNK = 8192
+
+RecurrentType = Literal["GRU", "LSTM"]
+
+
+class WindowArrays(Protocol):
+    """The part of `flts.data.windows.Windows` training reads."""
+
+    @property
+    def inputs(self) -> np.ndarray: ...
+
+    @property
+    def targets(self) -> np.ndarray: ...
+
+
+class RecurrentNet(nn.Module):
+    """Encoder GRU/LSTM over all features of the window; the last hidden state forecasts the whole horizon."""
+
+    def __init__(
+        self,
+        cell: RecurrentType,
+        layout: WindowLayout,
+        hidden_size: int,
+        num_layers: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        recurrent_class = {"GRU": nn.GRU, "LSTM": nn.LSTM}[cell]
+        self.encoder = recurrent_class(
+            layout.n_features,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.head = nn.Linear(hidden_size, layout.output_seq_len * layout.n_targets)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.horizon = layout.output_seq_len
+        self.n_targets = layout.n_targets
+        self.register_buffer("target_indices", torch.tensor(layout.target_indices), persistent=False)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        encoded, _ = self.encoder(inputs)
+        change = self.head(encoded[:, -1]).view(-1, self.horizon, self.n_targets)
+        return inputs[:, -1:, self.target_indices] + change
+
+
+def resolve_device(device: str) -> torch.device:
+    """ "auto" is CUDA when present and CPU otherwise; anything else is taken as a torch device name."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class RecurrentForecaster:
+    """A trained GRU or LSTM with its window layout; predicts on CPU unless moved."""
+
+    def __init__(
+        self, model_type: RecurrentType, layout: WindowLayout, net: RecurrentNet, params: dict[str, Any]
+    ) -> None:
+        self.model_type = model_type
+        self.layout = layout
+        self.net = net.eval()
+        self.params = params
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: str) -> RecurrentForecaster:
+        self.net.to(resolve_device(device))
+        return self
+
+    def predict(self, inputs: np.ndarray, target_times: np.ndarray) -> np.ndarray:
+        self.layout.check(inputs, target_times)
+        batch = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(self.device)
+        return _forward(self.net, batch).cpu().numpy()
+
+    def save(self, directory: Path) -> None:
+        write_model_json(directory, self.model_type, self.layout, self.params)
+        state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.net.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_FILE))
+
+    @classmethod
+    def load(cls, directory: Path) -> RecurrentForecaster:
+        model_type, layout, params = read_model_json(directory, RECURRENT_MODEL_TYPES)
+        net = RecurrentNet(model_type, layout, **params["architecture"])  # type: ignore[arg-type]
+        net.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device="cpu"))
+        return cls(model_type, layout, net, params)  # type: ignore[arg-type]
+
+
+def _forward(net: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """One forward pass per chunk of PREDICT_CHUNK windows (one in all for usual batches), no autograd."""
+    with torch.inference_mode():
+        if inputs.shape[0] <= PREDICT_CHUNK:
+            return net(inputs)
+        return torch.cat([net(chunk) for chunk in inputs.split(PREDICT_CHUNK)])
+
+
+def _mean_loss(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+    was_training = net.training
+    net.eval()
+    loss = nn.functional.mse_loss(_forward(net, inputs), targets).item()
+    net.train(was_training)
+    return loss
+
+
+def _check_windows(name: str, windows: WindowArrays, layout: WindowLayout) -> None:
+    expected_inputs = (layout.input_seq_len, layout.n_features)
+    expected_targets = (layout.output_seq_len, layout.n_targets)
+    if windows.inputs.shape[1:] != expected_inputs or windows.targets.shape[1:] != expected_targets:
+        raise ValueError(
+            f"{name} windows are {list(windows.inputs.shape)} -> {list(windows.targets.shape)}, "
+            f"expected [N, {expected_inputs[0]}, {expected_inputs[1]}] -> "
+            f"[N, {expected_targets[0]}, {expected_targets[1]}]"
+        )
+    if windows.inputs.shape[0] != windows.targets.shape[0]:
+        raise ValueError(f"{name} windows: {windows.inputs.shape[0]} inputs but {windows.targets.shape[0]} targets")
+
+
+def train_recurrent(
+    model_type: RecurrentType,
+    train: WindowArrays,
+    validation: WindowArrays,
+    feature_columns: Sequence[str],
+    target_columns: Sequence[str],
+    target_indices: Sequence[int],
+    config: RecurrentConfig,
+    *,
+    device: str = "auto",
+    num_threads: int = 1,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[RecurrentForecaster, list[dict[str, float]]]:
+    """Train a GRU or LSTM with Adam on MSE, early-stopping on validation loss; return it (on CPU) and its history.
+
+    Reproducible for a given seed on CPU: weights and batch order come from seeded generators.
+    Early stopping waits `early_stopping_patience` epochs without a better validation loss
+    (0 disables it) and the weights of the best epoch are restored either way. With no
+    validation windows the training loss is monitored instead. `on_epoch(epoch, record)` gets
+    each epoch's record: epoch, train_loss, val_loss, seconds.
+    """
+    if model_type not in RECURRENT_MODEL_TYPES:
+        raise ValueError(f"model_type must be one of {RECURRENT_MODEL_TYPES}, got {model_type!r}")
+    layout = WindowLayout.build(
+        feature_columns, target_columns, train.inputs.shape[1], train.targets.shape[1], target_indices
+    )
+    _check_windows("train", train, layout)
+    _check_windows("validation", validation, layout)
+    if train.inputs.shape[0] == 0:
+        raise ValueError("no training windows")
+    if config.epochs < 1 or config.batch_size < 1:
+        raise ValueError("epochs and batch_size must be at least 1")
+
+    torch.set_num_threads(num_threads)
+    target_device = resolve_device(device)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    batch_order = torch.Generator().manual_seed(config.seed)
+
+    architecture = {"hidden_size": config.hidden_size, "num_layers": config.num_layers, "dropout": config.dropout}
+    net = RecurrentNet(model_type, layout, **architecture).to(target_device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+
+    def as_tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32), device=target_device)
+
+    train_x, train_y = as_tensor(train.inputs), as_tensor(train.targets)
+    has_validation = validation.inputs.shape[0] > 0
+    val_x, val_y = (as_tensor(validation.inputs), as_tensor(validation.targets)) if has_validation else (None, None)
+
+    n_train = train_x.shape[0]
+    best_loss, best_state, stale_epochs = float("inf"), None, 0
+    history: list[dict[str, float]] = []
+    net.train()
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), device=target_device)
+        order = torch.randperm(n_train, generator=batch_order).to(target_device)
+        for batch in order.split(config.batch_size):
+            batch_y = train_y.index_select(0, batch)
+            loss = nn.functional.mse_loss(net(train_x.index_select(0, batch)), batch_y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * batch.shape[0]
+        train_loss = loss_sum.item() / n_train
+        val_loss = _mean_loss(net, val_x, val_y) if val_x is not None and val_y is not None else train_loss
+        record = {
+            "epoch": float(epoch),
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+        if val_loss < best_loss:
+            best_loss, stale_epochs = val_loss, 0
+            best_state = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
+        else:
+            stale_epochs += 1
+            if 0 < config.early_stopping_patience <= stale_epochs:
+                break
+    if best_state is None:
+        raise RuntimeError(f"{model_type} training diverged: no epoch had a finite loss ({history[-1]})")
+    net.load_state_dict(best_state)
+    params = {"architecture": architecture, "training": config.model_dump(mode="json")}
+    return RecurrentForecaster(model_type, layout, net.cpu(), params), history

@@ -1,0 +1,63 @@
+"""Shared fixtures: the real local stack (Kafka, MinIO, MLflow) for tests marked `integration` or `e2e`.
+
+The test stack has its own ports and state dir, so it never touches a developer's `flts stack up`.
+It is started fresh once per session and stopped at the end. Set FLTS_TEST_KEEP_STACK=1 to reuse a
+running test stack and leave it up afterwards (fast edit-test loops).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from flts.config import CommonSettings
+from flts.stack import StackConfig, down, stack_environment, status, up
+
+STACK_MARKERS = ("integration", "e2e")
+
+
+@pytest.fixture(scope="session")
+def stack_config() -> StackConfig:
+    return StackConfig(
+        state_dir=Path("~/.cache/flts/test-state"),
+        kafka_port=29092,
+        kafka_controller_port=29093,
+        minio_port=29000,
+        minio_console_port=29001,
+        mlflow_port=25000,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack_env(stack_config: StackConfig) -> Iterator[dict[str, str]]:
+    """Env vars (CommonSettings names) pointing at a running test stack."""
+    console = Console(stderr=True)
+    keep = os.environ.get("FLTS_TEST_KEEP_STACK") == "1"
+    if keep and all(part.state == "running" for part in status(stack_config)):
+        yield stack_environment(stack_config)
+        return
+    down(stack_config, console)  # whatever a killed session left behind
+    shutil.rmtree(stack_config.state_dir, ignore_errors=True)
+    try:
+        up(stack_config, console)
+        yield stack_environment(stack_config)
+    finally:
+        if not keep:
+            down(stack_config, console)
+
+
+@pytest.fixture(scope="session")
+def common_settings(stack_env: dict[str, str]) -> CommonSettings:
+    fields = CommonSettings.model_fields
+    return CommonSettings(**{key.lower(): value for key, value in stack_env.items() if key.lower() in fields})
+
+
+@pytest.fixture(autouse=True)
+def _stack_for_marked_tests(request: pytest.FixtureRequest) -> None:
+    if any(request.node.get_closest_marker(marker) for marker in STACK_MARKERS):
+        request.getfixturevalue("stack_env")

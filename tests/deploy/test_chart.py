@@ -1,0 +1,389 @@
+"""The Helm chart, offline: lint, render, schema-validate every object, and the properties FLTS relies on."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from deploy_support import CHART, EXTERNAL_VALUES, KUBE_VERSION, RENDERS
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"}
+RUN_TO_COMPLETION = {"Job", "CronJob", "Pod"}  # the init Job and the `helm test` pod
+STANDARD_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+    "helm.sh/chart",
+)
+CHART_META = yaml.safe_load((CHART / "Chart.yaml").read_text())
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    if obj["kind"] == "Pod":
+        return obj["spec"]
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return obj["spec"]["template"]["spec"]
+
+
+def containers(obj: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    spec = pod_spec(obj)
+    yield from spec.get("initContainers", [])
+    yield from spec["containers"]
+
+
+def workloads(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] in WORKLOAD_KINDS]
+
+
+# ------------------------------------------------------------------------------------------- lint
+
+
+@pytest.mark.parametrize("values", [None, EXTERNAL_VALUES], ids=["default", "external"])
+def test_helm_lint_strict(helm: Callable[..., Any], values: Any) -> None:
+    args = ["lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION]
+    if values:
+        args += ["-f", str(values)]
+    helm(*args)
+
+
+def test_chart_metadata() -> None:
+    assert CHART_META["name"] == "flts"
+    assert CHART_META["apiVersion"] == "v2"
+    assert str(CHART_META["appVersion"]) == "0.1.0"
+
+
+# ------------------------------------------------------------------------------------------- schemas
+
+
+def test_every_object_validates_against_kubernetes(rendered: list[dict[str, Any]]) -> None:
+    """Strict schema validation for Kubernetes 1.31; an unknown apiVersion is a failure, not a warning."""
+    errors = []
+    for obj in rendered:
+        name = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+        try:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            errors.append(f"{name}: no schema for apiVersion {obj.get('apiVersion')} in Kubernetes {KUBE_VERSION}")
+        except kubernetes_validate.ValidationError as exc:
+            errors.append(f"{name}: {exc.message} at {'/'.join(map(str, exc.path))}")
+    assert not errors, "\n".join(errors)
+
+
+def test_kubernetes_validate_cli_accepts_the_default_render(
+    render: Callable[..., list[dict[str, Any]]], tmp_path: Any
+) -> None:
+    """The same check through the documented CLI, as CI would run it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    manifest = tmp_path / "flts.yaml"
+    manifest.write_text(yaml.safe_dump_all(render()))
+    cli = Path(sys.executable).parent / "kubernetes-validate"
+    result = subprocess.run(
+        [str(cli), "--strict", "--quiet", "-k", KUBE_VERSION, str(manifest)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "WARN" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_values_schema_rejects_wrong_types(helm: Callable[..., Any]) -> None:
+    for bad in (
+        "inference.autoscaling.minReplicas=abc",
+        "gateway.port=eighty",
+        "inference.autoscaling.targetCPUUtilizationPercentage=150",
+        "kafka.enabled=maybe",
+        "notAKey=1",
+    ):
+        result = helm("template", "flts", str(CHART), "--set", bad, check=False)
+        assert result.returncode != 0, f"--set {bad} was accepted"
+        assert "schema" in result.stderr, result.stderr
+
+
+def test_values_schema_is_valid_json_schema() -> None:
+    import jsonschema
+
+    def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+        out = dict(base)
+        for key, value in override.items():
+            out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        return out
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    jsonschema.Draft7Validator(schema).validate(defaults)
+    jsonschema.Draft7Validator(schema).validate(merged(defaults, yaml.safe_load(EXTERNAL_VALUES.read_text())))
+
+
+def test_values_are_documented() -> None:
+    """Every leaf key of values.yaml (or its parent block) carries a comment."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented = []
+    for number, line in enumerate(lines):
+        match = re.match(r"^( *)([A-Za-z_][\w.-]*):", line)
+        if not match or match.group(1):
+            continue  # top-level keys only: nested keys are documented in their block's comments
+        above = lines[number - 1].strip() if number else ""
+        if not above.startswith("#"):
+            undocumented.append(match.group(2))
+    assert not undocumented, f"top-level values without a comment above them: {undocumented}"
+
+
+# ------------------------------------------------------------------------------------------- workloads
+
+
+def test_standard_labels_on_every_object(rendered: list[dict[str, Any]]) -> None:
+    for obj in rendered:
+        labels = obj["metadata"].get("labels", {})
+        missing = [label for label in STANDARD_LABELS if label not in labels]
+        assert not missing, f"{obj['kind']}/{obj['metadata']['name']} lacks {missing}"
+        assert labels["app.kubernetes.io/part-of"] == "flts"
+        assert obj["metadata"].get("namespace") == "flts", f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def test_probes_and_resources_on_every_container(rendered: list[dict[str, Any]]) -> None:
+    for obj in workloads(rendered):
+        for container in containers(obj):
+            where = f"{obj['kind']}/{obj['metadata']['name']}/{container['name']}"
+            resources = container.get("resources", {})
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(resources.get(kind, {})), f"{where}: {kind} incomplete"
+            if obj["kind"] in RUN_TO_COMPLETION:
+                continue  # a Job / test pod runs to completion: there is nothing to probe
+            assert "livenessProbe" in container, f"{where}: no livenessProbe"
+            assert "readinessProbe" in container, f"{where}: no readinessProbe"
+
+
+def test_restricted_security_context_everywhere(rendered: list[dict[str, Any]]) -> None:
+    for obj in workloads(rendered):
+        spec = pod_spec(obj)
+        pod = spec.get("securityContext", {})
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        assert pod.get("runAsNonRoot") is True, where
+        assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+        assert spec.get("automountServiceAccountToken") is False, where
+        assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), where
+        writable = {m["mountPath"] for c in containers(obj) for m in c.get("volumeMounts", [])}
+        for container in containers(obj):
+            ctx = container.get("securityContext", {})
+            cwhere = f"{where}/{container['name']}"
+            assert ctx.get("runAsNonRoot") is True, cwhere
+            assert ctx.get("allowPrivilegeEscalation") is False, cwhere
+            assert ctx.get("readOnlyRootFilesystem") is True, cwhere
+            assert ctx.get("capabilities", {}).get("drop") == ["ALL"], cwhere
+            assert not ctx.get("capabilities", {}).get("add"), cwhere
+            assert ctx.get("seccompProfile", {}).get("type") == "RuntimeDefault", cwhere
+            assert not ctx.get("privileged"), cwhere
+        # A read-only root needs somewhere to write: every pod has an emptyDir at /tmp.
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        tmp_mounts = [m for c in containers(obj) for m in c.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
+        assert tmp_mounts, f"{where}: no /tmp mount"
+        assert "emptyDir" in volumes[tmp_mounts[0]["name"]], f"{where}: /tmp is not an emptyDir"
+        assert "/tmp" in writable
+
+
+def test_flts_images_run_as_a_high_uid_and_are_tagged_with_the_app_version(rendered: list[dict[str, Any]]) -> None:
+    for obj in workloads(rendered):
+        for container in containers(obj):
+            image = container["image"]
+            assert not image.endswith(":latest") and ":" in image.rsplit("/", 1)[-1], image
+            if image.split(":")[0].startswith("flts/"):
+                assert image.endswith(f":{CHART_META['appVersion']}"), image
+                assert pod_spec(obj)["securityContext"]["runAsUser"] >= 10000, obj["metadata"]["name"]
+
+
+def test_one_deployment_per_service_and_trainer_type(render: Callable[..., list[dict[str, Any]]]) -> None:
+    deployments = {d["metadata"]["name"]: d for d in by_kind(render(), "Deployment")}
+    expected = {
+        "gateway": "gateway_container",
+        "preprocess": "preprocess_container",
+        "train-gru": "train_container",
+        "train-lstm": "train_container",
+        "nonml": "nonML_container",
+        "eval": "eval_container",
+        "inference": "inference_container",
+    }
+    for component, module in expected.items():
+        deployment = deployments[f"flts-{component}"]
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"] == ["python", "-m", f"{module}.service"]
+    env = {
+        e["name"]: e.get("value")
+        for e in deployments["flts-train-lstm"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["MODEL_TYPE"] == "LSTM"
+    assert {"flts-kafka", "flts-minio", "flts-postgresql"} <= {s["metadata"]["name"] for s in by_kind(render(), "StatefulSet")}
+    assert "flts-mlflow" in deployments
+
+
+# ------------------------------------------------------------------------------------------- inference
+
+
+def test_inference_hpa_pdb_and_probes(render: Callable[..., list[dict[str, Any]]]) -> None:
+    objects = render()
+    hpas = by_kind(objects, "HorizontalPodAutoscaler")
+    assert len(hpas) == 1
+    hpa = hpas[0]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "flts-inference"}
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    assert hpa["spec"]["minReplicas"] >= 1 and hpa["spec"]["maxReplicas"] >= hpa["spec"]["minReplicas"]
+    assert {"scaleUp", "scaleDown"} <= set(hpa["spec"]["behavior"])
+
+    deployment = one(objects, "Deployment", "flts-inference")
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert "startupProbe" in container
+
+    pdb = one(objects, "PodDisruptionBudget", "flts-inference")
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    service = one(objects, "Service", "flts-inference")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+    test_pods = [p for p in by_kind(objects, "Pod") if p["metadata"]["annotations"].get("helm.sh/hook") == "test"]
+    assert len(test_pods) == 1 and "/readyz" in json.dumps(test_pods[0]["spec"])
+
+
+def test_hpa_values_drive_the_hpa(render: Callable[..., list[dict[str, Any]]]) -> None:
+    hpa = by_kind(
+        render("--set", "inference.autoscaling.minReplicas=3", "--set", "inference.autoscaling.maxReplicas=7"),
+        "HorizontalPodAutoscaler",
+    )[0]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 7)
+    fixed = render("--set", "inference.autoscaling.enabled=false", "--set", "inference.replicaCount=4")
+    assert not by_kind(fixed, "HorizontalPodAutoscaler")
+    assert one(fixed, "Deployment", "flts-inference")["spec"]["replicas"] == 4
+
+
+# ------------------------------------------------------------------------------------------- config and secrets
+
+
+SECRET_LIKE = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY|CREDENTIAL|PRIVATE)", re.IGNORECASE)
+
+
+def test_no_plaintext_secrets_in_configmaps(rendered: list[dict[str, Any]]) -> None:
+    secret_values = set()
+    for secret in by_kind(rendered, "Secret"):
+        for value in (secret.get("data") or {}).values():
+            secret_values.add(base64.b64decode(value).decode())
+        secret_values.update((secret.get("stringData") or {}).values())
+    for cm in by_kind(rendered, "ConfigMap"):
+        for key, value in (cm.get("data") or {}).items():
+            assert not SECRET_LIKE.search(key), f"ConfigMap {cm['metadata']['name']} holds {key}"
+            for secret in secret_values:
+                assert len(secret) < 8 or secret not in value, f"a Secret's value is in ConfigMap {cm['metadata']['name']}"
+            assert not re.search(r"://[^/\s:@]+:[^/\s@]+@", value), f"credentials in a URL in {cm['metadata']['name']}"
+
+
+def test_credentials_come_from_secrets(rendered: list[dict[str, Any]]) -> None:
+    """Every credential-like env var is a secretKeyRef, never a literal."""
+    for obj in workloads(rendered):
+        for container in containers(obj):
+            for env in container.get("env", []):
+                if SECRET_LIKE.search(env["name"]) and not env["name"].endswith("_KEY"):
+                    assert "valueFrom" in env, f"{obj['metadata']['name']}: {env['name']} is a literal"
+                if env["name"] in {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MINIO_ROOT_PASSWORD", "PGPASSWORD"}:
+                    assert "secretKeyRef" in env.get("valueFrom", {}), f"{obj['metadata']['name']}: {env['name']}"
+
+
+def test_generated_secrets_have_no_default_and_are_kept_with_lookup(render: Callable[..., list[dict[str, Any]]]) -> None:
+    first = {s["metadata"]["name"]: s["data"] for s in by_kind(render(), "Secret")}
+    second = {s["metadata"]["name"]: s["data"] for s in by_kind(render("--set", "commonLabels.x=y"), "Secret")}
+    assert set(first) == {"flts-s3", "flts-postgresql"}
+    assert first != second, "generated credentials must be random, not a default"
+    template = (CHART / "templates" / "_helpers.tpl").read_text()
+    assert "lookup" in template and "randAlphaNum" in template
+    assert not re.search(r"(?i)password:\s*\S", (CHART / "values.yaml").read_text().replace('""', ""))
+
+
+def test_external_services_are_reached_by_values_alone(render: Callable[..., list[dict[str, Any]]]) -> None:
+    objects = render(*RENDERS["external"])
+    names = {o["metadata"]["name"] for o in workloads(objects)}
+    assert not names & {"flts-kafka", "flts-minio", "flts-postgresql"}
+    assert "flts-mlflow" in names
+    env = one(objects, "ConfigMap", "flts-env")["data"]
+    assert env["KAFKA_BOOTSTRAP_SERVERS"].startswith("kafka-0.kafka.data.svc:9092")
+    assert env["S3_ENDPOINT_URL"] == "https://s3.eu-west-1.amazonaws.com"
+    assert env["AWS_REGION"] == "eu-west-1"
+    assert not by_kind(objects, "Secret"), "external credentials come from existing Secrets"
+    mlflow_env = {e["name"]: e for e in one(objects, "Deployment", "flts-mlflow")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "postgres.data.svc:5432/mlflow" in mlflow_env["MLFLOW_BACKEND_STORE_URI"]["value"]
+    assert mlflow_env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "flts-mlflow-db"
+
+    no_mlflow = render(*RENDERS["external-mlflow"])
+    assert "flts-mlflow" not in {o["metadata"]["name"] for o in workloads(no_mlflow)}
+    assert one(no_mlflow, "ConfigMap", "flts-env")["data"]["MLFLOW_TRACKING_URI"] == "http://mlflow.data.svc:5000"
+
+
+def test_external_service_without_endpoint_fails_clearly(helm: Callable[..., Any]) -> None:
+    result = helm("template", "flts", str(CHART), "--set", "kafka.enabled=false", check=False)
+    assert result.returncode != 0 and "externalKafka.bootstrapServers" in result.stderr
+    result = helm("template", "flts", str(CHART), "--set", "minio.enabled=false", "--set",
+                  "externalS3.endpoint=https://s3.example.com", check=False)
+    assert result.returncode != 0 and "existingSecret" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------- capabilities
+
+
+def test_servicemonitor_and_keda_only_with_their_apis(render: Callable[..., list[dict[str, Any]]]) -> None:
+    plain = render("--set", "keda.enabled=true")
+    assert not by_kind(plain, "ServiceMonitor") and not by_kind(plain, "ScaledObject")
+    with_apis = render(
+        "--set", "keda.enabled=true",
+        "--api-versions", "monitoring.coreos.com/v1",
+        "--api-versions", "keda.sh/v1alpha1",
+    )
+    (monitor,) = by_kind(with_apis, "ServiceMonitor")
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"http", "metrics"}
+    scaled = {s["spec"]["scaleTargetRef"]["name"]: s for s in by_kind(with_apis, "ScaledObject")}
+    assert {"flts-train-gru", "flts-train-lstm", "flts-nonml"} == set(scaled)
+    trigger = scaled["flts-train-gru"]["spec"]["triggers"][0]
+    assert trigger["type"] == "kafka" and trigger["metadata"]["consumerGroup"] == "flts-train-gru"
+    for name in scaled:  # KEDA owns the trainers' replica counts
+        assert "replicas" not in one(with_apis, "Deployment", name)["spec"]
+    # Every metrics Service is selected by the ServiceMonitor.
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    metric_services = [s for s in by_kind(with_apis, "Service") if s["metadata"]["name"].endswith("-metrics")]
+    assert len(metric_services) == 7
+    for service in metric_services:
+        assert selector.items() <= service["metadata"]["labels"].items()
+
+
+def test_every_flts_pod_is_scraped_by_the_bundled_prometheus(render: Callable[..., list[dict[str, Any]]]) -> None:
+    objects = render(*RENDERS["everything"])
+    config = yaml.safe_load(one(objects, "ConfigMap", "flts-prometheus")["data"]["prometheus.yml"])
+    names = {n for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", []) for n in sd["names"]}
+    services = {f"{s['metadata']['name']}.flts.svc" for s in by_kind(objects, "Service") if s["metadata"]["name"].endswith("-metrics")}
+    assert names == services
+    dashboards = one(objects, "ConfigMap", "flts-grafana-dashboards")["data"]["flts.json"]
+    assert json.loads(dashboards)["uid"] == "flts-overview"
+
+
+def test_network_policies_cover_every_pod(rendered: list[dict[str, Any]]) -> None:
+    policies = [p["spec"]["podSelector"]["matchLabels"] for p in by_kind(rendered, "NetworkPolicy")]
+    for obj in workloads(rendered):
+        labels = (obj["metadata"]["labels"] if obj["kind"] == "Pod" else obj["spec"]["template"]["metadata"]["labels"])
+        assert any(sel.items() <= labels.items() for sel in policies), f"{obj['metadata']['name']} has no NetworkPolicy"

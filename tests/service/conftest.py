@@ -1,0 +1,78 @@
+"""Real (small) models for the service tests: generated data, real preprocessing, real training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flts.config import PipelineConfig, RecurrentConfig
+from flts.data.generate import generate_lte_dataset
+from flts.data.preprocess import preprocess
+from flts.data.windows import make_windows
+from flts.models.base import WindowLayout
+from flts.models.baselines import PersistenceForecaster
+from flts.models.recurrent import train_recurrent
+from flts.predict import PREPROCESSING_FILE, ModelIdentity, ServingModel
+
+CONFIG = PipelineConfig()
+
+
+@pytest.fixture(scope="session")
+def raw_data() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return generate_lte_dataset(train_rows=1_500, test_rows=300, seed=3)
+
+
+@pytest.fixture(scope="session")
+def processed(raw_data):
+    train, test = raw_data
+    return preprocess(train, test, CONFIG)
+
+
+def _serve(forecaster, processed, directory: Path, model_type: str, version: str) -> ServingModel:
+    directory.mkdir(parents=True, exist_ok=True)
+    forecaster.save(directory)
+    (directory / PREPROCESSING_FILE).write_text(json.dumps(processed.metadata, default=str))
+    identity = ModelIdentity("global", model_type, version, f"run-{model_type.lower()}", "f" * 64)
+    return ServingModel.load(directory, identity, CONFIG.inference.max_inference_length)
+
+
+@pytest.fixture(scope="session")
+def layout(processed) -> WindowLayout:
+    meta = processed.metadata
+    return WindowLayout.build(
+        meta["feature_columns"], meta["target_columns"], CONFIG.windows.input_seq_len, CONFIG.windows.output_seq_len
+    )
+
+
+@pytest.fixture(scope="session")
+def gru_model(processed, layout, tmp_path_factory) -> ServingModel:
+    meta = processed.metadata
+    windows = {
+        split: make_windows(
+            frame,
+            meta["time_column"],
+            meta["feature_columns"],
+            meta["target_columns"],
+            CONFIG.windows.input_seq_len,
+            CONFIG.windows.output_seq_len,
+        )
+        for split, frame in (("train", processed.train), ("validation", processed.validation))
+    }
+    forecaster, _ = train_recurrent(
+        "GRU",
+        windows["train"],
+        windows["validation"],
+        meta["feature_columns"],
+        meta["target_columns"],
+        layout.target_indices,
+        RecurrentConfig(hidden_size=16, num_layers=1, epochs=2),
+    )
+    return _serve(forecaster, processed, tmp_path_factory.mktemp("gru"), "GRU", "1")
+
+
+@pytest.fixture(scope="session")
+def persistence_model(processed, layout, tmp_path_factory) -> ServingModel:
+    return _serve(PersistenceForecaster(layout), processed, tmp_path_factory.mktemp("persistence"), "PERSISTENCE", "2")

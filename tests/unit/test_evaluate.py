@@ -1,0 +1,87 @@
+import math
+
+from flts.config import EvaluationConfig, ScoreWeights
+from flts.evaluate import decide, latest_per_model_type, leaderboard
+from flts.tracking import RunSummary
+
+CONFIG = EvaluationConfig(expected_model_types=["GRU", "LSTM", "PROPHET", "PERSISTENCE"], decision_timeout_seconds=600)
+
+
+def run(
+    model_type: str, rmse: float, status: str = "FINISHED", start: int = 1_000, run_id: str | None = None
+) -> RunSummary:
+    metrics = {"test_rmse": rmse, "test_mae": rmse, "test_mse": rmse**2} if status == "FINISHED" else {}
+    return RunSummary(
+        run_id=run_id or f"{model_type.lower()}-{start}",
+        model_type=model_type,
+        identifier="global",
+        status=status,
+        metrics=metrics,
+        start_time_ms=start,
+        end_time_ms=start + 10 if status != "RUNNING" else None,
+        error=None,
+    )
+
+
+def test_waits_until_every_expected_model_type_has_finished():
+    runs = [run("GRU", 0.2), run("LSTM", 0.3, status="RUNNING"), run("PERSISTENCE", 0.4)]
+    decision = decide(runs, CONFIG, now_ms=2_000)
+    assert not decision.ready
+    assert decision.reason == "waiting for LSTM, PROPHET"
+
+
+def test_decides_on_what_it_has_after_the_timeout():
+    runs = [run("GRU", 0.2), run("PERSISTENCE", 0.4)]
+    decision = decide(runs, CONFIG, now_ms=1_000 + 600_000)
+    assert decision.ready and decision.winner is not None
+    assert decision.winner.model_type == "GRU"
+    assert "timed out waiting for LSTM, PROPHET" in decision.reason
+
+
+def test_the_lowest_composite_score_wins_and_failed_runs_count_as_done():
+    runs = [run("GRU", 0.3), run("LSTM", 0.2), run("PROPHET", 0.0, status="FAILED"), run("PERSISTENCE", 0.4)]
+    decision = decide(runs, CONFIG, now_ms=2_000)
+    assert decision.ready
+    assert [c.model_type for c in decision.leaderboard] == ["LSTM", "GRU", "PERSISTENCE"]
+    expected = 0.5 * 0.2 + 0.3 * 0.2 + 0.2 * 0.04
+    assert math.isclose(decision.winner.score, expected)
+
+
+def test_score_weights_are_configurable():
+    runs = [
+        RunSummary("a", "GRU", "global", "FINISHED", {"test_rmse": 1.0, "test_mae": 0.0, "test_mse": 0.0}, 1, 2, None),
+        RunSummary("b", "LSTM", "global", "FINISHED", {"test_rmse": 0.0, "test_mae": 1.0, "test_mse": 0.0}, 1, 2, None),
+    ]
+    rmse_only = EvaluationConfig(expected_model_types=["GRU", "LSTM"], score_weights=ScoreWeights(rmse=1, mae=0, mse=0))
+    mae_only = EvaluationConfig(expected_model_types=["GRU", "LSTM"], score_weights=ScoreWeights(rmse=0, mae=1, mse=0))
+    assert decide(runs, rmse_only, 3).winner.model_type == "LSTM"
+    assert decide(runs, mae_only, 3).winner.model_type == "GRU"
+
+
+def test_ties_break_deterministically_towards_the_simpler_model():
+    runs = [run("LSTM", 0.2), run("GRU", 0.2), run("PERSISTENCE", 0.2), run("PROPHET", 0.2)]
+    assert decide(runs, CONFIG, 2_000).winner.model_type == "PERSISTENCE"
+    assert decide(list(reversed(runs)), CONFIG, 2_000).winner.model_type == "PERSISTENCE"
+
+
+def test_models_with_nan_or_inf_metrics_are_excluded():
+    runs = [run("GRU", float("nan")), run("LSTM", float("inf")), run("PROPHET", 0.5), run("PERSISTENCE", 0.6)]
+    assert [c.model_type for c in leaderboard(runs, CONFIG)] == ["PROPHET", "PERSISTENCE"]
+
+
+def test_seasonal_naive_is_ranked_but_never_promoted():
+    config = EvaluationConfig(expected_model_types=["SEASONAL_NAIVE", "GRU"])
+    decision = decide([run("SEASONAL_NAIVE", 0.1), run("GRU", 0.3)], config, 2_000)
+    assert decision.leaderboard[0].model_type == "SEASONAL_NAIVE"
+    assert decision.winner.model_type == "GRU"
+
+
+def test_a_retrained_model_type_is_represented_by_its_newest_finished_run():
+    runs = [run("GRU", 0.5, start=1), run("GRU", 0.1, start=5), run("GRU", 0.0, status="FAILED", start=9)]
+    assert latest_per_model_type(runs)["GRU"].run_id == "gru-5"
+
+
+def test_nothing_servable_is_a_decision_without_a_winner():
+    decision = decide([run("GRU", float("nan"))], EvaluationConfig(expected_model_types=["GRU"]), 2_000)
+    assert decision.ready and decision.winner is None
+    assert "no servable model" in decision.reason

@@ -1,0 +1,131 @@
+"""GRU and LSTM: shapes, reproducibility, learning, early stopping, save/load; small sine data, CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flts.config import RecurrentConfig
+from flts.data.windows import Windows
+from flts.models.base import load_forecaster
+from flts.models.recurrent import RecurrentForecaster, train_recurrent
+
+FEATURES = ["s", "phase", "c"]
+TARGETS = ["s", "c"]
+TARGET_INDICES = [0, 2]
+SMALL = RecurrentConfig(hidden_size=16, num_layers=2, batch_size=32, epochs=3, learning_rate=0.01, seed=3)
+
+
+def _sine_windows(n: int, input_len: int = 8, horizon: int = 2, offset: int = 0) -> Windows:
+    """Windows over sin/cos of period 12 steps plus a phase feature: easy to learn, far from persistence."""
+    steps = np.arange(offset, offset + n + input_len + horizon)
+    angle = 2 * np.pi * steps / 12
+    series = np.stack([np.sin(angle), (steps % 12) / 12, np.cos(angle)], axis=1).astype(np.float32)
+    times = np.datetime64("2024-01-01", "ns") + steps * np.timedelta64(2, "m")
+    starts = np.arange(n)[:, None]
+    inputs = series[starts + np.arange(input_len)]
+    future = starts + input_len + np.arange(horizon)
+    return Windows(inputs, series[future][:, :, TARGET_INDICES], times[future])
+
+
+def _train(model_type: str, config: RecurrentConfig = SMALL, **windows: Windows):
+    train = windows.get("train", _sine_windows(96))
+    validation = windows.get("validation", _sine_windows(32, offset=96))
+    return train_recurrent(model_type, train, validation, FEATURES, TARGETS, TARGET_INDICES, config, device="cpu")
+
+
+def _mse(forecast: np.ndarray, windows: Windows) -> float:
+    return float(np.mean((forecast - windows.targets) ** 2))
+
+
+@pytest.mark.parametrize("model_type", ["GRU", "LSTM"])
+def test_forecast_shape_history_and_callbacks(model_type: str) -> None:
+    seen: list[int] = []
+    train, validation = _sine_windows(96), _sine_windows(32, offset=96)
+    model, history = train_recurrent(
+        model_type,
+        train,
+        validation,
+        FEATURES,
+        TARGETS,
+        TARGET_INDICES,
+        SMALL,
+        device="cpu",
+        on_epoch=lambda epoch, record: seen.append(epoch),
+    )
+    forecast = model.predict(validation.inputs, validation.target_times)
+    assert forecast.shape == (32, 2, 2)
+    assert forecast.dtype == np.float32
+    assert model.model_type == model_type
+    assert seen == [1, 2, 3]
+    assert [set(record) for record in history] == [{"epoch", "train_loss", "val_loss", "seconds"}] * 3
+    assert torch.get_num_threads() == 1
+
+
+def test_training_is_reproducible() -> None:
+    first, first_history = _train("GRU")
+    second, second_history = _train("GRU")
+    for name, tensor in first.net.state_dict().items():
+        assert torch.equal(tensor, second.net.state_dict()[name]), name
+    assert [r["val_loss"] for r in first_history] == [r["val_loss"] for r in second_history]
+
+
+@pytest.mark.parametrize("model_type", ["GRU", "LSTM"])
+def test_a_small_model_learns_the_sine_well_below_persistence(model_type: str) -> None:
+    train = _sine_windows(96)
+    config = SMALL.model_copy(update={"epochs": 40, "early_stopping_patience": 0})
+    model, history = _train(model_type, config, train=train)
+    persistence = np.repeat(train.inputs[:, -1:, TARGET_INDICES], 2, axis=1)
+    trained = _mse(model.predict(train.inputs, train.target_times), train)
+    assert history[-1]["train_loss"] < 0.2 * history[0]["train_loss"]
+    assert trained < 0.1 * _mse(persistence, train)
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch() -> None:
+    # Validation targets that equal persistence: the better the model learns the sine, the worse it scores.
+    validation = _sine_windows(32, offset=96)
+    validation = Windows(
+        validation.inputs,
+        np.repeat(validation.inputs[:, -1:, TARGET_INDICES], 2, axis=1),
+        validation.target_times,
+    )
+    config = SMALL.model_copy(update={"epochs": 30, "early_stopping_patience": 2})
+    model, history = _train("GRU", config, validation=validation)
+    losses = [record["val_loss"] for record in history]
+    best = int(np.argmin(losses))
+    assert len(history) == best + 1 + 2 < 30
+    restored = _mse(model.predict(validation.inputs, validation.target_times), validation)
+    assert restored == pytest.approx(losses[best], rel=1e-5)
+
+
+@pytest.mark.parametrize("model_type", ["GRU", "LSTM"])
+def test_save_and_load_round_trip(model_type: str, tmp_path: Path) -> None:
+    model, _ = _train(model_type, SMALL.model_copy(update={"epochs": 1}))
+    windows = _sine_windows(16, offset=200)
+    model.save(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.json", "weights.safetensors"]
+    loaded = load_forecaster(tmp_path)
+    assert isinstance(loaded, RecurrentForecaster)
+    assert loaded.model_type == model_type
+    assert loaded.layout == model.layout
+    np.testing.assert_array_equal(
+        loaded.predict(windows.inputs, windows.target_times), model.predict(windows.inputs, windows.target_times)
+    )
+
+
+def test_prediction_in_chunks_matches_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, _ = _train("GRU", SMALL.model_copy(update={"epochs": 1}))
+    windows = _sine_windows(50)
+    whole = model.predict(windows.inputs, windows.target_times)
+    monkeypatch.setattr("flts.models.recurrent.PREDICT_CHUNK", 16)
+    np.testing.assert_allclose(model.predict(windows.inputs, windows.target_times), whole, rtol=1e-6, atol=1e-6)
+
+
+def test_mismatched_windows_are_rejected() -> None:
+    with pytest.raises(ValueError, match=r"validation windows are \[10, 5, 3\].*expected \[N, 8, 3\]"):
+        _train("GRU", validation=_sine_windows(10, input_len=5))
+    with pytest.raises(ValueError, match="model_type must be one of"):
+        _train("TRANSFORMER")

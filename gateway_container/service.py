@@ -5,8 +5,6 @@ to the `datasets` bucket with its sha256, and announced on `dataset-uploaded`. T
 carries the lineage's config_hash, computed from the same pipeline config preprocess reads.
 """
 
-from __future__ import annotations
-
 import logging
 import re
 import time
@@ -106,7 +104,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     def within_size_limit(request: Request) -> None:
         """Refuse an oversized body from its Content-Length, before it is read."""
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_upload_bytes + 1024 * 1024:
+        if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
             UPLOADS.labels("too_large").inc()
             raise HTTPException(413, f"request body is {length} bytes; the limit is {settings.max_upload_bytes}")
 

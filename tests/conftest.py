@@ -1,8 +1,9 @@
 """Shared fixtures: the real local stack (Kafka, MinIO, MLflow) for tests marked `integration` or `e2e`.
 
 The test stack has its own ports and state dir, so it never touches a developer's `flts stack up`.
-It is started fresh once per session and stopped at the end. Set FLTS_TEST_KEEP_STACK=1 to reuse a
-running test stack and leave it up afterwards (fast edit-test loops).
+It is started fresh once per session and stopped at the end; `stack_services` adds every pipeline
+service as a process. Set FLTS_TEST_KEEP_STACK=1 to reuse a running test stack and leave it up
+afterwards (fast edit-test loops).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def stack_config() -> StackConfig:
         minio_port=29000,
         minio_console_port=29001,
         mlflow_port=25000,
+        gateway_port=28000,
+        inference_port=28001,
     )
 
 
@@ -49,6 +52,13 @@ def stack_env(stack_config: StackConfig) -> Iterator[dict[str, str]]:
     finally:
         if not keep:
             down(stack_config, console)
+
+
+@pytest.fixture(scope="session")
+def stack_services(stack_config: StackConfig, stack_env: dict[str, str]) -> StackConfig:
+    """Every pipeline service as a process on the test stack (stopped with it); URLs on the config."""
+    up(stack_config, Console(stderr=True), services=True)
+    return stack_config
 
 
 @pytest.fixture(scope="session")

@@ -55,16 +55,22 @@ class MessageProducer:
     """Idempotent producer: ``publish`` returns only once the broker has acknowledged the message."""
 
     def __init__(self, settings: CommonSettings, **overrides: Any) -> None:
-        self._producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "client.id": settings.service_name,
-                **overrides,
-            }
-        )
+        self._config = {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "client.id": settings.service_name,
+            **overrides,
+        }
+        self._client: Producer | None = None
+
+    @property
+    def _producer(self) -> Producer:
+        """Connect on first use, so building a service (or a refusal in a test) does not dial Kafka."""
+        if self._client is None:
+            self._client = Producer(self._config)
+        return self._client
 
     def publish(self, topic: str, message: Message, timeout: float = 30.0) -> None:
         self.send(topic, message.key, message.to_bytes(), {"kind": message.kind}, timeout)
@@ -88,7 +94,8 @@ class MessageProducer:
             raise KafkaException(outcome["error"])
 
     def close(self, timeout: float = 10.0) -> None:
-        self._producer.flush(timeout)
+        if self._client is not None:
+            self._client.flush(timeout)
 
 
 class ConsumerLoop(Generic[MessageT]):

@@ -135,18 +135,36 @@ def test_values_schema_is_valid_json_schema() -> None:
     jsonschema.Draft7Validator(schema).validate(merged(defaults, yaml.safe_load(EXTERNAL_VALUES.read_text())))
 
 
+# Keys of the shapes every component shares, documented once at the top of values.yaml.
+SHARED_SHAPES = {
+    "image", "repository", "tag", "registry", "resources", "requests", "limits", "persistence", "size",
+    "storageClass", "podSecurityContext", "containerSecurityContext", "nodeSelector", "tolerations",
+    "affinity", "podAnnotations", "service", "type", "port", "replicaCount", "env", "enabled",
+    "scaleUp", "scaleDown", "stabilizationWindowSeconds", "selectPolicy", "policies", "capabilities",
+    "drop", "seccompProfile", "runAsNonRoot", "runAsUser", "runAsGroup", "fsGroup", "fsGroupChangePolicy",
+    "allowPrivilegeEscalation", "readOnlyRootFilesystem",
+}
+
+
 def test_values_are_documented() -> None:
-    """Every leaf key of values.yaml (or its parent block) carries a comment."""
+    """Every key of values.yaml has a comment above it (one comment may head a run of sibling keys),
+    except the shared per-component shapes documented once at the top of the file."""
     lines = (CHART / "values.yaml").read_text().splitlines()
     undocumented = []
     for number, line in enumerate(lines):
         match = re.match(r"^( *)([A-Za-z_][\w.-]*):", line)
-        if not match or match.group(1):
-            continue  # top-level keys only: nested keys are documented in their block's comments
-        above = lines[number - 1].strip() if number else ""
-        if not above.startswith("#"):
-            undocumented.append(match.group(2))
-    assert not undocumented, f"top-level values without a comment above them: {undocumented}"
+        if not match or match.group(2) in SHARED_SHAPES or "#" in line.split(":", 1)[1]:
+            continue
+        indent = len(match.group(1))
+        for above in reversed(lines[:number]):
+            stripped = above.strip()
+            depth = len(above) - len(above.lstrip())
+            if not stripped or depth < indent:
+                undocumented.append(f"{number + 1}: {match.group(2)}")
+                break
+            if stripped.startswith("#") and depth == indent:
+                break
+    assert not undocumented, f"values.yaml keys without a comment: {undocumented}"
 
 
 # ------------------------------------------------------------------------------------------- workloads

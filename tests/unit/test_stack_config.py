@@ -17,6 +17,7 @@ from flts.stack import StackConfig, common_settings, load_or_create_credentials,
 from flts.stack.cli import app
 from flts.stack.parts import KafkaPart, MinioPart, new_cluster_id, render_server_properties
 from flts.stack.procs import group_members, owned_by, signal_group, wait_for
+from flts.stack.services import service_parts
 
 
 @pytest.fixture(autouse=True)
@@ -131,3 +132,16 @@ def test_a_process_group_is_found_and_stopped_whole(tmp_path: Path) -> None:
     finally:
         signal_group(leader.pid, signal.SIGKILL)
         leader.wait()
+
+
+def test_services_get_the_stack_env_and_their_own_settings(config: StackConfig) -> None:
+    services = service_parts(config)
+    assert set(services) == {"gateway", "preprocess", "train-gru", "train-lstm", "nonml", "eval", "inference"}
+    gru, gateway = services["train-gru"], services["gateway"]
+    assert gru.command()[-2:] == ["-m", "train_container.service"]
+    assert gru.env()["MODEL_TYPE"] == "GRU" and gru.env()["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:39092"
+    assert gru.endpoint == "group flts-train-gru" and gru.ports == ()
+    assert services["train-lstm"].endpoint == "group flts-train-lstm"
+    assert gateway.env()["HTTP_PORT"] == str(config.gateway_port) and gateway.endpoint == config.gateway_url
+    assert services["inference"].ports == (config.inference_port,)
+    assert len({service.home for service in services.values()}) == len(services)

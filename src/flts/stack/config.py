@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flts.config import CommonSettings
@@ -20,7 +21,7 @@ MINIO_MODULE_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
 class StackConfig(BaseSettings):
     """The local stack's layout; every field can be set as ``FLTS_STACK_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="FLTS_STACK_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="FLTS_STACK_", extra="ignore", validate_default=True)
 
     state_dir: Path = Path("~/.local/state/flts/stack")
     cache_dir: Path = Path("~/.cache/flts")
@@ -36,9 +37,10 @@ class StackConfig(BaseSettings):
     start_timeout_s: float = 180.0
     stop_grace_s: float = 20.0
 
-    def model_post_init(self, _context: object) -> None:
-        self.state_dir = self.state_dir.expanduser().absolute()
-        self.cache_dir = self.cache_dir.expanduser().absolute()
+    @field_validator("state_dir", "cache_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path.expanduser().absolute()
 
     @property
     def logs_dir(self) -> Path:

@@ -190,7 +190,7 @@ def print_status(statuses: list[PartStatus], console: Console, title: str = "FLT
         memory = f"{s.rss_bytes / 2**20:.0f} MiB" if s.rss_bytes else "-"
         ports = ",".join(map(str, s.ports))
         console.print(
-            f"  {s.name:<11}[{colour[s.state]}]{s.state:<9}[/] pid {s.pid or '-':<8} {s.endpoint:<23} "
+            f"  {s.name:<11}[{colour[s.state]}]{s.state:<9}[/] pid {s.pid or '-':<8} {s.endpoint:<25} "
             f"ports {ports:<12} RSS {memory:>8}  {s.title} {s.version}",
             highlight=False,
             soft_wrap=True,

@@ -1,0 +1,122 @@
+"""docker-compose.yaml, offline: the real Compose v2 binary validates it; the tests check the rest."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+from deploy_support import COMPOSE_FILE, ENV_EXAMPLE, REPO
+
+FLTS_SERVICES = ("gateway", "preprocess", "train-gru", "train-lstm", "nonml", "eval", "inference")
+ONE_SHOTS = ("init", "upload-demo")
+RAW = yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def test_compose_config_is_valid(compose: Callable[..., Any]) -> None:
+    compose("config", "-q")
+    compose("--profile", "loadtest", "config", "-q")
+
+
+def test_credentials_must_come_from_the_env_file(compose: Callable[..., Any]) -> None:
+    """Without an env file `config` fails on the first missing credential: none is hard-coded."""
+    result = compose("config", "-q", env_file=None, check=False)
+    assert result.returncode != 0
+    assert "S3_ACCESS_KEY" in result.stderr or "POSTGRES" in result.stderr, result.stderr
+
+
+def test_no_literal_credentials_in_the_compose_file() -> None:
+    text = COMPOSE_FILE.read_text()
+    for match in re.finditer(r"^\s*([A-Z_]*(PASSWORD|SECRET|ACCESS_KEY|ROOT_USER)[A-Z_]*):\s*(\S.*)$", text, re.M):
+        assert "${" in match.group(3), f"{match.group(1)} is a literal in docker-compose.yaml"
+    example = dict(
+        line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#")
+    )
+    for key in ("S3_ACCESS_KEY", "S3_SECRET_KEY", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+        assert key in example, f".env.example lacks {key}"
+    assert (REPO / ".gitignore").read_text().count(".env") >= 1, ".env must be git-ignored"
+
+
+def test_images_are_versioned_never_latest(compose_model: dict[str, Any]) -> None:
+    for name, service in compose_model["services"].items():
+        image = service["image"]
+        tag = image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else ""
+        assert tag and tag != "latest", f"{name}: {image}"
+        if "build" in service:
+            assert image.endswith(":0.1.0"), f"{name}: built images carry the project version ({image})"
+            assert service["build"]["context"] == str(REPO)
+    for name in (*FLTS_SERVICES, *ONE_SHOTS, "mlflow"):
+        assert "${FLTS_VERSION:-0.1.0}" in RAW["services"][name]["image"], name
+
+
+def test_every_flts_service_builds_from_its_own_dockerfile(compose_model: dict[str, Any]) -> None:
+    dockerfiles = {
+        "gateway": "gateway_container/Dockerfile",
+        "preprocess": "preprocess_container/Dockerfile",
+        "train-gru": "train_container/Dockerfile",
+        "train-lstm": "train_container/Dockerfile",
+        "nonml": "nonML_container/Dockerfile",
+        "eval": "eval_container/Dockerfile",
+        "inference": "inference_container/Dockerfile",
+        "mlflow": "deploy/mlflow/Dockerfile",
+    }
+    for name, dockerfile in dockerfiles.items():
+        assert compose_model["services"][name]["build"]["dockerfile"] == dockerfile
+        assert (REPO / dockerfile).is_file()
+    env = compose_model["services"]["train-lstm"]["environment"]
+    assert env["MODEL_TYPE"] == "LSTM" and compose_model["services"]["train-gru"]["environment"]["MODEL_TYPE"] == "GRU"
+
+
+def test_start_order_is_guarded_by_health(compose_model: dict[str, Any]) -> None:
+    services = compose_model["services"]
+    for name, service in services.items():
+        for dependency, condition in service.get("depends_on", {}).items():
+            if condition["condition"] == "service_healthy":
+                assert "healthcheck" in services[dependency], (
+                    f"{name} waits for {dependency} to be healthy, which has no healthcheck"
+                )
+            if condition["condition"] == "service_completed_successfully":
+                assert services[dependency].get("restart", "no") == "no", f"{dependency} must be a one-shot"
+    for name in ("kafka", "minio", "postgres", "mlflow", "gateway", "inference"):
+        assert "healthcheck" in services[name], name
+    for name in FLTS_SERVICES:
+        depends = services[name]["depends_on"]
+        assert depends["kafka"]["condition"] == "service_healthy", name
+        assert depends["init"]["condition"] == "service_completed_successfully", name
+    assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    upload = services["upload-demo"]
+    assert upload["command"][:4] == ["python", "-m", "flts.cli", "upload-demo"]
+    assert upload["depends_on"]["gateway"]["condition"] == "service_healthy"
+    assert services["init"]["command"] == ["python", "-m", "flts.cli", "init"]
+
+
+def test_backbone_images_are_the_pinned_ones(compose_model: dict[str, Any]) -> None:
+    services = compose_model["services"]
+    assert services["kafka"]["image"] == "apache/kafka:4.1.1"
+    assert services["minio"]["image"] == "quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z"
+    kafka = services["kafka"]["environment"]
+    assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller" and kafka["CLUSTER_ID"]
+    assert all(k.startswith("KAFKA_") for k in kafka if k != "CLUSTER_ID")
+
+
+def test_flts_containers_are_locked_down(compose_model: dict[str, Any]) -> None:
+    for name in (*FLTS_SERVICES, *ONE_SHOTS, "mlflow"):
+        service = compose_model["services"][name]
+        assert service.get("read_only") is True, name
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert any(str(t).startswith("/tmp") for t in service.get("tmpfs", [])), name
+
+
+def test_observability_and_load_test(compose_model: dict[str, Any]) -> None:
+    services = compose_model["services"]
+    assert {"prometheus", "grafana"} <= set(services)
+    for name in ("locust-master", "locust-worker"):
+        assert services[name]["profiles"] == ["loadtest"], name
+        assert any(v["source"].endswith("/locust") for v in services[name]["volumes"]), name
+    assert "--master" in services["locust-master"]["command"]
+    assert "--worker" in services["locust-worker"]["command"]
+    prometheus = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    scraped = {n for job in prometheus["scrape_configs"] for sd in job.get("dns_sd_configs", []) for n in sd["names"]}
+    assert set(FLTS_SERVICES) <= scraped

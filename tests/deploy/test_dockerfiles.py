@@ -1,0 +1,230 @@
+"""The Dockerfiles, offline: hadolint, and what they COPY and run exists in the repository.
+
+Images cannot be built here (no Docker engine), so these tests check what a build would need: the
+files each COPY names are in the build context (and not excluded by .dockerignore), the module each
+CMD runs exists, the pinned requirements carry the service's own extra only.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from deploy_support import CONTAINER_DIRS, REPO
+
+SERVICE_EXTRAS = {
+    "gateway_container": "gateway",
+    "preprocess_container": "preprocess",
+    "train_container": "train",
+    "nonML_container": "nonml",
+    "eval_container": "eval",
+    "inference_container": "inference",
+}
+HTTP_SERVICES = {"gateway_container", "inference_container"}
+TORCH_SERVICES = {"train_container", "inference_container"}
+DOCKERFILES = [REPO / d / "Dockerfile" for d in CONTAINER_DIRS] + [REPO / "deploy" / "mlflow" / "Dockerfile"]
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with line continuations joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for line in dockerfile.read_text().splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if pending and stripped.startswith("#"):
+            continue
+        pending += " " + stripped.rstrip("\\").strip() if pending else stripped.rstrip("\\").strip()
+        if stripped.endswith("\\"):
+            continue
+        keyword, _, rest = pending.partition(" ")
+        out.append((keyword.upper(), rest.strip()))
+        pending = ""
+    return out
+
+
+def exec_form(args: str) -> list[str]:
+    import json
+
+    return json.loads(args) if args.startswith("[") else shlex.split(args)
+
+
+# ------------------------------------------------------------------------------------------- .dockerignore
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern (Go filepath.Match plus `**`) as a regex over slash-separated paths."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out)
+
+
+def dockerignored(path: str) -> bool:
+    """Docker's rules: patterns in order, the last one matching the path or a parent of it wins."""
+    rules = []
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line.lstrip("!").strip().strip("/")
+        rules.append((negate, _pattern_regex(pattern)))
+    parts = path.strip("/").split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for negate, regex in rules:
+        if any(regex.fullmatch(c) for c in candidates):
+            excluded = not negate
+    return excluded
+
+
+def test_dockerignore_keeps_secrets_and_clutter_out() -> None:
+    for path in (".env", ".git/config", ".venv/bin/python", "tests/unit/test_x.py", ".helm/values.yaml",
+                 "src/flts/__pycache__/config.cpython-311.pyc", ".state/x"):
+        assert dockerignored(path), f"{path} would be sent to the Docker daemon"
+    for path in ("pyproject.toml", "README.md", "src/flts/config.py", "config/pipeline.yaml",
+                 "inference_container/service.py", "deploy/requirements/inference.txt"):
+        assert not dockerignored(path), f"{path} is excluded but the images need it"
+
+
+# ------------------------------------------------------------------------------------------- per Dockerfile
+
+
+def test_one_dockerfile_per_container() -> None:
+    assert set(CONTAINER_DIRS) == set(SERVICE_EXTRAS)
+    for directory in CONTAINER_DIRS:
+        assert (REPO / directory / "Dockerfile").is_file(), directory
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_hadolint_clean_at_error_level(dockerfile: Path) -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run(
+        [str(hadolint), "--failure-threshold", "error", str(dockerfile)], capture_output=True, text=True, cwd=REPO
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_copy_sources_exist_and_reach_the_build_context(dockerfile: Path) -> None:
+    copies = [args for keyword, args in instructions(dockerfile) if keyword in {"COPY", "ADD"}]
+    assert copies
+    for args in copies:
+        words = [w for w in shlex.split(args) if not w.startswith("--")]
+        if "--from=" in args:
+            continue  # from another stage
+        for source in words[:-1]:
+            matches = list(REPO.glob(source.rstrip("/")))
+            assert matches, f"{dockerfile.relative_to(REPO)}: COPY {source} matches nothing"
+            for match in matches:
+                files = [match] if match.is_file() else [p for p in match.rglob("*") if p.is_file()]
+                for file in files:
+                    rel = file.relative_to(REPO).as_posix()
+                    if "__pycache__" in rel or rel.endswith(".pyc"):
+                        continue
+                    assert not dockerignored(rel), f"{rel} (COPY {source}) is excluded by .dockerignore"
+
+
+@pytest.mark.parametrize("directory", sorted(SERVICE_EXTRAS))
+def test_cmd_module_exists_and_only_its_own_code_is_copied(directory: str) -> None:
+    steps = instructions(REPO / directory / "Dockerfile")
+    (cmd,) = [exec_form(args) for keyword, args in steps if keyword == "CMD"]
+    assert cmd == ["python", "-m", f"{directory}.service"]
+    assert (REPO / directory / "service.py").is_file()
+    copied = " ".join(args for keyword, args in steps if keyword == "COPY")
+    others = set(SERVICE_EXTRAS) - {directory}
+    assert not any(other in copied for other in others), f"{directory} copies another service's code"
+    assert "src/" in copied, "the shared package is copied once, from src/"
+
+
+@pytest.mark.parametrize("directory", sorted(SERVICE_EXTRAS))
+def test_image_hygiene(directory: str) -> None:
+    dockerfile = REPO / directory / "Dockerfile"
+    steps = instructions(dockerfile)
+    froms = [args for keyword, args in steps if keyword == "FROM"]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm AS base", froms[0]), froms[0]
+    assert len(froms) >= 3, "multi-stage: the runtime image carries no build tools"
+    users = [args for keyword, args in steps if keyword == "USER"]
+    assert users and users[-1].split(":")[0].isdigit() and int(users[-1].split(":")[0]) >= 10000, users
+    healthchecks = [args for keyword, args in steps if keyword == "HEALTHCHECK"]
+    assert healthchecks, "every image has a HEALTHCHECK"
+    if directory in HTTP_SERVICES:
+        assert "/healthz" in healthchecks[0]
+    run = " ".join(args for keyword, args in steps if keyword == "RUN")
+    extra = SERVICE_EXTRAS[directory]
+    assert f"-r {extra}.txt" in run, f"installs deploy/requirements/{extra}.txt"
+    assert ("download.pytorch.org/whl/cpu" in run) == (directory in TORCH_SERVICES)
+    assert "--no-cache-dir" in run
+    assert "apt-get" not in run, "no OS packages: every dependency is a wheel"
+
+
+def test_mlflow_image() -> None:
+    steps = instructions(REPO / "deploy" / "mlflow" / "Dockerfile")
+    (cmd,) = [exec_form(args) for keyword, args in steps if keyword == "CMD"]
+    assert cmd[:2] == ["mlflow", "server"] and "--workers" in cmd
+    requirements = (REPO / "deploy" / "requirements" / "mlflow.txt").read_text()
+    assert re.search(r"^mlflow==", requirements, re.M) and re.search(r"^psycopg2-binary==", requirements, re.M)
+
+
+# ------------------------------------------------------------------------------------------- requirements
+
+
+def _names(requirements: str) -> set[str]:
+    out = set()
+    for line in requirements.splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            assert re.match(r"^[A-Za-z0-9_.\-\[\]]+==[^=\s;]+(\s*;.*)?$", line), f"not pinned: {line}"
+            out.add(_normalise(line.split("==")[0]))
+    return out
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", re.sub(r"\[.*\]", "", name)).lower()
+
+
+def _requirement_name(spec: str) -> str:
+    return _normalise(re.split(r"[<>=!~;\s\[]", spec, maxsplit=1)[0])
+
+
+@pytest.mark.parametrize("extra", sorted(set(SERVICE_EXTRAS.values())))
+def test_requirements_are_pinned_and_match_pyproject(extra: str) -> None:
+    """Each image's lock holds its extra's dependencies (run deploy/lock.sh after changing pyproject.toml)."""
+    pinned = _names((REPO / "deploy" / "requirements" / f"{extra}.txt").read_text())
+    direct = PYPROJECT["project"]["dependencies"] + PYPROJECT["project"]["optional-dependencies"][extra]
+    missing = {_requirement_name(spec) for spec in direct} - pinned
+    assert not missing, f"deploy/requirements/{extra}.txt lacks {missing}: run deploy/lock.sh"
+    assert not {n for n in pinned if n.startswith(("nvidia-", "cuda-")) or n == "triton"}, "CUDA wheels in a CPU image"
+
+
+def test_service_images_carry_only_their_own_heavy_dependencies() -> None:
+    locks = {
+        extra: _names((REPO / "deploy" / "requirements" / f"{extra}.txt").read_text())
+        for extra in set(SERVICE_EXTRAS.values())
+    }
+    for extra, names in locks.items():
+        if extra != "nonml":
+            assert not {"prophet", "cmdstanpy"} & names, f"Prophet belongs to the nonml image only ({extra})"
+    assert not {"mlflow", "flask", "sqlalchemy", "alembic"} & locks["inference"], (
+        "the inference image carries the MLflow client (mlflow-skinny), not the training/server stack"
+    )
+    for extra in ("gateway", "preprocess", "eval", "nonml"):
+        assert "torch" not in locks[extra], f"torch in the {extra} image"
+    assert "torch" in locks["train"] and "torch" in locks["inference"]

@@ -1,0 +1,95 @@
+"""The gateway's refusals through FastAPI's TestClient: nothing is stored when an upload is refused."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+
+from flts.config import GatewaySettings
+from gateway_container.service import create_app
+
+
+@pytest.fixture
+def client() -> TestClient:
+    return TestClient(create_app(GatewaySettings(max_upload_bytes=400_000)), raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def csv_bytes(raw_data) -> bytes:
+    return raw_data[0].head(400).to_csv(index=False).encode()
+
+
+def _upload(client: TestClient, content: bytes, params: dict | None = None, name: str = "train.csv"):
+    return client.post("/datasets", files={"train": (name, io.BytesIO(content), "text/csv")}, params=params or {})
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (b"", "empty"),
+        (b"when,down\n2024-01-01,1\n", "time"),
+        (b"time,down\nnot-a-date,1\n", "row 1"),
+        (b"time,down\n2024-01-01T00:00:00,1\n2024-01-01T00:02:00,1\n", "rows"),
+    ],
+)
+def test_a_malformed_upload_is_422_with_the_reason(client, content, fragment):
+    response = _upload(client, content)
+    assert response.status_code == 422, response.text
+    assert fragment in response.json()["detail"]
+
+
+def test_a_non_numeric_value_names_its_column_and_row(client, csv_bytes):
+    lines = csv_bytes.decode().splitlines()
+    cells = lines[5].split(",")
+    cells[1] = "lots"
+    lines[5] = ",".join(cells)
+    response = _upload(client, "\n".join(lines).encode())
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "down" in detail and "5" in detail
+
+
+@pytest.mark.parametrize("limit", [1_000, 200_000])
+def test_an_oversized_upload_is_413(csv_bytes, limit):
+    small = TestClient(create_app(GatewaySettings(max_upload_bytes=limit)), raise_server_exceptions=False)
+    response = _upload(small, csv_bytes * 8)
+    assert response.status_code == 413
+    assert f"the limit is {limit}" in response.json()["detail"]
+
+
+def test_a_bad_identifier_is_422(client, csv_bytes):
+    response = _upload(client, csv_bytes, {"identifier": "../etc"})
+    assert response.status_code == 422
+    assert "identifier" in response.json()["detail"]
+
+
+def test_a_file_with_several_identifiers_is_422(client, raw_data):
+    frame = raw_data[0].head(400).copy()
+    frame["identifier"] = ["cell-a", "cell-b"] * 200
+    response = _upload(client, frame.to_csv(index=False).encode())
+    assert response.status_code == 422
+    assert "identifier" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/objects/datasets/a/%2E%2E/%2E%2E/secret", "/objects/datasets/a//b", "/objects/datasets/a\\b"]
+)
+def test_a_key_cannot_escape_its_bucket(client, path):
+    assert client.get(path).status_code == 400
+
+
+def test_only_the_pipelines_buckets_can_be_read(client):
+    response = client.get("/objects/private/key.csv")
+    assert response.status_code == 404
+    assert "unknown bucket" in response.json()["detail"]
+
+
+def test_a_run_status_needs_a_real_config_hash(client):
+    assert client.get("/runs/not-a-hash").status_code == 422
+
+
+def test_probes(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert "/datasets" in client.get("/openapi.json").json()["paths"]

@@ -33,6 +33,7 @@ def stack_config() -> StackConfig:
         mlflow_port=25000,
         gateway_port=28000,
         inference_port=28001,
+        metrics_base_port=29100,
     )
 
 

@@ -68,9 +68,7 @@ def helm_binary() -> str:
     for candidate in (os.environ.get("FLTS_HELM"), CACHE / "bin" / "helm", shutil.which("helm")):
         if candidate and _is_helm3(candidate):
             return str(candidate)
-    result = subprocess.run(
-        [str(REPO / "scripts" / "install_helm.sh")], capture_output=True, text=True, timeout=1800
-    )
+    result = subprocess.run([str(REPO / "scripts" / "install_helm.sh")], capture_output=True, text=True, timeout=1800)
     if result.returncode != 0 or not _is_helm3(result.stdout.strip().splitlines()[-1]):
         pytest.fail(f"scripts/install_helm.sh could not provide helm v3:\n{result.stderr[-3000:]}")
     return result.stdout.strip().splitlines()[-1]
@@ -197,7 +195,15 @@ def checkov_binary() -> Path | None:
         if Path(uv).is_file():
             subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True, timeout=300)
             subprocess.run(
-                [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), f"checkov=={CHECKOV_VERSION}"],
+                [
+                    uv,
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--python",
+                    str(venv / "bin" / "python"),
+                    f"checkov=={CHECKOV_VERSION}",
+                ],
                 check=True,
                 timeout=1200,
                 env={**os.environ, "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR", str(CACHE / "uv"))},

@@ -11,7 +11,6 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-
 from deploy_support import CHART, EXTERNAL_VALUES, KUBE_VERSION, RENDERS
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"}
@@ -137,12 +136,43 @@ def test_values_schema_is_valid_json_schema() -> None:
 
 # Keys of the shapes every component shares, documented once at the top of values.yaml.
 SHARED_SHAPES = {
-    "image", "repository", "tag", "registry", "resources", "requests", "limits", "persistence", "size",
-    "storageClass", "podSecurityContext", "containerSecurityContext", "nodeSelector", "tolerations",
-    "affinity", "podAnnotations", "service", "type", "port", "replicaCount", "env", "enabled",
-    "scaleUp", "scaleDown", "stabilizationWindowSeconds", "selectPolicy", "policies", "capabilities",
-    "drop", "seccompProfile", "runAsNonRoot", "runAsUser", "runAsGroup", "fsGroup", "fsGroupChangePolicy",
-    "allowPrivilegeEscalation", "readOnlyRootFilesystem",
+    "image",
+    "repository",
+    "tag",
+    "registry",
+    "resources",
+    "requests",
+    "limits",
+    "persistence",
+    "size",
+    "storageClass",
+    "podSecurityContext",
+    "containerSecurityContext",
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "podAnnotations",
+    "service",
+    "type",
+    "port",
+    "replicaCount",
+    "env",
+    "enabled",
+    "scaleUp",
+    "scaleDown",
+    "stabilizationWindowSeconds",
+    "selectPolicy",
+    "policies",
+    "capabilities",
+    "drop",
+    "seccompProfile",
+    "runAsNonRoot",
+    "runAsUser",
+    "runAsGroup",
+    "fsGroup",
+    "fsGroupChangePolicy",
+    "allowPrivilegeEscalation",
+    "readOnlyRootFilesystem",
 }
 
 
@@ -250,7 +280,9 @@ def test_one_deployment_per_service_and_trainer_type(render: Callable[..., list[
         for e in deployments["flts-train-lstm"]["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["MODEL_TYPE"] == "LSTM"
-    assert {"flts-kafka", "flts-minio", "flts-postgresql"} <= {s["metadata"]["name"] for s in by_kind(render(), "StatefulSet")}
+    assert {"flts-kafka", "flts-minio", "flts-postgresql"} <= {
+        s["metadata"]["name"] for s in by_kind(render(), "StatefulSet")
+    }
     assert "flts-mlflow" in deployments
 
 
@@ -311,7 +343,9 @@ def test_no_plaintext_secrets_in_configmaps(rendered: list[dict[str, Any]]) -> N
         for key, value in (cm.get("data") or {}).items():
             assert not SECRET_LIKE.search(key), f"ConfigMap {cm['metadata']['name']} holds {key}"
             for secret in secret_values:
-                assert len(secret) < 8 or secret not in value, f"a Secret's value is in ConfigMap {cm['metadata']['name']}"
+                assert len(secret) < 8 or secret not in value, (
+                    f"a Secret's value is in ConfigMap {cm['metadata']['name']}"
+                )
             assert not re.search(r"://[^/\s:@]+:[^/\s@]+@", value), f"credentials in a URL in {cm['metadata']['name']}"
 
 
@@ -326,7 +360,9 @@ def test_credentials_come_from_secrets(rendered: list[dict[str, Any]]) -> None:
                     assert "secretKeyRef" in env.get("valueFrom", {}), f"{obj['metadata']['name']}: {env['name']}"
 
 
-def test_generated_secrets_have_no_default_and_are_kept_with_lookup(render: Callable[..., list[dict[str, Any]]]) -> None:
+def test_generated_secrets_have_no_default_and_are_kept_with_lookup(
+    render: Callable[..., list[dict[str, Any]]],
+) -> None:
     first = {s["metadata"]["name"]: s["data"] for s in by_kind(render(), "Secret")}
     second = {s["metadata"]["name"]: s["data"] for s in by_kind(render("--set", "commonLabels.x=y"), "Secret")}
     assert set(first) == {"flts-s3", "flts-postgresql"}
@@ -346,7 +382,10 @@ def test_external_services_are_reached_by_values_alone(render: Callable[..., lis
     assert env["S3_ENDPOINT_URL"] == "https://s3.eu-west-1.amazonaws.com"
     assert env["AWS_REGION"] == "eu-west-1"
     assert not by_kind(objects, "Secret"), "external credentials come from existing Secrets"
-    mlflow_env = {e["name"]: e for e in one(objects, "Deployment", "flts-mlflow")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    mlflow_env = {
+        e["name"]: e
+        for e in one(objects, "Deployment", "flts-mlflow")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert "postgres.data.svc:5432/mlflow" in mlflow_env["MLFLOW_BACKEND_STORE_URI"]["value"]
     assert mlflow_env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "flts-mlflow-db"
 
@@ -358,8 +397,16 @@ def test_external_services_are_reached_by_values_alone(render: Callable[..., lis
 def test_external_service_without_endpoint_fails_clearly(helm: Callable[..., Any]) -> None:
     result = helm("template", "flts", str(CHART), "--set", "kafka.enabled=false", check=False)
     assert result.returncode != 0 and "externalKafka.bootstrapServers" in result.stderr
-    result = helm("template", "flts", str(CHART), "--set", "minio.enabled=false", "--set",
-                  "externalS3.endpoint=https://s3.example.com", check=False)
+    result = helm(
+        "template",
+        "flts",
+        str(CHART),
+        "--set",
+        "minio.enabled=false",
+        "--set",
+        "externalS3.endpoint=https://s3.example.com",
+        check=False,
+    )
     assert result.returncode != 0 and "existingSecret" in result.stderr
 
 
@@ -370,9 +417,12 @@ def test_servicemonitor_and_keda_only_with_their_apis(render: Callable[..., list
     plain = render("--set", "keda.enabled=true")
     assert not by_kind(plain, "ServiceMonitor") and not by_kind(plain, "ScaledObject")
     with_apis = render(
-        "--set", "keda.enabled=true",
-        "--api-versions", "monitoring.coreos.com/v1",
-        "--api-versions", "keda.sh/v1alpha1",
+        "--set",
+        "keda.enabled=true",
+        "--api-versions",
+        "monitoring.coreos.com/v1",
+        "--api-versions",
+        "keda.sh/v1alpha1",
     )
     (monitor,) = by_kind(with_apis, "ServiceMonitor")
     assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"http", "metrics"}
@@ -394,7 +444,11 @@ def test_every_flts_pod_is_scraped_by_the_bundled_prometheus(render: Callable[..
     objects = render(*RENDERS["everything"])
     config = yaml.safe_load(one(objects, "ConfigMap", "flts-prometheus")["data"]["prometheus.yml"])
     names = {n for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", []) for n in sd["names"]}
-    services = {f"{s['metadata']['name']}.flts.svc" for s in by_kind(objects, "Service") if s["metadata"]["name"].endswith("-metrics")}
+    services = {
+        f"{s['metadata']['name']}.flts.svc"
+        for s in by_kind(objects, "Service")
+        if s["metadata"]["name"].endswith("-metrics")
+    }
     assert names == services
     dashboards = one(objects, "ConfigMap", "flts-grafana-dashboards")["data"]["flts.json"]
     assert json.loads(dashboards)["uid"] == "flts-overview"
@@ -403,5 +457,5 @@ def test_every_flts_pod_is_scraped_by_the_bundled_prometheus(render: Callable[..
 def test_network_policies_cover_every_pod(rendered: list[dict[str, Any]]) -> None:
     policies = [p["spec"]["podSelector"]["matchLabels"] for p in by_kind(rendered, "NetworkPolicy")]
     for obj in workloads(rendered):
-        labels = (obj["metadata"]["labels"] if obj["kind"] == "Pod" else obj["spec"]["template"]["metadata"]["labels"])
+        labels = obj["metadata"]["labels"] if obj["kind"] == "Pod" else obj["spec"]["template"]["metadata"]["labels"]
         assert any(sel.items() <= labels.items() for sel in policies), f"{obj['metadata']['name']} has no NetworkPolicy"

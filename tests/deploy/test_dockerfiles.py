@@ -96,11 +96,11 @@ def dockerignored(path: str) -> bool:
 
 
 def test_dockerignore_keeps_secrets_and_clutter_out() -> None:
-    for path in (".env", ".git/config", ".venv/bin/python", "tests/unit/test_x.py", ".helm/values.yaml",
-                 "src/flts/__pycache__/config.cpython-311.pyc", ".state/x"):
+    outside = ".env .git/config .venv/bin/python tests/unit/test_x.py .helm/values.yaml .state/x"
+    for path in [*outside.split(), "src/flts/__pycache__/config.cpython-311.pyc"]:
         assert dockerignored(path), f"{path} would be sent to the Docker daemon"
-    for path in ("pyproject.toml", "README.md", "src/flts/config.py", "config/pipeline.yaml",
-                 "inference_container/service.py", "deploy/requirements/inference.txt"):
+    inside = "pyproject.toml README.md src/flts/config.py config/pipeline.yaml inference_container/service.py"
+    for path in [*inside.split(), "deploy/requirements/inference.txt"]:
         assert not dockerignored(path), f"{path} is excluded but the images need it"
 
 

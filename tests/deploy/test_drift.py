@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import CHART, REPO, RENDERS, SERVICE_SETTINGS
+from deploy_support import CHART, RENDERS, REPO, SERVICE_SETTINGS
 
 from flts import config as flts_config
 
@@ -112,7 +112,7 @@ def chart_env(objects: list[dict[str, Any]], component: str) -> dict[str, Any]:
             secret = by_name.get(("Secret", source["secretRef"]["name"]), {"data": {}})
             env.update({k: SECRET for k in secret.get("data", {})})
     for item in container.get("env", []):
-        env[item["name"]] = item["value"] if "value" in item else SECRET
+        env[item["name"]] = item.get("value", SECRET)
     return env
 
 
@@ -209,8 +209,7 @@ def test_every_service_mounts_the_one_pipeline_config(
             and volumes[m["name"]].get("configMap", {}).get("name", "").endswith("-pipeline")
         ]
         assert mounted and Path(chart_path).name == "pipeline.yaml", f"chart {service}: {chart_path} not mounted"
-    for directory in ("gateway_container", "preprocess_container", "train_container", "nonML_container",
-                      "eval_container", "inference_container"):
+    for directory in sorted(p.parent.name for p in REPO.glob("*_container/Dockerfile")):
         dockerfile = (REPO / directory / "Dockerfile").read_text()
         assert "COPY config/pipeline.yaml /etc/flts/pipeline.yaml" in dockerfile, directory
         assert "PIPELINE_CONFIG=/etc/flts/pipeline.yaml" in dockerfile, directory

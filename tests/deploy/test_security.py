@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import CONTAINER_DIRS, REPO, RENDERS, checkov_binary
+from deploy_support import CONTAINER_DIRS, RENDERS, REPO, checkov_binary
 
 CONFIG = REPO / ".checkov.yaml"
 

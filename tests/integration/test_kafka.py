@@ -43,9 +43,7 @@ def settings(stack_env, monkeypatch) -> ConsumerSettings:
 def topic(settings: ConsumerSettings) -> str:
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
     names = [settings.topic_model_training, settings.topic_dead_letter]
-    for future in admin.create_topics(
-        [NewTopic(n, num_partitions=1, replication_factor=1) for n in names]
-    ).values():
+    for future in admin.create_topics([NewTopic(n, num_partitions=1, replication_factor=1) for n in names]).values():
         future.result(timeout=30)
     return settings.topic_model_training
 

@@ -27,9 +27,7 @@ def test_config_hash_is_stable_and_changes_with_data_or_config():
     first = compute_config_hash(config, SHA_A)
     assert first == compute_config_hash(PipelineConfig(), SHA_A)
     assert first != compute_config_hash(config, SHA_B)
-    changed = config.model_copy(
-        update={"preprocessing": config.preprocessing.model_copy(update={"scaler": "robust"})}
-    )
+    changed = config.model_copy(update={"preprocessing": config.preprocessing.model_copy(update={"scaler": "robust"})})
     assert first != compute_config_hash(changed, SHA_A)
 
 

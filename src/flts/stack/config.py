@@ -33,6 +33,7 @@ class StackConfig(BaseSettings):
     mlflow_port: int = 15000
     gateway_port: int = 8000
     inference_port: int = 8001
+    metrics_base_port: int = 9100
     kafka_heap: str = "512m"
     start_timeout_s: float = 180.0
     stop_grace_s: float = 20.0

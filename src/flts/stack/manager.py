@@ -162,6 +162,21 @@ def down(config: StackConfig | None = None, console: Console | None = None) -> N
     console.print(f"FLTS local stack down ({', '.join(stopped) or 'nothing was running'} stopped)")
 
 
+def down_services(config: StackConfig, console: Console) -> list[str]:
+    """Stop the pipeline's services and leave the infrastructure running."""
+    return _stop(list(service_parts(config).values()), config.stop_grace_s, console)
+
+
+def kill_service(config: StackConfig, name: str) -> None:
+    """SIGKILL one service (as a crashed pod would die): no shutdown, no commit."""
+    part = service_parts(config)[name]
+    pid = running_pid(part)
+    if pid is not None:
+        signal_group(pid, signal.SIGKILL)
+        wait_for(lambda: not group_members(pid), 10)
+    part.pid_file.unlink(missing_ok=True)
+
+
 def _stop(layer: list[Part], grace: float, console: Console) -> list[str]:
     """SIGTERM each part's process group, SIGKILL what is left after the grace; returns what was running."""
     groups = {part.name: pid for part in layer if (pid := running_pid(part)) is not None}

@@ -98,15 +98,21 @@ def _group_has_members(bootstrap: str, group: str) -> bool:
 def service_parts(config: StackConfig) -> dict[str, ServicePart]:
     """Every service once; GRU and LSTM train side by side, one torch thread each."""
     host = {"http_host": config.host}
+    consumers = [
+        ("preprocess", "preprocess_container.service", PreprocessSettings, {}),
+        ("train-gru", "train_container.service", TrainSettings, {"model_type": "GRU"}),
+        ("train-lstm", "train_container.service", TrainSettings, {"model_type": "LSTM"}),
+        ("nonml", "nonML_container.service", NonMLSettings, {}),
+        ("eval", "eval_container.service", EvalSettings, {}),
+    ]
     services = (
         ServicePart(
             config, "gateway", "gateway_container.service", GatewaySettings, {**host, "http_port": config.gateway_port}
         ),
-        ServicePart(config, "preprocess", "preprocess_container.service", PreprocessSettings),
-        ServicePart(config, "train-gru", "train_container.service", TrainSettings, {"model_type": "GRU"}),
-        ServicePart(config, "train-lstm", "train_container.service", TrainSettings, {"model_type": "LSTM"}),
-        ServicePart(config, "nonml", "nonML_container.service", NonMLSettings),
-        ServicePart(config, "eval", "eval_container.service", EvalSettings),
+        *(
+            ServicePart(config, name, module, settings, {**overrides, "metrics_port": config.metrics_base_port + i})
+            for i, (name, module, settings, overrides) in enumerate(consumers, start=1)
+        ),
         ServicePart(
             config,
             "inference",

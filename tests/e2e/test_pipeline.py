@@ -1,0 +1,153 @@
+"""End to end on the real local stack: every service a process, a generated dataset through the gateway.
+
+Bounded: a small dataset and a small model config, so the whole module runs in a few minutes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from confluent_kafka import Consumer, TopicPartition
+from rich.console import Console
+
+from flts.client import FltsClient, window_request
+from flts.config import CommonSettings
+from flts.data.generate import write_dataset
+from flts.stack import manager
+from flts.storage import ObjectStore
+from flts.tracking import Tracker
+
+pytestmark = pytest.mark.e2e
+
+EXPECTED = {"GRU", "LSTM", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE"}
+
+
+@pytest.fixture(scope="module")
+def pipeline_config(tmp_path_factory) -> Path:
+    """The shipped config with smaller models, so training takes seconds."""
+    config = yaml.safe_load((Path(__file__).parents[2] / "config" / "pipeline.yaml").read_text())
+    config["models"]["recurrent"].update(hidden_size=32, num_layers=1, epochs=3)
+    config["models"]["prophet"]["max_fit_rows"] = 2000
+    config["evaluation"]["decision_timeout_seconds"] = 240
+    path = tmp_path_factory.mktemp("config") / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def services(stack_config, stack_env, pipeline_config, monkeypatch_module):
+    """The services, started afresh with the small pipeline config, and stopped after the module."""
+    console = Console(stderr=True)
+    manager.down_services(stack_config, console)
+    monkeypatch_module.setenv("PIPELINE_CONFIG", str(pipeline_config))
+    manager.up(stack_config, console, services=True)
+    yield stack_config
+    manager.down_services(stack_config, console)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def settings(common_settings) -> CommonSettings:
+    return common_settings
+
+
+@pytest.fixture(scope="module")
+def client(services) -> FltsClient:
+    return FltsClient(services.gateway_url, services.inference_url)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> tuple[Path, Path]:
+    return write_dataset(tmp_path_factory.mktemp("data"), train_rows=3_000, test_rows=600, seed=5)
+
+
+@pytest.fixture(scope="module")
+def first_run(client, dataset) -> dict:
+    train, test = dataset
+    upload = client.upload(train, test)
+    status = client.wait_for_champion(upload["config_hash"], timeout=400)
+    return {"upload": upload, "status": status}
+
+
+def _history(settings: CommonSettings, identifier: str) -> list[dict]:
+    return ObjectStore(settings).list(settings.bucket_promotion, f"{identifier}/history/")
+
+
+def test_upload_to_served_champion(first_run, settings, client, dataset):
+    status = first_run["status"]
+    finished = {r["model_type"] for r in status["training"] if r["status"] == "FINISHED"}
+    assert finished == EXPECTED
+    assert {c["model_type"] for c in status["leaderboard"]} == EXPECTED
+    champion = status["champion"]
+    tracker = Tracker(settings)
+    alias = tracker.champion("global")
+    assert alias is not None and str(alias.version) == champion["model_version"]
+    assert alias.run_id == champion["run_id"]
+    assert len(_history(settings, "global")) == 1
+
+    forecast = client.predict(window_request(pd.read_csv(dataset[1]), 10))
+    assert forecast["model_version"] == champion["model_version"]
+    assert forecast["run_id"] == champion["run_id"]
+    assert len(forecast["predictions"]) == 1
+
+
+def test_the_same_dataset_again_does_not_retrain(first_run, client, dataset, settings):
+    tracker = Tracker(settings)
+    config_hash = first_run["upload"]["config_hash"]
+    runs_before = {r.run_id for r in tracker.lineage_runs(config_hash)}
+    again = client.upload(*dataset)
+    assert again["config_hash"] == config_hash
+    deadline = time.monotonic() + 25
+    while time.monotonic() < deadline:
+        assert {r.run_id for r in tracker.lineage_runs(config_hash)} == runs_before
+        time.sleep(1)
+    assert len(_history(settings, "global")) == 1
+
+
+def _consume_all_training_events(settings: CommonSettings) -> None:
+    """Move eval's committed offsets to the end: as if it had consumed the events and then died."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "flts-eval"})
+    metadata = consumer.list_topics(settings.topic_model_training, timeout=10)
+    partitions = [
+        TopicPartition(settings.topic_model_training, p)
+        for p in metadata.topics[settings.topic_model_training].partitions
+    ]
+    ends = [
+        TopicPartition(tp.topic, tp.partition, consumer.get_watermark_offsets(tp, timeout=10)[1]) for tp in partitions
+    ]
+    consumer.commit(offsets=ends, asynchronous=False)
+    consumer.close()
+
+
+def test_eval_killed_after_the_training_events_were_consumed_still_promotes(
+    first_run, services, client, settings, tmp_path
+):
+    console = Console(stderr=True)
+    manager.kill_service(services, "eval")
+    train, test = write_dataset(tmp_path, train_rows=3_000, test_rows=600, seed=6)
+    upload = client.upload(train, test, identifier="cell-2")
+    tracker = Tracker(settings)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        runs = tracker.lineage_runs(upload["config_hash"])
+        if {r.model_type for r in runs if r.status == "FINISHED"} == EXPECTED:
+            break
+        time.sleep(2)
+    else:
+        pytest.fail(f"training did not finish: {[(r.model_type, r.status) for r in runs]}")
+    time.sleep(3)
+    _consume_all_training_events(settings)
+    manager.up(services, console, services=True)
+    status = client.wait_for_champion(upload["config_hash"], identifier="cell-2", timeout=120)
+    assert status["champion"]["identifier"] == "cell-2"
+    assert tracker.champion("cell-2") is not None
+    assert tracker.champion("global").run_id == first_run["status"]["champion"]["run_id"]

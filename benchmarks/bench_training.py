@@ -211,7 +211,10 @@ def main() -> None:
     lines = [f"{'benchmark':<34} {'seconds':>8}  {'target':>6}  {'':<6} note"]
     for group in ("alone", "concurrent"):
         for run in results.get(group, []):
-            note = f"{run['threads']} thread(s), {run['epochs']} epochs, test rmse {run['test']['rmse']:.4f}"
+            note = (
+                f"{run['train_cpu_s']:.1f} cpu-s, {run['threads']} thread(s), {run['epochs']} epochs, "
+                f"test rmse {run['test']['rmse']:.4f}"
+            )
             lines.append(_row(f"{run['model_type']} train ({group})", run["train_s"], TARGET_SECONDS, note))
     for run in results.get("alone", []):
         lines.append(
@@ -219,9 +222,14 @@ def main() -> None:
         )
     if "prophet" in results:
         prophet = results["prophet"]
-        note = f"{prophet['targets']} targets, {prophet['workers']} workers, test rmse {prophet['test']['rmse']:.4f}"
+        note = (
+            f"{prophet['targets']} targets x {prophet['fit_rows']} rows, {prophet['workers']} workers, "
+            f"test rmse {prophet['test']['rmse']:.4f}"
+        )
         lines.append(_row("Prophet fit (all targets)", prophet["fit_s"], TARGET_SECONDS, note))
     lines.append(_row("persistence", None, None, f"test rmse {results['persistence']['test']['rmse']:.4f}"))
+    load = results["load_average_before"][0], results["load_average_after"][0]
+    lines.append(f"load average (1 min) before/after: {load[0]:.1f}/{load[1]:.1f} on {os.cpu_count()} cores")
     print("\n".join(lines))
     if args.output:
         args.output.write_text(json.dumps(results, indent=2))

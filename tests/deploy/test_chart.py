@@ -216,8 +216,8 @@ def test_probes_and_resources_on_every_container(rendered: list[dict[str, Any]])
             resources = container.get("resources", {})
             for kind in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(resources.get(kind, {})), f"{where}: {kind} incomplete"
-            if obj["kind"] in RUN_TO_COMPLETION:
-                continue  # a Job / test pod runs to completion: there is nothing to probe
+            if obj["kind"] in RUN_TO_COMPLETION or container in pod_spec(obj).get("initContainers", []):
+                continue  # runs to completion (a Job, the test pod, an init container): nothing to probe
             assert "livenessProbe" in container, f"{where}: no livenessProbe"
             assert "readinessProbe" in container, f"{where}: no readinessProbe"
 

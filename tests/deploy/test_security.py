@@ -31,8 +31,8 @@ def checkov() -> Callable[..., dict[str, Any]]:
         pytest.skip("checkov could not be installed into ~/.cache/flts/checkov (no package index reachable?)")
 
     def _checkov(*args: str) -> dict[str, Any]:
-        env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_EXPERIMENTAL_IMAGE_REFERENCING": "False"}
-        env.pop("VIRTUAL_ENV", None)
+        # Its own venv, not the project's (pytest may run with VIRTUAL_ENV set).
+        env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
         result = subprocess.run(
             [str(binary), "--config-file", str(CONFIG), "-o", "json", *args],
             capture_output=True,

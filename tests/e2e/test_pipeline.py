@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
 from flts.client import FltsClient, window_request
@@ -44,6 +45,7 @@ def services(stack_config, stack_env, pipeline_config, monkeypatch_module):
     console = Console(stderr=True)
     manager.down_services(stack_config, console)
     monkeypatch_module.setenv("PIPELINE_CONFIG", str(pipeline_config))
+    monkeypatch_module.setenv("SESSION_TIMEOUT_MS", "10000")
     manager.up(stack_config, console, services=True)
     yield stack_config
     manager.down_services(stack_config, console)
@@ -115,6 +117,11 @@ def test_the_same_dataset_again_does_not_retrain(first_run, client, dataset, set
 
 def _consume_all_training_events(settings: CommonSettings) -> None:
     """Move eval's committed offsets to the end: as if it had consumed the events and then died."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    deadline = time.monotonic() + 60
+    while admin.describe_consumer_groups(["flts-eval"])["flts-eval"].result().members:
+        assert time.monotonic() < deadline, "the killed eval never left its consumer group"
+        time.sleep(1)
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "flts-eval"})
     metadata = consumer.list_topics(settings.topic_model_training, timeout=10)
     partitions = [
@@ -124,8 +131,10 @@ def _consume_all_training_events(settings: CommonSettings) -> None:
     ends = [
         TopicPartition(tp.topic, tp.partition, consumer.get_watermark_offsets(tp, timeout=10)[1]) for tp in partitions
     ]
-    consumer.commit(offsets=ends, asynchronous=False)
-    consumer.close()
+    try:
+        consumer.commit(offsets=ends, asynchronous=False)
+    finally:
+        consumer.close()
 
 
 def test_eval_killed_after_the_training_events_were_consumed_still_promotes(

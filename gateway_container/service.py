@@ -234,6 +234,8 @@ def lineage_status(gw: Gateway, config_hash: str, identifier: str) -> dict[str, 
                 "run_id": r.run_id,
                 "status": r.status,
                 "error": r.error,
+                "started_at_ms": r.start_time_ms,
+                "seconds": round((r.end_time_ms - r.start_time_ms) / 1000, 1) if r.end_time_ms else None,
                 "metrics": {k: v for k, v in r.metrics.items() if k.startswith("test_") and "__" not in k},
             }
             for r in runs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,8 @@ from flts.stack.cli import app as stack_app
 
 app = typer.Typer(help="FLTS: a Kafka-driven forecasting pipeline.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
-console = Console()
+# Wide enough for the leaderboard when the output is a log rather than a terminal.
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 @app.command()

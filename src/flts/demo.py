@@ -19,7 +19,7 @@ from flts.config import load_pipeline_config
 from flts.data.generate import write_dataset
 from flts.stack.config import StackConfig
 
-SCORE_COLUMNS = ("test_rmse", "test_mae", "test_mse", "test_smape", "test_rmse_original", "test_mae_original")
+SCORE_COLUMNS = ("test_rmse", "test_mae", "test_smape", "test_mase", "test_rmse_original")
 
 
 def run_demo(
@@ -91,8 +91,9 @@ def print_leaderboard(console: Console, status: dict[str, Any]) -> None:
     board = status["leaderboard"]
     persistence = next((c for c in board if c["model_type"] == "PERSISTENCE"), None)
     table = Table(title=f"Leaderboard for lineage {status['config_hash'][:16]}", title_justify="left")
-    for column in ("rank", "model", "score", *SCORE_COLUMNS, "vs persistence"):
-        table.add_column(column, justify="right")
+    for column in ("rank", "model", "score", *SCORE_COLUMNS, "vs persistence", "train s"):
+        table.add_column(column.removeprefix("test_"), justify="right")
+    seconds = {run["run_id"]: run.get("seconds") for run in status["training"]}
     for rank, candidate in enumerate(board, start=1):
         values = metrics.get(candidate["run_id"], {})
         relative = f"{candidate['score'] / persistence['score']:.3f}" if persistence and persistence["score"] else "-"
@@ -100,8 +101,9 @@ def print_leaderboard(console: Console, status: dict[str, Any]) -> None:
             str(rank),
             candidate["model_type"],
             f"{candidate['score']:.5f}",
-            *(f"{values[c]:.4f}" if c in values else "-" for c in SCORE_COLUMNS),
+            *(f"{values[c]:.4g}" if c in values else "-" for c in SCORE_COLUMNS),
             relative,
+            f"{seconds[candidate['run_id']]:.1f}" if seconds.get(candidate["run_id"]) else "-",
         )
     console.print(table)
     champion = status["champion"]
@@ -113,16 +115,15 @@ def print_leaderboard(console: Console, status: dict[str, Any]) -> None:
 
 def print_forecast(console: Console, forecast: dict[str, Any]) -> None:
     predictions = forecast["predictions"]
-    columns = [c for c in predictions[0] if c != "ts"]
     table = Table(
         title=f"/predict: {forecast['model_type']} v{forecast['model_version']} (run {forecast['run_id'][:12]})",
         title_justify="left",
     )
-    table.add_column("ts")
-    for column in columns:
-        table.add_column(column, justify="right")
+    table.add_column("column")
     for row in predictions:
-        table.add_row(row["ts"], *(f"{row[c]:.3f}" for c in columns))
+        table.add_column(row["ts"], justify="right")
+    for column in (c for c in predictions[0] if c != "ts"):
+        table.add_row(column, *(f"{row[column]:.4g}" for row in predictions))
     console.print(table)
 
 

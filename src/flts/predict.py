@@ -106,16 +106,17 @@ class ServingModel:
                 f"{self.target_columns}"
             )
         raw = [self._validated(frame, i) for i, frame in enumerate(windows)]
-        steps: list[pd.DataFrame] = []
-        for _ in range(math.ceil(length / self.output_seq_len)):
-            step = self._forecast_once(raw)
-            steps.append(step)
-            raw = self._extend(raw, step)
-        forecast = pd.concat(steps).sort_values(["window", self.time_column], kind="stable")
-        return [
-            _records(group.head(length), self.time_column, self.target_columns)
-            for _, group in forecast.groupby("window")
-        ]
+        steps = math.ceil(length / self.output_seq_len)
+        values, times = [], []
+        for step in range(steps):
+            step_values, step_times = self._forecast_once(raw)
+            values.append(step_values)
+            times.append(step_times)
+            if step + 1 < steps:
+                raw = self._extend(raw, step_values, step_times)
+        return _records(
+            np.concatenate(values, axis=1)[:, :length], np.concatenate(times, axis=1)[:, :length], self.target_columns
+        )
 
     def _validated(self, frame: pd.DataFrame, position: int) -> pd.DataFrame:
         """The checks only serving needs; prepare_for_inference checks order, grid and values."""
@@ -134,7 +135,7 @@ class ServingModel:
             raise RequestError(f"{where}rows must be in increasing {self.time_column} order, oldest first")
         return out
 
-    def _forecast_once(self, raw: list[pd.DataFrame]) -> pd.DataFrame:
+    def _forecast_once(self, raw: list[pd.DataFrame]) -> tuple[np.ndarray, np.ndarray]:
         features = []
         for position, frame in enumerate(raw):
             try:
@@ -146,26 +147,22 @@ class ServingModel:
         last_times = [pd.Timestamp(f[self.time_column].iloc[-1]) for f in features]
         target_times = np.stack([future_times(t, self.metadata["frequency"], self.output_seq_len) for t in last_times])
         scaled = self.forecaster.predict(inputs, target_times)
-        values = self.scaler.inverse(scaled, self.target_columns).reshape(-1, len(self.target_columns))
-        result = pd.DataFrame(values, columns=self.target_columns)
-        result.insert(0, self.time_column, pd.to_datetime(target_times.reshape(-1), utc=True))
-        result.insert(0, "window", np.repeat(np.arange(len(raw)), self.output_seq_len))
-        return result
+        return self.scaler.inverse(scaled, self.target_columns), target_times
 
-    def _extend(self, raw: list[pd.DataFrame], step: pd.DataFrame) -> list[pd.DataFrame]:
-        """Append the forecast rows to each window (recursive forecasting)."""
-        if set(self.target_columns) != set(self.measured_columns):
-            return raw
+    def _extend(self, raw: list[pd.DataFrame], values: np.ndarray, times: np.ndarray) -> list[pd.DataFrame]:
+        """Append the forecast rows to each window (recursive forecasting; every column is a target)."""
         extended = []
-        for i, frame in enumerate(raw):
-            rows = step[step["window"] == i].drop(columns="window")[[self.time_column, *self.measured_columns]]
+        for frame, window_values, window_times in zip(raw, values, times, strict=True):
+            rows = pd.DataFrame(window_values, columns=self.target_columns)[self.measured_columns]
+            rows.insert(0, self.time_column, pd.to_datetime(window_times, utc=True))
             extended.append(pd.concat([frame, rows], ignore_index=True).tail(self.rows_needed).reset_index(drop=True))
         return extended
 
 
-def _records(frame: pd.DataFrame, time_column: str, targets: list[str]) -> list[dict[str, Any]]:
-    times = frame[time_column].dt.strftime("%Y-%m-%dT%H:%M:%SZ").tolist()
-    values = frame[targets].to_numpy(np.float64)
+def _records(values: np.ndarray, times: np.ndarray, targets: list[str]) -> list[list[dict[str, Any]]]:
+    """[N, H, K] values and [N, H] UTC times as JSON-ready rows: {"ts": ..., target: value}."""
+    stamps = np.char.add(np.datetime_as_string(times.astype("datetime64[s]"), unit="s"), "Z").tolist()
     return [
-        {"ts": ts, **dict(zip(targets, map(float, row), strict=True))} for ts, row in zip(times, values, strict=True)
+        [{"ts": ts, **dict(zip(targets, row, strict=True))} for ts, row in zip(window_ts, window_rows, strict=True)]
+        for window_ts, window_rows in zip(stamps, values.astype(np.float64).tolist(), strict=True)
     ]

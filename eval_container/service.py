@@ -41,9 +41,7 @@ class Evaluator:
     def handle(self, event: ModelTraining) -> None:
         self.evaluate(event.config_hash, event.identifier)
 
-    def evaluate(
-        self, config_hash: str, identifier: str, runs: list[RunSummary] | None = None
-    ) -> Decision | None:
+    def evaluate(self, config_hash: str, identifier: str, runs: list[RunSummary] | None = None) -> Decision | None:
         with self._lock, log_context(config_hash=config_hash, identifier=identifier):
             runs = runs if runs is not None else self.tracker.lineage_runs(config_hash)
             pointer = self.pointer_uri(identifier, config_hash)
@@ -83,14 +81,11 @@ class Evaluator:
             "decided_at": now.isoformat(),
             "decided_at_ms": int(now.timestamp() * 1000),
             "leaderboard": [
-                {"model_type": c.model_type, "run_id": c.run_id, "score": c.score}
-                for c in decision.leaderboard
+                {"model_type": c.model_type, "run_id": c.run_id, "score": c.score} for c in decision.leaderboard
             ],
         }
         bucket = self.settings.bucket_promotion
-        self.store.put_json(
-            f"s3://{bucket}/{identifier}/history/{now:%Y%m%dT%H%M%S%f}-{config_hash[:12]}.json", record
-        )
+        self.store.put_json(f"s3://{bucket}/{identifier}/history/{now:%Y%m%dT%H%M%S%f}-{config_hash[:12]}.json", record)
         pointer = self.pointer_uri(identifier, config_hash)
         self.producer.publish(
             self.settings.topic_model_selected,

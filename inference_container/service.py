@@ -39,9 +39,7 @@ PREDICT_SECONDS = Histogram(
     "Time to answer /predict.",
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
-CHAMPION_VERSION = Gauge(
-    "flts_champion_version", "Model version being served, by identifier.", ["identifier"]
-)
+CHAMPION_VERSION = Gauge("flts_champion_version", "Model version being served, by identifier.", ["identifier"])
 
 Cell = float | int | str | None
 
@@ -51,20 +49,12 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    identifier: str | None = Field(
-        None, description="Which series' champion to use; the global one when absent."
-    )
-    rows: list[dict[str, Cell]] | None = Field(
-        None, description="One window: the most recent rows, oldest first."
-    )
-    windows: list[list[dict[str, Cell]]] | None = Field(
-        None, description="A batch of windows, scored in one pass."
-    )
+    identifier: str | None = Field(None, description="Which series' champion to use; the global one when absent.")
+    rows: list[dict[str, Cell]] | None = Field(None, description="One window: the most recent rows, oldest first.")
+    windows: list[list[dict[str, Cell]]] | None = Field(None, description="A batch of windows, scored in one pass.")
     data: dict[str, list[Cell]] | None = Field(None, description="Earlier clients: {column: [values...]}.")
     index_col: str | None = Field(None, description="With `data`: the time column's name.")
-    inference_length: int | None = Field(
-        None, ge=1, description="Steps to forecast; beyond output_seq_len, recursive."
-    )
+    inference_length: int | None = Field(None, ge=1, description="Steps to forecast; beyond output_seq_len, recursive.")
 
     @model_validator(mode="after")
     def _exactly_one_shape(self) -> PredictRequest:
@@ -85,9 +75,7 @@ class PredictRequest(BaseModel):
         assert self.data is not None
         lengths = {len(values) for values in self.data.values()}
         if len(lengths) > 1:
-            raise RequestError(
-                f"every column in data must have the same length (got lengths {sorted(lengths)})"
-            )
+            raise RequestError(f"every column in data must have the same length (got lengths {sorted(lengths)})")
         frame = pd.DataFrame(self.data)
         if self.index_col and self.index_col != time_column:
             frame = frame.rename(columns={self.index_col: time_column})
@@ -119,9 +107,7 @@ class ChampionLoader:
         self.settings = settings
         self.champions = champions
         self.tracker = Tracker(settings)
-        self.max_inference_length = load_pipeline_config(
-            settings.pipeline_config
-        ).inference.max_inference_length
+        self.max_inference_length = load_pipeline_config(settings.pipeline_config).inference.max_inference_length
         self.cache = Path(settings.model_cache_dir)
 
     def load_all(self) -> None:
@@ -189,9 +175,7 @@ def create_app(
         stop = threading.Event()
         if follow_registry:
             loader = ChampionLoader(settings, champions)
-            threading.Thread(
-                target=loader.follow, args=(stop,), name="champion-follower", daemon=True
-            ).start()
+            threading.Thread(target=loader.follow, args=(stop,), name="champion-follower", daemon=True).start()
         yield
         stop.set()
 

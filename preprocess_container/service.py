@@ -39,9 +39,7 @@ class Preprocessor:
             if not upload.force and self.store.exists(claim_uri):
                 log.info("lineage already processed; publishing its claim again")
                 claim = TrainingData.model_validate(self.store.get_json(claim_uri))
-                self.producer.publish(
-                    self.settings.topic_training_data, claim.model_copy(update={"force": False})
-                )
+                self.producer.publish(self.settings.topic_training_data, claim.model_copy(update={"force": False}))
                 return
             processed = preprocess(
                 self._read(upload.train), self._read(upload.test) if upload.test else None, self.config

@@ -23,5 +23,6 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 echo "==> bootstrap: creating .venv and installing flts[dev] (first run downloads PyTorch: a few GB)"
 [ -x .venv/bin/python ] || "$UV" venv --quiet --python "$PYTHON" .venv
-VIRTUAL_ENV="$PWD/.venv" "$UV" pip install -e '.[dev]'
+# Byte-compiled at install: services (and the 10 s inference start-up target) must not pay for it.
+VIRTUAL_ENV="$PWD/.venv" "$UV" pip install --compile-bytecode -e '.[dev]'
 echo "$want" > "$stamp"

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flts.data.io import DataError
-from flts.data.preprocess import prepare_for_inference
+from flts.data.io import DataError, numeric_values
+from flts.data.preprocess import inference_features
 from flts.data.scaler import Scaler
 from flts.data.windows import future_times
 from flts.models.base import Forecaster, load_forecaster
@@ -118,45 +118,63 @@ class ServingModel:
             np.concatenate(values, axis=1)[:, :length], np.concatenate(times, axis=1)[:, :length], self.target_columns
         )
 
-    def _validated(self, frame: pd.DataFrame, position: int) -> pd.DataFrame:
-        """The checks only serving needs; prepare_for_inference checks order, grid and values."""
+    def _validated(self, frame: pd.DataFrame, position: int) -> Window:
+        """The checks only serving needs; inference_features checks the grid and the values."""
         where = f"window {position}: " if position else ""
         missing = [c for c in [self.time_column, *self.measured_columns] if c not in frame.columns]
         if missing:
             raise RequestError(f"{where}missing columns {missing}; the model needs {self.measured_columns}")
         if len(frame) < self.rows_needed:
             raise RequestError(f"{where}{len(frame)} rows sent; the model needs the last {self.rows_needed} rows")
-        out = frame[[self.time_column, *self.measured_columns]].copy()
-        out[self.time_column] = pd.to_datetime(out[self.time_column], utc=True, errors="coerce", format="ISO8601")
-        if out[self.time_column].isna().any():
-            bad = int(np.flatnonzero(out[self.time_column].isna().to_numpy())[0]) + 1
+        times = pd.to_datetime(
+            frame[self.time_column].to_numpy(dtype=object), utc=True, errors="coerce", format="ISO8601"
+        )
+        if times.isna().any():
+            bad = int(np.flatnonzero(times.isna())[0]) + 1
             raise RequestError(f"{where}row {bad}: {self.time_column} is not an ISO-8601 timestamp")
-        if not out[self.time_column].is_monotonic_increasing:
+        nanoseconds = times.as_unit("ns").asi8
+        if (np.diff(nanoseconds) < 0).any():
             raise RequestError(f"{where}rows must be in increasing {self.time_column} order, oldest first")
-        return out
+        try:
+            return Window(nanoseconds, numeric_values(frame, self.measured_columns))
+        except DataError as exc:
+            raise RequestError(f"{where}{exc}") from exc
 
-    def _forecast_once(self, raw: list[pd.DataFrame]) -> tuple[np.ndarray, np.ndarray]:
-        features = []
-        for position, frame in enumerate(raw):
+    def _forecast_once(self, windows: list[Window]) -> tuple[np.ndarray, np.ndarray]:
+        inputs = []
+        for position, window in enumerate(windows):
             try:
-                features.append(prepare_for_inference(frame, self.metadata))
+                features = inference_features(window.nanoseconds, window.values, self.metadata)
             except DataError as exc:
                 raise RequestError(f"window {position}: {exc}" if position else str(exc)) from exc
-        feature_columns = self.metadata["feature_columns"]
-        inputs = np.stack([f[feature_columns].to_numpy(np.float32)[-self.input_seq_len :] for f in features])
-        last_times = [pd.Timestamp(f[self.time_column].iloc[-1]) for f in features]
-        target_times = np.stack([future_times(t, self.metadata["frequency"], self.output_seq_len) for t in last_times])
-        scaled = self.forecaster.predict(inputs, target_times)
+            inputs.append(features[-self.input_seq_len :])
+        frequency, horizon = self.metadata["frequency"], self.output_seq_len
+        target_times = np.stack(
+            [future_times(pd.Timestamp(w.nanoseconds[-1], tz="UTC"), frequency, horizon) for w in windows]
+        )
+        scaled = self.forecaster.predict(np.stack(inputs), target_times)
         return self.scaler.inverse(scaled, self.target_columns), target_times
 
-    def _extend(self, raw: list[pd.DataFrame], values: np.ndarray, times: np.ndarray) -> list[pd.DataFrame]:
+    def _extend(self, windows: list[Window], values: np.ndarray, times: np.ndarray) -> list[Window]:
         """Append the forecast rows to each window (recursive forecasting; every column is a target)."""
-        extended = []
-        for frame, window_values, window_times in zip(raw, values, times, strict=True):
-            rows = pd.DataFrame(window_values, columns=self.target_columns)[self.measured_columns]
-            rows.insert(0, self.time_column, pd.to_datetime(window_times, utc=True))
-            extended.append(pd.concat([frame, rows], ignore_index=True).tail(self.rows_needed).reset_index(drop=True))
-        return extended
+        order = [self.target_columns.index(column) for column in self.measured_columns]
+        return [
+            Window(
+                np.concatenate([w.nanoseconds, step_times.astype("datetime64[ns]").astype(np.int64)])[
+                    -self.rows_needed :
+                ],
+                np.concatenate([w.values, step_values[:, order]])[-self.rows_needed :],
+            )
+            for w, step_values, step_times in zip(windows, values, times, strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class Window:
+    """One request window: int64 UTC nanoseconds (ascending) and float64 measured values [rows, columns]."""
+
+    nanoseconds: np.ndarray
+    values: np.ndarray
 
 
 def _records(values: np.ndarray, times: np.ndarray, targets: list[str]) -> list[list[dict[str, Any]]]:

@@ -141,7 +141,7 @@ def test_eval_killed_after_the_training_events_were_consumed_still_promotes(
     first_run, services, client, settings, tmp_path
 ):
     console = Console(stderr=True)
-    manager.kill_service(services, "eval")
+    manager.kill_part(services, "eval")
     train, test = write_dataset(tmp_path, train_rows=3_000, test_rows=600, seed=6)
     upload = client.upload(train, test, identifier="cell-2")
     tracker = Tracker(settings)

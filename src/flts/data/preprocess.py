@@ -65,11 +65,11 @@ def time_feature_frame(times: pd.DatetimeIndex | np.ndarray, names: list[str]) -
 
     Public so inference can encode future timestamps the same way.
     """
-    return pd.DataFrame(_time_features(times, names))
+    return pd.DataFrame(_time_features(pd.DatetimeIndex(times).tz_localize(None).asi8, names))
 
 
-def _time_features(times: pd.DatetimeIndex | np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-    nanoseconds = pd.DatetimeIndex(times).tz_localize(None).asi8
+def _time_features(nanoseconds: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    """From int64 UTC nanoseconds: numpy only, so serving a window costs microseconds."""
     day_fraction = (nanoseconds % _NS_PER_DAY) / _NS_PER_DAY
     weekday = (nanoseconds // _NS_PER_DAY + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
     angles = {"hour": 2 * np.pi * day_fraction, "day_of_week": 2 * np.pi * (weekday + day_fraction) / 7}
@@ -166,13 +166,10 @@ def _clip_bounds(values: np.ndarray, config: OutlierConfig) -> tuple[np.ndarray,
     return low, high
 
 
-def _features(
-    times: pd.DatetimeIndex, values: np.ndarray, gap: np.ndarray, metadata: dict[str, Any], skip: int = 0
-) -> pd.DataFrame:
-    """The one transform shared by training and serving: clip, scale, lag, time features, is_gap.
-
-    The first ``skip`` rows only feed the lag features and are left out of the result.
-    """
+def _feature_columns(
+    nanoseconds: np.ndarray, values: np.ndarray, gap: np.ndarray, metadata: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """The one transform shared by training and serving: clip, scale, lag, time features, is_gap."""
     measured = metadata["measured_columns"]
     if metadata["clip"] is not None:
         low = np.array([metadata["clip"][name][0] for name in measured])
@@ -185,8 +182,16 @@ def _features(
             lagged = np.full(len(values), np.nan, dtype=np.float32)
             lagged[lag:] = columns[target][:-lag]
             columns[lag_column(target, lag)] = lagged
-    columns.update(_time_features(times, metadata["time_features"]))
+    columns.update(_time_features(nanoseconds, metadata["time_features"]))
     columns[GAP_COLUMN] = gap.astype(np.float32)
+    return columns
+
+
+def _features(
+    times: pd.DatetimeIndex, values: np.ndarray, gap: np.ndarray, metadata: dict[str, Any], skip: int = 0
+) -> pd.DataFrame:
+    """The training-side frame: time column + feature columns; the first ``skip`` rows only feed the lags."""
+    columns = _feature_columns(pd.DatetimeIndex(times).tz_localize(None).asi8, values, gap, metadata)
     return pd.DataFrame(
         {
             metadata["time_column"]: times[skip:],
@@ -332,21 +337,33 @@ def prepare_for_inference(raw: pd.DataFrame, metadata: dict[str, Any]) -> pd.Dat
     rows = raw.reset_index(drop=True)
     nanoseconds = pd.DatetimeIndex(parse_times(rows[time_column], time_column)).asi8
     values = numeric_values(rows, measured)
-    bad_rows, bad_columns = np.nonzero(np.isnan(values))
-    if len(bad_rows):
-        raise DataError(
-            f"column {measured[bad_columns[0]]!r}, row {bad_rows[0] + 1}: value is missing or not finite "
-            "(NaN/inf); /predict does not fill gaps"
-        )
     order = np.argsort(nanoseconds, kind="stable")
-    nanoseconds, values = nanoseconds[order], values[order]
+    matrix = inference_features(nanoseconds[order], values[order], metadata, row_numbers=order)
+    skip = max(metadata["lag_features"], default=0)
+    frame = pd.DataFrame(matrix, columns=metadata["feature_columns"])
+    frame.insert(0, time_column, pd.to_datetime(nanoseconds[order][skip:], utc=True))
+    return frame
+
+
+def inference_features(
+    nanoseconds: np.ndarray, values: np.ndarray, metadata: dict[str, Any], row_numbers: np.ndarray | None = None
+) -> np.ndarray:
+    """Rows sorted by time (int64 UTC ns, float64 measured values) -> float32 [rows - max(lag), features].
+
+    Checks what serving must refuse: missing or non-finite values, repeated timestamps, timestamps off
+    the training grid or not consecutive, too few rows for the lags. ``row_numbers`` maps the rows back
+    to the caller's order for the messages.
+    """
+    measured = metadata["measured_columns"]
+    rows = np.arange(len(nanoseconds)) if row_numbers is None else row_numbers
+    _check_finite(values, measured, rows)
     times = pd.to_datetime(nanoseconds, utc=True)
     steps = np.diff(nanoseconds)
     if (steps == 0).any():
         first = int(np.flatnonzero(steps == 0)[0])
         raise DataError(
             f"timestamp {times[first].isoformat()} appears more than once "
-            f"(rows {order[first] + 1}, {order[first + 1] + 1})"
+            f"(rows {rows[first] + 1}, {rows[first + 1] + 1})"
         )
     frequency = metadata["frequency"]
     step = pd.Timedelta(to_offset(frequency)).value
@@ -369,4 +386,14 @@ def prepare_for_inference(raw: pd.DataFrame, metadata: dict[str, Any]) -> pd.Dat
             f"got {len(times)} rows; with lag_features {metadata['lag_features']} the first {skip} rows only feed "
             f"the lags: send {skip} extra rows before the window ({skip + input_seq_len} rows for one window)"
         )
-    return _features(times, values, np.zeros(len(times), dtype=bool), metadata, skip=skip)
+    columns = _feature_columns(nanoseconds, values, np.zeros(len(nanoseconds), dtype=bool), metadata)
+    return np.column_stack([columns[name][skip:] for name in metadata["feature_columns"]]).astype(np.float32)
+
+
+def _check_finite(values: np.ndarray, measured: list[str], rows: np.ndarray) -> None:
+    bad_rows, bad_columns = np.nonzero(~np.isfinite(values))
+    if len(bad_rows):
+        raise DataError(
+            f"column {measured[bad_columns[0]]!r}, row {rows[bad_rows[0]] + 1}: value is missing or not finite "
+            "(NaN/inf); /predict does not fill gaps"
+        )

@@ -167,9 +167,9 @@ def down_services(config: StackConfig, console: Console) -> list[str]:
     return _stop(list(service_parts(config).values()), config.stop_grace_s, console)
 
 
-def kill_service(config: StackConfig, name: str) -> None:
-    """SIGKILL one service (as a crashed pod would die): no shutdown, no commit."""
-    part = service_parts(config)[name]
+def kill_part(config: StackConfig, name: str) -> None:
+    """SIGKILL one part or service (as a crashed pod or broker would die): no shutdown, no commit."""
+    part = {**parts(config), **service_parts(config)}[name]
     pid = running_pid(part)
     if pid is not None:
         signal_group(pid, signal.SIGKILL)

@@ -1,0 +1,145 @@
+"""Service handlers on the real stack: idempotency, a missing object, a failing training, a broker restart."""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer
+from rich.console import Console
+
+from flts.config import PipelineConfig, PreprocessSettings
+from flts.data.generate import generate_lte_dataset
+from flts.kafka import MessageProducer, PermanentError, ensure_topics
+from flts.messages import DatasetUploaded, ModelTraining, ObjectRef, TrainingData
+from flts.models.baselines import PersistenceForecaster
+from flts.stack import manager
+from flts.storage import ObjectStore
+from flts.tracking import TAG_ERROR, Tracker
+from flts.train import TrainingJob
+from preprocess_container.service import Preprocessor
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def settings(stack_env, monkeypatch) -> PreprocessSettings:
+    for key, value in stack_env.items():
+        monkeypatch.setenv(key, value)
+    suffix = uuid.uuid4().hex[:8]
+    settings = PreprocessSettings(
+        topic_training_data=f"it-training-{suffix}",
+        topic_inference_data=f"it-inference-{suffix}",
+        topic_model_training=f"it-events-{suffix}",
+        mlflow_experiment=f"it-{suffix}",
+    )
+    ensure_topics(settings, partitions=1)
+    return settings
+
+
+def _upload(store: ObjectStore, settings: PreprocessSettings, seed: int) -> DatasetUploaded:
+    train, test = generate_lte_dataset(train_rows=800, test_rows=200, seed=seed)
+    refs = {}
+    for name, frame in (("train", train), ("test", test)):
+        stored = store.put_stream(
+            f"s3://{settings.bucket_datasets}/it/{uuid.uuid4().hex}/{name}.csv",
+            io.BytesIO(frame.to_csv(index=False).encode()),
+        )
+        refs[name] = ObjectRef(uri=stored.uri, sha256=stored.sha256, size_bytes=stored.size_bytes, rows=len(frame))
+    return DatasetUploaded(
+        dataset_id=uuid.uuid4().hex[:16], train=refs["train"], test=refs["test"], filename="t.csv", columns=[]
+    )
+
+
+def _read(settings, topic: str, count: int, message_type):
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": uuid.uuid4().hex,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    found = []
+    deadline = time.monotonic() + 30
+    while len(found) < count and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and not msg.error():
+            found.append(message_type.from_bytes(msg.value()))
+    consumer.close()
+    return found
+
+
+@pytest.fixture
+def claim(settings) -> TrainingData:
+    store = ObjectStore(settings)
+    Preprocessor(settings, PipelineConfig()).handle(_upload(store, settings, seed=21))
+    (claim,) = _read(settings, settings.topic_training_data, 1, TrainingData)
+    return claim
+
+
+def test_preprocess_writes_the_claim_once_and_only_republishes_it(settings, claim):
+    store = ObjectStore(settings)
+    prefix = claim.metadata.uri.rsplit("/", 1)[0]
+    bucket, key = prefix[5:].split("/", 1)
+    before = {o["Key"]: o["LastModified"] for o in store.list(bucket, key)}
+    assert {k.rsplit("/", 1)[1] for k in before} >= {
+        "train.parquet",
+        "validation.parquet",
+        "test.parquet",
+        "metadata.json",
+        "scaler.json",
+        "claim.json",
+    }
+    upload = _upload(store, settings, seed=21)
+    Preprocessor(settings, PipelineConfig()).handle(upload)
+    claims = _read(settings, settings.topic_training_data, 2, TrainingData)
+    assert [c.config_hash for c in claims] == [claim.config_hash] * 2
+    assert {o["Key"]: o["LastModified"] for o in store.list(bucket, key)} == before
+
+
+def test_a_missing_object_behind_a_claim_is_a_permanent_failure(settings):
+    store = ObjectStore(settings)
+    upload = _upload(store, settings, seed=22)
+    store.delete(upload.train.uri)
+    with pytest.raises(PermanentError, match="missing"):
+        Preprocessor(settings, PipelineConfig()).handle(upload)
+
+
+def test_the_same_claim_twice_trains_once(settings, claim):
+    job = TrainingJob(settings, {"PERSISTENCE": lambda data, _: (PersistenceForecaster(data.layout), {})})
+    job.handle(claim)
+    job.handle(claim)
+    runs = Tracker(settings).lineage_runs(claim.config_hash, "PERSISTENCE")
+    assert [r.status for r in runs] == ["FINISHED"]
+    events = _read(settings, settings.topic_model_training, 3, ModelTraining)
+    assert [e.status for e in events] == ["RUNNING", "SUCCESS", "SUCCESS"]
+    assert events[1].run_id == events[2].run_id == runs[0].run_id
+    assert events[2].model_version == events[1].model_version is not None
+
+
+def test_a_failing_training_is_reported_not_retried(settings, claim):
+    def broken(data, _):
+        raise FloatingPointError("loss is NaN")
+
+    TrainingJob(settings, {"GRU": broken}).handle(claim)
+    (run,) = Tracker(settings).lineage_runs(claim.config_hash, "GRU")
+    assert run.status == "FAILED"
+    assert "loss is NaN" in Tracker(settings).client.get_run(run.run_id).data.tags[TAG_ERROR]
+    events = _read(settings, settings.topic_model_training, 2, ModelTraining)
+    assert [e.status for e in events] == ["RUNNING", "FAILED"]
+    assert "loss is NaN" in events[1].error
+
+
+def test_publishing_survives_a_broker_restart(settings, stack_config):
+    producer = MessageProducer(settings)
+    event = ModelTraining(config_hash="d" * 64, model_type="GRU", status="RUNNING")
+    producer.publish(settings.topic_model_training, event)
+    manager.kill_part(stack_config, "kafka")
+    manager.up(stack_config, Console(stderr=True))
+    producer.publish(settings.topic_model_training, event, timeout=60)
+    assert [e.event_id for e in _read(settings, settings.topic_model_training, 2, ModelTraining)] == [
+        event.event_id
+    ] * 2

@@ -24,7 +24,7 @@ demo: venv
 	$(BIN)/flts demo
 
 stack-up: venv
-	$(BIN)/flts stack up
+	$(BIN)/flts stack up --services
 
 stack-down: venv
 	$(BIN)/flts stack down

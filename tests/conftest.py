@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from confluent_kafka import Consumer
 from rich.console import Console
 
 from flts.config import CommonSettings
@@ -72,3 +76,30 @@ def common_settings(stack_env: dict[str, str]) -> CommonSettings:
 def _stack_for_marked_tests(request: pytest.FixtureRequest) -> None:
     if any(request.node.get_closest_marker(marker) for marker in STACK_MARKERS):
         request.getfixturevalue("stack_env")
+
+
+@pytest.fixture(scope="session")
+def read_topic() -> Callable[..., list[Any]]:
+    """Read up to ``count`` messages of a topic from the beginning (a fresh group), parsed; 30 s at most."""
+
+    def read(settings: CommonSettings, topic: str, count: int, parse: Callable[[bytes], Any]) -> list[Any]:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                "group.id": f"test-reader-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        consumer.subscribe([topic])
+        found: list[Any] = []
+        deadline = time.monotonic() + 30
+        try:
+            while len(found) < count and time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is not None and not msg.error():
+                    found.append(parse(msg.value()))
+        finally:
+            consumer.close()
+        return found
+
+    return read

@@ -20,20 +20,10 @@ from typing import Any
 import pytest
 from deploy_support import REPO
 
+from flts.data.generate import MEASURED_COLUMNS
+
 LOCUSTFILE = REPO / "locust" / "locustfile.py"
-COLUMNS = {
-    "down",
-    "up",
-    "rnti_count",
-    "mcs_down",
-    "mcs_down_var",
-    "mcs_up",
-    "mcs_up_var",
-    "rb_down",
-    "rb_down_var",
-    "rb_up",
-    "rb_up_var",
-}
+COLUMNS = set(MEASURED_COLUMNS)
 LOCUST = Path(sys.executable).parent / "locust"
 
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import io
-import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer
 from rich.console import Console
 
 from flts.config import PipelineConfig, PreprocessSettings
@@ -53,34 +51,15 @@ def _upload(store: ObjectStore, settings: PreprocessSettings, seed: int) -> Data
     )
 
 
-def _read(settings, topic: str, count: int, message_type):
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": uuid.uuid4().hex,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([topic])
-    found = []
-    deadline = time.monotonic() + 30
-    while len(found) < count and time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is not None and not msg.error():
-            found.append(message_type.from_bytes(msg.value()))
-    consumer.close()
-    return found
-
-
 @pytest.fixture
-def claim(settings) -> TrainingData:
+def claim(settings, read_topic) -> TrainingData:
     store = ObjectStore(settings)
     Preprocessor(settings, PipelineConfig()).handle(_upload(store, settings, seed=21))
-    (claim,) = _read(settings, settings.topic_training_data, 1, TrainingData)
+    (claim,) = read_topic(settings, settings.topic_training_data, 1, TrainingData.from_bytes)
     return claim
 
 
-def test_preprocess_writes_the_claim_once_and_only_republishes_it(settings, claim):
+def test_preprocess_writes_the_claim_once_and_only_republishes_it(settings, claim, read_topic):
     store = ObjectStore(settings)
     prefix = claim.metadata.uri.rsplit("/", 1)[0]
     bucket, key = prefix[5:].split("/", 1)
@@ -95,7 +74,7 @@ def test_preprocess_writes_the_claim_once_and_only_republishes_it(settings, clai
     }
     upload = _upload(store, settings, seed=21)
     Preprocessor(settings, PipelineConfig()).handle(upload)
-    claims = _read(settings, settings.topic_training_data, 2, TrainingData)
+    claims = read_topic(settings, settings.topic_training_data, 2, TrainingData.from_bytes)
     assert [c.config_hash for c in claims] == [claim.config_hash] * 2
     assert {o["Key"]: o["LastModified"] for o in store.list(bucket, key)} == before
 
@@ -108,19 +87,19 @@ def test_a_missing_object_behind_a_claim_is_a_permanent_failure(settings):
         Preprocessor(settings, PipelineConfig()).handle(upload)
 
 
-def test_the_same_claim_twice_trains_once(settings, claim):
+def test_the_same_claim_twice_trains_once(settings, claim, read_topic):
     job = TrainingJob(settings, {"PERSISTENCE": lambda data, _: (PersistenceForecaster(data.layout), {})})
     job.handle(claim)
     job.handle(claim)
     runs = Tracker(settings).lineage_runs(claim.config_hash, "PERSISTENCE")
     assert [r.status for r in runs] == ["FINISHED"]
-    events = _read(settings, settings.topic_model_training, 3, ModelTraining)
+    events = read_topic(settings, settings.topic_model_training, 3, ModelTraining.from_bytes)
     assert [e.status for e in events] == ["RUNNING", "SUCCESS", "SUCCESS"]
     assert events[1].run_id == events[2].run_id == runs[0].run_id
     assert events[2].model_version == events[1].model_version is not None
 
 
-def test_a_failing_training_is_reported_not_retried(settings, claim):
+def test_a_failing_training_is_reported_not_retried(settings, claim, read_topic):
     def broken(data, _):
         raise FloatingPointError("loss is NaN")
 
@@ -128,18 +107,18 @@ def test_a_failing_training_is_reported_not_retried(settings, claim):
     (run,) = Tracker(settings).lineage_runs(claim.config_hash, "GRU")
     assert run.status == "FAILED"
     assert "loss is NaN" in Tracker(settings).client.get_run(run.run_id).data.tags[TAG_ERROR]
-    events = _read(settings, settings.topic_model_training, 2, ModelTraining)
+    events = read_topic(settings, settings.topic_model_training, 2, ModelTraining.from_bytes)
     assert [e.status for e in events] == ["RUNNING", "FAILED"]
     assert "loss is NaN" in events[1].error
 
 
-def test_publishing_survives_a_broker_restart(settings, stack_config):
+def test_publishing_survives_a_broker_restart(settings, stack_config, read_topic):
     producer = MessageProducer(settings)
     event = ModelTraining(config_hash="d" * 64, model_type="GRU", status="RUNNING")
     producer.publish(settings.topic_model_training, event)
     manager.kill_part(stack_config, "kafka")
     manager.up(stack_config, Console(stderr=True))
     producer.publish(settings.topic_model_training, event, timeout=60)
-    assert [e.event_id for e in _read(settings, settings.topic_model_training, 2, ModelTraining)] == [
+    assert [e.event_id for e in read_topic(settings, settings.topic_model_training, 2, ModelTraining.from_bytes)] == [
         event.event_id
     ] * 2

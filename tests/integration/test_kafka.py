@@ -12,7 +12,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from flts.config import ConsumerSettings
@@ -75,25 +74,6 @@ def _consume(settings: ConsumerSettings, topic: str, count: int, handler=None) -
     return seen
 
 
-def _dead_letters(settings: ConsumerSettings, expected: int) -> list[DeadLetter]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": f"dlq-reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([settings.topic_dead_letter])
-    letters: list[DeadLetter] = []
-    deadline = time.monotonic() + 30
-    while len(letters) < expected and time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is not None and not msg.error():
-            letters.append(DeadLetter.model_validate_json(msg.value()))
-    consumer.close()
-    return letters
-
-
 def test_produce_consume_commit(settings, topic):
     sent = _publish(settings, topic, 5)
     assert _consume(settings, topic, 5) == sent
@@ -141,13 +121,13 @@ def test_a_consumer_killed_mid_batch_loses_nothing(settings, topic, tmp_path: Pa
     assert len(handled) - len(sent) <= 1, "more than the in-flight message was replayed"
 
 
-def test_a_poison_message_is_dead_lettered_and_the_consumer_goes_on(settings, topic):
+def test_a_poison_message_is_dead_lettered_and_the_consumer_goes_on(settings, topic, read_topic):
     producer = MessageProducer(settings)
     producer.send(topic, "k", b"{not json", {"origin": "fuzzer"})
     producer.send(topic, "k", json.dumps({"schema_version": 1, "config_hash": "short"}).encode(), None)
     good = _publish(settings, topic, 1)
     assert _consume(settings, topic, 3) == good
-    letters = _dead_letters(settings, 2)
+    letters = read_topic(settings, settings.topic_dead_letter, 2, DeadLetter.model_validate_json)
     assert base64.b64decode(letters[0].value_b64) == b"{not json"
     assert letters[0].headers == {"origin": "fuzzer"}
     assert "invalid message" in letters[0].reason
@@ -155,7 +135,7 @@ def test_a_poison_message_is_dead_lettered_and_the_consumer_goes_on(settings, to
     assert committed_offsets(settings, settings.consumer_group, topic, [0]) == {0: 3}
 
 
-def test_transient_failures_are_retried_and_permanent_ones_dead_lettered(settings, topic):
+def test_transient_failures_are_retried_and_permanent_ones_dead_lettered(settings, topic, read_topic):
     sent = _publish(settings, topic, 2)
     attempts: dict[str, int] = {}
 
@@ -169,7 +149,7 @@ def test_transient_failures_are_retried_and_permanent_ones_dead_lettered(setting
     handled = _consume(settings, topic, 2, flaky)
     assert handled == [sent[0]]
     assert attempts == {sent[0]: 3, sent[1]: 1}
-    (letter,) = _dead_letters(settings, 1)
+    (letter,) = read_topic(settings, settings.topic_dead_letter, 1, DeadLetter.model_validate_json)
     assert "permanent failure" in letter.reason and "gone" in letter.reason
 
 

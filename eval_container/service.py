@@ -45,10 +45,9 @@ class Evaluator:
         with self._lock, log_context(config_hash=config_hash, identifier=identifier):
             runs = runs if runs is not None else self.tracker.lineage_runs(config_hash)
             pointer = self.pointer_uri(identifier, config_hash)
-            if self.store.exists(pointer):
-                decided_at = self.store.get_json(pointer)["decided_at_ms"]
-                if all((r.end_time_ms or r.start_time_ms) <= decided_at for r in runs):
-                    return None
+            previous = self.store.get_json(pointer) if self.store.exists(pointer) else None
+            if previous and all((r.end_time_ms or r.start_time_ms) <= previous["decided_at_ms"] for r in runs):
+                return None
             decision = decide(runs, self.config, int(time.time() * 1000))
             if not decision.ready:
                 log.debug("lineage not ready", extra={"reason": decision.reason})
@@ -56,17 +55,24 @@ class Evaluator:
             if decision.winner is None:
                 log.error("no model to promote", extra={"reason": decision.reason})
                 return decision
-            self._promote(config_hash, identifier, decision, decision.winner)
+            self._promote(config_hash, identifier, decision, decision.winner, previous)
             return decision
 
-    def _promote(self, config_hash: str, identifier: str, decision: Decision, winner: Candidate) -> None:
+    def _promote(
+        self, config_hash: str, identifier: str, decision: Decision, winner: Candidate, previous: dict | None
+    ) -> None:
         version = self.tracker.model_version_of_run(identifier, winner.run_id)
         if version is None:
             raise RuntimeError(f"run {winner.run_id} has no registered model version")
         current = self.tracker.champion(identifier)
-        if current is not None and str(current.version) == version:
-            log.info("winner is already the champion", extra={"model_version": version})
-        else:
+        already = current is not None and str(current.version) == version
+        if already and previous is not None and previous["model_version"] == version:
+            log.info("the winner is already this lineage's promoted champion", extra={"model_version": version})
+            self.store.put_json(
+                self.pointer_uri(identifier, config_hash), {**previous, "decided_at_ms": int(time.time() * 1000)}
+            )
+            return
+        if not already:
             self.tracker.set_champion(identifier, version)
         now = datetime.now(UTC)
         record = {

@@ -8,10 +8,11 @@ import uuid
 import pytest
 from rich.console import Console
 
-from flts.config import PipelineConfig, PreprocessSettings
+from eval_container.service import Evaluator
+from flts.config import EvalSettings, EvaluationConfig, PipelineConfig, PreprocessSettings
 from flts.data.generate import generate_lte_dataset
 from flts.kafka import MessageProducer, PermanentError, ensure_topics
-from flts.messages import DatasetUploaded, ModelTraining, ObjectRef, TrainingData
+from flts.messages import DatasetUploaded, ModelSelected, ModelTraining, ObjectRef, TrainingData
 from flts.models.baselines import PersistenceForecaster
 from flts.stack import manager
 from flts.storage import ObjectStore
@@ -31,6 +32,7 @@ def settings(stack_env, monkeypatch) -> PreprocessSettings:
         topic_training_data=f"it-training-{suffix}",
         topic_inference_data=f"it-inference-{suffix}",
         topic_model_training=f"it-events-{suffix}",
+        topic_model_selected=f"it-selected-{suffix}",
         mlflow_experiment=f"it-{suffix}",
     )
     ensure_topics(settings, partitions=1)
@@ -122,3 +124,27 @@ def test_publishing_survives_a_broker_restart(settings, stack_config, read_topic
     assert [e.event_id for e in read_topic(settings, settings.topic_model_training, 2, ModelTraining.from_bytes)] == [
         event.event_id
     ] * 2
+
+
+def test_eval_promotes_once_and_a_later_equal_model_changes_nothing(settings, claim, read_topic):
+    fields = {k: v for k, v in settings.model_dump().items() if k in EvalSettings.model_fields}
+    eval_settings = EvalSettings(**{**fields, "service_name": "eval", "consumer_group": "flts-eval"})
+    config = PipelineConfig(evaluation=EvaluationConfig(expected_model_types=["PERSISTENCE"]))
+    evaluator = Evaluator(eval_settings, config)
+    persistence = {"PERSISTENCE": lambda data, _: (PersistenceForecaster(data.layout), {})}
+    TrainingJob(settings, persistence).handle(claim)
+    first = evaluator.evaluate(claim.config_hash, claim.identifier)
+    assert first is not None and first.winner.model_type == "PERSISTENCE"
+    champion = Tracker(settings).champion(claim.identifier)
+
+    as_seasonal = {"SEASONAL_NAIVE": lambda data, _: (PersistenceForecaster(data.layout), {})}
+    TrainingJob(settings, as_seasonal).handle(claim)
+    again = evaluator.evaluate(claim.config_hash, claim.identifier)
+    assert again is not None and again.winner.model_type == "PERSISTENCE"
+    assert [c.model_type for c in again.leaderboard] == ["PERSISTENCE", "SEASONAL_NAIVE"]
+
+    assert Tracker(settings).champion(claim.identifier).version == champion.version
+    history = ObjectStore(settings).list(settings.bucket_promotion, f"{claim.identifier}/history/")
+    assert len(history) == 1
+    assert len(read_topic(settings, settings.topic_model_selected, 2, ModelSelected.from_bytes)) == 1
+    assert evaluator.evaluate(claim.config_hash, claim.identifier) is None

@@ -174,6 +174,8 @@ def kill_part(config: StackConfig, name: str) -> None:
     if pid is not None:
         signal_group(pid, signal.SIGKILL)
         wait_for(lambda: not group_members(pid), 10)
+        # A dying JVM can hold its listening sockets a moment after it stops being a process.
+        wait_for(lambda: not any(port_open(config.host, port) for port in part.ports), 15)
     part.pid_file.unlink(missing_ok=True)
 
 

@@ -230,6 +230,7 @@ class ScoreWeights(_Strict):
 
 class EvaluationConfig(_Strict):
     expected_model_types: list[ModelType] = ["GRU", "LSTM", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE"]
+    promotable_model_types: list[ModelType] = ["GRU", "LSTM", "PERSISTENCE"]
     decision_timeout_seconds: float = 900.0
     score_weights: ScoreWeights = ScoreWeights()
 

@@ -15,10 +15,8 @@ from flts.metrics import composite_score
 from flts.tracking import RunSummary
 
 TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
-# A tie goes to the simpler model. Seasonal naive needs a season of history that a /predict
-# window does not carry, so it is ranked on the leaderboard but never served.
+# A tie goes to the simpler model.
 TIE_BREAK_ORDER = ("PERSISTENCE", "SEASONAL_NAIVE", "PROPHET", "GRU", "LSTM")
-SERVABLE = frozenset({"PERSISTENCE", "PROPHET", "GRU", "LSTM"})
 
 
 @dataclass(frozen=True)
@@ -72,8 +70,8 @@ def decide(runs: list[RunSummary], config: EvaluationConfig, now_ms: int) -> Dec
     timed_out = (now_ms - started_ms) / 1000 >= config.decision_timeout_seconds
     if pending and not timed_out:
         return Decision(False, f"waiting for {', '.join(pending)}", board, None)
-    winner = next((c for c in board if c.model_type in SERVABLE), None)
+    winner = next((c for c in board if c.model_type in config.promotable_model_types), None)
     reason = "every expected model type finished" if not pending else f"timed out waiting for {', '.join(pending)}"
     if winner is None:
-        reason += "; no servable model finished with finite metrics"
+        reason += "; no promotable model finished with finite metrics"
     return Decision(True, reason, board, winner)

@@ -84,4 +84,12 @@ def test_a_retrained_model_type_is_represented_by_its_newest_finished_run():
 def test_nothing_servable_is_a_decision_without_a_winner():
     decision = decide([run("GRU", float("nan"))], EvaluationConfig(expected_model_types=["GRU"]), 2_000)
     assert decision.ready and decision.winner is None
-    assert "no servable model" in decision.reason
+    assert "no promotable model" in decision.reason
+
+
+def test_prophet_is_ranked_but_promoted_only_when_configured():
+    runs = [run("PROPHET", 0.1), run("GRU", 0.3)]
+    default = EvaluationConfig(expected_model_types=["PROPHET", "GRU"])
+    assert decide(runs, default, 2_000).winner.model_type == "GRU"
+    allowed = default.model_copy(update={"promotable_model_types": ["PROPHET", "GRU"]})
+    assert decide(runs, allowed, 2_000).winner.model_type == "PROPHET"

@@ -49,7 +49,12 @@ def _upload(store: ObjectStore, settings: PreprocessSettings, seed: int) -> Data
         )
         refs[name] = ObjectRef(uri=stored.uri, sha256=stored.sha256, size_bytes=stored.size_bytes, rows=len(frame))
     return DatasetUploaded(
-        dataset_id=uuid.uuid4().hex[:16], train=refs["train"], test=refs["test"], filename="t.csv", columns=[]
+        dataset_id=uuid.uuid4().hex[:16],
+        identifier=f"it-{seed}-{uuid.uuid4().hex[:6]}",
+        train=refs["train"],
+        test=refs["test"],
+        filename="t.csv",
+        columns=[],
     )
 
 
@@ -74,7 +79,7 @@ def test_preprocess_writes_the_claim_once_and_only_republishes_it(settings, clai
         "scaler.json",
         "claim.json",
     }
-    upload = _upload(store, settings, seed=21)
+    upload = _upload(store, settings, seed=21).model_copy(update={"identifier": claim.identifier})
     Preprocessor(settings, PipelineConfig()).handle(upload)
     claims = read_topic(settings, settings.topic_training_data, 2, TrainingData.from_bytes)
     assert [c.config_hash for c in claims] == [claim.config_hash] * 2

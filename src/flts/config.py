@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,8 +21,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PIPELINE_CONFIG = REPO_ROOT / "config" / "pipeline.yaml"
 
 ModelType = Literal["GRU", "LSTM", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE"]
-NEURAL_MODEL_TYPES: tuple[ModelType, ...] = ("GRU", "LSTM")
-BASELINE_MODEL_TYPES: tuple[ModelType, ...] = ("PERSISTENCE", "SEASONAL_NAIVE")
 
 
 class CommonSettings(BaseSettings):
@@ -278,8 +275,3 @@ def load_pipeline_config(path: Path | str | None = None) -> PipelineConfig:
     source = Path(path or os.environ.get("PIPELINE_CONFIG") or DEFAULT_PIPELINE_CONFIG)
     raw = yaml.safe_load(source.read_text()) or {}
     return PipelineConfig.model_validate(raw)
-
-
-@lru_cache(maxsize=8)
-def cached_pipeline_config(path: str) -> PipelineConfig:
-    return load_pipeline_config(path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flts.config import CommonSettings
 
@@ -170,9 +170,6 @@ class Tracker:
             dst_path=destination,
             tracking_uri=self.settings.mlflow_tracking_uri,
         )
-
-    def run_params(self, run_id: str) -> dict[str, Any]:
-        return dict(self.client.get_run(run_id).data.params)
 
 
 def _summary(run: Run) -> RunSummary:

@@ -28,12 +28,12 @@ from flts.messages import ModelTraining, ObjectRef, TrainingData
 from flts.metrics import forecast_metrics, in_sample_naive_mae
 from flts.models.base import Forecaster, WindowLayout
 from flts.observability import log_context
+from flts.predict import PREPROCESSING_FILE
 from flts.storage import ObjectNotFound, ObjectStore, sha256_bytes
 from flts.tracking import MODEL_ARTIFACT_PATH, TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
 
 log = logging.getLogger(__name__)
 
-PREPROCESSING_FILE = "preprocessing.json"
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 

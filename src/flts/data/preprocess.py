@@ -60,14 +60,6 @@ def lag_column(column: str, lag: int) -> str:
     return f"{column}_lag{lag}"
 
 
-def time_feature_frame(times: pd.DatetimeIndex | np.ndarray, names: list[str]) -> pd.DataFrame:
-    """Cyclic (sin, cos) encodings of hour of day and day of week (UTC), float32.
-
-    Public so inference can encode future timestamps the same way.
-    """
-    return pd.DataFrame(_time_features(pd.DatetimeIndex(times).tz_localize(None).asi8, names))
-
-
 def _time_features(nanoseconds: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
     """From int64 UTC nanoseconds: numpy only, so serving a window costs microseconds."""
     day_fraction = (nanoseconds % _NS_PER_DAY) / _NS_PER_DAY

@@ -22,6 +22,8 @@ for extra in gateway preprocess train nonml eval inference; do
   { header "pyproject.toml [$extra]"; "${compile[@]}" pyproject.toml --extra "$extra" | strip_cuda; } \
     > "$OUT/$extra.txt"
 done
+# PyTorch alone, for the layer the torch images share (installed with its own dependencies from the index).
+{ header "deploy/requirements/train.txt"; grep '^torch==' "$OUT/train.txt"; } > "$OUT/torch.txt"
 # The MLflow tracking server image (Postgres backend store, S3 artifacts) and the wheel builder.
 { header "deploy/requirements/mlflow.in"; "${compile[@]}" "$OUT/mlflow.in"; } > "$OUT/mlflow.txt"
 { header "deploy/requirements/build.in"; "${compile[@]}" "$OUT/build.in"; } > "$OUT/build.txt"

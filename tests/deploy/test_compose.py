@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -58,22 +59,33 @@ def test_images_are_versioned_never_latest(compose_model: dict[str, Any]) -> Non
         assert "${FLTS_VERSION:-0.1.0}" in RAW["services"][name]["image"], name
 
 
-def test_every_flts_service_builds_from_its_own_dockerfile(compose_model: dict[str, Any]) -> None:
-    dockerfiles = {
-        "gateway": "gateway_container/Dockerfile",
-        "preprocess": "preprocess_container/Dockerfile",
-        "train-gru": "train_container/Dockerfile",
-        "train-lstm": "train_container/Dockerfile",
-        "nonml": "nonML_container/Dockerfile",
-        "eval": "eval_container/Dockerfile",
-        "inference": "inference_container/Dockerfile",
-        "mlflow": "deploy/mlflow/Dockerfile",
-    }
-    for name, dockerfile in dockerfiles.items():
-        assert compose_model["services"][name]["build"]["dockerfile"] == dockerfile
-        assert (REPO / dockerfile).is_file()
-    env = compose_model["services"]["train-lstm"]["environment"]
-    assert env["MODEL_TYPE"] == "LSTM" and compose_model["services"]["train-gru"]["environment"]["MODEL_TYPE"] == "GRU"
+def test_every_flts_service_builds_from_the_one_dockerfile(compose_model: dict[str, Any]) -> None:
+    """The services build from the root Dockerfile (args pick the service), MLflow from its own."""
+    services = compose_model["services"]
+    for name in (*FLTS_SERVICES, *ONE_SHOTS):
+        assert services[name]["build"]["dockerfile"] == "Dockerfile", name
+    assert services["mlflow"]["build"]["dockerfile"] == "deploy/mlflow/Dockerfile"
+    assert services["train-gru"]["build"] == services["train-lstm"]["build"], "one train image for both"
+    env = services["train-lstm"]["environment"]
+    assert env["MODEL_TYPE"] == "LSTM" and services["train-gru"]["environment"]["MODEL_TYPE"] == "GRU"
+
+
+def test_torch_index_defaults_to_the_cpu_build_and_can_be_emptied(compose: Callable[..., Any], tmp_path: Path) -> None:
+    """Users get PyTorch's CPU index; an empty TORCH_INDEX_URL (PyPI only) reaches the build as empty."""
+    env_file = tmp_path / ".env"
+    env_file.write_text(ENV_EXAMPLE.read_text() + "TORCH_INDEX_URL=\n")
+    for env, expected in ((ENV_EXAMPLE, "https://download.pytorch.org/whl/cpu"), (env_file, "")):
+        model = json.loads(compose("config", "--format", "json", env_file=env).stdout)
+        for name in ("train-gru", "inference"):
+            assert model["services"][name]["build"]["args"]["TORCH_INDEX_URL"] == expected, name
+
+
+def test_host_ports_are_configurable(compose: Callable[..., Any], tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(ENV_EXAMPLE.read_text() + "FLTS_GATEWAY_PORT=18000\nFLTS_INFERENCE_PORT=18001\n")
+    model = json.loads(compose("config", "--format", "json", env_file=env_file).stdout)
+    published = {name: model["services"][name]["ports"][0]["published"] for name in ("gateway", "inference")}
+    assert published == {"gateway": "18000", "inference": "18001"}
 
 
 def test_start_order_is_guarded_by_health(compose_model: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
 """The Dockerfiles, offline: hadolint, and what they COPY and run exists in the repository.
 
-Images cannot be built here (no Docker engine), so these tests check what a build would need: the
-files each COPY names are in the build context (and not excluded by .dockerignore), the module each
-CMD runs exists, the pinned requirements carry the service's own extra only.
+These run without a Docker engine (tests/compose builds and runs the images for real): the files each
+COPY names are in the build context (and not excluded by .dockerignore), every compose service builds its
+own extra and runs its own module, the pinned requirements carry the service's own extra only.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from deploy_support import CONTAINER_DIRS, REPO
@@ -27,7 +28,8 @@ SERVICE_EXTRAS = {
 }
 HTTP_SERVICES = {"gateway_container", "inference_container"}
 TORCH_SERVICES = {"train_container", "inference_container"}
-DOCKERFILES = [REPO / d / "Dockerfile" for d in CONTAINER_DIRS] + [REPO / "deploy" / "mlflow" / "Dockerfile"]
+DOCKERFILE = REPO / "Dockerfile"
+DOCKERFILES = [DOCKERFILE, REPO / "deploy" / "mlflow" / "Dockerfile"]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
@@ -104,13 +106,28 @@ def test_dockerignore_keeps_secrets_and_clutter_out() -> None:
         assert not dockerignored(path), f"{path} is excluded but the images need it"
 
 
-# ------------------------------------------------------------------------------------------- per Dockerfile
+# ------------------------------------------------------------------------------------------- the Dockerfile
 
 
-def test_one_dockerfile_per_container() -> None:
+def _arg_default(name: str) -> str:
+    (default,) = [args.split("=", 1)[1] for keyword, args in instructions(DOCKERFILE) if args.startswith(f"{name}=")]
+    return default.strip('"')
+
+
+def _compose_build_args(compose_model: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Build args of every compose service built from the one Dockerfile, by service name."""
+    return {
+        name: service["build"].get("args", {})
+        for name, service in compose_model["services"].items()
+        if service.get("build", {}).get("dockerfile") == "Dockerfile"
+    }
+
+
+def test_one_dockerfile_for_every_service_no_copies() -> None:
     assert set(CONTAINER_DIRS) == set(SERVICE_EXTRAS)
+    assert not list(REPO.glob("*_container/Dockerfile")), "the services build from the one root Dockerfile"
     for directory in CONTAINER_DIRS:
-        assert (REPO / directory / "Dockerfile").is_file(), directory
+        assert (REPO / directory / "service.py").is_file(), directory
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
@@ -127,10 +144,12 @@ def test_copy_sources_exist_and_reach_the_build_context(dockerfile: Path) -> Non
     copies = [args for keyword, args in instructions(dockerfile) if keyword in {"COPY", "ADD"}]
     assert copies
     for args in copies:
-        words = [w for w in shlex.split(args) if not w.startswith("--")]
         if "--from=" in args:
             continue  # from another stage
-        for source in words[:-1]:
+        words = [w for w in shlex.split(args) if not w.startswith("--")]
+        # ${SERVICE} stands for every service's extra.
+        sources = [w.replace("${SERVICE}", extra) for w in words[:-1] for extra in set(SERVICE_EXTRAS.values())]
+        for source in sources:
             matches = list(REPO.glob(source.rstrip("/")))
             assert matches, f"{dockerfile.relative_to(REPO)}: COPY {source} matches nothing"
             for match in matches:
@@ -142,37 +161,32 @@ def test_copy_sources_exist_and_reach_the_build_context(dockerfile: Path) -> Non
                     assert not dockerignored(rel), f"{rel} (COPY {source}) is excluded by .dockerignore"
 
 
-@pytest.mark.parametrize("directory", sorted(SERVICE_EXTRAS))
-def test_cmd_module_exists_and_only_its_own_code_is_copied(directory: str) -> None:
-    steps = instructions(REPO / directory / "Dockerfile")
+def test_every_compose_service_builds_its_own_extra_and_runs_its_own_module(compose_model: dict[str, Any]) -> None:
+    steps = instructions(DOCKERFILE)
     (cmd,) = [exec_form(args) for keyword, args in steps if keyword == "CMD"]
-    assert cmd == ["python", "-m", f"{directory}.service"]
-    assert (REPO / directory / "service.py").is_file()
-    copied = " ".join(args for keyword, args in steps if keyword == "COPY")
-    others = set(SERVICE_EXTRAS) - {directory}
-    assert not any(other in copied for other in others), f"{directory} copies another service's code"
-    assert "src/" in copied, "the shared package is copied once, from src/"
+    assert cmd[-1] == 'exec python -m "$FLTS_SERVICE_MODULE".service', cmd
+    built = _compose_build_args(compose_model)
+    assert {args["SERVICE"] for args in built.values()} == set(SERVICE_EXTRAS.values())
+    for name, args in built.items():
+        module = args.get("SERVICE_MODULE", _arg_default("SERVICE_MODULE").replace("${SERVICE}", args["SERVICE"]))
+        assert SERVICE_EXTRAS[module] == args["SERVICE"], f"{name}: {module} is not the {args['SERVICE']} service"
+        assert (args.get("PYTORCH") == "yes") == (module in TORCH_SERVICES), f"{name}: PyTorch only where needed"
+        assert ("HTTP_PORT" in args) == (module in HTTP_SERVICES), name
 
 
-@pytest.mark.parametrize("directory", sorted(SERVICE_EXTRAS))
-def test_image_hygiene(directory: str) -> None:
-    dockerfile = REPO / directory / "Dockerfile"
-    steps = instructions(dockerfile)
-    froms = [args for keyword, args in steps if keyword == "FROM"]
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm AS base", froms[0]), froms[0]
-    assert len(froms) >= 3, "multi-stage: the runtime image carries no build tools"
+def test_image_hygiene() -> None:
+    steps = instructions(DOCKERFILE)
+    assert not DOCKERFILE.read_text().startswith("# syntax="), "a frontend image would have to be pulled"
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", _arg_default("PYTHON_IMAGE"))
+    assert _arg_default("TORCH_INDEX_URL") == "https://download.pytorch.org/whl/cpu", "users get the CPU build"
     users = [args for keyword, args in steps if keyword == "USER"]
     assert users and users[-1].split(":")[0].isdigit() and int(users[-1].split(":")[0]) >= 10000, users
     healthchecks = [args for keyword, args in steps if keyword == "HEALTHCHECK"]
-    assert healthchecks, "every image has a HEALTHCHECK"
-    if directory in HTTP_SERVICES:
-        assert "/healthz" in healthchecks[0]
-    run = " ".join(args for keyword, args in steps if keyword == "RUN")
-    extra = SERVICE_EXTRAS[directory]
-    assert f"-r {extra}.txt" in run, f"installs deploy/requirements/{extra}.txt"
-    assert ("download.pytorch.org/whl/cpu" in run) == (directory in TORCH_SERVICES)
-    assert "--no-cache-dir" in run
-    assert "apt-get" not in run, "no OS packages: every dependency is a wheel"
+    assert healthchecks and "/healthz" in healthchecks[0] and "/metrics" in healthchecks[0]
+    installs = [args for keyword, args in steps if keyword == "RUN" and "pip install" in args and " -r " in args]
+    assert all("--mount=type=cache" in args for args in installs), "pip downloads are cached, not in layers"
+    assert any("-r /tmp/requirements.txt" in args and "--no-deps" in args for args in installs)
+    assert not any("apt-get" in args for keyword, args in steps if keyword == "RUN"), "every dependency is a wheel"
 
 
 def test_mlflow_image() -> None:

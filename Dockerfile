@@ -1,0 +1,85 @@
+# One Dockerfile for every FLTS service image; build args pick the service. From the repository root:
+#   docker build --build-arg SERVICE=gateway -t flts/gateway:0.1.0 .
+#   docker build --build-arg SERVICE=train --build-arg PYTORCH=yes -t flts/train:0.1.0 .
+# (docker-compose.yaml and `tests/compose/images.py` pass the same arguments.) SERVICE is the extra of
+# pyproject.toml the image installs, from its fully pinned deploy/requirements/<SERVICE>.txt
+# (deploy/lock.sh), and the *_container module it runs. Images that need PyTorch (train, inference) share
+# one layer with it, built and stored once. Needs BuildKit (the default builder of Docker >= 23 and of
+# compose v2); no `# syntax=` line, so the built-in frontend is used and nothing is pulled for it.
+
+# The base image, pinned by version.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# "yes" for the services that run PyTorch models (train, inference).
+ARG PYTORCH=no
+
+FROM ${PYTHON_IMAGE} AS python
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PATH=/opt/venv/bin:$PATH
+# A fixed non-root uid/gid, so Kubernetes runAsNonRoot can verify it and volumes can be chowned to it.
+RUN groupadd --system --gid 10001 flts \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin flts \
+ && python -m venv /opt/venv
+
+# PyTorch alone, so train and inference share this layer. The CPU index keeps the images small; any
+# index that serves torch works (empty: PyPI only, whose Linux wheel is the CUDA build).
+FROM python AS deps-pytorch-yes
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+COPY deploy/requirements/torch.txt /tmp/torch.txt
+RUN --mount=type=cache,target=/root/.cache/pip,id=flts-pip,sharing=locked \
+    pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r /tmp/torch.txt
+
+FROM python AS deps-pytorch-no
+
+# The service's own pinned dependencies (transitive ones included, so --no-deps installs exactly them).
+# hadolint ignore=DL3006
+FROM deps-pytorch-${PYTORCH} AS deps
+ARG SERVICE
+COPY deploy/requirements/${SERVICE}.txt /tmp/requirements.txt
+RUN --mount=type=cache,target=/root/.cache/pip,id=flts-pip,sharing=locked \
+    test -n "${SERVICE}" && pip install --no-deps -r /tmp/requirements.txt
+
+# The code: one wheel of the shared package and the service modules, built once for every image.
+FROM python AS wheel
+COPY deploy/requirements/build.txt /tmp/build.txt
+RUN --mount=type=cache,target=/root/.cache/pip,id=flts-pip,sharing=locked \
+    pip install --no-deps -r /tmp/build.txt
+WORKDIR /build
+COPY pyproject.toml README.md ./
+COPY src/ src/
+COPY gateway_container/ gateway_container/
+COPY preprocess_container/ preprocess_container/
+COPY train_container/ train_container/
+COPY nonML_container/ nonML_container/
+COPY eval_container/ eval_container/
+COPY inference_container/ inference_container/
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
+
+FROM deps AS service
+ARG SERVICE
+ARG SERVICE_MODULE=${SERVICE}_container
+ARG FLTS_VERSION=0.1.0
+# The API port of the HTTP services (gateway 8000, inference 8001); empty for the Kafka workers.
+ARG HTTP_PORT=""
+LABEL org.opencontainers.image.title="flts-${SERVICE}" \
+      org.opencontainers.image.description="FLTS ${SERVICE} service (python -m ${SERVICE_MODULE}.service)" \
+      org.opencontainers.image.version="${FLTS_VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    pip install --no-deps /wheels/flts-*.whl
+# The image's default pipeline config; compose and the chart mount the same file at the same path.
+COPY config/pipeline.yaml /etc/flts/pipeline.yaml
+ENV FLTS_SERVICE_MODULE=${SERVICE_MODULE} \
+    PIPELINE_CONFIG=/etc/flts/pipeline.yaml \
+    HTTP_HOST=0.0.0.0 \
+    HTTP_PORT=${HTTP_PORT} \
+    METRICS_PORT=9100
+# The working directory is the one writable place (a tmpfs in compose, an emptyDir in the chart).
+WORKDIR /tmp
+USER 10001:10001
+# The HTTP services (HTTP_PORT set) answer /healthz; a worker's Prometheus endpoint shows it is alive.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request as u; p = os.environ.get('HTTP_PORT'); u.urlopen(f'http://127.0.0.1:{p}/healthz' if p else 'http://127.0.0.1:%s/metrics' % os.environ['METRICS_PORT'], timeout=4)"]
+CMD ["sh", "-c", "exec python -m \"$FLTS_SERVICE_MODULE\".service"]

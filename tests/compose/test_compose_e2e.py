@@ -1,0 +1,125 @@
+"""docker compose, for real: the repository's compose file on a real Docker engine, end to end.
+
+`docker compose up` alone must end with a served champion (the file's own one-shot `upload-demo` sends
+the bundled dataset); the `loadtest` profile's Locust must load the inference container without a failure;
+a trainer container killed mid-training (SIGKILL of its process, as the kernel's OOM killer does) must not
+stop the pipeline. The whole project is taken down with its volumes afterwards, leaving nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from harness import Compose, run
+
+from flts.client import FltsClient, window_request
+from flts.data.generate import write_dataset
+
+pytestmark = pytest.mark.compose
+
+EXPECTED_RUNS = {"GRU", "LSTM", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE"}
+HEALTHY = ("kafka", "minio", "postgres", "mlflow", "gateway", "preprocess", "train-gru", "train-lstm", "nonml", "eval")
+
+
+def _wait_for_exit(project: Compose, service: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        container = project.state().get(service, {})
+        if container.get("State") == "exited":
+            return container
+        time.sleep(3)
+    raise AssertionError(f"{service} did not finish within {timeout:.0f} s: {project.state().get(service)}")
+
+
+def _finished_runs(status: dict) -> set[str]:
+    return {run["model_type"] for run in status["training"] if run["status"] == "FINISHED"}
+
+
+@pytest.fixture(scope="module")
+def client(urls: dict[str, str]) -> FltsClient:
+    return FltsClient(urls["gateway"], urls["inference"])
+
+
+@pytest.fixture(scope="module")
+def demo_lineage(compose_project: Compose, client: FltsClient) -> dict:
+    """What `docker compose up` alone produces: the one-shot uploader's lineage, served."""
+    started = time.monotonic()
+    uploader = _wait_for_exit(compose_project, "upload-demo", timeout=600)
+    logs = compose_project("logs", "--no-color", "--no-log-prefix", "upload-demo").stdout
+    assert uploader["ExitCode"] == 0, logs
+    upload = json.loads(logs[logs.index("{") : logs.rindex("}") + 1])
+    status = client.wait_for_champion(upload["config_hash"], upload["identifier"], timeout=900)
+    print(f"\ncompose: upload-demo -> champion served in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return status
+
+
+def test_compose_up_alone_ends_with_a_champion_answering_predict(
+    compose_project: Compose, client: FltsClient, demo_lineage: dict, tmp_path: Path
+) -> None:
+    assert _finished_runs(demo_lineage) == EXPECTED_RUNS
+    state = compose_project.state()
+    unhealthy = {name: state[name].get("Health") for name in HEALTHY if state[name].get("Health") != "healthy"}
+    assert not unhealthy, unhealthy
+    assert state["init"]["ExitCode"] == 0
+
+    _, test_csv = write_dataset(tmp_path)  # the same generated dataset the uploader sent
+    forecast = client.predict(window_request(pd.read_csv(test_csv), rows=10))
+    champion = demo_lineage["champion"]
+    assert forecast["model_version"] == champion["model_version"]
+    assert forecast["model_type"] == champion["model_type"]
+    assert forecast["predictions"] and all(len(row) > 1 for row in forecast["predictions"])
+
+
+def test_loadtest_profile_locust_loads_inference_without_a_failure(compose_project: Compose, demo_lineage) -> None:
+    """The profile's own Locust image and locustfile, headless, bounded to 20 s, inside the compose network."""
+    result = compose_project(
+        "--profile", "loadtest", "run", "--rm", "--no-deps", "locust-master",
+        "-f", "/mnt/locust/locustfile.py", "--host", "http://inference:8001",
+        "--headless", "--users", "8", "--spawn-rate", "8", "--run-time", "20s", "--stop-timeout", "5",
+        "--only-summary", "--exit-code-on-error", "1",
+        check=False, timeout=180,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    aggregated = re.search(r"Aggregated\s+(\d+)\s+(\d+)\(", output)
+    assert aggregated, output[-3000:]
+    requests, failures = map(int, aggregated.groups())
+    print(f"\ncompose: locust 8 users 20 s -> {requests} requests, {failures} failures", file=sys.stderr)
+    assert result.returncode == 0 and failures == 0 and requests > 0, output[-3000:]
+
+
+def _training_started(client: FltsClient, config_hash: str, identifier: str, model_type: str) -> bool:
+    status = client.lineage(config_hash, identifier) or {}
+    return any(r["model_type"] == model_type and r["status"] == "RUNNING" for r in status.get("training", []))
+
+
+def test_a_trainer_killed_mid_training_is_restarted_and_the_lineage_completes(
+    compose_project: Compose, client: FltsClient, demo_lineage, tmp_path: Path
+) -> None:
+    train_csv, test_csv = write_dataset(tmp_path, train_rows=6_000, test_rows=1_200, seed=23)
+    upload = client.upload(train_csv, test_csv, identifier="compose-killed-trainer")
+    config_hash, identifier = upload["config_hash"], upload["identifier"]
+
+    deadline = time.monotonic() + 300
+    while not _training_started(client, config_hash, identifier, "GRU"):
+        assert time.monotonic() < deadline, client.lineage(config_hash, identifier)
+        time.sleep(1)
+    time.sleep(3)  # into the epochs, not the set-up
+    container = compose_project.state()["train-gru"]
+    pid = int(run(["docker", "inspect", "-f", "{{.State.Pid}}", container["ID"]], capture_output=True).stdout)
+    os.kill(pid, signal.SIGKILL)
+
+    status = client.wait_for_champion(config_hash, identifier, timeout=900)
+    assert _finished_runs(status) == EXPECTED_RUNS
+    restarts = run(["docker", "inspect", "-f", "{{.RestartCount}}", container["ID"]], capture_output=True).stdout
+    assert int(restarts) >= 1, "the killed trainer was not restarted by its restart policy"
+    forecast = client.predict(window_request(pd.read_csv(test_csv), rows=10, identifier=identifier))
+    assert forecast["identifier"] == identifier
+    assert forecast["model_version"] == status["champion"]["model_version"]

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint unit stack-up stack-down stack-status clean
+.PHONY: venv demo test lint unit test-fast test-compose compose-images stack-up stack-down stack-status clean
 
 venv:
 	@scripts/bootstrap.sh
@@ -19,6 +19,18 @@ test: venv lint
 
 unit: venv
 	$(BIN)/pytest tests/unit tests/service $(PYTEST_ARGS)
+
+# The inner loop: everything that needs neither a stack, nor Docker, nor a cluster (about a minute).
+test-fast: venv lint
+	$(BIN)/pytest tests/unit tests/service tests/deploy $(PYTEST_ARGS)
+
+# docker compose for real: builds every image and runs docker-compose.yaml end to end (tests/compose).
+test-compose: venv
+	$(BIN)/pytest -m compose tests/compose $(PYTEST_ARGS)
+
+# Builds the compose stand-ins and our images into the local Docker engine (starting one if needed).
+compose-images: venv
+	$(BIN)/python tests/compose/harness.py
 
 demo: venv
 	$(BIN)/flts demo

@@ -50,7 +50,11 @@ def compose_project(docker_engine: DockerEngine, tmp_path_factory: pytest.TempPa
     build_seconds = build_images(project)
     print(f"\ncompose: images built in {build_seconds:.0f} s", file=sys.stderr)
     try:
-        project("up", "--detach", *(f"--scale={name}=0" for name in OBSERVABILITY), timeout=900)
+        try:
+            project("up", "--detach", "--pull=never", *(f"--scale={name}=0" for name in OBSERVABILITY), timeout=900)
+        except RuntimeError:
+            print(project("logs", "--no-color", "--tail", "60", check=False).stdout, file=sys.stderr)
+            raise
         print(f"compose: up in {time.monotonic() - started - build_seconds:.0f} s", file=sys.stderr)
         yield project
     finally:

@@ -140,7 +140,9 @@ def _build(tag: str, context: Path, **build_args: str) -> None:
         ["docker", "build", "-q", "-t", tag, *args, str(context)],
         check=False,
         capture_output=True,
-        env={**os.environ, "DOCKER_BUILDKIT": "1"},
+        # The stand-ins need no BuildKit feature; the classic builder works with any docker CLI (28.x's
+        # BuildKit path wants the buildx plugin, which Debian's engine does not ship).
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},
     )
     if result.returncode != 0:
         raise RuntimeError(f"building {tag} failed:\n{result.stdout}\n{result.stderr}")
@@ -249,14 +251,17 @@ class Compose:
         # Only the env file feeds interpolation: nothing from the shell or a developer's own .env.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "FLTS_", "S3_", "POSTGRES_"))}
         cmd = [str(compose_binary()), "-p", self.project, "--project-directory", str(REPO), "-f", str(COMPOSE_FILE)]
-        return run(
+        result = run(
             [*cmd, "--env-file", str(self.env_file), *args],
-            check=check,
+            check=False,
             capture_output=capture,
             env={**env, "DOCKER_BUILDKIT": "1"},
             cwd=REPO,
             timeout=timeout,
         )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"docker compose {' '.join(args)} failed:\n{(result.stderr or '')[-4000:]}")
+        return result
 
     def leftovers(self) -> dict[str, list[str]]:
         """Containers, networks and volumes of this project that still exist."""

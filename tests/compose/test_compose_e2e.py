@@ -115,8 +115,12 @@ def test_a_trainer_killed_mid_training_is_restarted_and_the_lineage_completes(
     container = compose_project.state()["train-gru"]
     pid = int(run(["docker", "inspect", "-f", "{{.State.Pid}}", container["ID"]], capture_output=True).stdout)
     os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
 
     status = client.wait_for_champion(config_hash, identifier, timeout=900)
+    print(
+        f"\ncompose: train-gru SIGKILLed mid-training -> champion in {time.monotonic() - killed:.0f} s", file=sys.stderr
+    )
     assert _finished_runs(status) == EXPECTED_RUNS
     restarts = run(["docker", "inspect", "-f", "{{.RestartCount}}", container["ID"]], capture_output=True).stdout
     assert int(restarts) >= 1, "the killed trainer was not restarted by its restart policy"

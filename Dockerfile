@@ -35,6 +35,7 @@ FROM python AS deps-pytorch-no
 
 # The service's own pinned dependencies (transitive ones included, so --no-deps installs exactly them).
 # hadolint ignore=DL3006
+# checkov:skip=CKV_DOCKER_7: an earlier stage of this file (deps-pytorch-yes or -no), not a pulled image
 FROM deps-pytorch-${PYTORCH} AS deps
 ARG SERVICE
 COPY deploy/requirements/${SERVICE}.txt /tmp/requirements.txt

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import pandas as pd
 import uvicorn
-from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import StreamingResponse
 from prometheus_client import Counter, make_asgi_app
 
@@ -25,12 +25,14 @@ from flts.messages import DatasetUploaded, ObjectRef
 from flts.observability import configure_logging, log_context
 from flts.storage import ObjectNotFound, ObjectStore, ObjectTooLarge
 from flts.tracking import Tracker
+from flts.web import BodySizeLimit
 
 log = logging.getLogger(__name__)
 
 UPLOADS = Counter("flts_gateway_uploads_total", "Dataset uploads by outcome.", ["outcome"])
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CONFIG_HASH = re.compile(r"^[0-9a-f]{64}$")
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
 class Gateway:
@@ -57,7 +59,7 @@ class Gateway:
             )
         upload.file.seek(0)
         try:
-            return read_measurements(upload.file, self.config.data)
+            return read_measurements(upload.file, self.config.data, self.config.limits)
         except DataError as exc:
             raise HTTPException(422, f"{role} file {upload.filename!r}: {exc}") from exc
 
@@ -94,19 +96,18 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         description="Upload measurements, follow the pipeline, download its objects.",
     )
     app.mount("/metrics", make_asgi_app())
+    # The whole request (train + test files and the multipart framing) is bounded while it streams in.
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
+        on_refused=UPLOADS.labels("too_large").inc,
+    )
     state: dict[str, Gateway] = {}
 
     def gateway() -> Gateway:
         if "gateway" not in state:
             state["gateway"] = Gateway(settings, load_pipeline_config(settings.pipeline_config))
         return state["gateway"]
-
-    def within_size_limit(request: Request) -> None:
-        """Refuse an oversized body from its Content-Length, before it is read."""
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
-            UPLOADS.labels("too_large").inc()
-            raise HTTPException(413, f"request body is {length} bytes; the limit is {settings.max_upload_bytes}")
 
     @app.get("/healthz", tags=["probes"])
     def healthz() -> dict[str, str]:
@@ -120,7 +121,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             raise HTTPException(503, f"object store not reachable: {exc}", headers={"Retry-After": "5"}) from exc
         return {"status": "ready"}
 
-    @app.post("/datasets", status_code=202, tags=["datasets"], dependencies=[Depends(within_size_limit)])
+    @app.post("/datasets", status_code=202, tags=["datasets"])
     def upload_dataset(
         gw: Annotated[Gateway, Depends(gateway)],
         train: Annotated[UploadFile, File(description="CSV of measurements: a time column and numeric columns.")],
@@ -140,7 +141,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             if test is not None and test_frame is not None:
                 test_ref = gw.store_upload(test, f"{prefix}/test.csv", len(test_frame))
             hashes = [train_ref.sha256] + ([test_ref.sha256] if test_ref else [])
-            config_hash = compute_config_hash(gw.config, *hashes)
+            config_hash = compute_config_hash(gw.config, identifier, *hashes)
             message = DatasetUploaded(
                 dataset_id=dataset_id,
                 identifier=identifier,
@@ -171,8 +172,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.get("/objects/{bucket}/{key:path}", tags=["objects"])
     def download(bucket: str, key: str, gw: Annotated[Gateway, Depends(gateway)]) -> StreamingResponse:
-        if bucket not in settings.buckets:
-            raise HTTPException(404, f"unknown bucket {bucket!r}; one of {settings.buckets}")
+        if bucket != settings.bucket_datasets:
+            # Model weights, processed data and promotion pointers are the pipeline's, not the uploader's.
+            raise HTTPException(404, f"only uploads are served here (bucket {settings.bucket_datasets!r})")
         parts = key.split("/")
         if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
             raise HTTPException(400, f"invalid object key {key!r}")

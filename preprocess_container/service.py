@@ -32,7 +32,7 @@ class Preprocessor:
 
     def handle(self, upload: DatasetUploaded) -> None:
         hashes = [upload.train.sha256] + ([upload.test.sha256] if upload.test else [])
-        config_hash = compute_config_hash(self.config, *hashes)
+        config_hash = compute_config_hash(self.config, upload.identifier, *hashes)
         prefix = f"s3://{self.settings.bucket_processed}/{upload.identifier}/{config_hash}"
         with log_context(config_hash=config_hash, dataset_id=upload.dataset_id, identifier=upload.identifier):
             claim_uri = f"{prefix}/claim.json"
@@ -58,7 +58,7 @@ class Preprocessor:
         if sha256_bytes(data) != ref.sha256:
             raise PermanentError(f"{ref.uri} does not match the sha256 in the message")
         try:
-            return read_measurements(data, self.config.data)
+            return read_measurements(data, self.config.data, self.config.limits)
         except DataError as exc:
             raise PermanentError(f"{ref.uri}: {exc}") from exc
 

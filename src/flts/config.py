@@ -153,6 +153,20 @@ class DataConfig(_Strict):
     target_columns: list[str] | None = None
 
 
+class LimitsConfig(_Strict):
+    """What one uploaded file may hold: checked at the gateway (and again by preprocess) before any work.
+
+    They bound the cost of one tenant's upload for everyone: Prophet fits one model per column, windows
+    grow with rows, and the text cells are parsed as timestamps.
+    """
+
+    max_columns: int = Field(64, ge=2)
+    max_rows: int = Field(1_000_000, ge=1)
+    max_header_bytes: int = Field(8192, ge=64)
+    max_column_name_chars: int = Field(64, ge=1)
+    max_cell_chars: int = Field(64, ge=8)
+
+
 class OutlierConfig(_Strict):
     method: Literal["none", "iqr", "percentile"] = "none"
     iqr_k: float = 3.0
@@ -239,6 +253,7 @@ class InferenceConfig(_Strict):
 
 class PipelineConfig(_Strict):
     data: DataConfig = DataConfig()
+    limits: LimitsConfig = LimitsConfig()
     preprocessing: PreprocessingConfig = PreprocessingConfig()
     windows: WindowConfig = WindowConfig()
     models: ModelsConfig = ModelsConfig()
@@ -265,9 +280,13 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def compute_config_hash(config: PipelineConfig, *data_sha256: str) -> str:
-    """sha256 of the canonical lineage config plus the content hashes of the input files."""
-    payload = canonical_json({"config": config.lineage_part(), "data": list(data_sha256)})
+def compute_config_hash(config: PipelineConfig, identifier: str, *data_sha256: str) -> str:
+    """sha256 of the canonical lineage config, the identifier and the content hashes of the input files.
+
+    The identifier is part of the lineage: the same file uploaded for two series makes two lineages, each
+    with its own runs, model versions and champion.
+    """
+    payload = canonical_json({"config": config.lineage_part(), "identifier": identifier, "data": list(data_sha256)})
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -160,3 +160,18 @@ def test_eval_killed_after_the_training_events_were_consumed_still_promotes(
     assert status["champion"]["identifier"] == "cell-2"
     assert tracker.champion("cell-2") is not None
     assert tracker.champion("global").run_id == first_run["status"]["champion"]["run_id"]
+
+
+def test_the_same_file_uploaded_for_two_identifiers_gives_each_its_own_champion(first_run, client, dataset, settings):
+    """The identifier is part of the lineage: neither tenant finds, announces or serves the other's runs."""
+    uploads = [client.upload(*dataset, identifier=name) for name in ("tenant-a", "tenant-b")]
+    assert len({u["config_hash"] for u in uploads} | {first_run["upload"]["config_hash"]}) == 3
+    tracker = Tracker(settings)
+    for upload in uploads:
+        status = client.wait_for_champion(upload["config_hash"], identifier=upload["identifier"], timeout=400)
+        champion = status["champion"]
+        assert champion["identifier"] == upload["identifier"]
+        assert tracker.champion(upload["identifier"]).run_id == champion["run_id"]
+        assert {r.identifier for r in tracker.lineage_runs(upload["config_hash"])} == {upload["identifier"]}
+    runs = [{r.run_id for r in tracker.lineage_runs(u["config_hash"])} for u in uploads]
+    assert not runs[0] & runs[1], "the two tenants share runs"

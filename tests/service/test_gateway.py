@@ -56,7 +56,27 @@ def test_an_oversized_upload_is_413(csv_bytes, limit):
     small = TestClient(create_app(GatewaySettings(max_upload_bytes=limit)), raise_server_exceptions=False)
     response = _upload(small, csv_bytes * 8)
     assert response.status_code == 413
-    assert f"the limit is {limit}" in response.json()["detail"]
+    assert "the limit is" in response.json()["detail"]
+
+
+def test_a_chunked_oversized_body_is_413_without_a_content_length(csv_bytes):
+    """No Content-Length to check up front: the body is counted as it streams and cut at the limit."""
+    small = TestClient(create_app(GatewaySettings(max_upload_bytes=10_000)), raise_server_exceptions=False)
+    boundary = "flts-test-boundary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="train"; filename="t.csv"\r\n\r\n'.encode()
+    chunks = iter([head, *[csv_bytes] * 40, f"\r\n--{boundary}--\r\n".encode()])
+    response = small.post(
+        "/datasets", content=chunks, headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+    )
+    assert response.status_code == 413, response.text
+    assert "exceeds the limit" in response.json()["detail"]
+
+
+def test_a_column_name_mlflow_cannot_log_is_422_at_upload(client, raw_data):
+    frame = raw_data[0].head(400).rename(columns={"up": "util%"})
+    response = _upload(client, frame.to_csv(index=False).encode())
+    assert response.status_code == 422
+    assert "'util%'" in response.json()["detail"]
 
 
 def test_a_bad_identifier_is_422(client, csv_bytes):
@@ -80,10 +100,11 @@ def test_a_key_cannot_escape_its_bucket(client, path):
     assert client.get(path).status_code == 400
 
 
-def test_only_the_pipelines_buckets_can_be_read(client):
-    response = client.get("/objects/private/key.csv")
+@pytest.mark.parametrize("bucket", ["private", "mlflow", "processed-data", "model-promotion", "inference-logs"])
+def test_only_uploads_can_be_read_not_model_weights_or_pointers(client, bucket):
+    response = client.get(f"/objects/{bucket}/global/key.json")
     assert response.status_code == 404
-    assert "unknown bucket" in response.json()["detail"]
+    assert "only uploads are served" in response.json()["detail"]
 
 
 def test_a_run_status_needs_a_real_config_hash(client):

@@ -24,11 +24,22 @@ def test_the_shipped_pipeline_config_loads_and_states_every_default():
 
 def test_config_hash_is_stable_and_changes_with_data_or_config():
     config = PipelineConfig()
-    first = compute_config_hash(config, SHA_A)
-    assert first == compute_config_hash(PipelineConfig(), SHA_A)
-    assert first != compute_config_hash(config, SHA_B)
+    first = compute_config_hash(config, "global", SHA_A)
+    assert first == compute_config_hash(PipelineConfig(), "global", SHA_A)
+    assert first != compute_config_hash(config, "global", SHA_B)
     changed = config.model_copy(update={"preprocessing": config.preprocessing.model_copy(update={"scaler": "robust"})})
-    assert first != compute_config_hash(changed, SHA_A)
+    assert first != compute_config_hash(changed, "global", SHA_A)
+
+
+def test_the_same_data_for_two_identifiers_makes_two_lineages():
+    config = PipelineConfig()
+    assert compute_config_hash(config, "cell-a", SHA_A) != compute_config_hash(config, "cell-b", SHA_A)
+
+
+def test_upload_limits_do_not_change_the_lineage():
+    config = PipelineConfig()
+    tighter = config.model_copy(update={"limits": config.limits.model_copy(update={"max_columns": 8})})
+    assert compute_config_hash(config, "global", SHA_A) == compute_config_hash(tighter, "global", SHA_A)
 
 
 def test_model_hyperparameters_do_not_change_the_lineage():
@@ -40,7 +51,7 @@ def test_model_hyperparameters_do_not_change_the_lineage():
             )
         }
     )
-    assert compute_config_hash(config, SHA_A) == compute_config_hash(more_epochs, SHA_A)
+    assert compute_config_hash(config, "global", SHA_A) == compute_config_hash(more_epochs, "global", SHA_A)
 
 
 def test_unknown_keys_in_the_pipeline_config_are_an_error(tmp_path: Path):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flts.config import DataConfig, PipelineConfig
+from flts.config import DataConfig, LimitsConfig, PipelineConfig
 from flts.data.io import DataError, read_measurements, resolve_columns, split_sizes, validate_measurements
 
 CSV = b"time,cell,down,up\n2024-01-01T00:00:00,a,1.5,2\n2024-01-01T00:02:00,a,,3\n2024-01-01T00:04:00,a,inf,4\n"
@@ -94,6 +94,43 @@ def test_mostly_numeric_text_column_is_a_measurement_with_a_bad_value() -> None:
     data = b"time,down,label\n2024-01-01,1,a\n2024-01-02,n/a?,b\n2024-01-03,3,c\n"
     with pytest.raises(DataError, match=r"column 'down', row 2: 'n/a\?' is not a number"):
         read_measurements(data, DataConfig())
+
+
+LIMITS = LimitsConfig(max_columns=4, max_rows=3, max_header_bytes=64, max_column_name_chars=12, max_cell_chars=32)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"time,a,b,c,d\n2024-01-01,1,2,3,4\n", "5 columns; at most 4 (limits.max_columns)"),
+        (b"time," + b"x" * 80 + b"\n2024-01-01,1\n", "longer than 64 bytes (limits.max_header_bytes)"),
+        (b"time,down\n" + b"2024-01-01,1\n" * 4, "more than 3 rows (limits.max_rows)"),
+        (b"time,averyverylongname\n2024-01-01,1\n", "at most 12 characters (limits.max_column_name_chars)"),
+        (b"time,down\n2024-01-01" + b" " * 40 + b"Z,1\n", "column 'time', row 1: the value is longer than 32"),
+    ],
+)
+def test_each_upload_limit_is_refused_with_its_name(data: bytes, message: str) -> None:
+    with pytest.raises(DataError) as error:
+        read_measurements(data, DataConfig(), LIMITS)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["rsrp(dBm)", "util%", "-lead", "a/b"])
+def test_column_names_mlflow_cannot_log_are_refused_at_upload(name: str) -> None:
+    with pytest.raises(DataError, match=r"becomes an MLflow metric key") as error:
+        read_measurements(f"time,{name}\n2024-01-01,1\n".encode(), DataConfig())
+    assert repr(name) in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["is_gap", "hour_sin", "dow_cos", "down_lag3"])
+def test_a_measured_column_named_like_a_generated_feature_is_refused(name: str) -> None:
+    with pytest.raises(DataError, match=rf"column '{name}': the name is reserved"):
+        read_measurements(f"time,{name}\n2024-01-01,1\n".encode(), DataConfig())
+
+
+def test_names_with_spaces_dots_and_dashes_are_accepted() -> None:
+    frame = read_measurements(b"time,DL bitrate,rb.up,mcs-down\n2024-01-01,1,2,3\n", DataConfig())
+    assert list(frame.columns) == ["time", "DL bitrate", "rb.up", "mcs-down"]
 
 
 def test_split_sizes_are_chronological_and_complete() -> None:

@@ -7,8 +7,10 @@ counted from 1 = the first data row under the header.
 
 from __future__ import annotations
 
+import csv
 import io
 import math
+import re
 from pathlib import Path
 from typing import BinaryIO
 
@@ -16,13 +18,15 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_datetime64_any_dtype, is_numeric_dtype
 
-from flts.config import DataConfig, PipelineConfig, SplitConfig
+from flts.config import DataConfig, LimitsConfig, PipelineConfig, SplitConfig
+from flts.data.features import generated_name
 
 # A text column counts as a measurement when at least this share of its values are numbers;
 # below it, it is taken as a label (e.g. a cell name) and ignored.
 NUMERIC_SHARE = 0.5
 # pandas' name for a column without a header: a saved row index, never a measurement.
 UNNAMED_PREFIX = "Unnamed: "
+COLUMN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\- ]*")
 
 
 class DataError(ValueError):
@@ -114,32 +118,89 @@ def resolve_columns(frame: pd.DataFrame, config: DataConfig) -> tuple[list[str],
     return features, targets
 
 
-def read_measurements(source: bytes | str | Path | BinaryIO, config: DataConfig) -> pd.DataFrame:
+def read_measurements(
+    source: bytes | str | Path | BinaryIO, config: DataConfig, limits: LimitsConfig | None = None
+) -> pd.DataFrame:
     """Parse a CSV into time (UTC) [+ identifier] + the selected numeric columns (float64).
 
-    ``str`` is a file path. Raises DataError for anything that is not a usable measurement table.
+    ``str`` is a file path. Raises DataError for anything that is not a usable measurement table, or
+    that exceeds ``limits`` (checked before the whole file is parsed: header, columns, then rows).
     """
+    limits = limits or LimitsConfig()
+    if isinstance(source, str | Path):
+        with Path(source).open("rb") as handle:
+            return read_measurements(handle, config, limits)
     handle = io.BytesIO(source) if isinstance(source, bytes) else source
+    _check_header(handle, limits)
     text_columns = {config.time_column: "string"}
     if config.identifier_column:
         text_columns[config.identifier_column] = "string"
     try:
-        frame = pd.read_csv(handle, dtype=text_columns, skipinitialspace=True, low_memory=False)
+        frame = pd.read_csv(
+            handle, dtype=text_columns, skipinitialspace=True, low_memory=False, nrows=limits.max_rows + 1
+        )
     except pd.errors.EmptyDataError as exc:
         raise DataError("the file is empty (expected a CSV header and data rows)") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"not a readable CSV file: {exc}") from exc
+    if len(frame) > limits.max_rows:
+        raise DataError(f"the file has more than {limits.max_rows} rows (limits.max_rows)")
     frame.columns = [str(name).strip() for name in frame.columns]
     if config.time_column not in frame.columns:
         raise DataError(f"time column {config.time_column!r} not found (columns present: {', '.join(frame.columns)})")
     if frame.empty:
         raise DataError("the file has a header but no data rows")
     features, _ = resolve_columns(frame, config)
+    check_column_names(features, limits)
+    for name in text_columns:
+        if name in frame.columns:
+            _check_cell_lengths(frame[name], name, limits)
     columns = {config.time_column: parse_times(frame[config.time_column], config.time_column)}
     if config.identifier_column and config.identifier_column in frame.columns:
         columns[config.identifier_column] = frame[config.identifier_column]
     columns.update({name: to_numeric_column(frame[name], name) for name in features})
     return pd.DataFrame(columns)
+
+
+def _check_header(handle: BinaryIO, limits: LimitsConfig) -> None:
+    """Refuse an over-long header or too many columns from the first line alone, then rewind."""
+    start = handle.tell()
+    header = handle.readline(limits.max_header_bytes + 1)
+    handle.seek(start)
+    if len(header) > limits.max_header_bytes and not header.endswith(b"\n"):
+        raise DataError(f"the header line is longer than {limits.max_header_bytes} bytes (limits.max_header_bytes)")
+    columns = len(next(csv.reader([header.decode("utf-8", errors="replace")]), []))
+    if columns > limits.max_columns:
+        raise DataError(f"the file has {columns} columns; at most {limits.max_columns} (limits.max_columns)")
+
+
+def check_column_names(columns: list[str], limits: LimitsConfig) -> None:
+    """Measured columns become metric keys (MLflow) and features beside the generated ones."""
+    for name in columns:
+        if len(name) > limits.max_column_name_chars:
+            raise DataError(
+                f"column {name[:40]!r}...: names are at most {limits.max_column_name_chars} characters"
+                " (limits.max_column_name_chars)"
+            )
+        if not COLUMN_NAME.fullmatch(name):
+            raise DataError(
+                f"column {name!r}: a measured column's name may hold letters, digits, '_', '-', '.' and spaces "
+                "only, and starts with a letter, digit or '_' (it becomes an MLflow metric key)"
+            )
+        if generated_name(name):
+            raise DataError(
+                f"column {name!r}: the name is reserved for a feature preprocessing generates; rename the column"
+            )
+
+
+def _check_cell_lengths(values: pd.Series, column: str, limits: LimitsConfig) -> None:
+    too_long = (values.str.len() > limits.max_cell_chars).fillna(False).to_numpy(dtype=bool)
+    if too_long.any():
+        row = _first_row(too_long)
+        raise DataError(
+            f"column {column!r}, row {row}: the value is longer than {limits.max_cell_chars} characters"
+            " (limits.max_cell_chars)"
+        )
 
 
 def split_sizes(

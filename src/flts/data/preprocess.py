@@ -15,6 +15,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from flts.config import OutlierConfig, PipelineConfig, PreprocessingConfig
+from flts.data.features import GAP_COLUMN, TIME_FEATURE_COLUMNS, lag_column
 from flts.data.io import (
     DataError,
     numeric_values,
@@ -26,11 +27,6 @@ from flts.data.io import (
 from flts.data.scaler import Scaler
 
 METADATA_VERSION = 1
-GAP_COLUMN = "is_gap"
-TIME_FEATURE_COLUMNS: dict[str, tuple[str, str]] = {
-    "hour": ("hour_sin", "hour_cos"),
-    "day_of_week": ("dow_sin", "dow_cos"),
-}
 SPLITS = ("train", "validation", "test")
 _NS_PER_DAY = 86_400 * 10**9
 _STEP_UNITS_NS = (1, 10**3, 10**6, 10**7, 10**8, 10**9, 10**10, 6 * 10**10, 6 * 10**11, 36 * 10**11, _NS_PER_DAY)
@@ -54,10 +50,6 @@ class _Series:
     values: np.ndarray  # float64 [rows, measured columns]; NaN = missing
     gap: np.ndarray  # bool [rows]: the row was missing from the file or had a missing value
     duplicates: int
-
-
-def lag_column(column: str, lag: int) -> str:
-    return f"{column}_lag{lag}"
 
 
 def _time_features(nanoseconds: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:

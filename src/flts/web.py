@@ -1,0 +1,73 @@
+"""What the HTTP services share below their routes: the request body limit, enforced while streaming."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """ASGI middleware: a request body over ``max_bytes`` is answered 413 before it costs memory.
+
+    A declared Content-Length over the limit is refused before a byte is read. A chunked (or lying) body
+    is counted as it arrives and refused at the first chunk past the limit, so nothing beyond it is read
+    or spooled; whatever the route would have answered to the cut-off body is replaced by the 413.
+    """
+
+    def __init__(self, app: Any, max_bytes: int, on_refused: Callable[[], None] | None = None) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.on_refused = on_refused
+
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send, f"request body is {int(declared)} bytes; the limit is {self.max_bytes}")
+            return
+        received, exceeded, started = 0, False, False
+
+        async def counted_receive() -> Message:
+            nonlocal received, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded:
+                return  # the route's answer to a body cut short; the 413 below replaces it
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await self._refuse(send, f"request body exceeds the limit of {self.max_bytes} bytes")
+
+    async def _refuse(self, send: Callable, detail: str) -> None:
+        if self.on_refused:
+            self.on_refused()
+        body = json.dumps({"detail": detail}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": [*headers, (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})

@@ -3,8 +3,12 @@
 Nothing is held in memory that MLflow and the promotion bucket do not already say: a sweep
 thread re-derives every undecided lineage, so a restarted eval, or one that missed a message,
 still promotes once the expected model types have finished or the timeout has passed.
-Promotion = registry alias `champion` + history entry + `model-selected` + lineage pointer
-(written last: its presence means the lineage is decided). Promoting the same winner twice is a no-op.
+Promotion = registry alias `champion` + history entry + `model-selected` + lineage pointer.
+Every decision is recorded in the lineage's `decision.json` (written last: its presence means the
+lineage is decided, so a sweep neither repeats it nor logs it again). Promoting the same winner twice
+is a no-op, and promotions are monotonic per identifier: the champion only moves to a lineage whose
+data was uploaded later than the one it holds (a late run of an older lineage re-decides that lineage's
+leaderboard but does not take the alias back).
 """
 
 from __future__ import annotations
@@ -38,15 +42,25 @@ class Evaluator:
     def pointer_uri(self, identifier: str, config_hash: str) -> str:
         return f"s3://{self.settings.bucket_promotion}/{identifier}/{config_hash}/current.json"
 
+    def decision_uri(self, identifier: str, config_hash: str) -> str:
+        return f"s3://{self.settings.bucket_promotion}/{identifier}/{config_hash}/decision.json"
+
+    def _read(self, uri: str) -> dict | None:
+        return self.store.get_json(uri) if self.store.exists(uri) else None
+
+    def _record(self, identifier: str, config_hash: str, outcome: str, decision: Decision, **extra: object) -> None:
+        record = {"outcome": outcome, "reason": decision.reason, "decided_at_ms": int(time.time() * 1000), **extra}
+        self.store.put_json(self.decision_uri(identifier, config_hash), record)
+
     def handle(self, event: ModelTraining) -> None:
         self.evaluate(event.config_hash, event.identifier)
 
     def evaluate(self, config_hash: str, identifier: str, runs: list[RunSummary] | None = None) -> Decision | None:
         with self._lock, log_context(config_hash=config_hash, identifier=identifier):
             runs = runs if runs is not None else self.tracker.lineage_runs(config_hash)
-            pointer = self.pointer_uri(identifier, config_hash)
-            previous = self.store.get_json(pointer) if self.store.exists(pointer) else None
-            if previous and all((r.end_time_ms or r.start_time_ms) <= previous["decided_at_ms"] for r in runs):
+            previous = self._read(self.pointer_uri(identifier, config_hash))
+            decided = self._read(self.decision_uri(identifier, config_hash)) or previous
+            if decided and all((r.end_time_ms or r.start_time_ms) <= decided["decided_at_ms"] for r in runs):
                 return None
             decision = decide(runs, self.config, int(time.time() * 1000))
             if not decision.ready:
@@ -54,9 +68,29 @@ class Evaluator:
                 return decision
             if decision.winner is None:
                 log.error("no model to promote", extra={"reason": decision.reason})
+                self._record(identifier, config_hash, "no_winner", decision)
+                return decision
+            holder = self._newer_champion(identifier, decision.winner.run_id)
+            if holder is not None:
+                log.warning(
+                    "not promoted: the champion belongs to a lineage uploaded later",
+                    extra={"champion_config_hash": holder.config_hash, "champion_run_id": holder.run_id},
+                )
+                self._record(identifier, config_hash, "superseded", decision, champion_config_hash=holder.config_hash)
                 return decision
             self._promote(config_hash, identifier, decision, decision.winner, previous)
+            self._record(identifier, config_hash, "promoted", decision, run_id=decision.winner.run_id)
             return decision
+
+    def _newer_champion(self, identifier: str, winner_run_id: str) -> RunSummary | None:
+        """The current champion's run, when its lineage's data was uploaded after the winner's."""
+        current = self.tracker.champion(identifier)
+        if current is None or current.run_id == winner_run_id:
+            return None
+        holder, winner = self.tracker.run_summary(current.run_id), self.tracker.run_summary(winner_run_id)
+        if holder.config_hash != winner.config_hash and holder.lineage_order > winner.lineage_order:
+            return holder
+        return None
 
     def _promote(
         self, config_hash: str, identifier: str, decision: Decision, winner: Candidate, previous: dict | None
@@ -68,9 +102,6 @@ class Evaluator:
         already = current is not None and str(current.version) == version
         if already and previous is not None and previous["model_version"] == version:
             log.info("the winner is already this lineage's promoted champion", extra={"model_version": version})
-            self.store.put_json(
-                self.pointer_uri(identifier, config_hash), {**previous, "decided_at_ms": int(time.time() * 1000)}
-            )
             return
         if not already:
             self.tracker.set_champion(identifier, version)

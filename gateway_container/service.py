@@ -222,8 +222,11 @@ def lineage_status(gw: Gateway, config_hash: str, identifier: str) -> dict[str, 
         }
     runs = gw.tracker.lineage_runs(config_hash)
     decision = decide(runs, gw.config.evaluation, int(time.time() * 1000))
-    pointer_uri = f"s3://{settings.bucket_promotion}/{identifier}/{config_hash}/current.json"
-    champion = gw.store.get_json(pointer_uri) if gw.store.exists(pointer_uri) else None
+    lineage_prefix = f"s3://{settings.bucket_promotion}/{identifier}/{config_hash}"
+    champion, recorded = (
+        gw.store.get_json(uri) if gw.store.exists(uri) else None
+        for uri in (f"{lineage_prefix}/current.json", f"{lineage_prefix}/decision.json")
+    )
     if preprocessed is None and not runs:
         raise HTTPException(404, f"no lineage {config_hash} for identifier {identifier!r} (yet)")
     return {
@@ -242,7 +245,8 @@ def lineage_status(gw: Gateway, config_hash: str, identifier: str) -> dict[str, 
             }
             for r in runs
         ],
-        "decision": {"ready": decision.ready, "reason": decision.reason},
+        # outcome (eval's record): promoted, superseded (a lineage uploaded later holds the champion), no_winner.
+        "decision": {"ready": decision.ready, "reason": decision.reason, "outcome": (recorded or {}).get("outcome")},
         "leaderboard": [
             {"model_type": c.model_type, "run_id": c.run_id, "score": c.score} for c in decision.leaderboard
         ],

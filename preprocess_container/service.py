@@ -93,6 +93,7 @@ class Preprocessor:
             target_columns=metadata["target_columns"],
             frequency=metadata["frequency"],
             force=upload.force,
+            uploaded_at=upload.created_at,
         )
         return claim, InferenceData(**common, data=splits["test"], metadata=meta)
 

@@ -114,6 +114,7 @@ class TrainingData(LineageMessage):
     target_columns: list[str]
     frequency: str
     force: bool = False
+    uploaded_at: datetime | None = Field(None, description="When the data was uploaded: orders the lineages.")
 
 
 class InferenceData(LineageMessage):
@@ -150,6 +151,11 @@ class ModelSelected(LineageMessage):
     model_version: str
     score: float
     pointer: S3Uri
+
+    @property
+    def key(self) -> str:
+        """Keyed by identifier: an identifier's promotions reach every replica in the order they were made."""
+        return self.identifier
 
 
 class DeadLetter(BaseModel):

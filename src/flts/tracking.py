@@ -28,6 +28,8 @@ TAG_MODEL_TYPE = "flts.model_type"
 TAG_IDENTIFIER = "flts.identifier"
 TAG_DATASET = "flts.dataset_id"
 TAG_ERROR = "flts.error"
+# When the lineage's data was uploaded (epoch ms): orders an identifier's lineages for promotion.
+TAG_UPLOADED_AT = "flts.uploaded_at_ms"
 MODEL_ARTIFACT_PATH = "model"
 
 
@@ -41,6 +43,13 @@ class RunSummary:
     start_time_ms: int
     end_time_ms: int | None
     error: str | None
+    config_hash: str = ""
+    uploaded_at_ms: int | None = None
+
+    @property
+    def lineage_order(self) -> int:
+        """Upload time of the run's lineage; runs from before the tag existed fall back to their start."""
+        return self.uploaded_at_ms if self.uploaded_at_ms is not None else self.start_time_ms
 
 
 def registered_model_name(settings: CommonSettings, identifier: str) -> str:
@@ -76,17 +85,14 @@ class Tracker:
                 self._experiment_id = experiment.experiment_id
         return self._experiment_id
 
-    def start_run(self, config_hash: str, model_type: str, identifier: str, dataset_id: str) -> str:
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"{model_type.lower()}-{config_hash[:12]}",
-            tags={
-                TAG_CONFIG_HASH: config_hash,
-                TAG_MODEL_TYPE: model_type,
-                TAG_IDENTIFIER: identifier,
-                TAG_DATASET: dataset_id,
-            },
-        )
+    def start_run(
+        self, config_hash: str, model_type: str, identifier: str, dataset_id: str, uploaded_at_ms: int | None = None
+    ) -> str:
+        tags = {TAG_CONFIG_HASH: config_hash, TAG_MODEL_TYPE: model_type, TAG_IDENTIFIER: identifier}
+        tags[TAG_DATASET] = dataset_id
+        if uploaded_at_ms is not None:
+            tags[TAG_UPLOADED_AT] = str(uploaded_at_ms)
+        run = self.client.create_run(self.experiment_id, run_name=f"{model_type.lower()}-{config_hash[:12]}", tags=tags)
         return run.info.run_id
 
     def lineage_runs(self, config_hash: str, model_type: str | None = None) -> list[RunSummary]:
@@ -146,6 +152,9 @@ class Tracker:
         versions = self.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
         return str(versions[0].version) if versions else None
 
+    def run_summary(self, run_id: str) -> RunSummary:
+        return _summary(self.client.get_run(run_id))
+
     def champion(self, identifier: str) -> ModelVersion | None:
         from mlflow.exceptions import MlflowException
 
@@ -182,4 +191,6 @@ def _summary(run: Run) -> RunSummary:
         start_time_ms=run.info.start_time,
         end_time_ms=run.info.end_time,
         error=run.data.tags.get(TAG_ERROR),
+        config_hash=run.data.tags.get(TAG_CONFIG_HASH, ""),
+        uploaded_at_ms=int(uploaded) if (uploaded := run.data.tags.get(TAG_UPLOADED_AT, "")).isdigit() else None,
     )

@@ -142,7 +142,10 @@ class TrainingJob:
 
     def _train_one(self, model_type: str, fit: Fit, data: LineageData) -> None:
         claim = data.claim
-        run_id = self.tracker.start_run(claim.config_hash, model_type, claim.identifier, claim.dataset_id)
+        uploaded_at_ms = int(claim.uploaded_at.timestamp() * 1000) if claim.uploaded_at else None
+        run_id = self.tracker.start_run(
+            claim.config_hash, model_type, claim.identifier, claim.dataset_id, uploaded_at_ms
+        )
         with log_context(run_id=run_id):
             self._announce(claim, model_type, "RUNNING", run_id)
             try:

@@ -39,7 +39,9 @@ def settings(stack_env, monkeypatch) -> PreprocessSettings:
     return settings
 
 
-def _upload(store: ObjectStore, settings: PreprocessSettings, seed: int) -> DatasetUploaded:
+def _upload(
+    store: ObjectStore, settings: PreprocessSettings, seed: int, identifier: str | None = None
+) -> DatasetUploaded:
     train, test = generate_lte_dataset(train_rows=800, test_rows=200, seed=seed)
     refs = {}
     for name, frame in (("train", train), ("test", test)):
@@ -50,7 +52,7 @@ def _upload(store: ObjectStore, settings: PreprocessSettings, seed: int) -> Data
         refs[name] = ObjectRef(uri=stored.uri, sha256=stored.sha256, size_bytes=stored.size_bytes, rows=len(frame))
     return DatasetUploaded(
         dataset_id=uuid.uuid4().hex[:16],
-        identifier=f"it-{seed}-{uuid.uuid4().hex[:6]}",
+        identifier=identifier or f"it-{seed}-{uuid.uuid4().hex[:6]}",
         train=refs["train"],
         test=refs["test"],
         filename="t.csv",
@@ -131,13 +133,18 @@ def test_publishing_survives_a_broker_restart(settings, stack_config, read_topic
     ] * 2
 
 
-def test_eval_promotes_once_and_a_later_equal_model_changes_nothing(settings, claim, read_topic):
+PERSISTENCE = {"PERSISTENCE": lambda data, _: (PersistenceForecaster(data.layout), {})}
+
+
+def _evaluator(settings: PreprocessSettings, expected: list[str]) -> Evaluator:
     fields = {k: v for k, v in settings.model_dump().items() if k in EvalSettings.model_fields}
     eval_settings = EvalSettings(**{**fields, "service_name": "eval", "consumer_group": "flts-eval"})
-    config = PipelineConfig(evaluation=EvaluationConfig(expected_model_types=["PERSISTENCE"]))
-    evaluator = Evaluator(eval_settings, config)
-    persistence = {"PERSISTENCE": lambda data, _: (PersistenceForecaster(data.layout), {})}
-    TrainingJob(settings, persistence).handle(claim)
+    return Evaluator(eval_settings, PipelineConfig(evaluation=EvaluationConfig(expected_model_types=expected)))
+
+
+def test_eval_promotes_once_and_a_later_equal_model_changes_nothing(settings, claim, read_topic):
+    evaluator = _evaluator(settings, ["PERSISTENCE"])
+    TrainingJob(settings, PERSISTENCE).handle(claim)
     first = evaluator.evaluate(claim.config_hash, claim.identifier)
     assert first is not None and first.winner.model_type == "PERSISTENCE"
     champion = Tracker(settings).champion(claim.identifier)
@@ -152,4 +159,49 @@ def test_eval_promotes_once_and_a_later_equal_model_changes_nothing(settings, cl
     history = ObjectStore(settings).list(settings.bucket_promotion, f"{claim.identifier}/history/")
     assert len(history) == 1
     assert len(read_topic(settings, settings.topic_model_selected, 2, ModelSelected.from_bytes)) == 1
+    assert evaluator.evaluate(claim.config_hash, claim.identifier) is None
+
+
+def test_a_late_run_of_an_older_lineage_does_not_take_the_champion_back(settings, read_topic):
+    """Upload order, not decision order: the older lineage is decided, the newer one keeps the alias."""
+    store = ObjectStore(settings)
+    identifier = f"it-order-{uuid.uuid4().hex[:6]}"
+    older = _upload(store, settings, seed=31, identifier=identifier)
+    newer = _upload(store, settings, seed=32, identifier=identifier)
+    preprocessor = Preprocessor(settings, PipelineConfig())
+    for upload in (newer, older):
+        preprocessor.handle(upload)
+    claims = {c.dataset_id: c for c in read_topic(settings, settings.topic_training_data, 2, TrainingData.from_bytes)}
+    evaluator, job, tracker = (
+        _evaluator(settings, ["PERSISTENCE"]),
+        TrainingJob(settings, PERSISTENCE),
+        Tracker(settings),
+    )
+
+    job.handle(claims[newer.dataset_id])
+    assert evaluator.evaluate(claims[newer.dataset_id].config_hash, identifier).winner is not None
+    champion = tracker.champion(identifier)
+    late = claims[older.dataset_id]
+    job.handle(late)
+    decision = evaluator.evaluate(late.config_hash, identifier)
+
+    assert decision is not None and decision.winner is not None
+    assert tracker.champion(identifier).version == champion.version
+    recorded = store.get_json(evaluator.decision_uri(identifier, late.config_hash))
+    assert recorded["outcome"] == "superseded"
+    assert recorded["champion_config_hash"] == claims[newer.dataset_id].config_hash
+    assert len(read_topic(settings, settings.topic_model_selected, 2, ModelSelected.from_bytes)) == 1
+    assert evaluator.evaluate(late.config_hash, identifier) is None, "a decided lineage is not decided again"
+
+
+def test_a_lineage_without_a_winner_is_decided_once_not_every_sweep(settings, claim):
+    def broken(data, _):
+        raise FloatingPointError("loss is NaN")
+
+    TrainingJob(settings, {"GRU": broken}).handle(claim)
+    evaluator = _evaluator(settings, ["GRU"])
+    first = evaluator.evaluate(claim.config_hash, claim.identifier)
+    assert first is not None and first.ready and first.winner is None
+    recorded = ObjectStore(settings).get_json(evaluator.decision_uri(claim.identifier, claim.config_hash))
+    assert recorded["outcome"] == "no_winner"
     assert evaluator.evaluate(claim.config_hash, claim.identifier) is None

@@ -14,6 +14,8 @@ from flts.stack.cli import app as stack_app
 
 app = typer.Typer(help="FLTS: a Kafka-driven forecasting pipeline.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+dead_letters_app = typer.Typer(help="The dead-letter topic: what failed and why; re-drive it after a fix.")
+app.add_typer(dead_letters_app, name="dead-letters")
 # Wide enough for the leaderboard when the output is a log rather than a terminal.
 console = Console(width=None if sys.stdout.isatty() else 150)
 
@@ -90,6 +92,41 @@ def init() -> None:
     ensure_topics(settings)
     ObjectStore(settings).ensure_buckets()
     console.print(f"topics {settings.topics} and buckets {settings.buckets} are in place")
+
+
+@dead_letters_app.command("list")
+def dead_letters_list() -> None:
+    """Every dead letter: where it came from, when and why (reads the topic; changes nothing)."""
+    from rich.table import Table
+
+    from flts.config import CommonSettings
+    from flts.deadletters import list_letters
+
+    letters = list_letters(CommonSettings())
+    table = Table("dead letter", "source", "group", "failed at", "reason")
+    for item in letters:
+        letter = item.letter
+        table.add_row(
+            item.position,
+            f"{letter.source_topic}/{letter.partition}:{letter.offset}",
+            letter.consumer_group,
+            letter.failed_at.isoformat(timespec="seconds"),
+            letter.reason[:200],
+        )
+    console.print(table)
+    console.print(f"{len(letters)} dead letter(s)")
+
+
+@dead_letters_app.command("replay")
+def dead_letters_replay() -> None:
+    """Re-publish every dead letter not replayed before to its source topic (idempotent: run it twice)."""
+    from flts.config import CommonSettings
+    from flts.deadletters import replay
+
+    sent = replay(CommonSettings())
+    for item in sent:
+        console.print(f"replayed {item.position} -> {item.letter.source_topic} ({item.letter.reason[:120]})")
+    console.print(f"{len(sent)} dead letter(s) replayed")
 
 
 if __name__ == "__main__":

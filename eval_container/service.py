@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from flts.config import EvalSettings, PipelineConfig, load_pipeline_config
@@ -57,7 +58,7 @@ class Evaluator:
 
     def evaluate(self, config_hash: str, identifier: str, runs: list[RunSummary] | None = None) -> Decision | None:
         with self._lock, log_context(config_hash=config_hash, identifier=identifier):
-            runs = runs if runs is not None else self.tracker.lineage_runs(config_hash)
+            runs = self._close_orphans(runs if runs is not None else self.tracker.lineage_runs(config_hash))
             previous = self._read(self.pointer_uri(identifier, config_hash))
             decided = self._read(self.decision_uri(identifier, config_hash)) or previous
             if decided and all((r.end_time_ms or r.start_time_ms) <= decided["decided_at_ms"] for r in runs):
@@ -81,6 +82,21 @@ class Evaluator:
             self._promote(config_hash, identifier, decision, decision.winner, previous)
             self._record(identifier, config_hash, "promoted", decision, run_id=decision.winner.run_id)
             return decision
+
+    def _close_orphans(self, runs: list[RunSummary]) -> list[RunSummary]:
+        """RUNNING runs whose trainer stopped beating (killed with its process) become KILLED."""
+        now_ms = int(time.time() * 1000)
+        limit_ms = self.config.orphan_after_seconds * 1000
+        closed = []
+        for run in runs:
+            beat = run.heartbeat_ms or run.start_time_ms
+            if run.status == "RUNNING" and now_ms - beat > limit_ms:
+                reason = f"orphaned: no trainer heartbeat for {(now_ms - beat) / 1000:.0f} s (its process died)"
+                self.tracker.fail_run(run.run_id, reason, status="KILLED")
+                log.warning("closed an orphaned run", extra={"run_id": run.run_id, "model_type": run.model_type})
+                run = replace(run, status="KILLED", error=reason, end_time_ms=now_ms)
+            closed.append(run)
+        return closed
 
     def _newer_champion(self, identifier: str, winner_run_id: str) -> RunSummary | None:
         """The current champion's run, when its lineage's data was uploaded after the winner's."""

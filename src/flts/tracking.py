@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,8 @@ TAG_DATASET = "flts.dataset_id"
 TAG_ERROR = "flts.error"
 # When the lineage's data was uploaded (epoch ms): orders an identifier's lineages for promotion.
 TAG_UPLOADED_AT = "flts.uploaded_at_ms"
+# The trainer beats this while it trains (epoch ms); a RUNNING run whose beat stopped lost its process.
+TAG_HEARTBEAT = "flts.heartbeat_ms"
 MODEL_ARTIFACT_PATH = "model"
 
 
@@ -45,6 +48,7 @@ class RunSummary:
     error: str | None
     config_hash: str = ""
     uploaded_at_ms: int | None = None
+    heartbeat_ms: int | None = None
 
     @property
     def lineage_order(self) -> int:
@@ -127,9 +131,12 @@ class Tracker:
                 grouped.setdefault(config_hash, []).append(_summary(run))
         return grouped
 
-    def fail_run(self, run_id: str, error: str) -> None:
+    def fail_run(self, run_id: str, error: str, status: str = "FAILED") -> None:
         self.client.set_tag(run_id, TAG_ERROR, error[:4000])
-        self.client.set_terminated(run_id, status="FAILED")
+        self.client.set_terminated(run_id, status=status)
+
+    def heartbeat(self, run_id: str) -> None:
+        self.client.set_tag(run_id, TAG_HEARTBEAT, str(int(time.time() * 1000)))
 
     def register(self, run_id: str, identifier: str, tags: dict[str, str]) -> str:
         """Register the run's model as a new version of the identifier's registered model."""
@@ -192,5 +199,11 @@ def _summary(run: Run) -> RunSummary:
         end_time_ms=run.info.end_time,
         error=run.data.tags.get(TAG_ERROR),
         config_hash=run.data.tags.get(TAG_CONFIG_HASH, ""),
-        uploaded_at_ms=int(uploaded) if (uploaded := run.data.tags.get(TAG_UPLOADED_AT, "")).isdigit() else None,
+        uploaded_at_ms=_int_tag(run, TAG_UPLOADED_AT),
+        heartbeat_ms=_int_tag(run, TAG_HEARTBEAT),
     )
+
+
+def _int_tag(run: Run, tag: str) -> int | None:
+    value = run.data.tags.get(tag, "")
+    return int(value) if value.isdigit() else None

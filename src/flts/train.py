@@ -11,8 +11,10 @@ import io
 import json
 import logging
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,8 @@ from flts.tracking import MODEL_ARTIFACT_PATH, TAG_CONFIG_HASH, TAG_MODEL_TYPE, 
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+# How often a training run beats its heartbeat (evaluation.orphan_after_seconds must be well above it).
+HEARTBEAT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ class TrainingJob:
         run_id = self.tracker.start_run(
             claim.config_hash, model_type, claim.identifier, claim.dataset_id, uploaded_at_ms
         )
-        with log_context(run_id=run_id):
+        with log_context(run_id=run_id), self._heartbeat(run_id):
             self._announce(claim, model_type, "RUNNING", run_id)
             try:
                 metrics = self._train_and_log(fit, data, run_id)
@@ -161,6 +165,28 @@ class TrainingJob:
             self.tracker.client.set_terminated(run_id, status="FINISHED")
             log.info("training finished", extra={"model_version": version, "test_rmse": metrics.get("test_rmse")})
             self._announce(claim, model_type, "SUCCESS", run_id, metrics, version)
+
+    @contextmanager
+    def _heartbeat(self, run_id: str) -> Iterator[None]:
+        """Beat the run's heartbeat while it trains: eval closes a RUNNING run whose beat stops."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                try:
+                    self.tracker.heartbeat(run_id)
+                except Exception:
+                    log.warning("heartbeat not recorded; retrying", exc_info=True)
+                if stop.wait(HEARTBEAT_SECONDS):
+                    return
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{run_id[:8]}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
 
     def _train_and_log(self, fit: Fit, data: LineageData, run_id: str) -> dict[str, float]:
         from mlflow.entities import Metric, Param

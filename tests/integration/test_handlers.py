@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import uuid
 
 import pytest
@@ -205,3 +206,21 @@ def test_a_lineage_without_a_winner_is_decided_once_not_every_sweep(settings, cl
     recorded = ObjectStore(settings).get_json(evaluator.decision_uri(claim.identifier, claim.config_hash))
     assert recorded["outcome"] == "no_winner"
     assert evaluator.evaluate(claim.config_hash, claim.identifier) is None
+
+
+def test_a_run_whose_trainer_died_is_closed_as_killed_and_does_not_hold_up_the_decision(settings, claim):
+    """A trainer SIGKILLed mid-training leaves its run RUNNING; without heartbeats eval closes it."""
+    tracker = Tracker(settings)
+    orphan = tracker.start_run(claim.config_hash, "GRU", claim.identifier, claim.dataset_id)
+    alive = tracker.start_run(claim.config_hash, "LSTM", claim.identifier, claim.dataset_id)
+    evaluator = _evaluator(settings, ["GRU", "LSTM"])
+    evaluator.config = evaluator.config.model_copy(update={"orphan_after_seconds": 2.0})
+    time.sleep(3)
+    tracker.heartbeat(alive)
+
+    decision = evaluator.evaluate(claim.config_hash, claim.identifier)
+
+    assert tracker.client.get_run(orphan).info.status == "KILLED"
+    assert "no trainer heartbeat" in tracker.client.get_run(orphan).data.tags[TAG_ERROR]
+    assert tracker.client.get_run(alive).info.status == "RUNNING", "a beating run is left alone"
+    assert decision is not None and decision.reason == "waiting for LSTM"

@@ -28,16 +28,19 @@ STACK_MARKERS = ("integration", "e2e")
 
 @pytest.fixture(scope="session")
 def stack_config() -> StackConfig:
+    """The test stack's ports; FLTS_TEST_PORT_OFFSET (e.g. 500) moves them, and its state, for a second
+    test session on the same machine."""
+    offset = int(os.environ.get("FLTS_TEST_PORT_OFFSET", "0"))
     return StackConfig(
-        state_dir=Path("~/.cache/flts/test-state"),
-        kafka_port=29092,
-        kafka_controller_port=29093,
-        minio_port=29000,
-        minio_console_port=29001,
-        mlflow_port=25000,
-        gateway_port=28000,
-        inference_port=28001,
-        metrics_base_port=29100,
+        state_dir=Path(f"~/.cache/flts/test-state{f'-{offset}' if offset else ''}"),
+        kafka_port=29092 + offset,
+        kafka_controller_port=29093 + offset,
+        minio_port=29000 + offset,
+        minio_console_port=29001 + offset,
+        mlflow_port=25000 + offset,
+        gateway_port=28000 + offset,
+        inference_port=28001 + offset,
+        metrics_base_port=29100 + offset,
     )
 
 

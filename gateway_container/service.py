@@ -164,11 +164,20 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         }
 
     @app.get("/datasets", tags=["datasets"])
-    def list_datasets(gw: Annotated[Gateway, Depends(gateway)]) -> list[dict[str, Any]]:
-        return [
-            {"key": o["Key"], "size_bytes": o["Size"], "last_modified": o["LastModified"].isoformat()}
-            for o in gw.store.list(settings.bucket_datasets)
+    def list_datasets(
+        gw: Annotated[Gateway, Depends(gateway)],
+        identifier: Annotated[str, Query(description="Whose uploads to list.")] = "global",
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        after: Annotated[str, Query(description="The `next` of the previous page.")] = "",
+    ) -> dict[str, Any]:
+        """One identifier's uploads, a page at a time (never every tenant's at once)."""
+        if not IDENTIFIER.match(identifier):
+            raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
+        objects, next_after = gw.store.page(settings.bucket_datasets, f"{identifier}/", limit, after)
+        items = [
+            {"key": o["Key"], "size_bytes": o["Size"], "last_modified": o["LastModified"].isoformat()} for o in objects
         ]
+        return {"identifier": identifier, "items": items, "next": next_after}
 
     @app.get("/objects/{bucket}/{key:path}", tags=["objects"])
     def download(bucket: str, key: str, gw: Annotated[Gateway, Depends(gateway)]) -> StreamingResponse:
@@ -220,7 +229,8 @@ def lineage_status(gw: Gateway, config_hash: str, identifier: str) -> dict[str, 
             "sampling": metadata.get("config", {}).get("preprocessing", {}).get("sample"),
             "metadata_uri": metadata_uri,
         }
-    runs = gw.tracker.lineage_runs(config_hash)
+    # Only this identifier's runs: a config_hash of another tenant shows nothing of theirs.
+    runs = [r for r in gw.tracker.lineage_runs(config_hash) if r.identifier == identifier]
     decision = decide(runs, gw.config.evaluation, int(time.time() * 1000))
     lineage_prefix = f"s3://{settings.bucket_promotion}/{identifier}/{config_hash}"
     champion, recorded = (

@@ -167,6 +167,12 @@ class ObjectStore:
             objects.extend(page.get("Contents", []))
         return objects
 
+    def page(self, bucket: str, prefix: str, limit: int, after: str = "") -> tuple[list[dict[str, Any]], str | None]:
+        """One page of keys under ``prefix`` after ``after`` (in key order); the key to continue after, if any."""
+        answer = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=limit, StartAfter=after)
+        objects = answer.get("Contents", [])
+        return objects, (objects[-1]["Key"] if answer.get("IsTruncated") and objects else None)
+
     def delete(self, uri: str) -> None:
         bucket, key = split_uri(uri)
         self.client.delete_object(Bucket=bucket, Key=key)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 import yaml
@@ -175,3 +176,18 @@ def test_the_same_file_uploaded_for_two_identifiers_gives_each_its_own_champion(
         assert {r.identifier for r in tracker.lineage_runs(upload["config_hash"])} == {upload["identifier"]}
     runs = [{r.run_id for r in tracker.lineage_runs(u["config_hash"])} for u in uploads]
     assert not runs[0] & runs[1], "the two tenants share runs"
+    other_tenant = httpx.get(
+        f"{client.gateway_url}/runs/{uploads[1]['config_hash']}", params={"identifier": "tenant-a"}, timeout=30
+    )
+    assert other_tenant.status_code == 404, "tenant-a's view shows nothing of tenant-b's lineage"
+
+
+def test_uploads_are_listed_per_identifier_a_page_at_a_time(first_run, client, dataset):
+    client.upload(*dataset, identifier="tenant-list")
+    first = httpx.get(f"{client.gateway_url}/datasets", params={"identifier": "tenant-list", "limit": 1}).json()
+    assert [item["key"].split("/")[0] for item in first["items"]] == ["tenant-list"] and first["next"]
+    rest = httpx.get(
+        f"{client.gateway_url}/datasets", params={"identifier": "tenant-list", "after": first["next"]}
+    ).json()
+    keys = [item["key"] for item in first["items"] + rest["items"]]
+    assert len(keys) == 2 and all(k.startswith("tenant-list/") for k in keys) and rest["next"] is None

@@ -26,6 +26,10 @@ spec:
   replicas: {{ $v.replicaCount }}
   {{- end }}
   revisionHistoryLimit: 3
+  {{- with $v.strategy }}
+  strategy:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   selector:
     matchLabels:
       {{- include "flts.selectorLabels" $ctx | nindent 6 }}

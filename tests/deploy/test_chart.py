@@ -118,6 +118,18 @@ def test_values_schema_rejects_wrong_types(helm: Callable[..., Any]) -> None:
         assert "schema" in result.stderr, result.stderr
 
 
+def test_eval_is_one_writer_never_two_pods(
+    render: Callable[..., list[dict[str, Any]]], helm: Callable[..., Any]
+) -> None:
+    """Two eval pods could both move the champion alias: one replica, and upgrades that do not overlap."""
+    (deployment,) = [o for o in render() if o["kind"] == "Deployment" and o["metadata"]["name"] == "flts-eval"]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    for bad in ("eval.replicaCount=2", "eval.strategy.type=RollingUpdate"):
+        result = helm("template", "flts", str(CHART), "--set", bad, check=False)
+        assert result.returncode != 0 and "schema" in result.stderr, f"--set {bad} was accepted"
+
+
 def test_values_schema_is_valid_json_schema() -> None:
     import jsonschema
 

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from flts.config import EvalSettings, PipelineConfig, load_pipeline_config
 from flts.evaluate import Candidate, Decision, decide
 from flts.kafka import MessageProducer
+from flts.layout import champion_pointer_uri, decision_uri, history_uri
 from flts.messages import ModelSelected, ModelTraining
 from flts.observability import log_context
 from flts.runtime import run_consumer
@@ -41,10 +42,10 @@ class Evaluator:
         self._lock = threading.Lock()
 
     def pointer_uri(self, identifier: str, config_hash: str) -> str:
-        return f"s3://{self.settings.bucket_promotion}/{identifier}/{config_hash}/current.json"
+        return champion_pointer_uri(self.settings, identifier, config_hash)
 
     def decision_uri(self, identifier: str, config_hash: str) -> str:
-        return f"s3://{self.settings.bucket_promotion}/{identifier}/{config_hash}/decision.json"
+        return decision_uri(self.settings, identifier, config_hash)
 
     def _read(self, uri: str) -> dict | None:
         return self.store.get_json(uri) if self.store.exists(uri) else None
@@ -137,8 +138,7 @@ class Evaluator:
                 {"model_type": c.model_type, "run_id": c.run_id, "score": c.score} for c in decision.leaderboard
             ],
         }
-        bucket = self.settings.bucket_promotion
-        self.store.put_json(f"s3://{bucket}/{identifier}/history/{now:%Y%m%dT%H%M%S%f}-{config_hash[:12]}.json", record)
+        self.store.put_json(history_uri(self.settings, identifier, now, config_hash), record)
         pointer = self.pointer_uri(identifier, config_hash)
         self.producer.publish(
             self.settings.topic_model_selected,

@@ -21,6 +21,7 @@ from flts.config import GatewaySettings, PipelineConfig, compute_config_hash, lo
 from flts.data.io import DataError, read_measurements, validate_measurements
 from flts.evaluate import decide
 from flts.kafka import MessageProducer
+from flts.layout import CLAIM_FILE, champion_pointer_uri, decision_uri, processed_prefix
 from flts.messages import DatasetUploaded, ObjectRef
 from flts.observability import configure_logging, log_context
 from flts.storage import ObjectNotFound, ObjectStore, ObjectTooLarge
@@ -71,6 +72,9 @@ class Gateway:
         except DataError as exc:
             raise HTTPException(422, str(exc)) from exc
         return train_frame, test_frame
+
+    def json_if_exists(self, uri: str) -> dict[str, Any] | None:
+        return self.store.get_json(uri) if self.store.exists(uri) else None
 
     def identifier_in(self, frame: pd.DataFrame) -> str | None:
         column = self.config.data.identifier_column
@@ -179,6 +183,30 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         ]
         return {"identifier": identifier, "items": items, "next": next_after}
 
+    @app.get("/lineages", tags=["runs"])
+    def list_lineages(
+        gw: Annotated[Gateway, Depends(gateway)],
+        identifier: Annotated[str, Query(description="Whose lineages to list.")] = "global",
+    ) -> dict[str, Any]:
+        """An identifier's preprocessed lineages, newest first, each with eval's recorded outcome."""
+        if not IDENTIFIER.match(identifier):
+            raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
+        objects = gw.store.list(settings.bucket_processed, f"{identifier}/")
+        claims = sorted((o for o in objects if o["Key"].endswith(f"/{CLAIM_FILE}")), key=lambda o: o["LastModified"])
+        lineages = []
+        for claim in reversed(claims):
+            config_hash = claim["Key"].split("/")[1]
+            recorded = gw.json_if_exists(decision_uri(settings, identifier, config_hash)) or {}
+            lineages.append(
+                {
+                    "config_hash": config_hash,
+                    "preprocessed_at": claim["LastModified"].isoformat(),
+                    "outcome": recorded.get("outcome"),
+                    "reason": recorded.get("reason"),
+                }
+            )
+        return {"identifier": identifier, "lineages": lineages}
+
     @app.get("/objects/{bucket}/{key:path}", tags=["objects"])
     def download(bucket: str, key: str, gw: Annotated[Gateway, Depends(gateway)]) -> StreamingResponse:
         if bucket != settings.bucket_datasets:
@@ -217,10 +245,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 def lineage_status(gw: Gateway, config_hash: str, identifier: str) -> dict[str, Any]:
     """Every stage of a lineage: preprocessing, each model's training, the leaderboard, the champion."""
     settings = gw.settings
-    metadata_uri = f"s3://{settings.bucket_processed}/{identifier}/{config_hash}/metadata.json"
+    metadata_uri = f"{processed_prefix(settings, identifier, config_hash)}/metadata.json"
     preprocessed = None
-    if gw.store.exists(metadata_uri):
-        metadata = gw.store.get_json(metadata_uri)
+    if (metadata := gw.json_if_exists(metadata_uri)) is not None:
         preprocessed = {
             "rows": metadata.get("rows"),
             "feature_columns": metadata.get("feature_columns"),
@@ -232,11 +259,8 @@ def lineage_status(gw: Gateway, config_hash: str, identifier: str) -> dict[str, 
     # Only this identifier's runs: a config_hash of another tenant shows nothing of theirs.
     runs = [r for r in gw.tracker.lineage_runs(config_hash) if r.identifier == identifier]
     decision = decide(runs, gw.config.evaluation, int(time.time() * 1000))
-    lineage_prefix = f"s3://{settings.bucket_promotion}/{identifier}/{config_hash}"
-    champion, recorded = (
-        gw.store.get_json(uri) if gw.store.exists(uri) else None
-        for uri in (f"{lineage_prefix}/current.json", f"{lineage_prefix}/decision.json")
-    )
+    champion = gw.json_if_exists(champion_pointer_uri(settings, identifier, config_hash))
+    recorded = gw.json_if_exists(decision_uri(settings, identifier, config_hash))
     if preprocessed is None and not runs:
         raise HTTPException(404, f"no lineage {config_hash} for identifier {identifier!r} (yet)")
     return {
@@ -252,6 +276,8 @@ def lineage_status(gw: Gateway, config_hash: str, identifier: str) -> dict[str, 
                 "started_at_ms": r.start_time_ms,
                 "seconds": round((r.end_time_ms - r.start_time_ms) / 1000, 1) if r.end_time_ms else None,
                 "metrics": {k: v for k, v in r.metrics.items() if k.startswith("test_") and "__" not in k},
+                # The latest epoch a network has logged while it trains (MLflow metrics, step = epoch).
+                "progress": {k: r.metrics[k] for k in ("epoch", "train_loss", "val_loss") if k in r.metrics},
             }
             for r in runs
         ],

@@ -15,6 +15,7 @@ from flts.config import PipelineConfig, PreprocessSettings, compute_config_hash,
 from flts.data.io import DataError, read_measurements
 from flts.data.preprocess import ProcessedDataset, preprocess
 from flts.kafka import MessageProducer, PermanentError
+from flts.layout import CLAIM_FILE, processed_prefix
 from flts.messages import DatasetUploaded, InferenceData, ObjectRef, TrainingData
 from flts.observability import log_context
 from flts.runtime import run_consumer
@@ -33,9 +34,9 @@ class Preprocessor:
     def handle(self, upload: DatasetUploaded) -> None:
         hashes = [upload.train.sha256] + ([upload.test.sha256] if upload.test else [])
         config_hash = compute_config_hash(self.config, upload.identifier, *hashes)
-        prefix = f"s3://{self.settings.bucket_processed}/{upload.identifier}/{config_hash}"
+        prefix = processed_prefix(self.settings, upload.identifier, config_hash)
         with log_context(config_hash=config_hash, dataset_id=upload.dataset_id, identifier=upload.identifier):
-            claim_uri = f"{prefix}/claim.json"
+            claim_uri = f"{prefix}/{CLAIM_FILE}"
             if not upload.force and self.store.exists(claim_uri):
                 log.info("lineage already processed; publishing its claim again")
                 claim = TrainingData.model_validate(self.store.get_json(claim_uri))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -47,27 +49,164 @@ def generate(
     console.print(f"wrote {train} and {test}")
 
 
+Gateway = Annotated[str, typer.Option(envvar="FLTS_GATEWAY_URL", help="The gateway's URL.")]
+Inference = Annotated[str, typer.Option(envvar="FLTS_INFERENCE_URL", help="The inference service's URL.")]
+IdentifierOption = Annotated[str, typer.Option(help="The series (base station, cell, customer).")]
+
+
+@contextmanager
+def _explained_http_errors(gateway: str, inference: str) -> Iterator[None]:
+    """Turn connection errors and refusals into a line that says what to do next."""
+    import httpx
+
+    try:
+        yield
+    except httpx.TransportError as exc:
+        url = getattr(getattr(exc, "request", None), "url", "")
+        which = "inference" if inference and str(url).startswith(inference) else "gateway"
+        console.print(
+            f"[red]cannot reach the {which} at {url or gateway}[/] ({exc.__class__.__name__}). Is the stack up? "
+            "Try [bold]flts stack status[/] (local), [bold]docker compose ps[/] or [bold]kubectl get pods[/]; "
+            "or pass --gateway/--inference (FLTS_GATEWAY_URL/FLTS_INFERENCE_URL)."
+        )
+        raise typer.Exit(2) from exc
+    except httpx.HTTPStatusError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+
+
 @app.command()
 def upload(
     train: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV of measurements.")],
     test: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Optional test CSV.")] = None,
     identifier: Annotated[str | None, typer.Option(help="The series this data belongs to.")] = None,
     force: Annotated[bool, typer.Option(help="Train again even if this lineage exists.")] = False,
-    gateway: Annotated[str, typer.Option(envvar="FLTS_GATEWAY_URL")] = "http://127.0.0.1:8000",
-    inference: Annotated[str, typer.Option(envvar="FLTS_INFERENCE_URL")] = "http://127.0.0.1:8001",
-    wait: Annotated[bool, typer.Option(help="Wait until the lineage's champion is served.")] = True,
+    gateway: Gateway = "http://127.0.0.1:8000",
+    inference: Inference = "http://127.0.0.1:8001",
+    wait: Annotated[bool, typer.Option(help="Follow the lineage until its champion is served.")] = True,
     timeout: float = 900.0,
 ) -> None:
-    """Upload your own CSV and (by default) wait for its champion, then print the leaderboard."""
+    """Upload your own CSV and follow it live: each stage and epoch as it happens, then the leaderboard."""
     from flts.client import FltsClient
-    from flts.demo import print_leaderboard
+    from flts.demo import StageFollower, print_leaderboard
 
     client = FltsClient(gateway, inference)
-    answer = client.upload(train, test, identifier, force)
-    console.print_json(json.dumps(answer))
-    if wait:
-        status = client.wait_for_champion(answer["config_hash"], answer["identifier"], timeout=timeout)
+    with _explained_http_errors(gateway, inference):
+        answer = client.upload(train, test, identifier, force)
+        console.print(
+            f"Uploaded as dataset {answer['dataset_id']} for [bold]{answer['identifier']}[/]; "
+            f"lineage [bold]{answer['config_hash']}[/]"
+        )
+        if not wait:
+            return
+        try:
+            status = client.wait_for_champion(
+                answer["config_hash"], answer["identifier"], timeout=timeout, on_progress=StageFollower(console)
+            )
+        except KeyboardInterrupt:
+            console.print(
+                "Stopped following; the pipeline goes on. Follow it again with "
+                f"[bold]flts status {answer['config_hash']} --identifier {answer['identifier']}[/]"
+            )
+            raise typer.Exit(130) from None
         print_leaderboard(console, status)
+
+
+@app.command()
+def status(
+    config_hash: Annotated[str, typer.Argument(help="The lineage (printed by upload; `flts runs` lists them).")],
+    identifier: IdentifierOption = "global",
+    gateway: Gateway = "http://127.0.0.1:8000",
+    follow: Annotated[bool, typer.Option(help="Keep following until the lineage is decided.")] = False,
+    timeout: float = 900.0,
+) -> None:
+    """A lineage's stages, every model's state and the leaderboard (live with --follow)."""
+    import time
+
+    from flts.client import FltsClient
+    from flts.demo import StageFollower, print_leaderboard
+
+    client, follower = FltsClient(gateway, ""), StageFollower(console)
+    deadline = time.monotonic() + timeout
+    with _explained_http_errors(gateway, ""):
+        while True:
+            lineage = client.lineage(config_hash, identifier)
+            if lineage is None:
+                console.print(
+                    f"[red]no lineage {config_hash} for {identifier!r}[/]; `flts runs --identifier` lists them"
+                )
+                raise typer.Exit(1)
+            follower(lineage)
+            decided = lineage.get("champion") or (lineage.get("decision") or {}).get("outcome")
+            if decided or not follow or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+    if lineage.get("champion"):
+        print_leaderboard(console, lineage)
+    else:
+        console.print(f"decision: {lineage['decision']}")
+
+
+@app.command()
+def runs(identifier: IdentifierOption = "global", gateway: Gateway = "http://127.0.0.1:8000") -> None:
+    """An identifier's lineages, newest first, with eval's outcome for each."""
+    from rich.table import Table
+
+    from flts.client import FltsClient
+
+    with _explained_http_errors(gateway, ""):
+        lineages = FltsClient(gateway, "").lineages(identifier)
+    table = Table("lineage", "preprocessed at", "outcome", "reason", title=f"Lineages of {identifier}")
+    for lineage in lineages:
+        table.add_row(
+            lineage["config_hash"], lineage["preprocessed_at"], lineage["outcome"] or "-", lineage["reason"] or ""
+        )
+    console.print(table)
+
+
+@app.command()
+def champion(
+    identifier: Annotated[str, typer.Argument(help="The series.")] = "global",
+    inference: Inference = "http://127.0.0.1:8001",
+) -> None:
+    """What /predict serves for an identifier: model type, version, run, lineage, the window it needs."""
+    from flts.client import FltsClient
+
+    with _explained_http_errors("", inference):
+        info = FltsClient("", inference).model_info(identifier, missing_ok=False)
+    console.print_json(json.dumps(info))
+
+
+@app.command()
+def predict(
+    identifier: IdentifierOption = "global",
+    file: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="CSV whose last rows form the window.")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Steps to forecast (default: the model's horizon).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+    inference: Inference = "http://127.0.0.1:8001",
+) -> None:
+    """A forecast from the identifier's champion, from the last rows of --file, as a table (or --json)."""
+    import pandas as pd
+
+    from flts.client import FltsClient, window_request
+    from flts.demo import print_forecast
+
+    client = FltsClient("", inference)
+    with _explained_http_errors("", inference):
+        if file is None:
+            console.print("[red]--file is required[/]: a CSV with the most recent rows (the model's columns).")
+            raise typer.Exit(2)
+        info = client.model_info(identifier, missing_ok=False)
+        body = window_request(pd.read_csv(file), int(info["rows_needed"]), identifier)
+        if steps:
+            body["inference_length"] = steps
+        forecast = client.predict(body)
+    if as_json:
+        console.print_json(json.dumps(forecast))
+    else:
+        print_forecast(console, forecast)
 
 
 @app.command("upload-demo")

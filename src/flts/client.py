@@ -48,11 +48,22 @@ class FltsClient:
         _raise_for_status(response)
         return response.json()
 
-    def model_info(self, identifier: str = "global") -> dict[str, Any] | None:
+    def lineages(self, identifier: str = "global") -> list[dict[str, Any]]:
+        response = httpx.get(f"{self.gateway_url}/lineages", params={"identifier": identifier}, timeout=30)
+        _raise_for_status(response)
+        return response.json()["lineages"]
+
+    def model_info(self, identifier: str = "global", missing_ok: bool = True) -> dict[str, Any] | None:
+        """The champion /predict serves; None while there is none (or the service is not up), unless
+        ``missing_ok`` is False: then the refusal or the connection error is raised."""
         try:
             response = httpx.get(f"{self.inference_url}/model-info", params={"identifier": identifier}, timeout=10)
         except httpx.TransportError:
-            return None
+            if missing_ok:
+                return None
+            raise
+        if not missing_ok:
+            _raise_for_status(response)
         return response.json() if response.status_code == 200 else None
 
     def predict(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -45,25 +45,10 @@ def run_demo(
     uploaded_at = time.monotonic()
     upload = client.upload(train_path, test_path)
     console.print(f"Uploaded as dataset {upload['dataset_id']}; lineage [bold]{upload['config_hash'][:16]}[/]")
-    seen: dict[str, float] = {}
-
-    def progress(status: dict[str, Any] | None) -> None:
-        now = time.monotonic() - uploaded_at
-        if status and status.get("preprocessed") and "preprocessed" not in seen:
-            seen["preprocessed"] = now
-            console.print(f"  [{now:6.1f}s] preprocessed: {status['preprocessed']['rows']}")
-        for run in (status or {}).get("training", []):
-            key = f"{run['model_type']} {run['status']}"
-            if key not in seen:
-                seen[key] = now
-                console.print(f"  [{now:6.1f}s] {run['model_type']:<15} {run['status']}")
-        if status and status.get("champion") and "champion" not in seen:
-            seen["champion"] = now
-            console.print(f"  [{now:6.1f}s] champion promoted: {status['champion']['model_type']}")
-
-    status = client.wait_for_champion(upload["config_hash"], timeout=timeout, on_progress=progress)
+    follower = StageFollower(console)
+    status = client.wait_for_champion(upload["config_hash"], timeout=timeout, on_progress=follower)
     timings["upload -> champion serving"] = time.monotonic() - uploaded_at
-    timings.update({f"  {stage}": at for stage, at in seen.items()})
+    timings.update({f"  {stage}": at for stage, at in follower.seen.items()})
 
     print_leaderboard(console, status)
     forecast = client.predict(window_request(pd.read_csv(test_path), _rows_needed(client)))
@@ -79,6 +64,39 @@ def run_demo(
         "Stop everything with [bold]flts stack down[/]."
     )
     return {"status": status, "forecast": forecast, "timings": timings}
+
+
+class StageFollower:
+    """Prints each stage of a lineage once, as the polled status shows it: preprocessing, every model's
+    start, epochs and end, eval's decision. Seconds are counted from the follower's creation."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.started = time.monotonic()
+        self.seen: dict[str, float] = {}
+
+    def _once(self, key: str, line: str) -> None:
+        if key not in self.seen:
+            self.seen[key] = time.monotonic() - self.started
+            self.console.print(f"  [{self.seen[key]:6.1f}s] {line}")
+
+    def __call__(self, status: dict[str, Any] | None) -> None:
+        if not status:
+            return
+        if status.get("preprocessed"):
+            self._once("preprocessed", f"preprocessed: {status['preprocessed']['rows']}")
+        for run in status.get("training", []):
+            progress = run.get("progress") or {}
+            if "epoch" in progress:
+                epoch = int(progress["epoch"])
+                losses = ", ".join(f"{k} {v:.4g}" for k, v in progress.items() if k != "epoch")
+                self._once(f"{run['model_type']} epoch {epoch}", f"{run['model_type']:<15} epoch {epoch}: {losses}")
+            self._once(f"{run['model_type']} {run['status']}", f"{run['model_type']:<15} {run['status']}")
+        outcome = (status.get("decision") or {}).get("outcome")
+        if status.get("champion"):
+            self._once("champion", f"champion promoted: {status['champion']['model_type']}")
+        elif outcome:
+            self._once(f"decided {outcome}", f"decided: {outcome} ({status['decision']['reason']})")
 
 
 def _rows_needed(client: FltsClient) -> int:

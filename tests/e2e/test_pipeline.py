@@ -5,6 +5,7 @@ Bounded: a small dataset and a small model config, so the whole module runs in a
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -191,3 +192,25 @@ def test_uploads_are_listed_per_identifier_a_page_at_a_time(first_run, client, d
     ).json()
     keys = [item["key"] for item in first["items"] + rest["items"]]
     assert len(keys) == 2 and all(k.startswith("tenant-list/") for k in keys) and rest["next"] is None
+
+
+def test_the_cli_lists_runs_shows_a_status_the_champion_and_a_forecast(first_run, services, dataset):
+    from typer.testing import CliRunner
+
+    from flts.cli import app
+
+    env = {"FLTS_GATEWAY_URL": services.gateway_url, "FLTS_INFERENCE_URL": services.inference_url}
+    runner = CliRunner()
+    config_hash, champion = first_run["upload"]["config_hash"], first_run["status"]["champion"]
+
+    runs = runner.invoke(app, ["runs"], env=env)
+    assert runs.exit_code == 0 and "promoted" in runs.stdout, runs.stdout
+    status = runner.invoke(app, ["status", config_hash], env=env)
+    assert status.exit_code == 0 and "Leaderboard" in status.stdout and "champion promoted" in status.stdout
+    served = runner.invoke(app, ["champion"], env=env)
+    assert json.loads(served.stdout)["model_version"] == champion["model_version"]
+    forecast = runner.invoke(app, ["predict", "--file", str(dataset[1]), "--steps", "2", "--json"], env=env)
+    assert forecast.exit_code == 0, forecast.stdout
+    assert len(json.loads(forecast.stdout)["predictions"]) == 2
+    unknown = runner.invoke(app, ["status", "f" * 64], env=env)
+    assert unknown.exit_code == 1 and "flts runs" in unknown.stdout

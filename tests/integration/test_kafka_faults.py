@@ -115,7 +115,36 @@ def _recovery(worker: Worker, settings: ConsumerSettings, first: str, broker_bac
     return recovery
 
 
-def test_a_consumer_whose_handler_spans_a_broker_sigterm_restart_consumes_again(worker, settings, stack_config):
+def _take_broker_down(stack_config, how: str) -> None:
+    if how == "SIGTERM":
+        manager.stop_part(stack_config, "kafka")  # an orderly shutdown: the broker leaves the cluster cleanly
+    else:
+        manager.kill_part(stack_config, "kafka")  # a crash: no shutdown at all
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_consumer_whose_handler_ends_during_a_broker_outage_consumes_again(
+    how, worker, settings, stack_config, read_topic
+):
+    """The member is dropped mid-handler and rejoins after it: the case that left partitions paused forever."""
+    first = _start_training(worker, settings)
+    _take_broker_down(stack_config, how)
+    time.sleep(settings.session_timeout_ms / 1000 * 2)  # past the session timeout: the member is dropped
+    worker.hold.unlink()  # training ends while the broker is still down: its commit cannot succeed
+    assert worker.wait_for("done", first, 30)
+    time.sleep(5)
+    manager.up(stack_config, Console(stderr=True))
+    broker_back = time.time()
+    MessageProducer(settings).send(settings.topic_model_training, "k", b"{poison", None, timeout=60)
+    assert _recovery(worker, settings, first, broker_back) < RECOVERY_LIMIT_S
+    (letter,) = read_topic(settings, settings.topic_dead_letter, 1, DeadLetter.model_validate_json)
+    assert "invalid message" in letter.reason
+    assert len(worker.lines("start", first)) == 2, "the uncommitted first message was not redone once"
+    assert "not committing an offset this consumer no longer owns" in worker.log.read_text()
+
+
+def test_a_consumer_whose_handler_outlasts_a_broker_restart_consumes_again(worker, settings, stack_config):
+    """The member rejoins while the handler still runs: its partitions come back paused, then resume."""
     first = _start_training(worker, settings)
     manager.stop_part(stack_config, "kafka")
     manager.up(stack_config, Console(stderr=True))
@@ -123,20 +152,3 @@ def test_a_consumer_whose_handler_spans_a_broker_sigterm_restart_consumes_again(
     time.sleep(settings.session_timeout_ms / 1000 + 4)  # the handler runs on well past the group's session timeout
     worker.hold.unlink()
     assert _recovery(worker, settings, first, broker_back) < RECOVERY_LIMIT_S
-
-
-def test_a_consumer_whose_handler_ends_during_a_broker_sigkill_outage_consumes_again(
-    worker, settings, stack_config, read_topic
-):
-    first = _start_training(worker, settings)
-    manager.kill_part(stack_config, "kafka")
-    time.sleep(settings.session_timeout_ms / 1000 * 2)
-    worker.hold.unlink()  # training ends while the broker is still down: its commit cannot succeed
-    assert worker.wait_for("done", first, 30)
-    time.sleep(10)
-    manager.up(stack_config, Console(stderr=True))
-    broker_back = time.time()
-    MessageProducer(settings).send(settings.topic_model_training, "k", b"{poison", None, timeout=60)
-    assert _recovery(worker, settings, first, broker_back) < RECOVERY_LIMIT_S
-    (letter,) = read_topic(settings, settings.topic_dead_letter, 1, DeadLetter.model_validate_json)
-    assert "invalid message" in letter.reason

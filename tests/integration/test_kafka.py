@@ -156,16 +156,16 @@ def test_a_handler_longer_than_max_poll_interval_keeps_its_partition(settings, t
 
 def test_a_consumer_with_lag_that_consumes_nothing_turns_unhealthy_and_stops(settings, topic):
     settings = settings.model_copy(update={"consumer_stall_seconds": 6})
+    _publish(settings, topic, 1)
     loop = ConsumerLoop(settings, topic, ModelTraining, lambda _: None)
+    original = loop._on_assign
 
-    def wedge() -> None:
-        """Leave the partition paused, as librdkafka did after a lost membership, then send a message."""
-        loop.assigned.wait(30)
-        time.sleep(1)
-        loop._consumer.pause(loop._consumer.assignment())
-        _publish(settings, topic, 1)
+    def assign_paused(consumer, partitions):
+        """Leave the partition paused, as librdkafka did after a lost membership before the fix."""
+        original(consumer, partitions)
+        consumer.pause(partitions)
 
-    threading.Thread(target=wedge, daemon=True).start()
+    loop._on_assign = assign_paused
     timer = threading.Timer(60, loop.stop)
     timer.start()
     started = time.monotonic()

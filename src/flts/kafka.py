@@ -158,6 +158,7 @@ class ConsumerLoop(Generic[MessageT]):
             **(consumer_overrides or {}),
         }
         self._cooperative = "cooperative" in str(config["partition.assignment.strategy"])
+        self._from_earliest = config["auto.offset.reset"] in ("earliest", "smallest", "beginning")
         self._consumer = Consumer(config)
         self._dead_letters = MessageProducer(settings)
         self.assigned = threading.Event()
@@ -248,7 +249,10 @@ class ConsumerLoop(Generic[MessageT]):
             raise ConsumerStalled(self.stalled)
 
     def _lag(self) -> dict[str, int] | None:
-        """Messages on the assigned partitions beyond anything consumed or committed; None when unknown."""
+        """Messages on the assigned partitions beyond anything consumed or committed; None when unknown.
+
+        A partition with neither starts where ``auto.offset.reset`` says: at the end, for "latest", has no lag.
+        """
         assignment = self._consumer.assignment()
         if not assignment:
             return {}
@@ -259,7 +263,8 @@ class ConsumerLoop(Generic[MessageT]):
             for tp in assignment:
                 key = (tp.topic, tp.partition)
                 low, high = self._consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-                behind = high - max(low, committed.get(key, -1), positions.get(key, -1))
+                start = max(committed.get(key, -1), positions.get(key, -1))
+                behind = high - max(low, start) if start >= 0 or self._from_earliest else 0
                 if behind > 0:
                     lag[f"{tp.topic}[{tp.partition}]"] = behind
             return lag

@@ -176,3 +176,18 @@ def test_a_consumer_with_lag_that_consumes_nothing_turns_unhealthy_and_stops(set
         timer.cancel()
     assert not loop.healthy
     assert time.monotonic() - started < 30
+
+
+def test_a_consumer_that_starts_at_the_end_is_not_stalled_by_the_history_before_it(settings, topic):
+    """Inference replicas join with auto.offset.reset=latest: older messages are no lag of theirs."""
+    settings = settings.model_copy(update={"consumer_stall_seconds": 3})
+    _publish(settings, topic, 2)
+    latest = {"auto.offset.reset": "latest"}
+    loop = ConsumerLoop(settings, topic, ModelTraining, lambda _: None, consumer_overrides=latest)
+    timer = threading.Timer(10, loop.stop)
+    timer.start()
+    try:
+        assert loop.run() == 0
+    finally:
+        timer.cancel()
+    assert loop.healthy

@@ -153,23 +153,35 @@ class ChampionLoader:
                 group_id=group,
                 consumer_overrides={"auto.offset.reset": "latest"},
             )
+            ended = threading.Event()
             threading.Thread(target=lambda current=loop: (stop.wait(), current.stop()), daemon=True).start()
-            threading.Thread(target=self._load_when_subscribed, args=(loop, stop), daemon=True).start()
+            threading.Thread(target=self._load_when_subscribed, args=(loop, stop, ended), daemon=True).start()
             try:
                 loop.run()
                 return
             except ConsumerStalled:
                 log.error("the champion follower stalled; starting a new one")
+            finally:
+                ended.set()
 
-    def _load_when_subscribed(self, loop: ConsumerLoop, stop: threading.Event) -> None:
+    def _load_when_subscribed(self, loop: ConsumerLoop, stop: threading.Event, ended: threading.Event) -> None:
+        """Load every champion once subscribed (or after 30 s without Kafka), and again on each reassignment.
+
+        The follower starts at the end of its topic (auto.offset.reset=latest), and so does one that lost
+        its membership (a broker restart) and rejoined: a promotion in between reaches it only this way.
+        """
         loop.assigned.wait(timeout=30)
-        while not stop.is_set():
-            try:
-                self.load_all()
-                return
-            except Exception:
-                log.exception("loading champions from the registry failed; retrying")
-                stop.wait(2)
+        while not (stop.is_set() or ended.is_set()):
+            loop.assigned.clear()
+            while not stop.is_set():
+                try:
+                    self.load_all()
+                    break
+                except Exception:
+                    log.exception("loading champions from the registry failed; retrying")
+                    stop.wait(2)
+            while not (stop.is_set() or ended.is_set() or loop.assigned.wait(timeout=1)):
+                pass
 
 
 def create_app(

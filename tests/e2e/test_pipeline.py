@@ -160,3 +160,36 @@ def test_eval_killed_after_the_training_events_were_consumed_still_promotes(
     assert status["champion"]["identifier"] == "cell-2"
     assert tracker.champion("cell-2") is not None
     assert tracker.champion("global").run_id == first_run["status"]["champion"]["run_id"]
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(("how", "seed"), [("SIGTERM", 7), ("SIGKILL", 8)])
+def test_a_broker_outage_during_training_leaves_every_service_consuming(
+    how, seed, services, client, settings, tmp_path
+):
+    """Issue 9: the broker stopped or killed while the trainers train; only the broker is started again."""
+    console = Console(stderr=True)
+    pids = {part.name: part.pid for part in manager.status(services) if part.name not in manager.parts(services)}
+    tracker = Tracker(settings)
+    identifier = f"outage-{how.lower()}"
+    upload = client.upload(*write_dataset(tmp_path / "during", train_rows=3_000, test_rows=600, seed=seed), identifier)
+    deadline = time.monotonic() + 180
+    while not any(r.status == "RUNNING" for r in tracker.lineage_runs(upload["config_hash"], "GRU")):
+        assert time.monotonic() < deadline, "GRU training never started"
+        time.sleep(0.3)
+    if how == "SIGTERM":
+        manager.stop_part(services, "kafka")
+    else:
+        manager.kill_part(services, "kafka")
+    time.sleep(25)  # past the services' 10 s session timeout: every consumer is dropped from its group
+    manager.up(services, console)
+    client.wait_for_champion(upload["config_hash"], identifier=identifier, timeout=300)
+
+    started = time.monotonic()
+    after = write_dataset(tmp_path / "after", train_rows=3_000, test_rows=600, seed=seed + 100)
+    next_hash = client.upload(*after, f"{identifier}-next")["config_hash"]
+    status = client.wait_for_champion(next_hash, f"{identifier}-next", timeout=300)
+    print(f"\nRECOVERY e2e {how}: the next upload was served {time.monotonic() - started:.0f}s after it was sent")
+    assert {r["model_type"] for r in status["training"] if r["status"] == "FINISHED"} == EXPECTED
+    after_pids = {part.name: part.pid for part in manager.status(services) if part.name in pids}
+    assert after_pids == pids, "a service was restarted"

@@ -80,7 +80,8 @@ ENV FLTS_SERVICE_MODULE=${SERVICE_MODULE} \
 # The working directory is the one writable place (a tmpfs in compose, an emptyDir in the chart).
 WORKDIR /tmp
 USER 10001:10001
-# The HTTP services (HTTP_PORT set) answer /healthz; a worker's Prometheus endpoint shows it is alive.
+# /healthz: on the API port of the HTTP services (HTTP_PORT set), beside /metrics on a worker's METRICS_PORT
+# (503 once its consumer has stalled with lag).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request as u; p = os.environ.get('HTTP_PORT'); u.urlopen(f'http://127.0.0.1:{p}/healthz' if p else 'http://127.0.0.1:%s/metrics' % os.environ['METRICS_PORT'], timeout=4)"]
+  CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % (os.environ.get('HTTP_PORT') or os.environ['METRICS_PORT']), timeout=4)"]
 CMD ["sh", "-c", "exec python -m \"$FLTS_SERVICE_MODULE\".service"]

@@ -25,7 +25,7 @@ from prometheus_client import Counter, Gauge, Histogram, make_asgi_app
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flts.config import InferenceSettings, load_pipeline_config
-from flts.kafka import ConsumerLoop
+from flts.kafka import ConsumerLoop, ConsumerStalled
 from flts.messages import ModelSelected
 from flts.observability import configure_logging, log_context
 from flts.predict import ModelIdentity, RequestError, ServingModel
@@ -139,29 +139,49 @@ class ChampionLoader:
         self.load(event.identifier, event.model_version, event.run_id)
 
     def follow(self, stop: threading.Event) -> None:
-        """Subscribe first, then load from the registry, so no promotion falls between the two."""
-        group = f"{self.settings.consumer_group}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-        loop = ConsumerLoop(
-            self.settings,
-            self.settings.topic_model_selected,
-            ModelSelected,
-            self.on_model_selected,
-            group_id=group,
-            consumer_overrides={"auto.offset.reset": "latest"},
-        )
-        threading.Thread(target=lambda: (stop.wait(), loop.stop()), daemon=True).start()
-        threading.Thread(target=self._load_when_subscribed, args=(loop, stop), daemon=True).start()
-        loop.run()
+        """Subscribe first, then load from the registry, so no promotion falls between the two.
 
-    def _load_when_subscribed(self, loop: ConsumerLoop, stop: threading.Event) -> None:
-        loop.assigned.wait(timeout=30)
+        A stalled follower (the loop's watchdog) is replaced by a fresh one, which loads again.
+        """
         while not stop.is_set():
+            group = f"{self.settings.consumer_group}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+            loop = ConsumerLoop(
+                self.settings,
+                self.settings.topic_model_selected,
+                ModelSelected,
+                self.on_model_selected,
+                group_id=group,
+                consumer_overrides={"auto.offset.reset": "latest"},
+            )
+            ended = threading.Event()
+            threading.Thread(target=lambda current=loop: (stop.wait(), current.stop()), daemon=True).start()
+            threading.Thread(target=self._load_when_subscribed, args=(loop, stop, ended), daemon=True).start()
             try:
-                self.load_all()
+                loop.run()
                 return
-            except Exception:
-                log.exception("loading champions from the registry failed; retrying")
-                stop.wait(2)
+            except ConsumerStalled:
+                log.error("the champion follower stalled; starting a new one")
+            finally:
+                ended.set()
+
+    def _load_when_subscribed(self, loop: ConsumerLoop, stop: threading.Event, ended: threading.Event) -> None:
+        """Load every champion once subscribed (or after 30 s without Kafka), and again on each reassignment.
+
+        The follower starts at the end of its topic (auto.offset.reset=latest), and so does one that lost
+        its membership (a broker restart) and rejoined: a promotion in between reaches it only this way.
+        """
+        loop.assigned.wait(timeout=30)
+        while not (stop.is_set() or ended.is_set()):
+            loop.assigned.clear()
+            while not stop.is_set():
+                try:
+                    self.load_all()
+                    break
+                except Exception:
+                    log.exception("loading champions from the registry failed; retrying")
+                    stop.wait(2)
+            while not (stop.is_set() or ended.is_set() or loop.assigned.wait(timeout=1)):
+                pass
 
 
 def create_app(

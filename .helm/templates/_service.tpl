@@ -123,7 +123,8 @@ spec:
             failureThreshold: 2
           {{- else }}
           # A worker has no API: its Prometheus endpoint answering shows the process is alive
-          # (it starts before the consumer, and the process exits when its consumer loop dies).
+          # (it starts before the consumer, and the process exits when its consumer loop dies);
+          # /healthz on the same port fails once its consumer stalls (CONSUMER_STALL_SECONDS).
           startupProbe:
             httpGet:
               path: /metrics
@@ -133,7 +134,7 @@ spec:
             timeoutSeconds: 3
           livenessProbe:
             httpGet:
-              path: /metrics
+              path: /healthz
               port: metrics
             periodSeconds: 20
             timeoutSeconds: 5

@@ -86,6 +86,9 @@ class ConsumerSettings(CommonSettings):
     session_timeout_ms: int = 45_000
     handler_max_attempts: int = 3
     handler_backoff_seconds: float = 1.0
+    # Lag with nothing consumed for this long (a handler running does not count) fails the consumer's
+    # /healthz and restarts its process: the backstop for a consumer that stopped fetching. 0 disables it.
+    consumer_stall_seconds: float = 300.0
 
 
 class GatewaySettings(CommonSettings):

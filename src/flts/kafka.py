@@ -4,6 +4,13 @@ The consumer loop is at-least-once: an offset is committed only after the handle
 finished (or the message was dead-lettered). The handler runs in a worker thread while
 the loop keeps polling with the partitions paused, so a handler that runs for minutes
 (training) never exceeds ``max.poll.interval.ms`` and never leaves the consumer group.
+
+librdkafka keeps a partition's pause flag while the partition is revoked or lost and applies
+it again when the partition comes back, so the loop sets the pause state of every partition
+it is assigned itself (paused while a handler runs, resumed otherwise); without that a member
+dropped during a long handler (a broker restart) rejoins with its partitions still paused and
+never fetches again. A watchdog backs it up: lag with no progress for ``consumer_stall_seconds``
+fails the consumer's health check and ends ``run`` with ``ConsumerStalled``.
 """
 
 from __future__ import annotations
@@ -29,6 +36,10 @@ log = logging.getLogger(__name__)
 
 class PermanentError(Exception):
     """A handler failure that no retry can fix (bad data behind a claim): dead-letter it at once."""
+
+
+class ConsumerStalled(RuntimeError):
+    """Messages waited on this consumer's partitions and none was consumed for ``consumer_stall_seconds``."""
 
 
 def ensure_topics(settings: CommonSettings, partitions: int = 3, timeout: float = 30.0) -> None:
@@ -106,7 +117,11 @@ class ConsumerLoop(Generic[MessageT]):
     - any other exception is retried with exponential backoff, ``handler_max_attempts`` times,
       then dead-lettered;
     - on ``stop()`` (SIGTERM/SIGINT) the loop leaves the group; a message whose handler had not
-      finished is not committed, so the next member of the group gets it again.
+      finished is not committed, so the next member of the group gets it again;
+    - a message whose partition was revoked or lost while its handler ran is not committed either:
+      the partition's owner (maybe this consumer again) gets it from the committed offset and redoes it;
+    - with lag and no message consumed for ``consumer_stall_seconds`` (0: never), ``healthy`` turns
+      False and ``run`` raises ``ConsumerStalled``: the process should be restarted.
     """
 
     def __init__(
@@ -126,21 +141,32 @@ class ConsumerLoop(Generic[MessageT]):
         self.group_id = group_id or settings.consumer_group
         self._stop = threading.Event()
         self._busy = False
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "group.id": self.group_id,
-                "client.id": settings.service_name,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "max.poll.interval.ms": settings.max_poll_interval_ms,
-                "session.timeout.ms": settings.session_timeout_ms,
-                "partition.assignment.strategy": "cooperative-sticky",
-                **(consumer_overrides or {}),
-            }
-        )
+        self._in_flight: tuple[str, int] | None = None  # the partition of the message being handled
+        self._in_flight_gone: str | None = None  # "revoked" or "lost" once it left this consumer
+        self._last_progress = time.monotonic()
+        self._next_check = 0.0
+        self.stalled: str | None = None
+        config = {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": self.group_id,
+            "client.id": settings.service_name,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "max.poll.interval.ms": settings.max_poll_interval_ms,
+            "session.timeout.ms": settings.session_timeout_ms,
+            "partition.assignment.strategy": "cooperative-sticky",
+            **(consumer_overrides or {}),
+        }
+        self._cooperative = "cooperative" in str(config["partition.assignment.strategy"])
+        self._from_earliest = config["auto.offset.reset"] in ("earliest", "smallest", "beginning")
+        self._consumer = Consumer(config)
         self._dead_letters = MessageProducer(settings)
         self.assigned = threading.Event()
+
+    @property
+    def healthy(self) -> bool:
+        """False once the watchdog found the consumer stalled (lag, nothing consumed): restart it."""
+        return self.stalled is None
 
     def stop(self, *_: Any) -> None:
         self._stop.set()
@@ -152,10 +178,14 @@ class ConsumerLoop(Generic[MessageT]):
     def run(self, max_messages: int | None = None) -> int:
         """Consume until stopped (or ``max_messages`` were handled); returns how many were handled."""
         handled = 0
-        self._consumer.subscribe([self.topic], on_assign=self._on_assign)
+        self._consumer.subscribe(
+            [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
         log.info("consumer started", extra={"topic": self.topic, "group": self.group_id})
+        self._last_progress = time.monotonic()
         try:
             while not self._stop.is_set() and (max_messages is None or handled < max_messages):
+                self._watch()
                 msg = self._consumer.poll(0.5)
                 if msg is None:
                     continue
@@ -173,13 +203,79 @@ class ConsumerLoop(Generic[MessageT]):
         return handled
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._busy and partitions:
-            consumer.pause(partitions)
+        """Assign, then set each new partition's pause state: a flag left from before a revocation must go."""
+        if self._cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        if partitions:
+            if self._busy:
+                consumer.pause(partitions)
+            else:
+                consumer.resume(partitions)
+        log.info("partitions assigned", extra={"partitions": _names(partitions), "busy": self._busy})
         self.assigned.set()
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._released(partitions, "revoked")
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._released(partitions, "lost")
+
+    def _released(self, partitions: list[TopicPartition], how: str) -> None:
+        """Revoked or lost (librdkafka unassigns them after this callback); remember it for the in-flight message."""
+        if self._in_flight in {(tp.topic, tp.partition) for tp in partitions} and self._in_flight_gone is None:
+            self._in_flight_gone = how
+        level = logging.WARNING if how == "lost" else logging.INFO
+        log.log(level, f"partitions {how}", extra={"partitions": _names(partitions), "busy": self._busy})
+
+    def _watch(self) -> None:
+        """The stuck-consumer watchdog: raise ConsumerStalled after lag with no progress for too long."""
+        limit = self.settings.consumer_stall_seconds
+        now = time.monotonic()
+        if limit <= 0 or now < self._next_check:
+            return
+        self._next_check = now + max(1.0, min(limit / 4, 30.0))
+        lag = self._lag()
+        if lag is None:
+            return  # the broker cannot say (it is down): neither progress nor a stall
+        if not lag:
+            self._last_progress = now
+            return
+        idle = now - self._last_progress
+        if idle >= limit:
+            self.stalled = f"{sum(lag.values())} message(s) waiting on {lag} and none consumed for {idle:.0f}s"
+            log.error("consumer stalled; restart it", extra={"reason": self.stalled, "group": self.group_id})
+            raise ConsumerStalled(self.stalled)
+
+    def _lag(self) -> dict[str, int] | None:
+        """Messages on the assigned partitions beyond anything consumed or committed; None when unknown.
+
+        A partition with neither starts where ``auto.offset.reset`` says: at the end, for "latest", has no lag.
+        """
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return {}
+        try:
+            committed = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.committed(assignment, timeout=5)}
+            positions = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(assignment)}
+            lag = {}
+            for tp in assignment:
+                key = (tp.topic, tp.partition)
+                low, high = self._consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                start = max(committed.get(key, -1), positions.get(key, -1))
+                behind = high - max(low, start) if start >= 0 or self._from_earliest else 0
+                if behind > 0:
+                    lag[f"{tp.topic}[{tp.partition}]"] = behind
+            return lag
+        except KafkaException as exc:
+            log.info("lag unknown", extra={"error": str(exc)})
+            return None
 
     def _process(self, msg: Any) -> bool:
         """Handle one message; True when it was finished (committed), False when interrupted."""
-        started = time.monotonic()
+        started = self._last_progress = time.monotonic()
+        self._in_flight, self._in_flight_gone = (msg.topic(), msg.partition()), None
         try:
             message = self.message_type.from_bytes(msg.value())
         except MessageError as exc:
@@ -194,7 +290,8 @@ class ConsumerLoop(Generic[MessageT]):
                 self._dead_letter(msg, error)
             else:
                 MESSAGES_HANDLED.labels(self.settings.service_name, self.topic, "ok").inc()
-            HANDLER_SECONDS.labels(self.settings.service_name, self.topic).observe(time.monotonic() - started)
+            self._last_progress = time.monotonic()
+            HANDLER_SECONDS.labels(self.settings.service_name, self.topic).observe(self._last_progress - started)
             return self._commit(msg)
 
     def _handle_while_polling(self, message: MessageT, msg: Any) -> str | object | None:
@@ -226,7 +323,10 @@ class ConsumerLoop(Generic[MessageT]):
         """A partition assigned during a rebalance delivered a message while we were busy: put it back."""
         tp = TopicPartition(stray.topic(), stray.partition(), stray.offset())
         self._consumer.pause([tp])
-        self._consumer.seek(tp)
+        try:
+            self._consumer.seek(tp)
+        except KafkaException as exc:  # revoked meanwhile: its next owner starts from the committed offset
+            log.warning("could not put a message back", extra={"error": str(exc), "offset": stray.offset()})
 
     def _call_with_retries(self, message: MessageT) -> str | None:
         attempts = max(1, self.settings.handler_max_attempts)
@@ -272,6 +372,13 @@ class ConsumerLoop(Generic[MessageT]):
         log.error("message dead-lettered", extra={"reason": reason, "offset": msg.offset()})
 
     def _commit(self, msg: Any) -> bool:
+        if self._in_flight_gone is not None:
+            log.warning(
+                f"partition {self._in_flight_gone} while the handler ran; not committing an offset this consumer "
+                "no longer owns: the partition's owner redoes the message",
+                extra={"partition": msg.partition(), "offset": msg.offset()},
+            )
+            return True
         try:
             self._consumer.commit(message=msg, asynchronous=False)
         except KafkaException as exc:
@@ -280,6 +387,10 @@ class ConsumerLoop(Generic[MessageT]):
 
 
 _INTERRUPTED = object()
+
+
+def _names(partitions: Iterable[TopicPartition]) -> list[str]:
+    return [f"{tp.topic}[{tp.partition}]" for tp in partitions]
 
 
 def committed_offsets(settings: CommonSettings, group_id: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:

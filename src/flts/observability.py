@@ -7,11 +7,14 @@ import contextvars
 import json
 import logging
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram, make_wsgi_app
 
 _CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("flts_log_context", default=None)
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -62,10 +65,36 @@ def log_context(**fields: Any) -> Iterator[None]:
         _CONTEXT.reset(token)
 
 
-def start_metrics_server(port: int) -> None:
-    """Expose /metrics for services without an HTTP server of their own (0 disables it)."""
-    if port:
-        start_http_server(port)
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes and scrapes every few seconds: not worth a log line each."""
+
+
+def start_metrics_server(port: int, healthy: Callable[[], bool] | None = None) -> WSGIServer | None:
+    """Serve /metrics and /healthz for a service without an HTTP server of its own (port 0: none).
+
+    /healthz is the liveness probe: 200 while ``healthy()`` holds, 503 once it does not.
+    """
+    if not port:
+        return None
+    metrics = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/healthz":
+            return metrics(environ, start_response)
+        ok = healthy is None or healthy()
+        body = json.dumps({"status": "ok" if ok else "stalled"}).encode()
+        status = "200 OK" if ok else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    server = make_server("0.0.0.0", port, app, _ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True).start()
+    return server
 
 
 MESSAGES_HANDLED = Counter(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -214,3 +215,35 @@ def test_the_cli_lists_runs_shows_a_status_the_champion_and_a_forecast(first_run
     assert len(json.loads(forecast.stdout)["predictions"]) == 2
     unknown = runner.invoke(app, ["status", "f" * 64], env=env)
     assert unknown.exit_code == 1 and "flts runs" in unknown.stdout
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_broker_outage_during_training_leaves_every_service_consuming(how, services, client, settings, tmp_path):
+    """Issue 9: the broker stopped or killed while the trainers train; only the broker is started again."""
+    console = Console(stderr=True)
+    pids = {part.name: part.pid for part in manager.status(services) if part.name not in manager.parts(services)}
+    tracker = Tracker(settings)
+    seed = uuid.uuid4().int % 10**6  # new data, so it trains even on a kept test stack (FLTS_TEST_KEEP_STACK)
+    identifier = f"outage-{how.lower()}-{seed}"
+    upload = client.upload(*write_dataset(tmp_path / "during", train_rows=3_000, test_rows=600, seed=seed), identifier)
+    deadline = time.monotonic() + 180
+    while not any(r.status == "RUNNING" for r in tracker.lineage_runs(upload["config_hash"], "GRU")):
+        assert time.monotonic() < deadline, "GRU training never started"
+        time.sleep(0.3)
+    if how == "SIGTERM":
+        manager.stop_part(services, "kafka")
+    else:
+        manager.kill_part(services, "kafka")
+    time.sleep(25)  # past the services' 10 s session timeout: every consumer is dropped from its group
+    manager.up(services, console)
+    client.wait_for_champion(upload["config_hash"], identifier=identifier, timeout=300)
+
+    started = time.monotonic()
+    after = write_dataset(tmp_path / "after", train_rows=3_000, test_rows=600, seed=seed + 100)
+    next_hash = client.upload(*after, f"{identifier}-next")["config_hash"]
+    status = client.wait_for_champion(next_hash, f"{identifier}-next", timeout=300)
+    print(f"\nRECOVERY e2e {how}: the next upload was served {time.monotonic() - started:.0f}s after it was sent")
+    assert {r["model_type"] for r in status["training"] if r["status"] == "FINISHED"} == EXPECTED
+    after_pids = {part.name: part.pid for part in manager.status(services) if part.name in pids}
+    assert after_pids == pids, "a service was restarted"

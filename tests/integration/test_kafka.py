@@ -8,43 +8,17 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from flts.config import ConsumerSettings
-from flts.kafka import ConsumerLoop, MessageProducer, PermanentError, committed_offsets
+from flts.kafka import ConsumerLoop, ConsumerStalled, MessageProducer, PermanentError, committed_offsets
 from flts.messages import DeadLetter, ModelTraining
 
 pytestmark = pytest.mark.integration
 
 HASH = "c" * 64
-
-
-@pytest.fixture
-def settings(stack_env, monkeypatch) -> ConsumerSettings:
-    for key, value in stack_env.items():
-        monkeypatch.setenv(key, value)
-    suffix = uuid.uuid4().hex[:8]
-    return ConsumerSettings(
-        topic_model_training=f"test-events-{suffix}",
-        topic_dead_letter=f"test-dlq-{suffix}",
-        consumer_group=f"test-group-{suffix}",
-        session_timeout_ms=6000,
-        max_poll_interval_ms=10000,
-        handler_backoff_seconds=0.1,
-    )
-
-
-@pytest.fixture
-def topic(settings: ConsumerSettings) -> str:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
-    names = [settings.topic_model_training, settings.topic_dead_letter]
-    for future in admin.create_topics([NewTopic(n, num_partitions=1, replication_factor=1) for n in names]).values():
-        future.result(timeout=30)
-    return settings.topic_model_training
 
 
 def _publish(settings: ConsumerSettings, topic: str, count: int) -> list[str]:
@@ -154,7 +128,9 @@ def test_transient_failures_are_retried_and_permanent_ones_dead_lettered(setting
 
 
 def test_a_handler_longer_than_max_poll_interval_keeps_its_partition(settings, topic):
-    settings = settings.model_copy(update={"max_poll_interval_ms": 6000, "session_timeout_ms": 6000})
+    # The second message waits 12 s behind the first: lag, but a running handler is not a stall.
+    update = {"max_poll_interval_ms": 6000, "session_timeout_ms": 6000, "consumer_stall_seconds": 3}
+    settings = settings.model_copy(update=update)
     sent = _publish(settings, topic, 2)
     assignments: list[float] = []
     runs: list[str] = []
@@ -176,3 +152,42 @@ def test_a_handler_longer_than_max_poll_interval_keeps_its_partition(settings, t
     assert runs == sent, "the slow message was handed out twice"
     assert len(assignments) == 1, "the consumer was kicked out of its group and rejoined"
     assert committed_offsets(settings, settings.consumer_group, topic, [0]) == {0: 2}
+
+
+def test_a_consumer_with_lag_that_consumes_nothing_turns_unhealthy_and_stops(settings, topic):
+    settings = settings.model_copy(update={"consumer_stall_seconds": 6})
+    _publish(settings, topic, 1)
+    loop = ConsumerLoop(settings, topic, ModelTraining, lambda _: None)
+    original = loop._on_assign
+
+    def assign_paused(consumer, partitions):
+        """Leave the partition paused, as librdkafka did after a lost membership before the fix."""
+        original(consumer, partitions)
+        consumer.pause(partitions)
+
+    loop._on_assign = assign_paused
+    timer = threading.Timer(60, loop.stop)
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConsumerStalled, match="1 message"):
+            loop.run()
+    finally:
+        timer.cancel()
+    assert not loop.healthy
+    assert time.monotonic() - started < 30
+
+
+def test_a_consumer_that_starts_at_the_end_is_not_stalled_by_the_history_before_it(settings, topic):
+    """Inference replicas join with auto.offset.reset=latest: older messages are no lag of theirs."""
+    settings = settings.model_copy(update={"consumer_stall_seconds": 3})
+    _publish(settings, topic, 2)
+    latest = {"auto.offset.reset": "latest"}
+    loop = ConsumerLoop(settings, topic, ModelTraining, lambda _: None, consumer_overrides=latest)
+    timer = threading.Timer(10, loop.stop)
+    timer.start()
+    try:
+        assert loop.run() == 0
+    finally:
+        timer.cancel()
+    assert loop.healthy

@@ -179,6 +179,13 @@ def kill_part(config: StackConfig, name: str) -> None:
     part.pid_file.unlink(missing_ok=True)
 
 
+def stop_part(config: StackConfig, name: str, console: Console | None = None) -> None:
+    """SIGTERM one part or service (an orderly shutdown, as a rolling restart would do); SIGKILL after the grace."""
+    part = {**parts(config), **service_parts(config)}[name]
+    _stop([part], config.stop_grace_s, console or Console(stderr=True))
+    wait_for(lambda: not any(port_open(config.host, port) for port in part.ports), 15)
+
+
 def _stop(layer: list[Part], grace: float, console: Console) -> list[str]:
     """SIGTERM each part's process group, SIGKILL what is left after the grace; returns what was running."""
     groups = {part.name: pid for part in layer if (pid := running_pid(part)) is not None}

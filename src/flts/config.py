@@ -86,6 +86,9 @@ class ConsumerSettings(CommonSettings):
     session_timeout_ms: int = 45_000
     handler_max_attempts: int = 3
     handler_backoff_seconds: float = 1.0
+    # An outage of S3, MLflow or Kafka (connection errors, 5xx) is waited out this long, with backoff capped
+    # at a minute, before the message is dead-lettered; only data and model errors fail at once.
+    handler_outage_seconds: float = 900.0
     # Lag with nothing consumed for this long (a handler running does not count) fails the consumer's
     # /healthz and restarts its process: the backstop for a consumer that stopped fetching. 0 disables it.
     consumer_stall_seconds: float = 300.0

@@ -25,11 +25,12 @@ from typing import Any, Generic
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from tenacity import RetryError, Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_not_exception_type, wait_exponential
 
 from flts.config import CommonSettings, ConsumerSettings
 from flts.messages import DeadLetter, Message, MessageError, MessageT
-from flts.observability import HANDLER_SECONDS, MESSAGES_HANDLED, log_context
+from flts.observability import BACKBONE_OUTAGES, HANDLER_SECONDS, MESSAGES_HANDLED, log_context
+from flts.outages import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -329,10 +330,19 @@ class ConsumerLoop(Generic[MessageT]):
             log.warning("could not put a message back", extra={"error": str(exc), "offset": stray.offset()})
 
     def _call_with_retries(self, message: MessageT) -> str | None:
+        """Run the handler: a fault is retried ``handler_max_attempts`` times, an outage of a backbone is
+        waited out for ``handler_outage_seconds``; returns the dead-letter reason, or None when handled."""
         attempts = max(1, self.settings.handler_max_attempts)
+
+        def give_up(state: RetryCallState) -> bool:
+            error = state.outcome.exception() if state.outcome else None
+            if error is not None and is_outage(error):
+                return state.seconds_since_start >= self.settings.handler_outage_seconds or self._stop.is_set()
+            return state.attempt_number >= attempts
+
         try:
             for attempt in Retrying(
-                stop=stop_after_attempt(attempts),
+                stop=give_up,
                 wait=wait_exponential(multiplier=self.settings.handler_backoff_seconds, max=60),
                 retry=retry_if_not_exception_type((PermanentError, MessageError)),
                 reraise=False,
@@ -341,14 +351,21 @@ class ConsumerLoop(Generic[MessageT]):
                     if attempt.retry_state.attempt_number > 1:
                         MESSAGES_HANDLED.labels(self.settings.service_name, self.topic, "retried").inc()
                         log.warning("retrying handler", extra={"attempt": attempt.retry_state.attempt_number})
-                    self.handler(message)
+                    try:
+                        self.handler(message)
+                    except Exception as exc:
+                        if is_outage(exc):
+                            BACKBONE_OUTAGES.labels(self.settings.service_name).inc()
+                            log.warning("a backbone is unreachable; waiting it out", extra={"error": repr(exc)[:500]})
+                        raise
         except (PermanentError, MessageError) as exc:
             log.error("handler failed permanently", extra={"error": str(exc)})
             return f"permanent failure: {exc}"
         except RetryError as exc:
             cause = exc.last_attempt.exception()
-            log.error("handler failed after retries", extra={"error": repr(cause), "attempts": attempts})
-            return f"failed after {attempts} attempts: {cause!r}"
+            tries = exc.last_attempt.attempt_number
+            log.error("handler failed after retries", extra={"error": repr(cause), "attempts": tries})
+            return f"failed after {tries} attempts: {cause!r}"
         return None
 
     def _dead_letter(self, msg: Any, reason: str) -> None:

@@ -102,6 +102,11 @@ MESSAGES_HANDLED = Counter(
     "Kafka messages handled, by topic and outcome (ok, dead_letter, retried).",
     ["service", "topic", "outcome"],
 )
+BACKBONE_OUTAGES = Counter(
+    "flts_backbone_outage_failures_total",
+    "Handler attempts that failed because S3, MLflow or Kafka was unreachable (retried, not dead-lettered).",
+    ["service"],
+)
 HANDLER_SECONDS = Histogram(
     "flts_handler_seconds",
     "Time spent handling one Kafka message.",

@@ -30,6 +30,7 @@ from flts.messages import ModelTraining, ObjectRef, TrainingData
 from flts.metrics import forecast_metrics, in_sample_naive_mae
 from flts.models.base import Forecaster, WindowLayout
 from flts.observability import log_context
+from flts.outages import is_outage
 from flts.predict import PREPROCESSING_FILE
 from flts.storage import ObjectNotFound, ObjectStore, sha256_bytes
 from flts.tracking import MODEL_ARTIFACT_PATH, TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
@@ -155,6 +156,9 @@ class TrainingJob:
             try:
                 metrics = self._train_and_log(fit, data, run_id)
             except Exception as exc:
+                if is_outage(exc):
+                    self._interrupted(run_id, exc)
+                    raise  # not the model's fault: the consumer waits the outage out and trains again
                 log.exception("training failed")
                 self.tracker.fail_run(run_id, repr(exc))
                 self._announce(claim, model_type, "FAILED", run_id, error=repr(exc)[:2000])
@@ -165,6 +169,14 @@ class TrainingJob:
             self.tracker.client.set_terminated(run_id, status="FINISHED")
             log.info("training finished", extra={"model_version": version, "test_rmse": metrics.get("test_rmse")})
             self._announce(claim, model_type, "SUCCESS", run_id, metrics, version)
+
+    def _interrupted(self, run_id: str, exc: Exception) -> None:
+        """Close a run an outage interrupted as KILLED (not FAILED), if MLflow answers; else the heartbeat
+        check closes it."""
+        try:
+            self.tracker.fail_run(run_id, f"interrupted by an outage, trained again: {exc!r}"[:2000], status="KILLED")
+        except Exception:
+            log.warning("could not close the interrupted run; eval closes it once its heartbeat is stale")
 
     @contextmanager
     def _heartbeat(self, run_id: str) -> Iterator[None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 import uuid
 
@@ -12,7 +13,7 @@ from rich.console import Console
 from eval_container.service import Evaluator
 from flts.config import EvalSettings, EvaluationConfig, PipelineConfig, PreprocessSettings
 from flts.data.generate import generate_lte_dataset
-from flts.kafka import MessageProducer, PermanentError, ensure_topics
+from flts.kafka import ConsumerLoop, MessageProducer, PermanentError, ensure_topics
 from flts.messages import DatasetUploaded, ModelSelected, ModelTraining, ObjectRef, TrainingData
 from flts.models.baselines import PersistenceForecaster
 from flts.stack import manager
@@ -224,3 +225,26 @@ def test_a_run_whose_trainer_died_is_closed_as_killed_and_does_not_hold_up_the_d
     assert "no trainer heartbeat" in tracker.client.get_run(orphan).data.tags[TAG_ERROR]
     assert tracker.client.get_run(alive).info.status == "RUNNING", "a beating run is left alone"
     assert decision is not None and decision.reason == "waiting for LSTM"
+
+
+def test_an_s3_outage_during_training_is_waited_out_not_dead_lettered(settings, claim, stack_config, read_topic):
+    """MinIO stopped before the trainer reads the claim's data, started again 20 s later: trained, once."""
+    run = uuid.uuid4().hex[:8]
+    update = {"handler_backoff_seconds": 0.5, "consumer_group": f"it-{run}", "topic_dead_letter": f"it-dlq-{run}"}
+    settings = settings.model_copy(update=update)
+    ensure_topics(settings, partitions=1)
+    MessageProducer(settings).publish(settings.topic_training_data, claim)
+    loop = ConsumerLoop(settings, settings.topic_training_data, TrainingData, TrainingJob(settings, PERSISTENCE).handle)
+    manager.stop_part(stack_config, "minio")
+    try:
+        worker = threading.Thread(target=loop.run, kwargs={"max_messages": 1}, daemon=True)
+        worker.start()
+        time.sleep(20)
+    finally:
+        manager.up(stack_config, Console(stderr=True))
+    worker.join(timeout=180)
+
+    assert not worker.is_alive(), "the handler did not finish after the outage"
+    runs = Tracker(settings).lineage_runs(claim.config_hash, "PERSISTENCE")
+    assert [r.status for r in runs] == ["FINISHED"]
+    assert read_topic(settings, settings.topic_dead_letter, 1, lambda raw: raw) == [], "an outage was dead-lettered"

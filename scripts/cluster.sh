@@ -298,6 +298,8 @@ state = "$d/state"
   sandbox_image = "$PAUSE_IMAGE"
   restrict_oom_score_adj = true
   enable_selinux = false
+  # Pod network namespaces under our state dir, not /var/run/netns: one place to unmount on `down`.
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -476,9 +478,48 @@ cmd_up() {
   wait_for "DNS answers from a pod network" 60 dns_answers
   wait_for "metrics-server ready" 180 kctl -n kube-system rollout status deploy/metrics-server --timeout=5s
   wait_for "kubectl top node" 180 kctl top node
+  make_volumes
   say "cluster up in $((SECONDS - t0)) s"
   echo "up $((SECONDS - t0))" >> "$LOGS/up-times.txt"
   cmd_env_hint
+}
+
+# Storage for StatefulSets: a default StorageClass without a provisioner and PersistentVolumes on
+# host directories made here (a single node needs nothing more). Each PVC binds one free PV.
+PV_COUNT="${FLTS_PV_COUNT:-12}"
+make_volumes() {
+  local i dir
+  rm -rf "$STATE/volumes"
+  {
+    cat <<SC
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local-hostpath
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Retain
+SC
+    for i in $(seq -w 1 "$PV_COUNT"); do
+      dir="$STATE/volumes/pv-$i"
+      # World-writable: hostPath volumes ignore fsGroup, and images run as different non-root users.
+      mkdir -p "$dir" && chmod 0777 "$dir"
+      cat <<PV
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: local-pv-$i}
+spec:
+  capacity: {storage: 50Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: local-hostpath
+  hostPath: {path: "$dir", type: Directory}
+PV
+    done
+  } | kctl apply -f - >/dev/null
+  say "  default StorageClass local-hostpath with $PV_COUNT hostPath PersistentVolumes"
 }
 
 # CoreDNS answers for kubernetes.default through the kube-dns Service (host -> ClusterIP -> pod: kube-proxy).
@@ -530,7 +571,7 @@ stop_component() {
 our_shims() {
   local d
   for d in /proc/[0-9]*; do
-    tr '\0' ' ' < "$d/cmdline" 2>/dev/null | grep -qF -- "-address $CTR_SOCK " && echo "${d#/proc/}"
+    { tr '\0' ' ' < "$d/cmdline"; } 2>/dev/null | grep -qF -- "-address $CTR_SOCK " && echo "${d#/proc/}"
   done
   return 0
 }
@@ -592,7 +633,7 @@ cmd_down() {
   remove_iptables_chains
   remove_cgroups
   # Container state (not the image store) and IP allocations go, so the next `up` starts clean.
-  rm -rf "$STATE/containerd/state" "$STATE/cni/ipam" /var/lib/cni/results/"$CNI_NET"-* 2>/dev/null || true
+  rm -rf "$STATE/containerd/state" "$STATE/cni/ipam" "$STATE/volumes" /var/lib/cni/results/"$CNI_NET"-* 2>/dev/null || true
   [ "$quiet" = --quiet ] || { say "down in $((SECONDS - t0)) s"; check_clean; }
 }
 
@@ -718,4 +759,5 @@ main() {
   esac
 }
 
-main "$@"
+# Sourcing the file (tests, debugging) defines the functions without running a command.
+[[ "${BASH_SOURCE[0]}" != "$0" ]] || main "$@"

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint unit stack-up stack-down stack-status clean
+.PHONY: venv demo test lint unit test-cluster cluster-up cluster-down stack-up stack-down stack-status clean
 
 venv:
 	@scripts/bootstrap.sh
@@ -19,6 +19,17 @@ test: venv lint
 
 unit: venv
 	$(BIN)/pytest tests/unit tests/service $(PYTEST_ARGS)
+
+# A real single-node Kubernetes cluster (root; builds and caches its binaries under ~/.cache/flts/k8s):
+# `helm install` of the chart. Not part of `make test` (it needs root and the images the compose test builds).
+test-cluster: venv
+	$(BIN)/pytest -m cluster tests/cluster $(PYTEST_ARGS)
+
+cluster-up:
+	@scripts/cluster.sh up
+
+cluster-down:
+	@scripts/cluster.sh down
 
 demo: venv
 	$(BIN)/flts demo

@@ -1,0 +1,59 @@
+"""A real single-node Kubernetes cluster for tests marked `cluster` (scripts/cluster.sh).
+
+The session fixture brings the cluster up (building or reusing the cached binaries), imports the images
+the compose harness built into the node's containerd, and always tears the cluster down afterwards, then
+checks that nothing is left (processes, mounts, the cni0 bridge, KUBE-/CNI- iptables chains). Set
+FLTS_TEST_KEEP_CLUSTER=1 to reuse a running cluster and leave it up (fast edit-test loops).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from cluster_support import CLUSTER_SH, IMAGES, missing_images
+
+
+@contextmanager
+def live_output(config: pytest.Config) -> Iterator[None]:
+    """Let the harness's progress lines reach the terminal (bring-up and imports take minutes)."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is None:
+        yield
+        return
+    with capture.global_and_fixture_disabled():
+        yield
+
+
+def cluster_sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([str(CLUSTER_SH), *args], check=check)
+
+
+@pytest.fixture(scope="session")
+def cluster(pytestconfig: pytest.Config) -> Iterator[dict[str, str]]:
+    """Environment (KUBECONFIG, PATH with kubectl and helm) of a running cluster with FLTS's images."""
+    missing = missing_images()
+    if missing:
+        pytest.skip(f"the local Docker engine lacks the images the compose harness builds: {', '.join(missing)}")
+    if os.geteuid() != 0:
+        pytest.fail("the cluster harness needs root (containerd, iptables, mounts)")
+    keep = os.environ.get("FLTS_TEST_KEEP_CLUSTER") == "1"
+    env_lines = subprocess.run([str(CLUSTER_SH), "env"], check=True, capture_output=True, text=True).stdout
+    env = dict(os.environ)
+    for line in env_lines.splitlines():
+        for assignment in line.removeprefix("export ").split():
+            key, _, value = assignment.partition("=")
+            env[key] = value.replace("$PATH", os.environ.get("PATH", ""))
+    try:
+        with live_output(pytestconfig):
+            cluster_sh("up")
+            cluster_sh("import", *IMAGES)
+        yield env
+    finally:
+        if not keep:
+            with live_output(pytestconfig):
+                # `down` exits non-zero when anything is left (processes, mounts, cni0, iptables chains).
+                cluster_sh("down")

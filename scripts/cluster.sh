@@ -298,7 +298,7 @@ state = "$d/state"
   sandbox_image = "$PAUSE_IMAGE"
   restrict_oom_score_adj = true
   enable_selinux = false
-  # Pod network namespaces under our state dir, not /var/run/netns: one place to unmount on `down`.
+  # Pod network namespaces under our state dir, not /var/run/netns: one place to unmount on down.
   netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
@@ -585,7 +585,7 @@ remove_iptables_chains() {  # every KUBE-* and CNI-* chain (kubelet, kube-proxy,
       # First the jumps from other chains (built-in, Docker's) into ours, then our chains themselves.
       "$ipt"-save -t "$table" 2>/dev/null | grep -E '^-A ' | grep -vE '^-A (KUBE-|CNI-)' \
         | grep -E -- '-j (KUBE-|CNI-)' \
-        | while read -r rule; do eval "$ipt -t $table ${rule/-A /-D }" 2>/dev/null || true; done
+        | while read -r rule; do eval "$ipt -t $table ${rule/-A /-D }" 2>/dev/null || true; done || true
       for chain in $("$ipt" -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE-|CNI-)/ {print $2}'); do
         "$ipt" -t "$table" -F "$chain" 2>/dev/null || true
       done

@@ -550,21 +550,28 @@ cmd_env() {
 
 # ------------------------------------------------------------------ down
 
-# Kill one recorded component: TERM, up to 15 s, then KILL. Checks the PID still runs that program.
-stop_component() {
-  local name="$1" pid exe i
-  pid="$(pid_of "$name")" || return 0
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+# Stop recorded components together: TERM, up to 15 s, then KILL. Checks each PID still runs that program.
+stop_components() {
+  local name pid exe pids=() i
+  for name in "$@"; do
+    pid="$(pid_of "$name" || true)"
+    rm -f "$STATE/pids/$name.pid"
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || continue
     exe="$(readlink "/proc/$pid/exe" 2>/dev/null || true)"
     case "$exe" in
       */"$name"|*/"$name"" (deleted)") ;;
-      *) say "pid $pid is no longer $name ($exe): not killing it"; rm -f "$STATE/pids/$name.pid"; return 0 ;;
+      *) say "pid $pid is no longer $name ($exe): not killing it"; continue ;;
     esac
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$STATE/pids/$name.pid"
+    pids+=("$pid")
+  done
+  for i in $(seq 60); do
+    local running=""
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && { running=$pid; break; }; done
+    [ -z "$running" ] && return 0
+    sleep 0.25
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
 }
 
 # PIDs of processes started for our containerd (its shims carry our socket path on their command line).
@@ -612,11 +619,12 @@ remove_cgroups() {  # the kubelet's kubepods hierarchy in each cgroup v1 control
 }
 
 cmd_down() {
-  local quiet="${1:-}" t0=$SECONDS c pid m id
+  local quiet="${1:-}" t0=$SECONDS pid m id
   [ "$quiet" = --quiet ] || say "stopping the cluster"
   mkdir -p "$STATE/pids"
   # The kubelet first, so nothing restarts containers; then the control plane.
-  for c in kubelet kube-proxy kube-controller-manager kube-scheduler kube-apiserver etcd; do stop_component "$c"; done
+  stop_components kubelet kube-proxy
+  stop_components kube-controller-manager kube-scheduler kube-apiserver etcd
   # Containers: kill and delete through our containerd while it still runs.
   if alive containerd; then
     for id in $(ctrk tasks ls -q 2>/dev/null); do ctrk tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true; done
@@ -624,7 +632,7 @@ cmd_down() {
     for id in $(ctrk tasks ls -q 2>/dev/null); do ctrk tasks delete -f "$id" >/dev/null 2>&1 || true; done
     for id in $(ctrk containers ls -q 2>/dev/null); do ctrk containers delete "$id" >/dev/null 2>&1 || true; done
   fi
-  stop_component containerd
+  stop_components containerd
   for pid in $(our_shims); do kill -KILL "$pid" 2>/dev/null || true; done
   # Mounts: kubelet's bind mount of its root dir, pod volumes, container rootfs/shm, pinned netns.
   for m in $(our_mounts); do umount -l "$m" 2>/dev/null || true; done

@@ -552,7 +552,9 @@ cmd_env() {
 
 # ------------------------------------------------------------------ down
 
-# Stop recorded components together: TERM, up to 15 s, then KILL. Checks each PID still runs that program.
+# Stop recorded components together: TERM, up to 5 s, then KILL (kube-apiserver 1.33 stops serving at once
+# but often lingers; nothing of the cluster is kept, so waiting longer buys nothing).
+# Checks each PID still runs that program before signalling it.
 stop_components() {
   local name pid exe pids=() i
   for name in "$@"; do
@@ -567,13 +569,17 @@ stop_components() {
     kill -TERM "$pid" 2>/dev/null || true
     pids+=("$pid")
   done
-  for i in $(seq 60); do
+  for i in $(seq 20); do
     local running=""
     for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && { running=$pid; break; }; done
     [ -z "$running" ] && return 0
     sleep 0.25
   done
-  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || continue
+    say "  $(basename "$(readlink "/proc/$pid/exe" 2>/dev/null)") (pid $pid) still running 5 s after TERM: KILL"
+    kill -KILL "$pid" 2>/dev/null || true
+  done
 }
 
 # PIDs of processes started for our containerd (its shims carry our socket path on their command line).
@@ -626,7 +632,8 @@ cmd_down() {
   mkdir -p "$STATE/pids"
   # The kubelet first, so nothing restarts containers; then the control plane.
   stop_components kubelet kube-proxy
-  stop_components kube-controller-manager kube-scheduler kube-apiserver etcd
+  stop_components kube-controller-manager kube-scheduler kube-apiserver
+  stop_components etcd   # after the apiserver: it drains its requests against etcd before exiting
   [ "$quiet" = --quiet ] || say "  processes stopped ($((SECONDS - t0)) s)"
   # Containers: kill and delete through our containerd while it still runs (in parallel: one ctr call each).
   if alive containerd; then

@@ -619,6 +619,16 @@ our_mounts() {  # mount points under our state dir, and the pod network namespac
     | awk '{print length, $0}' | sort -rn | cut -d' ' -f2- || true
 }
 
+# Containers whose containerd died (a crashed or killed session) keep running without it: kill what is
+# left in the kubelet's pod cgroups (Docker's containers live under .../docker, never touched).
+kill_pod_processes() {
+  local f
+  for f in /sys/fs/cgroup/*/kubepods/cgroup.procs /sys/fs/cgroup/*/kubepods/*/cgroup.procs \
+           /sys/fs/cgroup/*/kubepods/*/*/cgroup.procs /sys/fs/cgroup/*/kubepods/*/*/*/cgroup.procs; do
+    [ -f "$f" ] && xargs -r kill -KILL < "$f" 2>/dev/null || true
+  done
+}
+
 remove_cgroups() {  # the kubelet's kubepods hierarchy in each cgroup v1 controller (empty once pods are gone)
   local d
   for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice /sys/fs/cgroup/kubepods; do
@@ -649,6 +659,7 @@ cmd_down() {
   fi
   stop_components containerd
   for pid in $(our_shims); do kill -KILL "$pid" 2>/dev/null || true; done
+  kill_pod_processes
   # Mounts: kubelet's bind mount of its root dir, pod volumes, container rootfs/shm, pinned netns.
   for m in $(our_mounts); do umount -l "$m" 2>/dev/null || true; done
   for m in /run/netns/cni-*; do [ -e "$m" ] && rm -f "$m"; done

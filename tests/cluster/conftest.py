@@ -33,7 +33,7 @@ def cluster_sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[by
 
 
 @pytest.fixture(scope="session")
-def cluster(pytestconfig: pytest.Config) -> Iterator[dict[str, str]]:
+def cluster(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Environment (KUBECONFIG, PATH with kubectl and helm) of a running cluster with FLTS's images."""
     missing = missing_images()
     if missing:
@@ -47,6 +47,9 @@ def cluster(pytestconfig: pytest.Config) -> Iterator[dict[str, str]]:
         for assignment in line.removeprefix("export ").split():
             key, _, value = assignment.partition("=")
             env[key] = value.replace("$PATH", os.environ.get("PATH", ""))
+    helm_home = tmp_path_factory.mktemp("helm")  # never the user's own helm config, cache or plugins
+    for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
+        env[var] = str(helm_home / var.lower())
     try:
         with live_output(pytestconfig):
             cluster_sh("up")

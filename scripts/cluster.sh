@@ -35,7 +35,8 @@ die() { printf 'cluster.sh: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------------------------- build
 
-APT_PACKAGES=(containerd runc containernetworking-plugins conntrack socat ethtool iptables etcd-server)
+APT_PACKAGES=(containerd runc containernetworking-plugins conntrack socat ethtool iptables etcd-server
+  openssl curl iproute2)
 
 ensure_packages() {
   local missing=() p

@@ -28,8 +28,11 @@ def live_output(config: pytest.Config) -> Iterator[None]:
         yield
 
 
-def cluster_sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([str(CLUSTER_SH), *args], check=check)
+def cluster_sh(*args: str) -> None:
+    """Run a harness command with its output on the terminal; a failure names the command, not a traceback."""
+    code = subprocess.run([str(CLUSTER_SH), *args]).returncode
+    if code:
+        pytest.fail(f"scripts/cluster.sh {args[0]} exited {code} (its output is above)", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 # A real single-node Kubernetes cluster on this machine, for the chart's cluster tests.
 #   scripts/cluster.sh build            build (or reuse cached) binaries and images
 #   scripts/cluster.sh up               start etcd, control plane, containerd, kubelet, kube-proxy, CoreDNS, metrics-server
-#   scripts/cluster.sh down             stop everything, remove iptables chains, mounts and the cni0 bridge (idempotent)
+#   scripts/cluster.sh down [--purge]   stop everything, remove iptables chains, mounts and the cni0 bridge (idempotent);
+#                                       --purge also deletes the imported images
 #   scripts/cluster.sh status           what runs, node and pods
 #   scripts/cluster.sh import X...      import docker images (names) or image tarballs into the cluster's containerd
 #   scripts/cluster.sh smoke            Deployment + Service + HPA through cluster DNS and metrics
@@ -638,7 +639,10 @@ remove_cgroups() {  # the kubelet's kubepods hierarchy in each cgroup v1 control
 }
 
 cmd_down() {
-  local quiet="${1:-}" t0=$SECONDS pid m id
+  local quiet="" purge="" t0=$SECONDS pid m id a
+  for a in "$@"; do
+    case "$a" in --quiet) quiet=--quiet ;; --purge) purge=1 ;; *) die "down: unknown option $a" ;; esac
+  done
   [ "$quiet" = --quiet ] || say "stopping the cluster"
   mkdir -p "$STATE/pids"
   # The kubelet first, so nothing restarts containers; then the control plane.
@@ -669,6 +673,8 @@ cmd_down() {
   remove_cgroups
   # Container state (not the image store) and IP allocations go, so the next `up` starts clean.
   rm -rf "$STATE/containerd/state" "$STATE/cni/ipam" "$STATE/volumes" /var/lib/cni/results/"$CNI_NET"-* 2>/dev/null || true
+  # --purge: the imported images too (GBs; the next `up`/`import` imports them again).
+  if [ -n "$purge" ]; then rm -rf "$STATE/containerd/root" && say "  image store removed"; fi
   [ "$quiet" = --quiet ] || { say "down in $((SECONDS - t0)) s"; check_clean; }
 }
 
@@ -813,7 +819,7 @@ cmd_smoke() {
 
 # ---------------------------------------------------------------------------------------------- main
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 
 main() {
   local cmd="${1:-}"; shift || true

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint unit test-fast test-compose compose-images stack-up stack-down stack-status clean
+.PHONY: venv demo test lint unit test-fast test-compose compose-images test-cluster test-cluster-chart cluster-up cluster-down stack-up stack-down stack-status clean
 
 venv:
 	@scripts/bootstrap.sh
@@ -16,6 +16,7 @@ lint: venv
 
 test: venv lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -m cluster tests/cluster $(PYTEST_ARGS)
 
 unit: venv
 	$(BIN)/pytest tests/unit tests/service $(PYTEST_ARGS)
@@ -31,6 +32,22 @@ test-compose: venv
 # Builds the compose stand-ins and our images into the local Docker engine (starting one if needed).
 compose-images: venv
 	$(BIN)/python tests/compose/harness.py
+
+# A real single-node Kubernetes node (root; builds and caches its binaries under ~/.cache/flts/k8s): pods,
+# cluster DNS, metrics and an HPA scaling out under load, then a teardown that must leave nothing behind.
+test-cluster: venv
+	$(BIN)/pytest -m cluster tests/cluster $(PYTEST_ARGS)
+
+# `helm install` of the whole chart on that node with the compose harness's images (needs ~17 GB of free
+# disk for the image imports: not in `make test` or CI yet, see README).
+test-cluster-chart: venv
+	$(BIN)/pytest -m cluster_chart tests/cluster $(PYTEST_ARGS)
+
+cluster-up:
+	@scripts/cluster.sh up
+
+cluster-down:
+	@scripts/cluster.sh down
 
 demo: venv
 	$(BIN)/flts demo

@@ -89,6 +89,9 @@ class ConsumerSettings(CommonSettings):
     # An outage of S3, MLflow or Kafka (connection errors, 5xx) is waited out this long, with backoff capped
     # at a minute, before the message is dead-lettered; only data and model errors fail at once.
     handler_outage_seconds: float = 900.0
+    # A message delivered this many times without its handler finishing crashes its consumer (OOM-killed,
+    # segfault): the next delivery dead-letters it. The count survives the crash (Kafka offset metadata).
+    handler_max_deliveries: int = Field(5, ge=1)
     # Lag with nothing consumed for this long (a handler running does not count) fails the consumer's
     # /healthz and restarts its process: the backstop for a consumer that stopped fetching. 0 disables it.
     consumer_stall_seconds: float = 300.0

@@ -282,10 +282,17 @@ class ConsumerLoop(Generic[MessageT]):
         except MessageError as exc:
             self._dead_letter(msg, f"invalid message: {exc}")
             return self._commit(msg)
+        deliveries = self._count_delivery(msg)
+        if deliveries > self.settings.handler_max_deliveries:
+            self._dead_letter(
+                msg, f"delivered {deliveries - 1} times without finishing: it crashes its consumer (OOM, segfault)"
+            )
+            return self._commit(msg)
         with log_context(config_hash=getattr(message, "config_hash", None), event_id=message.event_id):
             error = self._handle_while_polling(message, msg)
             if error is _INTERRUPTED:
                 log.warning("stopped before the handler finished; the message will be redelivered")
+                self._record_deliveries(msg, deliveries - 1)  # an orderly stop is not the message's fault
                 return False
             if error is not None:
                 self._dead_letter(msg, error)
@@ -388,6 +395,27 @@ class ConsumerLoop(Generic[MessageT]):
         MESSAGES_HANDLED.labels(self.settings.service_name, self.topic, "dead_letter").inc()
         log.error("message dead-lettered", extra={"reason": reason, "offset": msg.offset()})
 
+    def _count_delivery(self, msg: Any) -> int:
+        """This delivery's number, kept in the group's committed offset metadata so a crash cannot lose it:
+        before handling, the message's own offset is committed with the count (the position stays put)."""
+        deliveries = 1
+        try:
+            (committed,) = self._consumer.committed([TopicPartition(msg.topic(), msg.partition())], timeout=10)
+            metadata = committed.metadata or ""
+            if committed.offset == msg.offset() and metadata.startswith(DELIVERIES_METADATA):
+                deliveries += int(metadata.removeprefix(DELIVERIES_METADATA))
+        except (KafkaException, ValueError) as exc:
+            log.warning("delivery count not read; counting this one as the first", extra={"error": str(exc)})
+        self._record_deliveries(msg, deliveries)
+        return deliveries
+
+    def _record_deliveries(self, msg: Any, deliveries: int) -> None:
+        marker = TopicPartition(msg.topic(), msg.partition(), msg.offset(), f"{DELIVERIES_METADATA}{deliveries}")
+        try:
+            self._consumer.commit(offsets=[marker], asynchronous=False)
+        except KafkaException as exc:
+            log.warning("delivery count not recorded", extra={"error": str(exc)})
+
     def _commit(self, msg: Any) -> bool:
         if self._in_flight_gone is not None:
             log.warning(
@@ -404,6 +432,7 @@ class ConsumerLoop(Generic[MessageT]):
 
 
 _INTERRUPTED = object()
+DELIVERIES_METADATA = "flts-deliveries="
 
 
 def _names(partitions: Iterable[TopicPartition]) -> list[str]:

@@ -1,4 +1,5 @@
-"""A consumer process for the SIGKILL test: records each message it finished handling, slowly."""
+"""A consumer process for the crash tests: records each message it finished handling, slowly; with a fourth
+argument, the process dies (as the OOM killer would end it) whenever it handles that event id."""
 
 import os
 import sys
@@ -12,9 +13,12 @@ from flts.messages import ModelTraining
 
 def main() -> None:
     topic, group, record = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    crash_on = sys.argv[4] if len(sys.argv) > 4 else None
     settings = ConsumerSettings(session_timeout_ms=6000, max_poll_interval_ms=10000)
 
     def handle(message: ModelTraining) -> None:
+        if message.event_id == crash_on:
+            os._exit(137)
         time.sleep(0.4)
         with record.open("a") as out:
             out.write(message.event_id + "\n")

@@ -95,6 +95,30 @@ def test_a_consumer_killed_mid_batch_loses_nothing(settings, topic, tmp_path: Pa
     assert len(handled) - len(sent) <= 1, "more than the in-flight message was replayed"
 
 
+def test_a_message_that_crashes_its_consumer_every_time_is_dead_lettered_after_n_deliveries(
+    settings, topic, tmp_path: Path, stack_env, read_topic
+):
+    """Each delivery kills the process (no exception to catch); the count survives in the committed offset."""
+    crasher, after = _publish(settings, topic, 2)
+    record = tmp_path / "handled.txt"
+    record.touch()
+    worker = [sys.executable, str(Path(__file__).with_name("kafka_worker.py")), topic, settings.consumer_group]
+    env = {**os.environ, **stack_env, "HANDLER_MAX_DELIVERIES": "2"}
+    exits = []
+    for _ in range(4):
+        process = subprocess.Popen([*worker, str(record), crasher], env=env)
+        try:
+            exits.append(process.wait(timeout=60))
+        except subprocess.TimeoutExpired:
+            break  # it no longer crashes: the message was dead-lettered, the next one handled
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+    assert exits == [137, 137], "the two allowed deliveries each crashed the consumer"
+    assert record.read_text().split() == [after]
+    (letter,) = read_topic(settings, settings.topic_dead_letter, 1, DeadLetter.model_validate_json)
+    assert "crashes its consumer" in letter.reason and letter.offset == 0
+
+
 def test_a_poison_message_is_dead_lettered_and_the_consumer_goes_on(settings, topic, read_topic):
     producer = MessageProducer(settings)
     producer.send(topic, "k", b"{not json", {"origin": "fuzzer"})

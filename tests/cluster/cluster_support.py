@@ -1,0 +1,27 @@
+"""Paths and image names shared by the cluster tests and their fixtures."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER_SH = ROOT / "scripts" / "cluster.sh"
+CHART = ROOT / ".helm"
+VALUES = Path(__file__).with_name("values-cluster.yaml")
+VERSION = "0.1.0"
+# The images the compose harness (tests/compose) builds into the local Docker engine.
+IMAGES = [
+    *(f"flts/{name}:{VERSION}" for name in ("gateway", "train", "nonml", "eval", "inference", "preprocess", "mlflow")),
+    "apache/kafka:4.1.1",
+    "quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z",
+    "postgres:17.6-bookworm",
+]
+
+
+def missing_images() -> list[str]:
+    """Images of IMAGES the local Docker engine lacks (all of them when there is no engine)."""
+    if not shutil.which("docker"):
+        return list(IMAGES)
+    return [i for i in IMAGES if subprocess.run(["docker", "image", "inspect", i], capture_output=True).returncode]

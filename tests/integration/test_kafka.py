@@ -103,7 +103,7 @@ def test_a_message_that_crashes_its_consumer_every_time_is_dead_lettered_after_n
     record = tmp_path / "handled.txt"
     record.touch()
     worker = [sys.executable, str(Path(__file__).with_name("kafka_worker.py")), topic, settings.consumer_group]
-    env = {**os.environ, **stack_env, "HANDLER_MAX_DELIVERIES": "2"}
+    env = {**os.environ, **stack_env, "HANDLER_MAX_DELIVERIES": "2", "TOPIC_DEAD_LETTER": settings.topic_dead_letter}
     exits = []
     for _ in range(4):
         process = subprocess.Popen([*worker, str(record), crasher], env=env)

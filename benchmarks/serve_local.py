@@ -16,7 +16,7 @@ from pathlib import Path
 
 import uvicorn
 
-from flts.config import InferenceSettings, PipelineConfig
+from flts.config import InferenceSettings, PipelineConfig, load_pipeline_config
 from flts.data.generate import generate_lte_dataset
 from flts.data.preprocess import preprocess
 from flts.data.windows import make_windows
@@ -57,9 +57,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/flts-bench-model"))
+    parser.add_argument("--wait-ms", type=float, help="inference.micro_batch_wait_ms (default: the pipeline config's)")
     args = parser.parse_args()
 
-    config = PipelineConfig()
+    config = load_pipeline_config(InferenceSettings().pipeline_config)
+    if args.wait_ms is not None:
+        config = config.model_copy(
+            update={"inference": config.inference.model_copy(update={"micro_batch_wait_ms": args.wait_ms})}
+        )
     if not (args.model_dir / PREPROCESSING_FILE).exists():
         args.model_dir.mkdir(parents=True, exist_ok=True)
         build(args.model_dir, config)
@@ -73,7 +78,7 @@ def main() -> None:
     champions = Champions()
     identity = ModelIdentity("global", "GRU", "1", "bench-run", "0" * 64)
     champions.install(ServingModel.load(args.model_dir, identity, config.inference.max_inference_length))
-    app = create_app(settings, champions, follow_registry=False)
+    app = create_app(settings, champions, follow_registry=False, inference=config.inference)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_config=None, access_log=False)
 
 

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -32,6 +32,11 @@ class Overloaded(Exception):
 
 class TimedOut(Exception):
     """The result was not ready in time."""
+
+
+def _expire(future: asyncio.Future[Any], timeout: float) -> None:
+    if not future.done():
+        future.set_exception(TimedOut(f"no result within {timeout:g} s"))
 
 
 @dataclass
@@ -94,13 +99,15 @@ class MicroBatcher(Generic[Item, Result]):
         lane = self._lane()
         if len(lane.waiting) >= self.max_queue:
             raise Overloaded(f"{self.max_queue} requests already waiting")
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Result] = loop.create_future()
         lane.waiting.append(_Entry(item, future))
         lane.arrived.set()
+        expiry = loop.call_later(self.timeout, _expire, future, self.timeout)
         try:
-            return await asyncio.wait_for(future, self.timeout)
-        except TimeoutError:
-            raise TimedOut(f"no result within {self.timeout:g} s") from None
+            return await future
+        finally:
+            expiry.cancel()
 
     async def close(self) -> None:
         """Stop the running loop's worker (callers still waiting time out)."""

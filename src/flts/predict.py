@@ -12,8 +12,11 @@ columns in the same order, the same gap filling and `is_gap` flag). The work spl
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -74,8 +77,12 @@ class Forecasts:
 
 def iso_times(nanoseconds: np.ndarray) -> list[str]:
     """int64 UTC nanoseconds as ISO-8601 strings to the second, with a Z."""
-    seconds = np.asarray(nanoseconds, dtype=np.int64).astype("datetime64[ns]").astype("datetime64[s]")
-    return np.char.add(np.datetime_as_string(seconds, unit="s"), "Z").tolist()
+    return [_iso_time(value) for value in np.asarray(nanoseconds, dtype=np.int64).tolist()]
+
+
+@functools.lru_cache(maxsize=16_384)
+def _iso_time(nanoseconds: int) -> str:
+    return (_EPOCH + timedelta(microseconds=nanoseconds // 1000)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ class ServingModel:
     anchor_ns: int
     target_center: np.ndarray
     target_scale: np.ndarray
+    _cells_of: Callable[[dict[str, Any]], Any]
 
     @classmethod
     def load(cls, directory: Path, identity: ModelIdentity, max_inference_length: int) -> ServingModel:
@@ -105,29 +113,30 @@ class ServingModel:
             anchor_ns=pd.Timestamp(metadata["grid_anchor"]).value,
             target_center=transform.center[targets],
             target_scale=transform.scale[targets],
+            _cells_of=operator.itemgetter(*transform.measured),
         )
 
-    @property
+    @functools.cached_property
     def time_column(self) -> str:
         return self.metadata["time_column"]
 
-    @property
+    @functools.cached_property
     def measured_columns(self) -> list[str]:
         return list(self.metadata["measured_columns"])
 
-    @property
+    @functools.cached_property
     def target_columns(self) -> list[str]:
         return list(self.metadata["target_columns"])
 
-    @property
+    @functools.cached_property
     def input_seq_len(self) -> int:
         return int(self.metadata["config"]["windows"]["input_seq_len"])
 
-    @property
+    @functools.cached_property
     def output_seq_len(self) -> int:
         return int(self.metadata["config"]["windows"]["output_seq_len"])
 
-    @property
+    @functools.cached_property
     def rows_needed(self) -> int:
         """Rows a window must carry: the model's input length plus the longest lag feature."""
         return self.input_seq_len + self.transform.skip
@@ -179,9 +188,12 @@ class ServingModel:
             if missing:
                 raise RequestError(f"{where}missing columns {missing}; the model needs {self.measured_columns}")
         self._check_count(len(rows), where)
-        measured = self.measured_columns
         times = [row.get(self.time_column) for row in rows]
-        return self._window(times, [[row.get(name) for name in measured] for row in rows], where)
+        try:
+            cells = list(map(self._cells_of, rows))
+        except KeyError:  # a row without some column: a missing cell
+            cells = [[row.get(name) for name in self.measured_columns] for row in rows]
+        return self._window(times, cells, where)
 
     def window_from_columns(self, data: dict[str, list[Any]], time_key: str | None = None) -> Window:
         """One window from the earlier system's shape: {column: [cells]} with the time under `time_key`."""
@@ -204,15 +216,15 @@ class ServingModel:
         nanoseconds = _timestamps(times, self.time_column, where)
         values = _numbers(cells, self.measured_columns, where)
         steps = np.diff(nanoseconds)
-        if (steps < 0).any():
-            raise RequestError(f"{where}rows must be in increasing {self.time_column} order, oldest first")
-        if (steps == 0).any():
+        if not (steps > 0).all():
+            if (steps < 0).any():
+                raise RequestError(f"{where}rows must be in increasing {self.time_column} order, oldest first")
             first = int(np.flatnonzero(steps == 0)[0])
             raise RequestError(
                 f"{where}rows {first + 1} and {first + 2}: {self.time_column} {times[first]} appears more than once"
             )
-        off_grid = np.flatnonzero((nanoseconds - self.anchor_ns) % self.step_ns)
-        if len(off_grid):
+        if ((nanoseconds - self.anchor_ns) % self.step_ns).any():
+            off_grid = np.flatnonzero((nanoseconds - self.anchor_ns) % self.step_ns)
             raise RequestError(
                 f"{where}row {off_grid[0] + 1}: {self.time_column} {times[off_grid[0]]} is not on the "
                 f"{self.metadata['frequency']} grid of the training data (which runs through "
@@ -223,6 +235,11 @@ class ServingModel:
     def _on_grid(self, nanoseconds: np.ndarray, values: np.ndarray, where: str) -> Window:
         """The last rows_needed grid steps up to the last row; missing steps and cells filled as in preprocess."""
         rows = self.rows_needed
+        recent = values[-rows:]
+        span = (rows - 1) * self.step_ns
+        if len(nanoseconds) >= rows and nanoseconds[-1] - nanoseconds[-rows] == span and not np.isnan(recent).any():
+            first = len(nanoseconds) - rows + 1
+            return Window(nanoseconds[-rows:], recent, np.zeros(rows, dtype=bool), np.arange(first, first + rows))
         last = int(nanoseconds[-1])
         if last - (rows - 1) * self.step_ns < _MIN_NS:
             raise RequestError(f"{where}the window starts before {_RANGE.split(' to ')[0]}, the first timestamp served")
@@ -279,8 +296,7 @@ class ServingModel:
         nanoseconds = np.stack([w.nanoseconds for w in windows])
         values = np.stack([w.values for w in windows])
         gap = np.stack([w.gap for w in windows])
-        scaled_inputs = self.transform.scaled(values)
-        errors = [self._input_problem(w, s) for w, s in zip(windows, scaled_inputs, strict=True)]
+        bad_inputs = ~np.isfinite(self.transform.scaled(values)).all(axis=(1, 2))
         offsets = self.step_ns * np.arange(1, horizon + 1, dtype=np.int64)
         order = [self.target_columns.index(column) for column in self.measured_columns] if length > horizon else []
         outputs, times = [], []
@@ -295,26 +311,24 @@ class ServingModel:
                 values = np.concatenate([values, outputs[-1][:, :, order]], axis=1)[:, -rows:]
                 gap = np.concatenate([gap, np.zeros(future.shape, dtype=bool)], axis=1)[:, -rows:]
         result = Forecasts(np.concatenate(outputs, axis=1)[:, :length], np.concatenate(times, axis=1)[:, :length], [])
-        for index, error in enumerate(errors):
-            result.errors.append(error or self._output_problem(result, index))
+        bad_outputs = ~np.isfinite(result.values).all(axis=(1, 2))
+        for index, window in enumerate(windows):
+            if bad_inputs[index]:
+                result.errors.append(self._input_problem(window))
+            else:
+                result.errors.append(self._output_problem(result, index) if bad_outputs[index] else None)
         return result
 
-    def _input_problem(self, window: Window, scaled: np.ndarray) -> str | None:
-        bad = np.argwhere(~np.isfinite(scaled))
-        if not len(bad):
-            return None
-        step, column = bad[0]
+    def _input_problem(self, window: Window) -> str:
+        step, column = np.argwhere(~np.isfinite(self.transform.scaled(window.values)))[0]
         row = int(window.row_numbers[step])
         return (
             f"column {self.measured_columns[column]!r}, row {row}: {window.values[step, column]:g} is too far "
             "outside the training data's range to scale (the scaled value is not finite)"
         )
 
-    def _output_problem(self, forecasts: Forecasts, index: int) -> str | None:
-        bad = np.argwhere(~np.isfinite(forecasts.values[index]))
-        if not len(bad):
-            return None
-        step, target = bad[0]
+    def _output_problem(self, forecasts: Forecasts, index: int) -> str:
+        step, target = np.argwhere(~np.isfinite(forecasts.values[index]))[0]
         when = iso_times(forecasts.nanoseconds[index, step : step + 1])[0]
         return (
             f"step {step + 1} ({when}): the forecast of {self.target_columns[target]!r} is not finite "
@@ -331,26 +345,32 @@ class ServingModel:
         ]
 
 
+@functools.lru_cache(maxsize=16_384)
+def _parse_timestamp(value: str) -> int | None:
+    """One ISO-8601 string as int64 UTC nanoseconds (naive = UTC), None when it is not one.
+
+    Cached: a client's consecutive windows share all but one row, so most lookups are hits.
+    """
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            return int(pd.to_datetime(value, utc=True, format="ISO8601").value)
+        except (ValueError, OverflowError):
+            return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MICROSECOND * 1000
+
+
 def _timestamps(values: list[Any], column: str, where: str) -> np.ndarray:
-    """ISO-8601 strings as int64 UTC nanoseconds (naive = UTC); a RequestError names the first bad row."""
+    """ISO-8601 strings as int64 UTC nanoseconds; a RequestError names the first bad row."""
     out = np.empty(len(values), dtype=np.int64)
     for index, value in enumerate(values):
-        if not isinstance(value, str):
+        nanoseconds = _parse_timestamp(value) if isinstance(value, str) else None
+        if nanoseconds is None:
             problem = "is missing" if value is None else f"{value!r} is not an ISO-8601 timestamp"
             raise RequestError(f"{where}row {index + 1}: {column} {problem}")
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            moment = None
-        if moment is not None:
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-            nanoseconds = (moment - _EPOCH) // _MICROSECOND * 1000
-        else:
-            try:
-                nanoseconds = pd.to_datetime(value, utc=True, format="ISO8601").value
-            except (ValueError, OverflowError):
-                raise RequestError(f"{where}row {index + 1}: {column} {value!r} is not an ISO-8601 timestamp") from None
         if not _MIN_NS <= nanoseconds <= _MAX_NS:
             raise RequestError(f"{where}row {index + 1}: {column} {value!r} is outside the range served ({_RANGE})")
         out[index] = nanoseconds
@@ -372,8 +392,7 @@ def _numbers(cells: list[Any], columns: list[str], where: str) -> np.ndarray:
                         f"{where}column {columns[column]!r}, row {row + 1}: {cell!r} {problem}"
                     ) from None
         raise
-    infinite = np.argwhere(np.isinf(values))
-    if len(infinite):
-        row, column = infinite[0]
+    if np.isinf(values).any():
+        row, column = np.argwhere(np.isinf(values))[0]
         raise RequestError(f"{where}column {columns[column]!r}, row {row + 1}: {cells[row][column]!r} is not finite")
     return values

@@ -208,7 +208,8 @@ class FeatureTransform:
         """Measured values (last axis in metadata order) clipped and scaled, as float32."""
         if self.clip is not None:
             values = np.clip(values, *self.clip)
-        return ((np.asarray(values, dtype=np.float64) - self.center) / self.scale).astype(np.float32)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf: serving refuses it by name
+            return ((np.asarray(values, dtype=np.float64) - self.center) / self.scale).astype(np.float32)
 
     def fill(self, values: np.ndarray) -> np.ndarray:
         """Missing (NaN) cells of one series on its grid [rows, measured], filled as preprocess fills a split."""

@@ -3,10 +3,17 @@
 Every replica joins a consumer group of its own, so each one hears of every new champion; a
 replica started later (HPA scale-out) loads the current champions from the registry at start-up.
 A swap replaces one dict entry: requests in flight finish on the model they started with.
+
+The request path: the body is parsed and checked on the event loop straight into numpy windows
+(gaps filled as preprocessing fills them), concurrent requests share one forward pass through a
+micro-batcher (bounded queue: 429 when full, 504 when a request waits too long), and the answer is
+written with orjson. Each replica also keeps, per identifier, the most recent rows it knows (seeded
+from the end of the lineage's processed data), so a body without rows forecasts from there.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import tempfile
@@ -14,72 +21,111 @@ import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import pandas as pd
 import uvicorn
-from fastapi import FastAPI, Header, HTTPException, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import Counter, Gauge, Histogram, make_asgi_app
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 
-from flts.config import InferenceSettings, load_pipeline_config
+from flts.batching import MicroBatcher, Overloaded, TimedOut
+from flts.config import InferenceConfig, InferenceSettings, load_pipeline_config
 from flts.kafka import ConsumerLoop, ConsumerStalled
 from flts.messages import ModelSelected
 from flts.observability import configure_logging, log_context
-from flts.predict import ModelIdentity, RequestError, ServingModel
+from flts.predict import Forecasts, ModelIdentity, RequestError, ServingModel, Window, iso_times
+from flts.storage import ObjectStore
 from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS = Counter("flts_predictions_total", "Forecast requests by outcome.", ["outcome"])
+PREDICTIONS = Counter(
+    "flts_predictions_total",
+    "Forecast requests by outcome: ok, rejected (422), overloaded (429: queue full), timed_out (504).",
+    ["outcome"],
+)
 PREDICT_SECONDS = Histogram(
     "flts_predict_seconds",
     "Time to answer /predict.",
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
+BATCH_REQUESTS = Histogram(
+    "flts_predict_batch_requests",
+    "Requests sharing one forward pass (micro-batch size).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+QUEUE_DEPTH = Gauge("flts_predict_queue_depth", "Requests waiting for the model.")
 CHAMPION_VERSION = Gauge("flts_champion_version", "Model version being served, by identifier.", ["identifier"])
 
-Cell = float | int | str | None
+# A cell is a number, a string holding one, or null (a missing cell); checked while parsing into arrays, which
+# names the row and column of a bad one, so validation here only publishes the schema (and costs nothing per cell).
+Cell = Annotated[Any, WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}]})]
 
 
 class PredictRequest(BaseModel):
-    """One window (`rows`), a batch of windows (`windows`), or the earlier system's `data` shape."""
+    """One window (`rows`), a batch of windows (`windows`), the earlier system's `data` shape, or none of
+    them: then the forecast starts from the most recent rows this replica knows for the identifier."""
 
     model_config = ConfigDict(extra="forbid")
 
     identifier: str | None = Field(None, description="Which series' champion to use; the global one when absent.")
-    rows: list[dict[str, Cell]] | None = Field(None, description="One window: the most recent rows, oldest first.")
+    rows: list[dict[str, Cell]] | None = Field(
+        None,
+        description="One window: the most recent rows ({time column: ISO-8601, column: number or null}), "
+        "oldest first, at least `rows_needed` of them (see /model-info). Null cells and missing steps are "
+        "filled as in training and listed in `filled`.",
+    )
     windows: list[list[dict[str, Cell]]] | None = Field(None, description="A batch of windows, scored in one pass.")
     data: dict[str, list[Cell]] | None = Field(None, description="Earlier clients: {column: [values...]}.")
     index_col: str | None = Field(None, description="With `data`: the time column's name.")
     inference_length: int | None = Field(None, ge=1, description="Steps to forecast; beyond output_seq_len, recursive.")
 
     @model_validator(mode="after")
-    def _exactly_one_shape(self) -> PredictRequest:
+    def _at_most_one_shape(self) -> PredictRequest:
         given = [name for name in ("rows", "windows", "data") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError(f"send exactly one of rows, windows or data (got {given or 'none'})")
+        if len(given) > 1:
+            raise ValueError(
+                f"send exactly one of rows, windows or data, or none for the latest known rows (got {given})"
+            )
         if self.windows is not None and not self.windows:
             raise ValueError("windows is empty")
         return self
 
-    def frames(self, time_column: str, max_windows: int) -> list[pd.DataFrame]:
-        if self.windows is not None:
-            if len(self.windows) > max_windows:
-                raise RequestError(f"{len(self.windows)} windows sent; at most {max_windows} per request")
-            return [pd.DataFrame(window) for window in self.windows]
-        if self.rows is not None:
-            return [pd.DataFrame(self.rows)]
-        assert self.data is not None
-        lengths = {len(values) for values in self.data.values()}
-        if len(lengths) > 1:
-            raise RequestError(f"every column in data must have the same length (got lengths {sorted(lengths)})")
-        frame = pd.DataFrame(self.data)
-        if self.index_col and self.index_col != time_column:
-            frame = frame.rename(columns={self.index_col: time_column})
-        return [frame]
+
+@dataclass(frozen=True)
+class Job:
+    """One request's work for the micro-batcher."""
+
+    model: ServingModel
+    windows: list[Window]
+    length: int
+
+
+def run_jobs(jobs: list[Job]) -> list[tuple[Forecasts, int] | RequestError]:
+    """The micro-batch: one forecast call per (model, length) for all its requests' windows."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, job in enumerate(jobs):
+        groups.setdefault((id(job.model), job.length), []).append(index)
+    results: list[tuple[Forecasts, int] | RequestError] = [RequestError("not run")] * len(jobs)
+    for indices in groups.values():
+        model, length = jobs[indices[0]].model, jobs[indices[0]].length
+        forecasts = model.forecast([w for i in indices for w in jobs[i].windows], length)
+        start = 0
+        for index in indices:
+            count = len(jobs[index].windows)
+            errors = [(n, e) for n, e in enumerate(forecasts.errors[start : start + count]) if e is not None]
+            if errors:
+                position, error = errors[0]
+                results[index] = RequestError(f"window {position}: {error}" if count > 1 else error)
+            else:
+                results[index] = (forecasts, start)
+            start += count
+    return results
 
 
 class Champions:
@@ -87,13 +133,25 @@ class Champions:
 
     def __init__(self) -> None:
         self._models: dict[str, ServingModel] = {}
+        self._latest: dict[str, Window] = {}
 
     def get(self, identifier: str) -> ServingModel | None:
         return self._models.get(identifier)
 
-    def install(self, model: ServingModel) -> None:
-        self._models[model.identity.identifier] = model
-        CHAMPION_VERSION.labels(model.identity.identifier).set(float(model.identity.model_version))
+    def latest(self, identifier: str) -> Window | None:
+        """The most recent rows known for the identifier (what a body without rows forecasts from)."""
+        return self._latest.get(identifier)
+
+    def install(self, model: ServingModel, latest: Window | None = None) -> None:
+        """Serve `model`; `latest`: the identifier's most recent rows (kept from before when not given and they fit)."""
+        identifier = model.identity.identifier
+        known = latest or self._latest.get(identifier)
+        if known is not None and known.values.shape == (model.rows_needed, len(model.measured_columns)):
+            self._latest[identifier] = known
+        else:
+            self._latest.pop(identifier, None)
+        self._models[identifier] = model
+        CHAMPION_VERSION.labels(identifier).set(float(model.identity.model_version))
         log.info("serving champion", extra=model.identity.__dict__)
 
     def all(self) -> list[ServingModel]:
@@ -109,6 +167,7 @@ class ChampionLoader:
         self.tracker = Tracker(settings)
         self.max_inference_length = load_pipeline_config(settings.pipeline_config).inference.max_inference_length
         self.cache = Path(settings.model_cache_dir)
+        self._store: ObjectStore | None = None
 
     def load_all(self) -> None:
         prefix = f"{self.settings.registered_model_prefix}-"
@@ -133,7 +192,21 @@ class ChampionLoader:
         self.cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.cache) as tmp:
             directory = Path(self.tracker.download_model(run_id, tmp))
-            self.champions.install(ServingModel.load(directory, identity, self.max_inference_length))
+            model = ServingModel.load(directory, identity, self.max_inference_length)
+        self.champions.install(model, self.latest_rows(model))
+
+    def latest_rows(self, model: ServingModel) -> Window | None:
+        """The end of the lineage's data: the last rows of its processed test split (the latest split)."""
+        identity = model.identity
+        uri = f"s3://{self.settings.bucket_processed}/{identity.identifier}/{identity.config_hash}/test.parquet"
+        try:
+            self._store = self._store or ObjectStore(self.settings)
+            return model.window_from_processed(pd.read_parquet(io.BytesIO(self._store.get_bytes(uri))))
+        except Exception:
+            log.warning(
+                "no latest rows for %s: a body without rows will be refused", identity.identifier, exc_info=True
+            )
+            return None
 
     def on_model_selected(self, event: ModelSelected) -> None:
         self.load(event.identifier, event.model_version, event.run_id)
@@ -185,10 +258,23 @@ class ChampionLoader:
 
 
 def create_app(
-    settings: InferenceSettings, champions: Champions | None = None, follow_registry: bool = True
+    settings: InferenceSettings,
+    champions: Champions | None = None,
+    follow_registry: bool = True,
+    inference: InferenceConfig | None = None,
 ) -> FastAPI:
     champions = champions or Champions()
-    max_windows = load_pipeline_config(settings.pipeline_config).inference.max_batch_windows
+    limits = inference or load_pipeline_config(settings.pipeline_config).inference
+    batcher: MicroBatcher[Job, tuple[Forecasts, int]] = MicroBatcher(
+        run_jobs,
+        max_batch=limits.micro_batch_requests,
+        max_wait=limits.micro_batch_wait_ms / 1000,
+        max_queue=limits.queue_max_requests,
+        timeout=limits.request_timeout_seconds,
+        name="predict-batcher",
+    )
+    batcher.on_batch = BATCH_REQUESTS.observe
+    QUEUE_DEPTH.set_function(lambda: batcher.depth)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -198,6 +284,7 @@ def create_app(
             threading.Thread(target=loader.follow, args=(stop,), name="champion-follower", daemon=True).start()
         yield
         stop.set()
+        await batcher.close()
 
     app = FastAPI(
         title="FLTS inference",
@@ -206,6 +293,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.champions = champions
+    app.state.batcher = batcher
     app.mount("/metrics", make_asgi_app())
 
     def champion_for(identifier: str | None) -> ServingModel:
@@ -230,32 +318,98 @@ def create_app(
             return {"status": "no model loaded"}
         return {"status": "ready", "identifiers": loaded}
 
+    def describe(model: ServingModel) -> dict[str, Any]:
+        latest = champions.latest(model.identity.identifier)
+        return {**model.describe(), "latest_row_ts": None if latest is None else iso_times(latest.nanoseconds[-1:])[0]}
+
     @app.get("/model-info", tags=["models"])
     def model_info(identifier: Annotated[str | None, Query()] = None) -> dict[str, Any]:
-        return champion_for(identifier).describe()
+        return describe(champion_for(identifier))
 
     @app.get("/models", tags=["models"])
     def models() -> list[dict[str, Any]]:
-        return [m.describe() for m in champions.all()]
+        return [describe(m) for m in champions.all()]
 
-    @app.post("/predict", tags=["predict"])
-    def predict(body: PredictRequest, x_request_id: Annotated[str | None, Header()] = None) -> JSONResponse:
+    def windows_of(body: PredictRequest, model: ServingModel) -> list[Window]:
+        if body.windows is not None:
+            if len(body.windows) > limits.max_batch_windows:
+                raise RequestError(f"{len(body.windows)} windows sent; at most {limits.max_batch_windows} per request")
+            return [model.window_from_rows(rows, position) for position, rows in enumerate(body.windows)]
+        if body.rows is not None:
+            return [model.window_from_rows(body.rows)]
+        if body.data is not None:
+            return [model.window_from_columns(body.data, body.index_col)]
+        latest = champions.latest(model.identity.identifier)
+        if latest is None:
+            raise RequestError(
+                f"no recent rows are known for {model.identity.identifier!r}: send them as rows, windows or data"
+            )
+        return [latest]
+
+    def refuse(status: int, outcome: str, message: str, headers: dict[str, str] | None = None) -> HTTPException:
+        PREDICTIONS.labels(outcome).inc()
+        log.info("predict refused", extra={"status": status, "reason": message})
+        return HTTPException(status, message, headers=headers)
+
+    async def predict(request: Request) -> Response:
         started = time.perf_counter()
-        request_id = x_request_id or uuid.uuid4().hex
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        try:
+            body = PredictRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            PREDICTIONS.labels("rejected").inc()
+            raise RequestValidationError(exc.errors(include_url=False)) from None
         model = champion_for(body.identifier)
         with log_context(request_id=request_id, identifier=model.identity.identifier):
             try:
-                forecasts = model.forecast(body.frames(model.time_column, max_windows), body.inference_length)
+                length = model.check_length(body.inference_length)
+                windows = windows_of(body, model)
+                for position, window in enumerate(windows):
+                    model.check_horizon(window, length, f"window {position}: " if position else "")
+                forecasts, start = await batcher.submit(Job(model, windows, length))
             except RequestError as exc:
-                PREDICTIONS.labels("rejected").inc()
-                log.info("predict rejected", extra={"reason": str(exc)})
-                raise HTTPException(422, str(exc)) from exc
+                raise refuse(422, "rejected", str(exc)) from exc
+            except Overloaded as exc:
+                raise refuse(
+                    429, "overloaded", f"the model is busy ({exc}); retry shortly", {"Retry-After": "1"}
+                ) from exc
+            except TimedOut as exc:
+                raise refuse(504, "timed_out", f"the forecast took too long ({exc})") from exc
+        records = [model.records(forecasts, start + i) for i in range(len(windows))]
+        content: dict[str, Any] = {
+            **model.identity.__dict__,
+            "predictions": records[0],
+            "last_row_ts": iso_times(windows[0].nanoseconds[-1:])[0],
+            "filled": [
+                {**({"window": position} if body.windows is not None else {}), **cell}
+                for position, window in enumerate(windows)
+                for cell in model.filled_cells(window)
+            ],
+        }
+        if body.windows is not None:
+            content["forecasts"] = records
         PREDICTIONS.labels("ok").inc()
         PREDICT_SECONDS.observe(time.perf_counter() - started)
-        content = {**model.identity.__dict__, "predictions": forecasts[0]}
-        if body.windows is not None:
-            content["forecasts"] = forecasts
-        return JSONResponse(content, headers={"X-Request-ID": request_id})
+        return Response(orjson.dumps(content), media_type="application/json", headers={"X-Request-ID": request_id})
+
+    # The first route that matches answers: /predict is a plain Starlette route, so no dependency solving runs
+    # per request (the body is parsed once, above); the FastAPI route of the same function documents it in OpenAPI.
+    app.router.add_route("/predict", predict, methods=["POST"], include_in_schema=False)
+    app.post(
+        "/predict",
+        tags=["predict"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+            }
+        },
+        responses={
+            422: {"description": "The body cannot be served as sent; the message names the row, column or step."},
+            429: {"description": "Too many requests waiting for the model; retry after Retry-After seconds."},
+            504: {"description": "No forecast within the request timeout."},
+        },
+    )(predict)
 
     return app
 

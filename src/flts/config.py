@@ -261,6 +261,11 @@ class EvaluationConfig(_Strict):
 class InferenceConfig(_Strict):
     max_inference_length: int = Field(60, ge=1)
     max_batch_windows: int = Field(256, ge=1)
+    # The micro-batcher in front of the model (one forward pass for concurrent requests).
+    micro_batch_requests: int = Field(32, ge=1)
+    micro_batch_wait_ms: float = Field(2.0, ge=0, le=1000)
+    queue_max_requests: int = Field(256, ge=1)
+    request_timeout_seconds: float = Field(2.0, gt=0)
 
 
 class PipelineConfig(_Strict):

@@ -1,27 +1,41 @@
 """Serving a champion: raw rows in, forecasts with timestamps on the original scale out.
 
-The rows go through the very preprocessing that was fitted at training (the stored scaler,
-the same columns in the same order); a batch of windows is scored in one forward pass.
+A request's rows become numpy arrays at once (no pandas on the request path) and go through the
+very transform fitted at training (`FeatureTransform`: the stored clip bounds and scaler, the same
+columns in the same order, the same gap filling and `is_gap` flag). The work splits in two:
+
+- `window_from_rows` / `window_from_columns` (per request): parse, check, put the rows on the
+  training grid and fill missing cells; every problem is a `RequestError` naming the row or column;
+- `forecast` (shared by a micro-batch): one forward pass for any number of windows, back to the
+  original scale, with a per-window error for an input or forecast that is not finite.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.frequencies import to_offset
 
-from flts.data.io import DataError, numeric_values
-from flts.data.preprocess import inference_features
-from flts.data.scaler import Scaler
-from flts.data.windows import future_times
+from flts.data.preprocess import GAP_COLUMN, FeatureTransform
 from flts.models.base import Forecaster, load_forecaster
 
 PREPROCESSING_FILE = "preprocessing.json"
+# A window with more of its cells missing than this share is refused rather than filled.
+MAX_MISSING_SHARE = 0.5
+_MIN_NS, _MAX_NS = pd.Timestamp.min.value, pd.Timestamp.max.value
+_RANGE = f"{pd.Timestamp.min.ceil('s').isoformat()}Z to {pd.Timestamp.max.floor('s').isoformat()}Z"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class RequestError(ValueError):
@@ -38,48 +52,94 @@ class ModelIdentity:
 
 
 @dataclass(frozen=True)
+class Window:
+    """One window as the model reads it: the last `rows_needed` steps of the training grid, gaps filled."""
+
+    nanoseconds: np.ndarray  # int64 UTC [rows], consecutive grid steps
+    values: np.ndarray  # float64 [rows, measured columns], no NaN
+    gap: np.ndarray  # bool [rows]: the step was missing or had a missing cell (the is_gap feature)
+    row_numbers: np.ndarray  # int64 [rows]: the request's row of each step (1 = first sent; 0 = not sent)
+    filled: tuple[tuple[int, int], ...] = ()  # (step, column index) of each cell that was filled
+
+    @property
+    def last_ns(self) -> int:
+        return int(self.nanoseconds[-1])
+
+
+@dataclass(frozen=True)
+class Forecasts:
+    """Forecasts of N windows: values on the original scale and their times, and why any cannot be served."""
+
+    values: np.ndarray  # float64 [N, length, targets]
+    nanoseconds: np.ndarray  # int64 [N, length]
+    errors: list[str | None]
+
+
+def iso_times(nanoseconds: np.ndarray) -> list[str]:
+    """int64 UTC nanoseconds as ISO-8601 strings to the second, with a Z."""
+    return [_iso_time(value) for value in np.asarray(nanoseconds, dtype=np.int64).tolist()]
+
+
+@functools.lru_cache(maxsize=16_384)
+def _iso_time(nanoseconds: int) -> str:
+    return (_EPOCH + timedelta(microseconds=nanoseconds // 1000)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
 class ServingModel:
     identity: ModelIdentity
     forecaster: Forecaster
     metadata: dict[str, Any]
-    scaler: Scaler
     max_inference_length: int
+    transform: FeatureTransform
+    step_ns: int
+    anchor_ns: int
+    target_center: np.ndarray
+    target_scale: np.ndarray
+    _cells_of: Callable[[dict[str, Any]], Any]
 
     @classmethod
     def load(cls, directory: Path, identity: ModelIdentity, max_inference_length: int) -> ServingModel:
         metadata = json.loads((directory / PREPROCESSING_FILE).read_text())
+        transform = FeatureTransform.from_metadata(metadata)
+        targets = [transform.measured.index(column) for column in metadata["target_columns"]]
         return cls(
             identity,
             load_forecaster(directory),
             metadata,
-            Scaler.from_dict(metadata["scaler"]),
             max_inference_length,
+            transform,
+            step_ns=pd.Timedelta(to_offset(metadata["frequency"])).value,
+            anchor_ns=pd.Timestamp(metadata["grid_anchor"]).value,
+            target_center=transform.center[targets],
+            target_scale=transform.scale[targets],
+            _cells_of=operator.itemgetter(*transform.measured),
         )
 
-    @property
+    @functools.cached_property
     def time_column(self) -> str:
         return self.metadata["time_column"]
 
-    @property
+    @functools.cached_property
     def measured_columns(self) -> list[str]:
         return list(self.metadata["measured_columns"])
 
-    @property
+    @functools.cached_property
     def target_columns(self) -> list[str]:
         return list(self.metadata["target_columns"])
 
-    @property
+    @functools.cached_property
     def input_seq_len(self) -> int:
         return int(self.metadata["config"]["windows"]["input_seq_len"])
 
-    @property
+    @functools.cached_property
     def output_seq_len(self) -> int:
         return int(self.metadata["config"]["windows"]["output_seq_len"])
 
-    @property
+    @functools.cached_property
     def rows_needed(self) -> int:
         """Rows a window must carry: the model's input length plus the longest lag feature."""
-        return self.input_seq_len + max(self.metadata.get("lag_features") or [0])
+        return self.input_seq_len + self.transform.skip
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -92,10 +152,13 @@ class ServingModel:
             "output_seq_len": self.output_seq_len,
             "frequency": self.metadata["frequency"],
             "max_inference_length": self.max_inference_length,
+            "max_missing_share": MAX_MISSING_SHARE,
         }
 
-    def forecast(self, windows: list[pd.DataFrame], length: int | None = None) -> list[list[dict[str, Any]]]:
-        """Forecast ``length`` steps (default output_seq_len) after each window, recursively when longer."""
+    # ------------------------------------------------------------------ per request: parse and check
+
+    def check_length(self, length: int | None) -> int:
+        """The number of steps to forecast (default output_seq_len), or a RequestError."""
         length = length or self.output_seq_len
         if length > self.max_inference_length:
             raise RequestError(f"inference_length {length} exceeds the limit of {self.max_inference_length}")
@@ -105,82 +168,231 @@ class ServingModel:
                 "to be forecast (recursive forecasting), but this model forecasts only "
                 f"{self.target_columns}"
             )
-        raw = [self._validated(frame, i) for i, frame in enumerate(windows)]
-        steps = math.ceil(length / self.output_seq_len)
-        values, times = [], []
-        for step in range(steps):
-            step_values, step_times = self._forecast_once(raw)
-            values.append(step_values)
-            times.append(step_times)
-            if step + 1 < steps:
-                raw = self._extend(raw, step_values, step_times)
-        return _records(
-            np.concatenate(values, axis=1)[:, :length], np.concatenate(times, axis=1)[:, :length], self.target_columns
-        )
+        return length
 
-    def _validated(self, frame: pd.DataFrame, position: int) -> Window:
-        """The checks only serving needs; inference_features checks the grid and the values."""
-        where = f"window {position}: " if position else ""
-        missing = [c for c in [self.time_column, *self.measured_columns] if c not in frame.columns]
-        if missing:
-            raise RequestError(f"{where}missing columns {missing}; the model needs {self.measured_columns}")
-        if len(frame) < self.rows_needed:
-            raise RequestError(f"{where}{len(frame)} rows sent; the model needs the last {self.rows_needed} rows")
-        times = pd.to_datetime(
-            frame[self.time_column].to_numpy(dtype=object), utc=True, errors="coerce", format="ISO8601"
-        )
-        if times.isna().any():
-            bad = int(np.flatnonzero(times.isna())[0]) + 1
-            raise RequestError(f"{where}row {bad}: {self.time_column} is not an ISO-8601 timestamp")
-        nanoseconds = times.as_unit("ns").asi8
-        if (np.diff(nanoseconds) < 0).any():
-            raise RequestError(f"{where}rows must be in increasing {self.time_column} order, oldest first")
-        try:
-            return Window(nanoseconds, numeric_values(frame, self.measured_columns))
-        except DataError as exc:
-            raise RequestError(f"{where}{exc}") from exc
-
-    def _forecast_once(self, windows: list[Window]) -> tuple[np.ndarray, np.ndarray]:
-        inputs = []
-        for position, window in enumerate(windows):
-            try:
-                features = inference_features(window.nanoseconds, window.values, self.metadata)
-            except DataError as exc:
-                raise RequestError(f"window {position}: {exc}" if position else str(exc)) from exc
-            inputs.append(features[-self.input_seq_len :])
-        frequency, horizon = self.metadata["frequency"], self.output_seq_len
-        target_times = np.stack(
-            [future_times(pd.Timestamp(w.nanoseconds[-1], tz="UTC"), frequency, horizon) for w in windows]
-        )
-        scaled = self.forecaster.predict(np.stack(inputs), target_times)
-        return self.scaler.inverse(scaled, self.target_columns), target_times
-
-    def _extend(self, windows: list[Window], values: np.ndarray, times: np.ndarray) -> list[Window]:
-        """Append the forecast rows to each window (recursive forecasting; every column is a target)."""
-        order = [self.target_columns.index(column) for column in self.measured_columns]
-        return [
-            Window(
-                np.concatenate([w.nanoseconds, step_times.astype("datetime64[ns]").astype(np.int64)])[
-                    -self.rows_needed :
-                ],
-                np.concatenate([w.values, step_values[:, order]])[-self.rows_needed :],
+    def check_horizon(self, window: Window, length: int, where: str = "") -> None:
+        """Every forecast time must be a representable timestamp (pandas' range ends in 2262)."""
+        if window.last_ns + length * self.step_ns > _MAX_NS:
+            step = (_MAX_NS - window.last_ns) // self.step_ns + 1
+            raise RequestError(
+                f"{where}step {step} of the forecast falls after {pd.Timestamp.max.floor('s').isoformat()}Z, "
+                f"the last timestamp served: ask for at most {step - 1} steps after this window"
             )
-            for w, step_values, step_times in zip(windows, values, times, strict=True)
+
+    def window_from_rows(self, rows: list[dict[str, Any]], position: int = 0) -> Window:
+        """One window from `rows` ({column: cell}, oldest first)."""
+        where = f"window {position}: " if position else ""
+        columns = [self.time_column, *self.measured_columns]
+        if not rows or any(name not in rows[0] for name in columns):
+            missing = [name for name in columns if not any(name in row for row in rows)]
+            if missing:
+                raise RequestError(f"{where}missing columns {missing}; the model needs {self.measured_columns}")
+        self._check_count(len(rows), where)
+        times = [row.get(self.time_column) for row in rows]
+        try:
+            cells = list(map(self._cells_of, rows))
+        except KeyError:  # a row without some column: a missing cell
+            cells = [[row.get(name) for name in self.measured_columns] for row in rows]
+        return self._window(times, cells, where)
+
+    def window_from_columns(self, data: dict[str, list[Any]], time_key: str | None = None) -> Window:
+        """One window from the earlier system's shape: {column: [cells]} with the time under `time_key`."""
+        time_key = time_key or self.time_column
+        lengths = {len(values) for values in data.values()}
+        if len(lengths) > 1:
+            raise RequestError(f"every column in data must have the same length (got lengths {sorted(lengths)})")
+        missing = [name for name in [time_key, *self.measured_columns] if name not in data]
+        if missing:
+            raise RequestError(f"missing columns {missing}; the model needs {self.measured_columns}")
+        self._check_count(len(data[time_key]), "")
+        cells = list(zip(*(data[name] for name in self.measured_columns), strict=True))
+        return self._window(data[time_key], cells, "")
+
+    def _check_count(self, count: int, where: str) -> None:
+        if count < self.rows_needed:
+            raise RequestError(f"{where}{count} rows sent; the model needs the last {self.rows_needed} rows")
+
+    def _window(self, times: list[Any], cells: list[Any], where: str) -> Window:
+        nanoseconds = _timestamps(times, self.time_column, where)
+        values = _numbers(cells, self.measured_columns, where)
+        steps = np.diff(nanoseconds)
+        if not (steps > 0).all():
+            if (steps < 0).any():
+                raise RequestError(f"{where}rows must be in increasing {self.time_column} order, oldest first")
+            first = int(np.flatnonzero(steps == 0)[0])
+            raise RequestError(
+                f"{where}rows {first + 1} and {first + 2}: {self.time_column} {times[first]} appears more than once"
+            )
+        if ((nanoseconds - self.anchor_ns) % self.step_ns).any():
+            off_grid = np.flatnonzero((nanoseconds - self.anchor_ns) % self.step_ns)
+            raise RequestError(
+                f"{where}row {off_grid[0] + 1}: {self.time_column} {times[off_grid[0]]} is not on the "
+                f"{self.metadata['frequency']} grid of the training data (which runs through "
+                f"{self.metadata['grid_anchor']})"
+            )
+        return self._on_grid(nanoseconds, values, where)
+
+    def _on_grid(self, nanoseconds: np.ndarray, values: np.ndarray, where: str) -> Window:
+        """The last rows_needed grid steps up to the last row; missing steps and cells filled as in preprocess."""
+        rows = self.rows_needed
+        recent = values[-rows:]
+        span = (rows - 1) * self.step_ns
+        if len(nanoseconds) >= rows and nanoseconds[-1] - nanoseconds[-rows] == span and not np.isnan(recent).any():
+            first = len(nanoseconds) - rows + 1
+            return Window(nanoseconds[-rows:], recent, np.zeros(rows, dtype=bool), np.arange(first, first + rows))
+        last = int(nanoseconds[-1])
+        if last - (rows - 1) * self.step_ns < _MIN_NS:
+            raise RequestError(f"{where}the window starts before {_RANGE.split(' to ')[0]}, the first timestamp served")
+        slot = (nanoseconds - last) // self.step_ns + (rows - 1)
+        used = slot >= 0
+        grid = np.full((rows, values.shape[1]), np.nan)
+        grid[slot[used]] = values[used]
+        row_numbers = np.zeros(rows, dtype=np.int64)
+        row_numbers[slot[used]] = np.flatnonzero(used) + 1
+        grid_ns = last - self.step_ns * np.arange(rows - 1, -1, -1, dtype=np.int64)
+        missing = np.isnan(grid)
+        if not missing.any():
+            return Window(grid_ns, grid, np.zeros(rows, dtype=bool), row_numbers)
+        empty = [name for name, gone in zip(self.measured_columns, missing.all(axis=0), strict=True) if gone]
+        if empty or missing.mean() > MAX_MISSING_SHARE:
+            detail = f"column {empty[0]!r} has no value" if empty else f"{int(missing.sum())} of {missing.size} cells"
+            raise RequestError(
+                f"{where}too much of the window is missing to fill: {detail} in the last {rows} steps of "
+                f"{self.metadata['frequency']} (at most {MAX_MISSING_SHARE:.0%} of the cells may be missing)"
+            )
+        steps, columns = np.nonzero(missing)
+        filled = tuple(zip(steps.tolist(), columns.tolist(), strict=True))
+        return Window(grid_ns, self.transform.fill(grid), missing.any(axis=1), row_numbers, filled)
+
+    def window_from_processed(self, frame: pd.DataFrame) -> Window | None:
+        """The last rows_needed rows of a processed split (scaled features) as a window on the original scale."""
+        if len(frame) < self.rows_needed:
+            return None
+        tail = frame.iloc[-self.rows_needed :]
+        times = pd.DatetimeIndex(tail[self.time_column])
+        times = times.tz_convert("UTC") if times.tz is not None else times.tz_localize("UTC")
+        scaled = tail[list(self.transform.measured)].to_numpy(dtype=np.float64)
+        gap = tail[GAP_COLUMN].to_numpy() > 0.5 if GAP_COLUMN in tail else np.zeros(len(tail), dtype=bool)
+        return Window(
+            times.as_unit("ns").asi8.copy(),
+            scaled * self.transform.scale + self.transform.center,
+            gap,
+            np.zeros(len(tail), dtype=np.int64),
+        )
+
+    def filled_cells(self, window: Window) -> list[dict[str, str]]:
+        """The cells of a window that were filled, as {"ts", "column"}."""
+        if not window.filled:
+            return []
+        stamps = iso_times(window.nanoseconds)
+        measured = self.measured_columns
+        return [{"ts": stamps[step], "column": measured[column]} for step, column in window.filled]
+
+    # ------------------------------------------------------------------ shared by a batch: the model
+
+    def forecast(self, windows: list[Window], length: int) -> Forecasts:
+        """Forecast `length` steps after each window (recursively beyond output_seq_len) in one pass per step."""
+        horizon, rows = self.output_seq_len, self.rows_needed
+        nanoseconds = np.stack([w.nanoseconds for w in windows])
+        values = np.stack([w.values for w in windows])
+        gap = np.stack([w.gap for w in windows])
+        bad_inputs = ~np.isfinite(self.transform.scaled(values)).all(axis=(1, 2))
+        offsets = self.step_ns * np.arange(1, horizon + 1, dtype=np.int64)
+        order = [self.target_columns.index(column) for column in self.measured_columns] if length > horizon else []
+        outputs, times = [], []
+        for step in range(math.ceil(length / horizon)):
+            features = self.transform.matrix(nanoseconds, values, gap)[:, -self.input_seq_len :]
+            future = nanoseconds[:, -1:] + offsets
+            scaled = self.forecaster.predict(features, future.astype("datetime64[ns]"))
+            outputs.append(scaled.astype(np.float64) * self.target_scale + self.target_center)
+            times.append(future)
+            if (step + 1) * horizon < length:
+                nanoseconds = np.concatenate([nanoseconds, future], axis=1)[:, -rows:]
+                values = np.concatenate([values, outputs[-1][:, :, order]], axis=1)[:, -rows:]
+                gap = np.concatenate([gap, np.zeros(future.shape, dtype=bool)], axis=1)[:, -rows:]
+        result = Forecasts(np.concatenate(outputs, axis=1)[:, :length], np.concatenate(times, axis=1)[:, :length], [])
+        bad_outputs = ~np.isfinite(result.values).all(axis=(1, 2))
+        for index, window in enumerate(windows):
+            if bad_inputs[index]:
+                result.errors.append(self._input_problem(window))
+            else:
+                result.errors.append(self._output_problem(result, index) if bad_outputs[index] else None)
+        return result
+
+    def _input_problem(self, window: Window) -> str:
+        step, column = np.argwhere(~np.isfinite(self.transform.scaled(window.values)))[0]
+        row = int(window.row_numbers[step])
+        return (
+            f"column {self.measured_columns[column]!r}, row {row}: {window.values[step, column]:g} is too far "
+            "outside the training data's range to scale (the scaled value is not finite)"
+        )
+
+    def _output_problem(self, forecasts: Forecasts, index: int) -> str:
+        step, target = np.argwhere(~np.isfinite(forecasts.values[index]))[0]
+        when = iso_times(forecasts.nanoseconds[index, step : step + 1])[0]
+        return (
+            f"step {step + 1} ({when}): the forecast of {self.target_columns[target]!r} is not finite "
+            "(the window is too far outside the training data's range)"
+        )
+
+    def records(self, forecasts: Forecasts, index: int) -> list[dict[str, Any]]:
+        """Window `index`'s forecast as JSON-ready rows: {"ts": ..., target: value}."""
+        targets = self.target_columns
+        rows = forecasts.values[index].tolist()
+        return [
+            {"ts": ts, **dict(zip(targets, row, strict=True))}
+            for ts, row in zip(iso_times(forecasts.nanoseconds[index]), rows, strict=True)
         ]
 
 
-@dataclass(frozen=True)
-class Window:
-    """One request window: int64 UTC nanoseconds (ascending) and float64 measured values [rows, columns]."""
+@functools.lru_cache(maxsize=16_384)
+def _parse_timestamp(value: str) -> int | None:
+    """One ISO-8601 string as int64 UTC nanoseconds (naive = UTC), None when it is not one.
 
-    nanoseconds: np.ndarray
-    values: np.ndarray
+    Cached: a client's consecutive windows share all but one row, so most lookups are hits.
+    """
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            return int(pd.to_datetime(value, utc=True, format="ISO8601").value)
+        except (ValueError, OverflowError):
+            return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MICROSECOND * 1000
 
 
-def _records(values: np.ndarray, times: np.ndarray, targets: list[str]) -> list[list[dict[str, Any]]]:
-    """[N, H, K] values and [N, H] UTC times as JSON-ready rows: {"ts": ..., target: value}."""
-    stamps = np.char.add(np.datetime_as_string(times.astype("datetime64[s]"), unit="s"), "Z").tolist()
-    return [
-        [{"ts": ts, **dict(zip(targets, row, strict=True))} for ts, row in zip(window_ts, window_rows, strict=True)]
-        for window_ts, window_rows in zip(stamps, values.astype(np.float64).tolist(), strict=True)
-    ]
+def _timestamps(values: list[Any], column: str, where: str) -> np.ndarray:
+    """ISO-8601 strings as int64 UTC nanoseconds; a RequestError names the first bad row."""
+    out = np.empty(len(values), dtype=np.int64)
+    for index, value in enumerate(values):
+        nanoseconds = _parse_timestamp(value) if isinstance(value, str) else None
+        if nanoseconds is None:
+            problem = "is missing" if value is None else f"{value!r} is not an ISO-8601 timestamp"
+            raise RequestError(f"{where}row {index + 1}: {column} {problem}")
+        if not _MIN_NS <= nanoseconds <= _MAX_NS:
+            raise RequestError(f"{where}row {index + 1}: {column} {value!r} is outside the range served ({_RANGE})")
+        out[index] = nanoseconds
+    return out
+
+
+def _numbers(cells: list[Any], columns: list[str], where: str) -> np.ndarray:
+    """Cells as float64 [rows, columns]: None (or NaN) is a missing cell; a non-number or ±inf is a RequestError."""
+    try:
+        values = np.array(cells, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        for row, line in enumerate(cells):
+            for column, cell in enumerate(line):
+                try:
+                    float(cell if cell is not None else "nan")
+                except (ValueError, TypeError, OverflowError) as exc:
+                    problem = "is too large" if isinstance(exc, OverflowError) else "is not a number"
+                    raise RequestError(
+                        f"{where}column {columns[column]!r}, row {row + 1}: {cell!r} {problem}"
+                    ) from None
+        raise
+    if np.isinf(values).any():
+        row, column = np.argwhere(np.isinf(values))[0]
+        raise RequestError(f"{where}column {columns[column]!r}, row {row + 1}: {cells[row][column]!r} is not finite")
+    return values

@@ -150,32 +150,88 @@ def _clip_bounds(values: np.ndarray, config: OutlierConfig) -> tuple[np.ndarray,
     return low, high
 
 
-def _feature_columns(
-    nanoseconds: np.ndarray, values: np.ndarray, gap: np.ndarray, metadata: dict[str, Any]
-) -> dict[str, np.ndarray]:
-    """The one transform shared by training and serving: clip, scale, lag, time features, is_gap."""
-    measured = metadata["measured_columns"]
-    if metadata["clip"] is not None:
-        low = np.array([metadata["clip"][name][0] for name in measured])
-        high = np.array([metadata["clip"][name][1] for name in measured])
-        values = np.clip(values, low, high)
-    scaled = Scaler.from_dict(metadata["scaler"]).transform_values(values)  # fitted on measured, in order
-    columns = {name: scaled[:, index] for index, name in enumerate(measured)}
-    for target in metadata["target_columns"]:
-        for lag in metadata["lag_features"]:
-            lagged = np.full(len(values), np.nan, dtype=np.float32)
-            lagged[lag:] = columns[target][:-lag]
-            columns[lag_column(target, lag)] = lagged
-    columns.update(_time_features(nanoseconds, metadata["time_features"]))
-    columns[GAP_COLUMN] = gap.astype(np.float32)
-    return columns
+@dataclass(frozen=True)
+class FeatureTransform:
+    """The one transform shared by training and serving: clip, scale, lag, time features, is_gap.
+
+    Its parameters are read from the metadata once (serving keeps one per model); every array may
+    carry leading batch axes: nanoseconds [..., rows], values [..., rows, measured], gap [..., rows].
+    """
+
+    measured: tuple[str, ...]
+    targets: tuple[str, ...]
+    feature_columns: tuple[str, ...]
+    clip: tuple[np.ndarray, np.ndarray] | None
+    center: np.ndarray
+    scale: np.ndarray
+    lags: tuple[int, ...]
+    time_features: tuple[str, ...]
+    imputation: PreprocessingConfig
+    fill_values: np.ndarray
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> FeatureTransform:
+        measured = list(metadata["measured_columns"])
+        clip = None
+        if metadata["clip"] is not None:
+            bounds = np.array([metadata["clip"][name] for name in measured], dtype=np.float64)
+            clip = (bounds[:, 0], bounds[:, 1])
+        scaler = Scaler.from_dict(metadata["scaler"])  # fitted on measured, in order
+        fill_values = metadata["imputation"].get("fill_values") or {}
+        return cls(
+            measured=tuple(measured),
+            targets=tuple(metadata["target_columns"]),
+            feature_columns=tuple(metadata["feature_columns"]),
+            clip=clip,
+            center=np.asarray(scaler.center, dtype=np.float64),
+            scale=np.asarray(scaler.scale, dtype=np.float64),
+            lags=tuple(metadata["lag_features"]),
+            time_features=tuple(metadata["time_features"]),
+            imputation=PreprocessingConfig.model_validate(metadata["config"]["preprocessing"]),
+            fill_values=np.array([fill_values.get(name, 0.0) for name in measured], dtype=np.float64),
+        )
+
+    @property
+    def skip(self) -> int:
+        """Rows at the start that only feed the lag features."""
+        return max(self.lags, default=0)
+
+    def scaled(self, values: np.ndarray) -> np.ndarray:
+        """Measured values (last axis in metadata order) clipped and scaled, as float32."""
+        if self.clip is not None:
+            values = np.clip(values, *self.clip)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf: serving refuses it by name
+            return ((np.asarray(values, dtype=np.float64) - self.center) / self.scale).astype(np.float32)
+
+    def fill(self, values: np.ndarray) -> np.ndarray:
+        """Missing (NaN) cells of one series on its grid [rows, measured], filled as preprocess fills a split."""
+        return _fill(values, self.imputation, self.fill_values)
+
+    def columns(self, nanoseconds: np.ndarray, values: np.ndarray, gap: np.ndarray) -> dict[str, np.ndarray]:
+        scaled = self.scaled(values)
+        columns = {name: scaled[..., index] for index, name in enumerate(self.measured)}
+        for target in self.targets:
+            for lag in self.lags:
+                lagged = np.full(scaled.shape[:-1], np.nan, dtype=np.float32)
+                lagged[..., lag:] = columns[target][..., :-lag]
+                columns[lag_column(target, lag)] = lagged
+        columns.update(_time_features(nanoseconds, list(self.time_features)))
+        columns[GAP_COLUMN] = np.asarray(gap).astype(np.float32)
+        return columns
+
+    def matrix(self, nanoseconds: np.ndarray, values: np.ndarray, gap: np.ndarray) -> np.ndarray:
+        """float32 [..., rows - skip, features] in metadata order: the model's input rows."""
+        columns = self.columns(nanoseconds, values, gap)
+        return np.stack([columns[name][..., self.skip :] for name in self.feature_columns], axis=-1)
 
 
 def _features(
     times: pd.DatetimeIndex, values: np.ndarray, gap: np.ndarray, metadata: dict[str, Any], skip: int = 0
 ) -> pd.DataFrame:
     """The training-side frame: time column + feature columns; the first ``skip`` rows only feed the lags."""
-    columns = _feature_columns(pd.DatetimeIndex(times).tz_localize(None).asi8, values, gap, metadata)
+    columns = FeatureTransform.from_metadata(metadata).columns(
+        pd.DatetimeIndex(times).tz_localize(None).asi8, values, gap
+    )
     return pd.DataFrame(
         {
             metadata["time_column"]: times[skip:],
@@ -370,8 +426,7 @@ def inference_features(
             f"got {len(times)} rows; with lag_features {metadata['lag_features']} the first {skip} rows only feed "
             f"the lags: send {skip} extra rows before the window ({skip + input_seq_len} rows for one window)"
         )
-    columns = _feature_columns(nanoseconds, values, np.zeros(len(nanoseconds), dtype=bool), metadata)
-    return np.column_stack([columns[name][skip:] for name in metadata["feature_columns"]]).astype(np.float32)
+    return FeatureTransform.from_metadata(metadata).matrix(nanoseconds, values, np.zeros(len(nanoseconds), dtype=bool))
 
 
 def _check_finite(values: np.ndarray, measured: list[str], rows: np.ndarray) -> None:
@@ -379,5 +434,5 @@ def _check_finite(values: np.ndarray, measured: list[str], rows: np.ndarray) -> 
     if len(bad_rows):
         raise DataError(
             f"column {measured[bad_columns[0]]!r}, row {rows[bad_rows[0]] + 1}: value is missing or not finite "
-            "(NaN/inf); /predict does not fill gaps"
+            "(NaN/inf)"
         )

@@ -1,0 +1,86 @@
+"""Serve a default-size GRU on /predict without the stack (no Kafka, S3 or MLflow): for benchmarks.
+
+Trains the pipeline's default GRU (hidden 128, 2 layers) for one epoch on a small bundled dataset
+(the forward pass costs the same as a fully trained one's), caches it under --model-dir, and runs
+the inference service on it with the same uvicorn settings as `inference_container.service`.
+
+    .venv/bin/python benchmarks/serve_local.py --port 8001 &
+    .venv/bin/python benchmarks/bench_predict.py --inference http://127.0.0.1:8001 --seconds 20 --users 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import uvicorn
+
+from flts.config import InferenceSettings, PipelineConfig, load_pipeline_config
+from flts.data.generate import generate_lte_dataset
+from flts.data.preprocess import preprocess
+from flts.data.windows import make_windows
+from flts.predict import PREPROCESSING_FILE, ModelIdentity, ServingModel
+
+
+def build(directory: Path, config: PipelineConfig) -> None:
+    from flts.models.recurrent import train_recurrent
+
+    train, test = generate_lte_dataset(train_rows=2_000, test_rows=400, seed=5)
+    processed = preprocess(train, test, config)
+    meta = processed.metadata
+    windows = [
+        make_windows(
+            frame,
+            meta["time_column"],
+            meta["feature_columns"],
+            meta["target_columns"],
+            config.windows.input_seq_len,
+            config.windows.output_seq_len,
+        )
+        for frame in (processed.train, processed.validation)
+    ]
+    targets = meta["target_columns"]
+    forecaster, _ = train_recurrent(
+        "GRU",
+        *windows,
+        meta["feature_columns"],
+        targets,
+        [meta["feature_columns"].index(t) for t in targets],
+        config.models.recurrent.model_copy(update={"epochs": 1}),
+    )
+    forecaster.save(directory)
+    (directory / PREPROCESSING_FILE).write_text(json.dumps(meta, default=str))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/flts-bench-model"))
+    parser.add_argument("--wait-ms", type=float, help="inference.micro_batch_wait_ms (default: the pipeline config's)")
+    args = parser.parse_args()
+
+    config = load_pipeline_config(InferenceSettings().pipeline_config)
+    if args.wait_ms is not None:
+        config = config.model_copy(
+            update={"inference": config.inference.model_copy(update={"micro_batch_wait_ms": args.wait_ms})}
+        )
+    if not (args.model_dir / PREPROCESSING_FILE).exists():
+        args.model_dir.mkdir(parents=True, exist_ok=True)
+        build(args.model_dir, config)
+
+    import torch
+
+    from inference_container.service import Champions, create_app
+
+    settings = InferenceSettings(http_port=args.port)
+    torch.set_num_threads(settings.torch_num_threads)
+    champions = Champions()
+    identity = ModelIdentity("global", "GRU", "1", "bench-run", "0" * 64)
+    champions.install(ServingModel.load(args.model_dir, identity, config.inference.max_inference_length))
+    app = create_app(settings, champions, follow_registry=False, inference=config.inference)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_config=None, access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -57,10 +57,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/flts-bench-model"))
+    parser.add_argument("--model-thread", action="store_true", help="inference.model_thread on")
     parser.add_argument("--wait-ms", type=float, help="inference.micro_batch_wait_ms (default: the pipeline config's)")
     args = parser.parse_args()
 
     config = load_pipeline_config(InferenceSettings().pipeline_config)
+    if args.model_thread:
+        config = config.model_copy(update={"inference": config.inference.model_copy(update={"model_thread": True})})
     if args.wait_ms is not None:
         config = config.model_copy(
             update={"inference": config.inference.model_copy(update={"micro_batch_wait_ms": args.wait_ms})}

@@ -272,6 +272,7 @@ def create_app(
         max_queue=limits.queue_max_requests,
         timeout=limits.request_timeout_seconds,
         name="predict-batcher",
+        in_thread=limits.model_thread,
     )
     batcher.on_batch = BATCH_REQUESTS.observe
     QUEUE_DEPTH.set_function(lambda: batcher.depth)

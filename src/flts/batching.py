@@ -2,8 +2,9 @@
 
 `submit` puts an item on a bounded queue and awaits its result. One worker task takes the first
 waiting item, gathers more until the batch is full or `max_wait` has passed since it took the
-first, and runs the batch function on a single worker thread (PyTorch releases the GIL, so the
-event loop keeps reading requests meanwhile). Requests pile up while a batch runs, so under load
+first, and runs the batch function: on a single worker thread (`in_thread`: PyTorch releases the
+GIL, so the event loop keeps reading requests meanwhile), or on the event loop itself, which spares
+the GIL hand-overs when the CPU is contended. Requests pile up while a batch runs, so under load
 the next batch is full without waiting.
 
 Back-pressure is explicit: a full queue raises `Overloaded` at once (HTTP 429 with Retry-After),
@@ -66,6 +67,7 @@ class MicroBatcher(Generic[Item, Result]):
         max_queue: int,
         timeout: float,
         name: str = "batcher",
+        in_thread: bool = True,
     ) -> None:
         if max_batch < 1 or max_queue < 1 or max_wait < 0 or timeout <= 0:
             raise ValueError("max_batch and max_queue must be >= 1, max_wait >= 0 and timeout > 0")
@@ -79,7 +81,7 @@ class MicroBatcher(Generic[Item, Result]):
         self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lane[Item, Result]] = (
             weakref.WeakKeyDictionary()
         )
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=name) if in_thread else None
 
     @property
     def depth(self) -> int:
@@ -139,7 +141,11 @@ class MicroBatcher(Generic[Item, Result]):
             if self.on_batch is not None:
                 self.on_batch(len(batch))
             try:
-                results = await loop.run_in_executor(self._executor, self.process, [e.item for e in batch])
+                items = [e.item for e in batch]
+                if self._executor is None:
+                    results = self.process(items)
+                else:
+                    results = await loop.run_in_executor(self._executor, self.process, items)
             except Exception as exc:  # the batch function failed as a whole: every caller gets the error
                 results = [exc] * len(batch)
             for entry, result in zip(batch, results, strict=True):

@@ -266,6 +266,7 @@ class InferenceConfig(_Strict):
     micro_batch_wait_ms: float = Field(2.0, ge=0, le=1000)
     queue_max_requests: int = Field(256, ge=1)
     request_timeout_seconds: float = Field(2.0, gt=0)
+    model_thread: bool = False  # the forward pass on a thread of its own (default: on the event loop)
 
 
 class PipelineConfig(_Strict):

@@ -239,3 +239,28 @@ def test_a_timestamp_outside_the_served_range_is_a_422_naming_the_row(client, ro
     response = client.post("/predict", json={"rows": rows})
     assert response.status_code == 422, response.text
     assert "row 1: time" in response.text and "outside the range served" in response.text
+
+
+def test_a_loaded_champion_is_seeded_from_the_end_of_its_lineages_processed_data(gru_model, processed):
+    """The loader reads processed-data/<identifier>/<config_hash>/test.parquet (a stand-in store serves it)."""
+    import io
+
+    from inference_container.service import ChampionLoader
+
+    class Store:
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+
+        def get_bytes(self, uri: str) -> bytes:
+            self.asked.append(uri)
+            buffer = io.BytesIO()
+            processed.test.to_parquet(buffer, index=False)
+            return buffer.getvalue()
+
+    loader = ChampionLoader(InferenceSettings(), Champions())
+    loader._store = store = Store()
+    latest = loader.latest_rows(gru_model)
+    assert store.asked == [f"s3://processed-data/global/{'f' * 64}/test.parquet"]
+    assert latest is not None and pd.Timestamp(latest.nanoseconds[-1], tz="UTC") == processed.test["time"].iloc[-1]
+    expected = window_request(processed.test.tail(10), 10)["rows"]
+    assert [pd.Timestamp(row["time"]).value for row in expected] == latest.nanoseconds.tolist()

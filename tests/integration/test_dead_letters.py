@@ -4,7 +4,6 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from flts.config import ConsumerSettings
 from flts.deadletters import REPLAYED_FROM, list_letters, replay
@@ -12,21 +11,6 @@ from flts.kafka import ConsumerLoop, MessageProducer, PermanentError
 from flts.messages import ModelTraining
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def dlq_settings(stack_env, monkeypatch) -> ConsumerSettings:
-    for key, value in stack_env.items():
-        monkeypatch.setenv(key, value)
-    run = uuid.uuid4().hex[:8]
-    settings = ConsumerSettings(
-        topic_model_training=f"replay-src-{run}", topic_dead_letter=f"replay-dlq-{run}", consumer_group=f"r-{run}"
-    )
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
-    names = (settings.topic_model_training, settings.topic_dead_letter)
-    for created in admin.create_topics([NewTopic(n, num_partitions=1, replication_factor=1) for n in names]).values():
-        created.result(timeout=30)
-    return settings
 
 
 def _events(settings: ConsumerSettings, consumer_group: str) -> list[tuple[ModelTraining, dict[str, str]]]:
@@ -44,23 +28,24 @@ def _events(settings: ConsumerSettings, consumer_group: str) -> list[tuple[Model
     return seen
 
 
-def test_a_dead_letter_is_listed_with_its_reason_and_replayed_exactly_once(dlq_settings):
+def test_a_dead_letter_is_listed_with_its_reason_and_replayed_exactly_once(settings, topic):
+    """On fresh events and dead-letter topics (conftest)."""
     event = ModelTraining(config_hash="e" * 64, model_type="GRU", status="SUCCESS")
-    MessageProducer(dlq_settings).publish(dlq_settings.topic_model_training, event)
+    MessageProducer(settings).publish(settings.topic_model_training, event)
 
     def refuse(_: ModelTraining) -> None:
         raise PermanentError("the model registry lost this version")
 
-    ConsumerLoop(dlq_settings, dlq_settings.topic_model_training, ModelTraining, refuse).run(max_messages=1)
+    ConsumerLoop(settings, settings.topic_model_training, ModelTraining, refuse).run(max_messages=1)
 
-    (listed,) = list_letters(dlq_settings)
-    assert listed.letter.source_topic == dlq_settings.topic_model_training
+    (listed,) = list_letters(settings)
+    assert listed.letter.source_topic == settings.topic_model_training
     assert "lost this version" in listed.letter.reason
 
-    (replayed,) = replay(dlq_settings)
+    (replayed,) = replay(settings)
     assert replayed.position == listed.position
-    assert replay(dlq_settings) == [], "a second replay re-sends nothing"
-    events = _events(dlq_settings, f"check-{uuid.uuid4().hex[:6]}")
+    assert replay(settings) == [], "a second replay re-sends nothing"
+    events = _events(settings, f"check-{uuid.uuid4().hex[:6]}")
     assert [e.event_id for e, _ in events] == [event.event_id, event.event_id]
-    assert events[1][1][REPLAYED_FROM] == f"{dlq_settings.topic_dead_letter}/{listed.position}"
+    assert events[1][1][REPLAYED_FROM] == f"{settings.topic_dead_letter}/{listed.position}"
     assert events[1][1]["kind"] == "model-training", "the original headers travel with the replay"

@@ -178,11 +178,15 @@ class Tracker:
         )
 
     def download_model(self, run_id: str, destination: str) -> str:
+        return self.download(run_id, MODEL_ARTIFACT_PATH, destination)
+
+    def download(self, run_id: str, artifact_path: str, destination: str) -> str:
+        """One artifact (file or directory) of a run into ``destination``; returns its local path."""
         from mlflow.artifacts import download_artifacts
 
         return download_artifacts(
             run_id=run_id,
-            artifact_path=MODEL_ARTIFACT_PATH,
+            artifact_path=artifact_path,
             dst_path=destination,
             tracking_uri=self.settings.mlflow_tracking_uri,
         )

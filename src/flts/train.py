@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flts.backtest import TEST_FORECAST_ARTIFACT, forecast_frame, to_parquet_bytes
 from flts.config import CommonSettings, PipelineConfig
 from flts.data.scaler import Scaler
 from flts.data.windows import Windows, make_windows
@@ -98,19 +99,21 @@ def load_lineage_data(store: ObjectStore, claim: TrainingData) -> LineageData:
     return LineageData(claim, frames, windows, metadata, config)
 
 
-def score(forecaster: Forecaster, data: LineageData) -> dict[str, float]:
-    """Test metrics on windows never seen in training or early stopping, scaled and original scale."""
+def score(forecaster: Forecaster, data: LineageData) -> tuple[dict[str, float], pd.DataFrame]:
+    """Test metrics on windows never seen in training or early stopping, scaled and original scale; and the
+    test forecasts beside the actual values (original scale), which the run keeps for the plots."""
     test = data.windows["test"]
     predictions = forecaster.predict(test.inputs, test.target_times)
     scaler = Scaler.from_dict(data.metadata["scaler"])
-    naive_mae = in_sample_naive_mae(data.frames["train"][data.claim.target_columns].to_numpy(np.float64))
-    return forecast_metrics(
-        test.targets,
-        predictions,
-        data.claim.target_columns,
-        inverse=lambda values: scaler.inverse(values, data.claim.target_columns),
-        naive_mae=naive_mae,
-    )
+    targets = data.claim.target_columns
+
+    def inverse(values: np.ndarray) -> np.ndarray:
+        return scaler.inverse(values, targets)
+
+    naive_mae = in_sample_naive_mae(data.frames["train"][targets].to_numpy(np.float64))
+    metrics = forecast_metrics(test.targets, predictions, targets, inverse=inverse, naive_mae=naive_mae)
+    forecasts = forecast_frame(test.target_times, inverse(predictions), inverse(test.targets), list(targets))
+    return metrics, forecasts
 
 
 Fit = Callable[[LineageData, EpochCallback], tuple[Forecaster, dict[str, Any]]]
@@ -207,13 +210,16 @@ class TrainingJob:
         started = time.monotonic()
 
         def on_epoch(epoch: int, values: dict[str, float]) -> None:
+            """Each epoch's record (epoch, losses, its seconds) and the time since fitting began, as it
+            happens: step = epoch, so the page and the CLI show progress while the model trains."""
             now = int(time.time() * 1000)
-            client.log_batch(run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in values.items()])
-            log.info("epoch done", extra={"epoch": epoch, **values})
+            record = {**values, "elapsed_seconds": time.monotonic() - started}
+            client.log_batch(run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in record.items()])
+            log.info("epoch done", extra={"epoch": epoch, **record})
 
         forecaster, params = fit(data, on_epoch)
         fit_seconds = time.monotonic() - started
-        metrics = score(forecaster, data)
+        metrics, forecasts = score(forecaster, data)
         metrics["fit_seconds"] = fit_seconds
         all_params = {
             **{f"window.{k}": v for k, v in data.config.windows.model_dump().items()},
@@ -233,6 +239,10 @@ class TrainingJob:
             forecaster.save(Path(tmp))
             (Path(tmp) / PREPROCESSING_FILE).write_text(json.dumps(data.metadata, indent=2, default=str))
             client.log_artifacts(run_id, tmp, MODEL_ARTIFACT_PATH)
+        with tempfile.TemporaryDirectory(prefix="flts-forecast-") as tmp:
+            path = Path(tmp) / Path(TEST_FORECAST_ARTIFACT).name
+            path.write_bytes(to_parquet_bytes(forecasts))
+            client.log_artifact(run_id, str(path), str(Path(TEST_FORECAST_ARTIFACT).parent))
         return metrics
 
     def _announce(

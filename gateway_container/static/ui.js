@@ -1,0 +1,31 @@
+// FLTS status page: the live parts of a page. Each element with data-poll="URL" gets URL's HTML every
+// data-interval milliseconds, until the HTML it holds carries a data-final attribute (a decided lineage,
+// a drawn plot). The server renders the first state, so a page without scripts still shows everything.
+(function () {
+  "use strict";
+  function interval(element) {
+    return Number(element.dataset.interval || 2000);
+  }
+  function refresh(element) {
+    fetch(element.dataset.poll, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (response) {
+        if (!response.ok) throw new Error(response.status + " " + response.statusText);
+        return response.text();
+      })
+      .then(function (html) {
+        element.innerHTML = html;
+        element.removeAttribute("data-error");
+        schedule(element, interval(element));
+      })
+      .catch(function (error) {
+        element.setAttribute("data-error", String(error));
+        schedule(element, interval(element) * 3);
+      });
+  }
+  function schedule(element, delay) {
+    if (!element.querySelector("[data-final]")) setTimeout(function () { refresh(element); }, delay);
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-poll]").forEach(function (element) { schedule(element, interval(element)); });
+  });
+})();

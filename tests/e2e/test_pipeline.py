@@ -8,17 +8,15 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
-import yaml
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
-from flts.client import FltsClient, window_request
+from flts.client import window_request
 from flts.config import CommonSettings
 from flts.data.generate import write_dataset
 from flts.stack import manager
@@ -28,59 +26,6 @@ from flts.tracking import Tracker
 pytestmark = pytest.mark.e2e
 
 EXPECTED = {"GRU", "LSTM", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE"}
-
-
-@pytest.fixture(scope="module")
-def pipeline_config(tmp_path_factory) -> Path:
-    """The shipped config with smaller models, so training takes seconds."""
-    config = yaml.safe_load((Path(__file__).parents[2] / "config" / "pipeline.yaml").read_text())
-    config["models"]["recurrent"].update(hidden_size=32, num_layers=1, epochs=3)
-    config["models"]["prophet"]["max_fit_rows"] = 2000
-    config["evaluation"]["decision_timeout_seconds"] = 240
-    path = tmp_path_factory.mktemp("config") / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@pytest.fixture(scope="module")
-def services(stack_config, stack_env, pipeline_config, monkeypatch_module):
-    """The services, started afresh with the small pipeline config, and stopped after the module."""
-    console = Console(stderr=True)
-    manager.down_services(stack_config, console)
-    monkeypatch_module.setenv("PIPELINE_CONFIG", str(pipeline_config))
-    monkeypatch_module.setenv("SESSION_TIMEOUT_MS", "10000")
-    manager.up(stack_config, console, services=True)
-    yield stack_config
-    manager.down_services(stack_config, console)
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
-
-
-@pytest.fixture(scope="module")
-def settings(common_settings) -> CommonSettings:
-    return common_settings
-
-
-@pytest.fixture(scope="module")
-def client(services) -> FltsClient:
-    return FltsClient(services.gateway_url, services.inference_url)
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> tuple[Path, Path]:
-    return write_dataset(tmp_path_factory.mktemp("data"), train_rows=3_000, test_rows=600, seed=5)
-
-
-@pytest.fixture(scope="module")
-def first_run(client, dataset) -> dict:
-    train, test = dataset
-    upload = client.upload(train, test)
-    status = client.wait_for_champion(upload["config_hash"], timeout=400)
-    return {"upload": upload, "status": status}
 
 
 def _history(settings: CommonSettings, identifier: str) -> list[dict]:

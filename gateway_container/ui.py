@@ -41,6 +41,8 @@ router = APIRouter()
 LEADERBOARD_METRICS = ("rmse", "mae", "mse", "smape", "mase", "rmse_original", "mae_original")
 HISTORY_SHOWN = 20
 BASELINE = "PERSISTENCE"
+# Times a plot shows unless asked otherwise (the latest): a day of a 2-minute grid.
+DEFAULT_POINTS = 720
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def forecast_vs_actual(
     identifier: str,
     config_hash: str | None = None,
     query: PlotQuery = PlotQuery(),
-    limit: int = 2_000,
+    limit: int = DEFAULT_POINTS,
 ) -> dict[str, Any]:
     """A model's forecasts of one target on the test split, the actual values and persistence's, as series.
 
@@ -106,10 +108,12 @@ def forecast_vs_actual(
     chosen = latest_per_model_type(runs)
     if not chosen:
         raise HTTPException(404, f"no finished model in lineage {config_hash} of {identifier!r} (yet)")
+    lineage_champion = (gw.json_if_exists(champion_pointer_uri(gw.settings, identifier, config_hash)) or {}).get(
+        "model_type"
+    )
     if model_type is None:
-        pointer = gw.json_if_exists(champion_pointer_uri(gw.settings, identifier, config_hash)) or {}
         board = leaderboard(runs, gw.config.evaluation)
-        model_type = pointer.get("model_type") or (board[0].model_type if board else next(iter(chosen)))
+        model_type = lineage_champion or (board[0].model_type if board else next(iter(chosen)))
     if model_type not in chosen:
         raise HTTPException(404, f"no finished {model_type} run in lineage {config_hash}; have {sorted(chosen)}")
     frame = _test_forecast(tracker, chosen[model_type].run_id)
@@ -137,6 +141,7 @@ def forecast_vs_actual(
         "identifier": identifier,
         "config_hash": config_hash,
         "model_type": model_type,
+        "lineage_champion": lineage_champion,
         "run_id": chosen[model_type].run_id,
         "models": sorted(chosen),
         "target": target,
@@ -169,7 +174,7 @@ def forecasts(
     gw: GatewayDep,
     query: Plot,
     config_hash: Annotated[str | None, Query(description="The lineage (default: the champion's).")] = None,
-    limit: Annotated[int, Query(ge=2, le=20_000, description="Most times shown (the latest).")] = 2_000,
+    limit: Annotated[int, Query(ge=2, le=20_000, description="Most times shown (the latest).")] = DEFAULT_POINTS,
 ) -> dict[str, Any]:
     """A model's forecasts on the test split beside the actual values and persistence's: what `flts plot` draws."""
     return forecast_vs_actual(gw, identifier, config_hash, query, limit)
@@ -284,7 +289,9 @@ def _plot_context(gw: Any, identifier: str, config_hash: str, query: PlotQuery) 
         if exc.status_code != 404:
             raise
         return {"svg": None, "reason": exc.detail, "answer": None}
-    return {"svg": forecast_figure(answer), "reason": None, "answer": answer}
+    # Final once it shows what was asked for or the lineage's champion; until then the best model so far.
+    final = bool(query.model_type or answer["lineage_champion"])
+    return {"svg": forecast_figure(answer), "reason": None, "answer": answer, "final": final}
 
 
 @router.get(

@@ -68,13 +68,14 @@ def select(
     step: int = 1,
     start: pd.Timestamp | None = None,
     end: pd.Timestamp | None = None,
-    limit: int = 2_000,
+    limit: int | None = None,
 ) -> pd.DataFrame:
     """One target's forecasts ``step`` steps ahead between ``start`` and ``end`` (inclusive), in time order;
-    at most ``limit`` rows, the latest when the range holds more."""
+    at most ``limit`` rows (if given), the latest when the range holds more."""
     rows = frame[(frame["target"] == target) & (frame["step"] == step)]
     if start is not None:
         rows = rows[rows["time"] >= start]
     if end is not None:
         rows = rows[rows["time"] <= end]
-    return rows.sort_values("time").tail(limit)[["time", "forecast", "actual"]].reset_index(drop=True)
+    rows = rows.sort_values("time")
+    return (rows.tail(limit) if limit else rows)[["time", "forecast", "actual"]].reset_index(drop=True)

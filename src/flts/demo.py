@@ -102,10 +102,10 @@ class StageFollower:
 
 
 def epoch_line(progress: dict[str, float], max_epochs: int | None, bar_width: int = 10) -> str:
-    """`epoch 3/10 [###-------] train_loss 0.01, val_loss 0.02, 12.3 s`: one training progress report."""
+    """`epoch 3/10 ███------- train_loss 0.01, val_loss 0.02, 12.3 s`: one training progress report."""
     epoch = int(progress["epoch"])
     done = min(bar_width, round(bar_width * epoch / max_epochs)) if max_epochs else 0
-    bar = f"/{max_epochs} [{'#' * done}{'-' * (bar_width - done)}]" if max_epochs else ""
+    bar = f"/{max_epochs} {'█' * done}{'-' * (bar_width - done)}" if max_epochs else ""
     losses = ", ".join(f"{k} {progress[k]:.4g}" for k in ("train_loss", "val_loss") if k in progress)
     elapsed = f", {progress['elapsed_seconds']:.1f} s" if "elapsed_seconds" in progress else ""
     return f"epoch {epoch}{bar} {losses}{elapsed}"

@@ -56,6 +56,19 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return ticks
 
 
+# Round steps for a time axis, in seconds: minutes, hours, days, a week.
+TIME_STEPS = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800)
+
+
+def time_ticks(low: float, high: float, count: int = 6) -> list[float]:
+    """About ``count`` round moments (on the minute, hour or UTC midnight) in [low, high] (epoch seconds)."""
+    span = high - low
+    steps = (*TIME_STEPS, TIME_STEPS[-1] * max(1, math.ceil(span / count / TIME_STEPS[-1])))
+    step = min(steps, key=lambda candidate: abs(span / candidate - count))
+    first = math.ceil(low / step) * step
+    return [first + i * step for i in range(int((high - first) // step) + 1)]
+
+
 def _time_label(seconds: float, span: float) -> str:
     moment = datetime.fromtimestamp(seconds, UTC)
     return moment.strftime("%m-%d %H:%M" if span < 3 * 86400 else "%Y-%m-%d")
@@ -106,11 +119,12 @@ def line_plot_svg(
             f'<text x="{MARGIN_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:g}</text>'
         )
     span = x_high - x_low
-    for tick in nice_ticks(x_low, x_high, 6):
+    for tick in time_ticks(x_low, x_high):
         x = x_of(tick)
         parts.append(
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{bottom}" y2="{bottom + 5}" stroke="#999"/>'
-            f'<text x="{x:.1f}" y="{bottom + 18}" text-anchor="middle">{_time_label(tick, span)}</text>'
+            f'<text x="{x:.1f}" y="{bottom + 18}" text-anchor="{"end" if x > width - 60 else "middle"}">'
+            f"{_time_label(tick, span)}</text>"
         )
     if y_label:
         parts.append(

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from flts.plot import Series, forecast_figure, line_plot_svg, nice_ticks
+from flts.plot import Series, forecast_figure, line_plot_svg, nice_ticks, time_ticks
 
 SVG = "{http://www.w3.org/2000/svg}"
 TIMES = [f"2024-01-01T00:{minute:02d}:00" for minute in range(0, 20, 2)]
@@ -92,3 +92,10 @@ def test_the_forecast_figure_draws_actual_model_and_persistence_with_their_mae()
     assert list(_groups(svg)) == ["actual", "GRU (MAE 1)", "PERSISTENCE (MAE 2)"]
     assert re.search(r"cell-7 / down: GRU forecast 1 step ahead", svg)
     assert svg.count("stroke-dasharray") == 2  # persistence's line and its legend mark
+
+
+def test_time_ticks_fall_on_round_hours_and_cover_the_range():
+    low = 1_704_067_200 + 1_234  # 2024-01-01 00:20:34 UTC
+    ticks = time_ticks(low, low + 20 * 3600)
+    assert all(tick % 3600 == 0 for tick in ticks)
+    assert ticks[0] >= low and ticks[-1] <= low + 20 * 3600 and 4 <= len(ticks) <= 11

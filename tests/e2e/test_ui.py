@@ -12,9 +12,12 @@ import os
 import re
 import shutil
 import subprocess
+import time
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -41,8 +44,8 @@ def chromium() -> str:
     return shutil.which("chromium") or pytest.fail("chromium is not installed: apt-get install chromium")
 
 
-def _browse(chromium: str, url: str, *action: str, tmp_path: Path) -> str:
-    """Chromium, headless, on ``url`` with its scripts given 3 s of (virtual) time; returns stdout."""
+def _browse(chromium: str, url: str, *action: str, tmp_path: Path, budget_ms: int = 3_000) -> str:
+    """Chromium, headless, on ``url`` with its scripts given ``budget_ms`` of (virtual) time; returns stdout."""
     done = subprocess.run(
         [
             chromium,
@@ -51,7 +54,7 @@ def _browse(chromium: str, url: str, *action: str, tmp_path: Path) -> str:
             "--disable-gpu",
             "--disable-dev-shm-usage",
             f"--user-data-dir={tmp_path / 'chromium-profile'}",
-            "--virtual-time-budget=3000",
+            f"--virtual-time-budget={budget_ms}",
             "--window-size=1280,2000",
             *action,
             url,
@@ -73,7 +76,7 @@ def _plotted(html: str) -> dict[str, int]:
 
 def test_the_status_page_shows_the_lineage_its_leaderboard_and_a_forecast_plot(first_run, services, chromium, tmp_path):
     config_hash, champion = first_run["upload"]["config_hash"], first_run["status"]["champion"]
-    index = _browse(chromium, f"{services.gateway_url}/ui", "--dump-dom", tmp_path=tmp_path)
+    index = httpx.get(f"{services.gateway_url}/ui", timeout=60).text  # server-rendered: no script to run
     assert f"/ui/identifiers/global/lineages/{config_hash}" in index
     assert re.search(r'class="count">\d+<', index)
 
@@ -94,8 +97,24 @@ def test_the_status_page_shows_the_lineage_its_leaderboard_and_a_forecast_plot(f
     _browse(chromium, url, f"--screenshot={screenshot}", tmp_path=tmp_path)
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20_000
 
-    history = _browse(chromium, f"{services.gateway_url}/ui/identifiers/global", "--dump-dom", tmp_path=tmp_path)
+    history = httpx.get(f"{services.gateway_url}/ui/identifiers/global", timeout=60).text
     assert f"version <b>{champion['model_version']}</b>" in history and "Promotion history" in history
+
+
+def test_the_lineage_page_updates_itself_while_the_lineage_runs(client, dataset, services, chromium, tmp_path):
+    """A new identifier's lineage, opened right after its upload: the page's script fetches the stages as
+    they happen, so after a while in the browser it shows models the server's first answer did not."""
+    upload = client.upload(*dataset, identifier=f"ui-live-{uuid.uuid4().hex[:6]}")
+    url = f"{services.gateway_url}/ui/identifiers/{upload['identifier']}/lineages/{upload['config_hash']}"
+    deadline = time.monotonic() + 60
+    while (first := httpx.get(url, timeout=30)).status_code == 404 and time.monotonic() < deadline:
+        time.sleep(0.5)  # the lineage exists once preprocess has written its first object or a run started
+    assert first.status_code == 200, first.text
+    assert "data-final" not in first.text.split('id="live"')[1].split("</section>")[0]
+    # 60 s of the page's time (its 2 s polls; virtual time stands still while a fetch is under way)
+    page = _browse(chromium, url, "--dump-dom", tmp_path=tmp_path, budget_ms=60_000)
+    finished = set(re.findall(r'data-stage="(\w+)">\s*<b>\w+</b> <span class="badge">FINISHED', page))
+    assert finished - set(re.findall(r'data-stage="(\w+)">\s*<b>\w+</b> <span class="badge">FINISHED', first.text))
 
 
 def test_the_cli_plots_the_forecast_follows_the_newest_lineage_and_predicts_without_a_file(

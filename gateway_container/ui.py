@@ -28,7 +28,7 @@ from flts.evaluate import latest_per_model_type, leaderboard
 from flts.layout import champion_pointer_uri
 from flts.plot import forecast_figure
 from flts.tracking import Tracker
-from gateway_container.gateway import CONFIG_HASH, IDENTIFIER, GatewayDep
+from gateway_container.gateway import CONFIG_HASH, IDENTIFIER, Gateway, GatewayDep
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def _timestamp(value: str | None, name: str) -> pd.Timestamp | None:
 
 
 def forecast_vs_actual(
-    gw: Any,
+    gw: Gateway,
     identifier: str,
     config_hash: str | None = None,
     query: PlotQuery = PlotQuery(),
@@ -102,8 +102,8 @@ def forecast_vs_actual(
             raise HTTPException(
                 404, f"{identifier!r} has no champion yet: upload data for it, or pass a config_hash (`flts runs`)"
             )
-        config_hash = tracker.run_summary(champion.run_id).config_hash
-        model_type = model_type or tracker.run_summary(champion.run_id).model_type
+        champion_run = tracker.run_summary(champion.run_id)
+        config_hash, model_type = champion_run.config_hash, model_type or champion_run.model_type
     runs = [r for r in tracker.lineage_runs(config_hash) if r.identifier == identifier and r.status == "FINISHED"]
     chosen = latest_per_model_type(runs)
     if not chosen:
@@ -222,7 +222,7 @@ def identifier_page(request: Request, identifier: str, gw: GatewayDep) -> HTMLRe
     return templates.TemplateResponse(request, "identifier.html", context)
 
 
-def _live_context(gw: Any, identifier: str, config_hash: str, column: str) -> dict[str, Any]:
+def _live_context(gw: Gateway, identifier: str, config_hash: str, column: str) -> dict[str, Any]:
     status = gw.lineage_status(config_hash, identifier)
     runs = [r for r in gw.tracker.lineage_runs(config_hash) if r.identifier == identifier]
     suffix = f"__{column}" if column else ""
@@ -282,7 +282,7 @@ def lineage_live(request: Request, identifier: str, config_hash: str, gw: Gatewa
     return templates.TemplateResponse(request, "_live.html", context)
 
 
-def _plot_context(gw: Any, identifier: str, config_hash: str, query: PlotQuery) -> dict[str, Any]:
+def _plot_context(gw: Gateway, identifier: str, config_hash: str, query: PlotQuery) -> dict[str, Any]:
     try:
         answer = forecast_vs_actual(gw, identifier, config_hash, query)
     except HTTPException as exc:

@@ -225,7 +225,7 @@ def predict(
 
 @app.command()
 def plot(
-    out: Annotated[Path, typer.Option(dir_okay=False, help="Where to write the picture (.svg).")],
+    out: Annotated[Path, typer.Option(dir_okay=False, help="Where to write the picture: .svg, or .png (matplotlib).")],
     identifier: IdentifierOption = "global",
     target: Annotated[str | None, typer.Option(help="The column to draw (default: the first target).")] = None,
     config_hash: Annotated[str | None, typer.Option(help="The lineage (default: the champion's).")] = None,
@@ -237,15 +237,22 @@ def plot(
 ) -> None:
     """Draw the champion's forecasts on the test split against the actual values, persistence beside them."""
     from flts.client import FltsClient
-    from flts.plot import forecast_figure
+    from flts.plot import forecast_figure, forecast_png
 
-    if out.suffix.lower() != ".svg":
-        console.print(f"[red]{out.name}: only .svg is written[/] (any browser opens it); e.g. --out forecast.svg")
+    if out.suffix.lower() not in (".svg", ".png"):
+        console.print(f"[red]{out.name}: write an .svg (any browser opens it) or a .png[/]; e.g. --out forecast.svg")
         raise typer.Exit(2)
     query = {"target": target, "config_hash": config_hash, "model_type": model, "step": step}
     with _explained_http_errors(gateway, ""):
         answer = FltsClient(gateway, "").forecasts(identifier, **query, start=start, end=end)
-    out.write_text(forecast_figure(answer))
+    if out.suffix.lower() == ".svg":
+        out.write_text(forecast_figure(answer))
+    else:
+        try:
+            forecast_png(answer, out)
+        except RuntimeError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from exc
     drawn = len(answer["series"][0]["times"])
     console.print(
         f"wrote {out}: {answer['model_type']} vs actual for {answer['target']} ({drawn} times, "

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
+from pathlib import Path
 from typing import Any
 
 # Colour-blind-safe (Okabe-Ito): actual values in black, then the models.
@@ -156,9 +157,9 @@ def line_plot_svg(
     return "".join(parts)
 
 
-def forecast_figure(answer: dict[str, Any]) -> str:
-    """The gateway's forecast-vs-actual answer (`GET /forecasts/ID`) as a plot: the actual values, the
-    model's forecasts and persistence's (dashed), each model's MAE over the times shown in its legend."""
+def _forecast_lines(answer: dict[str, Any]) -> tuple[list[Series], str]:
+    """The series and title of the gateway's forecast-vs-actual answer (`GET /forecasts/ID`): the actual
+    values, the model's forecasts and persistence's (dashed), each model's MAE over the times shown."""
     series = [
         Series(
             f"{line['name']} (MAE {line['mae']:.4g})" if line.get("mae") is not None else line["name"],
@@ -173,4 +174,35 @@ def forecast_figure(answer: dict[str, Any]) -> str:
         f"{answer['identifier']} / {answer['target']}: {answer['model_type']} forecast {ahead} ahead vs actual "
         f"(test split, lineage {answer['config_hash'][:12]})"
     )
+    return series, title
+
+
+def forecast_figure(answer: dict[str, Any]) -> str:
+    """The forecast-vs-actual answer as an SVG: what the status page shows and `flts plot` writes."""
+    series, title = _forecast_lines(answer)
     return line_plot_svg(series, title=title, y_label=answer["target"])
+
+
+def forecast_png(answer: dict[str, Any], path: Path) -> None:
+    """The same picture as a PNG, drawn by matplotlib where it is installed (Prophet, the nonml extra, brings it)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError as exc:
+        raise RuntimeError("a PNG needs matplotlib (pip install matplotlib); an .svg needs nothing") from exc
+    series, title = _forecast_lines(answer)
+    figure, axes = pyplot.subplots(figsize=(9, 3.6), dpi=100)
+    for index, line in enumerate(series):
+        times = [datetime.fromisoformat(t) if isinstance(t, str) else t for t in line.times]
+        values = [v if _finite(v) else math.nan for v in line.values]
+        style = "--" if line.dashed else "-"
+        axes.plot(times, values, style, color=PALETTE[index % len(PALETTE)], linewidth=1.2, label=line.name)
+    axes.set_title(title, fontsize=9)
+    axes.set_ylabel(answer["target"])
+    axes.legend(fontsize=8, loc="upper left")
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    pyplot.close(figure)

@@ -132,8 +132,8 @@ def test_the_cli_plots_the_forecast_follows_the_newest_lineage_and_predicts_with
     assert int(groups["actual"].get("data-points")) > 50
     refused = runner.invoke(app, ["plot", "--target", "sideways", "--out", str(out)], env=env)
     assert refused.exit_code == 1 and "not one of this model's targets" in refused.stdout
-    png = runner.invoke(app, ["plot", "--out", str(tmp_path / "forecast.png")], env=env)
-    assert png.exit_code == 2 and "--out forecast.svg" in png.stdout
+    unknown = runner.invoke(app, ["plot", "--out", str(tmp_path / "forecast.gif")], env=env)
+    assert unknown.exit_code == 2 and "--out forecast.svg" in unknown.stdout
 
     status = runner.invoke(app, ["status", "--identifier", "global"], env=env)
     assert status.exit_code == 0, status.stdout

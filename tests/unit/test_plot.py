@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from flts.plot import Series, forecast_figure, line_plot_svg, nice_ticks, time_ticks
+from flts.plot import Series, forecast_figure, forecast_png, line_plot_svg, nice_ticks, time_ticks
 
 SVG = "{http://www.w3.org/2000/svg}"
 TIMES = [f"2024-01-01T00:{minute:02d}:00" for minute in range(0, 20, 2)]
@@ -75,20 +75,22 @@ def test_ticks_are_round_numbers_inside_the_range(low, high, expected):
     assert nice_ticks(low, high) == pytest.approx(expected)
 
 
+ANSWER = {
+    "identifier": "cell-7",
+    "config_hash": "a" * 64,
+    "model_type": "GRU",
+    "target": "down",
+    "step": 1,
+    "series": [
+        {"name": "actual", "times": TIMES, "values": list(range(10)), "mae": None},
+        {"name": "GRU", "times": TIMES, "values": list(range(1, 11)), "mae": 1.0},
+        {"name": "PERSISTENCE", "times": TIMES, "values": list(range(2, 12)), "mae": 2.0},
+    ],
+}
+
+
 def test_the_forecast_figure_draws_actual_model_and_persistence_with_their_mae():
-    answer = {
-        "identifier": "cell-7",
-        "config_hash": "a" * 64,
-        "model_type": "GRU",
-        "target": "down",
-        "step": 1,
-        "series": [
-            {"name": "actual", "times": TIMES, "values": list(range(10)), "mae": None},
-            {"name": "GRU", "times": TIMES, "values": list(range(1, 11)), "mae": 1.0},
-            {"name": "PERSISTENCE", "times": TIMES, "values": list(range(2, 12)), "mae": 2.0},
-        ],
-    }
-    svg = forecast_figure(answer)
+    svg = forecast_figure(ANSWER)
     assert list(_groups(svg)) == ["actual", "GRU (MAE 1)", "PERSISTENCE (MAE 2)"]
     assert re.search(r"cell-7 / down: GRU forecast 1 step ahead", svg)
     assert svg.count("stroke-dasharray") == 2  # persistence's line and its legend mark
@@ -99,3 +101,9 @@ def test_time_ticks_fall_on_round_hours_and_cover_the_range():
     ticks = time_ticks(low, low + 20 * 3600)
     assert all(tick % 3600 == 0 for tick in ticks)
     assert ticks[0] >= low and ticks[-1] <= low + 20 * 3600 and 4 <= len(ticks) <= 11
+
+
+def test_the_same_figure_is_written_as_a_png(tmp_path):
+    path = tmp_path / "forecast.png"
+    forecast_png(ANSWER, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000

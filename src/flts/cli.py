@@ -95,7 +95,9 @@ def upload(
         answer = client.upload(train, test, identifier, force)
         console.print(
             f"Uploaded as dataset {answer['dataset_id']} for [bold]{answer['identifier']}[/]; "
-            f"lineage [bold]{answer['config_hash']}[/]"
+            f"lineage [bold]{answer['config_hash']}[/]\n"
+            f"Watch it on the status page: {gateway}/ui/identifiers/{answer['identifier']}/lineages/"
+            f"{answer['config_hash']}"
         )
         if not wait:
             return

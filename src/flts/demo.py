@@ -60,7 +60,8 @@ def run_demo(
         table.add_row(stage, f"{seconds:.1f}")
     console.print(table)
     console.print(
-        f"Services keep running: gateway {config.gateway_url}/docs, inference {config.inference_url}/docs. "
+        f"Services keep running: the status page {config.gateway_url}/ui, gateway {config.gateway_url}/docs, "
+        f"inference {config.inference_url}/docs. "
         "Stop everything with [bold]flts stack down[/]."
     )
     return {"status": status, "forecast": forecast, "timings": timings}

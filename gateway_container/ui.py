@@ -218,6 +218,7 @@ def identifier_page(request: Request, identifier: str, gw: GatewayDep) -> HTMLRe
         "history": history,
         "promotions": len(keys),
         "lineages": gw.lineages(identifier),
+        "plot": _plot_context(gw, identifier, None, PlotQuery()),
     }
     return templates.TemplateResponse(request, "identifier.html", context)
 
@@ -282,7 +283,7 @@ def lineage_live(request: Request, identifier: str, config_hash: str, gw: Gatewa
     return templates.TemplateResponse(request, "_live.html", context)
 
 
-def _plot_context(gw: Gateway, identifier: str, config_hash: str, query: PlotQuery) -> dict[str, Any]:
+def _plot_context(gw: Gateway, identifier: str, config_hash: str | None, query: PlotQuery) -> dict[str, Any]:
     try:
         answer = forecast_vs_actual(gw, identifier, config_hash, query)
     except HTTPException as exc:

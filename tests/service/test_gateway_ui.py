@@ -175,6 +175,7 @@ def test_the_identifier_page_shows_the_champion_and_its_promotion_history(client
     champion = page.text.split('id="champion"')[1].split("</section>")[0]
     assert "GRU" in champion and "3" in champion and "best of 3" in champion
     assert "Promotion history (1)" in page.text
+    assert _series_points(page.text) == {"actual": 120, "GRU": 120, "PERSISTENCE": 120}  # the champion's forecast
 
 
 def test_the_lineage_page_shows_every_stage_the_leaderboard_and_a_plot_with_persistence(client):

@@ -38,7 +38,7 @@ def window(raw_data) -> dict:
 
 def test_probes_and_docs(client):
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"status": "ready", "identifiers": ["global"]}
+    assert client.get("/readyz").json() == {"status": "ready", "models": 1}
     assert "/predict" in client.get("/openapi.json").json()["paths"]
 
 
@@ -127,10 +127,10 @@ def test_infinite_values_are_rejected(client, window):
     assert "down" in response.text
 
 
-def test_an_unknown_identifier_is_404_naming_what_is_served(client, window):
+def test_an_unknown_identifier_is_404_naming_only_that_identifier(client, window):
     response = client.post("/predict", json={**window, "identifier": "cell-9"})
     assert response.status_code == 404
-    assert "cell-9" in response.text and "global" in response.text
+    assert "cell-9" in response.text and "global" not in response.text
 
 
 def test_fuzzed_bodies_never_cause_a_5xx(client, window):

@@ -43,12 +43,14 @@ from flts.observability import configure_logging, log_context
 from flts.predict import Forecasts, ModelIdentity, RequestError, ServingModel, Window, iso_times
 from flts.storage import ObjectStore
 from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
+from flts.web import BodySizeLimit
 
 log = logging.getLogger(__name__)
 
 PREDICTIONS = Counter(
     "flts_predictions_total",
-    "Forecast requests by outcome: ok, rejected (422), overloaded (429: queue full), timed_out (504).",
+    "Forecast requests by outcome: ok, rejected (422), overloaded (429: queue full), timed_out (504), "
+    "too_large (413: the body is over inference.max_request_bytes).",
     ["outcome"],
 )
 PREDICT_SECONDS = Histogram(
@@ -298,7 +300,10 @@ def create_app(
     app.state.champions = champions
     app.state.batcher = batcher
     app.mount("/metrics", make_asgi_app())
-    auth.install(app, settings)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=limits.max_request_bytes, on_refused=PREDICTIONS.labels("too_large").inc
+    )
+    auth.install(app, settings)  # outermost: an anonymous body is refused before it is counted
 
     def champion_for(principal: Principal, identifier: str | None) -> ServingModel:
         """The identifier's champion, once the caller may use it (so a 404 tells nothing of other tenants)."""

@@ -274,6 +274,7 @@ class EvaluationConfig(_Strict):
 class InferenceConfig(_Strict):
     max_inference_length: int = Field(60, ge=1)
     max_batch_windows: int = Field(256, ge=1)
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     # The micro-batcher in front of the model (one forward pass for concurrent requests).
     micro_batch_requests: int = Field(32, ge=1)
     micro_batch_wait_ms: float = Field(2.0, ge=0, le=1000)

@@ -514,3 +514,26 @@ def test_network_policies_cover_every_pod(rendered: list[dict[str, Any]]) -> Non
     for obj in workloads(rendered):
         labels = obj["metadata"]["labels"] if obj["kind"] == "Pod" else obj["spec"]["template"]["metadata"]["labels"]
         assert any(sel.items() <= labels.items() for sel in policies), f"{obj['metadata']['name']} has no NetworkPolicy"
+
+
+def test_each_backbone_part_admits_only_the_components_that_use_it(render: Callable[..., list[dict[str, Any]]]) -> None:
+    """Grafana, Locust and the test pod reach no backbone part; only MLflow reaches PostgreSQL; only the
+    services that log or load models reach MLflow."""
+    objects = render(
+        "--set", "prometheus.enabled=true", "--set", "grafana.enabled=true", "--set", "locust.enabled=true"
+    )
+
+    def admitted(part: str) -> set[str]:
+        (rule,) = one(objects, "NetworkPolicy", f"flts-{part}")["spec"]["ingress"]
+        return {peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in rule["from"]}
+
+    services = {"gateway", "preprocess", "nonml", "eval", "inference", "train-gru", "train-lstm"}
+    assert admitted("kafka") == services | {"init"}
+    assert admitted("minio") == services | {"init", "mlflow"}
+    assert admitted("mlflow") == services - {"preprocess"}
+    assert admitted("postgresql") == {"mlflow"}
+    assert admitted("prometheus") == {"grafana"}
+    extra = {"namespaceSelector": {"matchLabels": {"name": "tools"}}}
+    with_extra = render("--set-json", f"networkPolicy.extraBackboneIngress=[{json.dumps(extra)}]")
+    (rule,) = one(with_extra, "NetworkPolicy", "flts-kafka")["spec"]["ingress"]
+    assert extra in rule["from"]

@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import yaml
 from fastapi import Depends, FastAPI, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
 
 from flts.config import AuthSettings
@@ -31,6 +32,10 @@ from flts.web import send_json
 GLOBAL = "global"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 API_KEY_HEADER = "X-API-Key"
+
+REFUSALS = Counter(
+    "flts_auth_refusals_total", "API requests refused: no valid key (401), out of scope (403).", ["status"]
+)
 
 _bearer = HTTPBearer(auto_error=False, description="An FLTS API key as a bearer token.")
 _api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="An FLTS API key.")
@@ -114,6 +119,7 @@ class KeyRing:
 
 
 def _unauthenticated() -> HTTPException:
+    REFUSALS.labels("401").inc()
     return HTTPException(
         401,
         f"a valid API key is required: send 'Authorization: Bearer <key>' or '{API_KEY_HEADER}: <key>'",
@@ -146,11 +152,13 @@ def require_identifier(principal: Principal, identifier: str) -> None:
     """403 unless the principal may use the identifier (the message names only what was asked for)."""
     if not principal.may_use(identifier):
         scope = "an admin key" if identifier == GLOBAL else "a key scoped to it"
+        REFUSALS.labels("403").inc()
         raise HTTPException(403, f"key {principal.name!r} may not use identifier {identifier!r}: it needs {scope}")
 
 
 def require_admin(principal: Principal, action: str) -> None:
     if not principal.admin:
+        REFUSALS.labels("403").inc()
         raise HTTPException(403, f"key {principal.name!r} may not {action}: it needs an admin key")
 
 

@@ -138,6 +138,14 @@ def test_an_anonymous_upload_is_refused_before_its_body_is_read(gateway):
     assert gateway.post("/datasets?identifier=cell-a1", files=files, headers=bearer(KEY_A)).status_code == 413
 
 
+def test_refusals_are_counted_by_status(gateway):
+    gateway.get("/datasets?identifier=cell-a1")
+    gateway.get("/datasets?identifier=cell-a1", headers=bearer(KEY_B))
+    metrics = gateway.get("/metrics/").text
+    assert 'flts_auth_refusals_total{status="401"}' in metrics
+    assert 'flts_auth_refusals_total{status="403"}' in metrics
+
+
 def test_probes_metrics_and_docs_need_no_key(gateway, inference):
     for client in (gateway, inference):
         assert client.get("/healthz").status_code == 200

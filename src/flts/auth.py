@@ -85,6 +85,9 @@ class KeyRing:
                 "authentication is on (AUTH_ENABLED) but no key is configured: set AUTH_ADMIN_KEY or "
                 "AUTH_KEYS_FILE (see the README's Security section), or AUTH_ENABLED=false for a local demo"
             )
+        hashes = [principal.sha256 for principal in principals]
+        if len(set(hashes)) != len(hashes):
+            raise ValueError("two principals share one key (the same sha256): give each its own key")
         self.principals = principals
         self.enabled = enabled
 

@@ -213,6 +213,12 @@ def test_auth_on_without_any_key_refuses_to_start():
         KeyRing.from_settings(AuthSettings(auth_enabled=True))
 
 
+def test_one_key_for_two_principals_is_refused_at_start():
+    twice = [Principal(name=name, sha256=key_hash(KEY_A), identifiers=("cell-a1",)) for name in ("one", "two")]
+    with pytest.raises(ValueError, match="share one key"):
+        KeyRing(twice)
+
+
 def test_auth_off_makes_every_caller_the_admin():
     ring = KeyRing.from_settings(AuthSettings(auth_enabled=False))
     assert ring.principal(None) is not None and ring.principal(None).admin

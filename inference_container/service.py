@@ -371,7 +371,12 @@ def create_app(
             body = PredictRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             PREDICTIONS.labels("rejected").inc()
-            raise RequestValidationError(exc.errors(include_url=False)) from None
+            # A body that is not JSON comes back as its raw bytes: not echoed (nor encodable when not UTF-8).
+            errors = [
+                {key: value for key, value in error.items() if not (key == "input" and isinstance(value, bytes))}
+                for error in exc.errors(include_url=False)
+            ]
+            raise RequestValidationError(errors) from None
         model = champion_for(principal, body.identifier)
         with log_context(request_id=request_id, identifier=model.identity.identifier):
             try:

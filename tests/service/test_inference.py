@@ -119,6 +119,13 @@ def test_bad_input_is_a_422_that_names_the_problem(client, window, make_body, fr
     assert fragment in json.dumps(response.json())
 
 
+@pytest.mark.parametrize("body", [b"\x80", b"{not json", b"\xff\xfe{}"])
+def test_a_body_that_is_not_json_is_a_422_that_does_not_echo_it(client, body):
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "json" in response.text.lower()
+    assert "input" not in response.json()["detail"][0]
+
+
 def test_infinite_values_are_rejected(client, window):
     rows = [dict(row) for row in window["rows"]]
     rows[2]["down"] = float("inf")

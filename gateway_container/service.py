@@ -14,6 +14,8 @@ from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import StreamingResponse
 from prometheus_client import Counter, make_asgi_app
 
+from flts import auth
+from flts.auth import Caller, require_admin, require_identifier
 from flts.config import GatewaySettings, compute_config_hash
 from flts.messages import DatasetUploaded
 from flts.observability import configure_logging, log_context
@@ -41,6 +43,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
         on_refused=UPLOADS.labels("too_large").inc,
     )
+    auth.install(app, settings)  # outermost: an anonymous body is refused before it is counted
     app.state.settings = settings
 
     @app.get("/healthz", tags=["probes"])
@@ -57,16 +60,22 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.post("/datasets", status_code=202, tags=["datasets"])
     def upload_dataset(
+        principal: Caller,
         gw: GatewayDep,
         train: Annotated[UploadFile, File(description="CSV of measurements: a time column and numeric columns.")],
         test: Annotated[UploadFile | None, File(description="Optional CSV used as the test set.")] = None,
         identifier: Annotated[str | None, Query(description="The series this data belongs to.")] = None,
         force: Annotated[bool, Query(description="Process and train again even if this lineage exists.")] = False,
     ) -> dict[str, Any]:
+        if force:
+            require_admin(principal, "force a retrain")
+        if identifier is not None:
+            require_identifier(principal, identifier)  # before the CSV is parsed
         train_frame, test_frame = gw.validated(train, test)
         identifier = identifier or gw.identifier_in(train_frame) or "global"
         if not IDENTIFIER.match(identifier):
             raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
+        require_identifier(principal, identifier)
         dataset_id = uuid.uuid4().hex[:16]
         with log_context(dataset_id=dataset_id, identifier=identifier):
             prefix = f"{identifier}/{dataset_id}"
@@ -99,12 +108,14 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.get("/datasets", tags=["datasets"])
     def list_datasets(
+        principal: Caller,
         gw: GatewayDep,
         identifier: Annotated[str, Query(description="Whose uploads to list.")] = "global",
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         after: Annotated[str, Query(description="The `next` of the previous page.")] = "",
     ) -> dict[str, Any]:
         """One identifier's uploads, a page at a time (never every tenant's at once)."""
+        require_identifier(principal, identifier)
         if not IDENTIFIER.match(identifier):
             raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
         objects, next_after = gw.store.page(settings.bucket_datasets, f"{identifier}/", limit, after)
@@ -115,22 +126,25 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.get("/lineages", tags=["runs"])
     def list_lineages(
+        principal: Caller,
         gw: GatewayDep,
         identifier: Annotated[str, Query(description="Whose lineages to list.")] = "global",
     ) -> dict[str, Any]:
         """An identifier's preprocessed lineages, newest first, each with eval's recorded outcome."""
+        require_identifier(principal, identifier)
         if not IDENTIFIER.match(identifier):
             raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
         return {"identifier": identifier, "lineages": gw.lineages(identifier)}
 
     @app.get("/objects/{bucket}/{key:path}", tags=["objects"])
-    def download(bucket: str, key: str, gw: GatewayDep) -> StreamingResponse:
+    def download(bucket: str, key: str, principal: Caller, gw: GatewayDep) -> StreamingResponse:
         if bucket != settings.bucket_datasets:
             # Model weights, processed data and promotion pointers are the pipeline's, not the uploader's.
             raise HTTPException(404, f"only uploads are served here (bucket {settings.bucket_datasets!r})")
         parts = key.split("/")
         if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
             raise HTTPException(400, f"invalid object key {key!r}")
+        require_identifier(principal, parts[0])  # uploads are stored under <identifier>/
         uri = f"s3://{bucket}/{key}"
         if not gw.store.exists(uri):
             raise HTTPException(404, f"no object {uri}")
@@ -148,9 +162,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     @app.get("/runs/{config_hash}", tags=["runs"])
     def run_status(
         config_hash: str,
+        principal: Caller,
         gw: GatewayDep,
         identifier: Annotated[str, Query()] = "global",
     ) -> dict[str, Any]:
+        require_identifier(principal, identifier)
         if not CONFIG_HASH.match(config_hash):
             raise HTTPException(422, "config_hash must be 64 lowercase hex characters")
         return gw.lineage_status(config_hash, identifier)

@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from flts import backtest
+from flts.auth import Caller, require_identifier
 from flts.deadletters import latest_letters
 from flts.evaluate import latest_per_model_type, leaderboard
 from flts.layout import champion_pointer_uri
@@ -57,6 +58,15 @@ class PlotQuery:
 
 
 Plot = Annotated[PlotQuery, Depends()]
+
+
+def _allowed(identifier: str, principal: Caller) -> str:
+    """The path's identifier, once the caller may use it: the API's own check (flts.auth)."""
+    require_identifier(principal, identifier)
+    return identifier
+
+
+AllowedIdentifier = Annotated[str, Depends(_allowed)]
 
 
 def _checked(identifier: str, config_hash: str | None = None) -> None:
@@ -170,7 +180,7 @@ def _series(name: str, rows: pd.DataFrame, column: str) -> dict[str, Any]:
 
 @router.get("/forecasts/{identifier}", tags=["runs"])
 def forecasts(
-    identifier: str,
+    identifier: AllowedIdentifier,
     gw: GatewayDep,
     query: Plot,
     config_hash: Annotated[str | None, Query(description="The lineage (default: the champion's).")] = None,
@@ -188,13 +198,16 @@ def static(name: str) -> FileResponse:
 
 
 @router.get("/ui", response_class=HTMLResponse, include_in_schema=False)
-def index(request: Request, gw: GatewayDep) -> HTMLResponse:
-    identifiers = gw.store.folders(gw.settings.bucket_processed)
+def index(request: Request, principal: Caller, gw: GatewayDep) -> HTMLResponse:
+    """The identifiers the caller may use; the dead letters (every tenant's) for admins only."""
+    identifiers = [i for i in gw.store.folders(gw.settings.bucket_processed) if principal.may_use(i)]
+    dead_letter_count, dead_letters = None, []
     try:
-        dead_letter_count, dead_letters = latest_letters(gw.settings)
+        if principal.admin:
+            dead_letter_count, dead_letters = latest_letters(gw.settings)
     except Exception as exc:  # the page still shows the lineages while Kafka is away
         log.warning("dead letters not read", exc_info=True)
-        dead_letter_count, dead_letters = None, [f"not readable: {exc}"]
+        dead_letters = [f"not readable: {exc}"]
     context = {
         "identifiers": {identifier: gw.lineages(identifier)[:10] for identifier in identifiers},
         "dead_letter_count": dead_letter_count,
@@ -204,7 +217,7 @@ def index(request: Request, gw: GatewayDep) -> HTMLResponse:
 
 
 @router.get("/ui/identifiers/{identifier}", response_class=HTMLResponse, include_in_schema=False)
-def identifier_page(request: Request, identifier: str, gw: GatewayDep) -> HTMLResponse:
+def identifier_page(request: Request, identifier: AllowedIdentifier, gw: GatewayDep) -> HTMLResponse:
     _checked(identifier)
     champion = gw.tracker.champion(identifier)
     keys = sorted(
@@ -252,7 +265,7 @@ def _lineage_url(identifier: str, config_hash: str) -> str:
 @router.get("/ui/identifiers/{identifier}/lineages/{config_hash}", response_class=HTMLResponse, include_in_schema=False)
 def lineage_page(
     request: Request,
-    identifier: str,
+    identifier: AllowedIdentifier,
     config_hash: str,
     gw: GatewayDep,
     query: Plot,
@@ -276,7 +289,9 @@ def lineage_page(
 @router.get(
     "/ui/identifiers/{identifier}/lineages/{config_hash}/live", response_class=HTMLResponse, include_in_schema=False
 )
-def lineage_live(request: Request, identifier: str, config_hash: str, gw: GatewayDep, column: str = "") -> HTMLResponse:
+def lineage_live(
+    request: Request, identifier: AllowedIdentifier, config_hash: str, gw: GatewayDep, column: str = ""
+) -> HTMLResponse:
     """The stage timeline and the leaderboard, re-fetched by the page until the lineage is decided."""
     _checked(identifier, config_hash)
     context = {**_live_context(gw, identifier, config_hash, column), "identifier": identifier, "column": column}
@@ -298,7 +313,9 @@ def _plot_context(gw: Gateway, identifier: str, config_hash: str | None, query: 
 @router.get(
     "/ui/identifiers/{identifier}/lineages/{config_hash}/plot", response_class=HTMLResponse, include_in_schema=False
 )
-def lineage_plot(request: Request, identifier: str, config_hash: str, gw: GatewayDep, query: Plot) -> HTMLResponse:
+def lineage_plot(
+    request: Request, identifier: AllowedIdentifier, config_hash: str, gw: GatewayDep, query: Plot
+) -> HTMLResponse:
     """The plot's part of the lineage page, re-fetched until a scored model has test forecasts to draw."""
     _checked(identifier, config_hash)
     return templates.TemplateResponse(
@@ -307,5 +324,5 @@ def lineage_plot(request: Request, identifier: str, config_hash: str, gw: Gatewa
 
 
 @router.get("/ui/identifiers/{identifier}/lineages/{config_hash}/forecast.svg", include_in_schema=False)
-def lineage_plot_svg(identifier: str, config_hash: str, gw: GatewayDep, query: Plot) -> Response:
+def lineage_plot_svg(identifier: AllowedIdentifier, config_hash: str, gw: GatewayDep, query: Plot) -> Response:
     return Response(forecast_figure(forecast_vs_actual(gw, identifier, config_hash, query)), media_type="image/svg+xml")

@@ -41,6 +41,7 @@ def compose_project(docker_engine: DockerEngine, tmp_path_factory: pytest.TempPa
         "S3_SECRET_KEY": secrets.token_hex(20),
         "POSTGRES_PASSWORD": secrets.token_hex(16),
         "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(16),
+        "FLTS_ADMIN_API_KEY": secrets.token_urlsafe(32),
         "TORCH_INDEX_URL": "",
         **{f"FLTS_{name}_PORT": str(_free_port()) for name in HOST_PORTS},
     }

@@ -8,6 +8,7 @@ what to do for every request that cannot be answered. The real store and MLflow 
 from __future__ import annotations
 
 import re
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from flts.auth import key_hash, new_key
 from flts.backtest import TEST_FORECAST_ARTIFACT, forecast_frame
 from flts.config import GatewaySettings, PipelineConfig
 from flts.deadletters import Letter
@@ -30,7 +32,7 @@ from gateway_container.service import create_app
 
 HASH = "c" * 64
 TARGETS = ["down", "up"]
-SETTINGS = GatewaySettings()
+SETTINGS = GatewaySettings(auth_enabled=False)
 NOW_MS = int(time.time() * 1000)
 
 
@@ -143,17 +145,21 @@ def gateway() -> StubGateway:
     return _promoted(StubGateway(StubTracker(runs, {"run-gru": _forecasts(0.1), "run-persistence": _forecasts(0.5)})))
 
 
-@pytest.fixture
-def client(gateway, monkeypatch) -> TestClient:
+def _client(gateway: StubGateway, monkeypatch: pytest.MonkeyPatch, settings: GatewaySettings) -> TestClient:
     ui._test_forecast.cache_clear()
     letter = DeadLetter(
         source_topic="training-data", partition=0, offset=4, key=None, value_b64="", headers={},
         reason="not a TrainingData: field required", consumer_group="flts-eval",
     )  # fmt: skip
     monkeypatch.setattr(ui, "latest_letters", lambda settings: (3, [Letter(0, 9, letter)]))
-    app = create_app(SETTINGS)
+    app = create_app(settings)
     app.dependency_overrides[get_gateway] = lambda: gateway
     return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(gateway, monkeypatch) -> TestClient:
+    return _client(gateway, monkeypatch, SETTINGS)
 
 
 def _series_points(html: str) -> dict[str, int]:
@@ -251,3 +257,20 @@ def test_the_page_script_is_served_from_the_package_and_nothing_else_is(client):
     assert script.status_code == 200 and "data-poll" in script.text
     assert client.get("/ui/static/../service.py").status_code == 404
     assert "http" not in client.get(f"/ui/identifiers/cell-7/lineages/{HASH}").text.split("<main>")[0]
+
+
+def test_with_auth_on_the_pages_ask_for_a_key_and_show_a_tenant_only_its_identifiers(gateway, monkeypatch):
+    tenant, admin = new_key(), new_key()
+    keys = Path(tempfile.mkdtemp()) / "keys.yaml"
+    keys.write_text(f"principals: [{{name: t, sha256: {key_hash(tenant)}, identifiers: ['other-*']}}]")
+    settings = GatewaySettings(auth_enabled=True, auth_keys_file=keys, auth_admin_key=admin)
+    client = _client(gateway, monkeypatch, settings)
+    lineage = f"/ui/identifiers/cell-7/lineages/{HASH}"
+
+    assert client.get("/ui").status_code == 401
+    assert client.get(lineage, headers={"X-API-Key": tenant}).status_code == 403
+    assert client.get("/forecasts/cell-7", headers={"X-API-Key": tenant}).status_code == 403
+    index = client.get("/ui", headers={"X-API-Key": tenant}).text
+    assert "cell-7" not in index and "Dead letters" not in index  # another tenant's; every tenant's
+    assert client.get(lineage, headers={"Authorization": f"Bearer {admin}"}).status_code == 200
+    assert "Dead letters" in client.get("/ui", headers={"X-API-Key": admin}).text

@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from flts import backtest
-from flts.auth import Caller, require_identifier
+from flts.auth import Caller, KeyRing, Principal, require_identifier
 from flts.deadletters import latest_letters
 from flts.evaluate import latest_per_model_type, leaderboard
 from flts.layout import champion_pointer_uri
@@ -41,6 +41,8 @@ router = APIRouter()
 # The leaderboard's columns: the metric names MLflow holds, per target with `__<target>` after them.
 LEADERBOARD_METRICS = ("rmse", "mae", "mse", "smape", "mase", "rmse_original", "mae_original")
 HISTORY_SHOWN = 20
+# Where the login page keeps the API key in the browser (read-only pages: no state changes to forge).
+KEY_COOKIE = "flts_api_key"
 BASELINE = "PERSISTENCE"
 # Times a plot shows unless asked otherwise (the latest): a day of a 2-minute grid.
 DEFAULT_POINTS = 720
@@ -58,6 +60,29 @@ class PlotQuery:
 
 
 Plot = Annotated[PlotQuery, Depends()]
+
+
+def page_caller(request: Request) -> Principal:
+    """The page's caller: an API key in the headers, as for the API, or the one the login page keeps in the
+    browser's `flts_api_key` cookie (a browser sends no headers of its own); else to the login page."""
+    keyring: KeyRing = request.app.state.keyring
+    principal = keyring.principal_from_headers(request.headers)
+    if principal is None and (key := request.cookies.get(KEY_COOKIE)):
+        principal = keyring.principal(key)
+    if principal is None:
+        raise HTTPException(303, "an API key is needed", headers={"Location": f"/ui/login?next={request.url.path}"})
+    return principal
+
+
+PageCaller = Annotated[Principal, Depends(page_caller)]
+
+
+def _allowed_on_page(identifier: str, principal: PageCaller) -> str:
+    require_identifier(principal, identifier)
+    return identifier
+
+
+PageIdentifier = Annotated[str, Depends(_allowed_on_page)]
 
 
 def _allowed(identifier: str, principal: Caller) -> str:
@@ -197,8 +222,15 @@ def static(name: str) -> FileResponse:
     return FileResponse(HERE / "static" / name, media_type=STATIC_FILES[name])
 
 
+@router.get("/ui/login", response_class=HTMLResponse, include_in_schema=False)
+def login(request: Request, next: str = "/ui") -> HTMLResponse:
+    """Asks for an API key and keeps it in the browser's cookie (only with auth on; `flts keys create`)."""
+    target = next if next.startswith("/ui") else "/ui"
+    return templates.TemplateResponse(request, "login.html", {"next": target, "cookie": KEY_COOKIE})
+
+
 @router.get("/ui", response_class=HTMLResponse, include_in_schema=False)
-def index(request: Request, principal: Caller, gw: GatewayDep) -> HTMLResponse:
+def index(request: Request, principal: PageCaller, gw: GatewayDep) -> HTMLResponse:
     """The identifiers the caller may use; the dead letters (every tenant's) for admins only."""
     identifiers = [i for i in gw.store.folders(gw.settings.bucket_processed) if principal.may_use(i)]
     dead_letter_count, dead_letters = None, []
@@ -217,7 +249,7 @@ def index(request: Request, principal: Caller, gw: GatewayDep) -> HTMLResponse:
 
 
 @router.get("/ui/identifiers/{identifier}", response_class=HTMLResponse, include_in_schema=False)
-def identifier_page(request: Request, identifier: AllowedIdentifier, gw: GatewayDep) -> HTMLResponse:
+def identifier_page(request: Request, identifier: PageIdentifier, gw: GatewayDep) -> HTMLResponse:
     _checked(identifier)
     champion = gw.tracker.champion(identifier)
     keys = sorted(
@@ -265,7 +297,7 @@ def _lineage_url(identifier: str, config_hash: str) -> str:
 @router.get("/ui/identifiers/{identifier}/lineages/{config_hash}", response_class=HTMLResponse, include_in_schema=False)
 def lineage_page(
     request: Request,
-    identifier: AllowedIdentifier,
+    identifier: PageIdentifier,
     config_hash: str,
     gw: GatewayDep,
     query: Plot,
@@ -290,7 +322,7 @@ def lineage_page(
     "/ui/identifiers/{identifier}/lineages/{config_hash}/live", response_class=HTMLResponse, include_in_schema=False
 )
 def lineage_live(
-    request: Request, identifier: AllowedIdentifier, config_hash: str, gw: GatewayDep, column: str = ""
+    request: Request, identifier: PageIdentifier, config_hash: str, gw: GatewayDep, column: str = ""
 ) -> HTMLResponse:
     """The stage timeline and the leaderboard, re-fetched by the page until the lineage is decided."""
     _checked(identifier, config_hash)
@@ -314,7 +346,7 @@ def _plot_context(gw: Gateway, identifier: str, config_hash: str | None, query: 
     "/ui/identifiers/{identifier}/lineages/{config_hash}/plot", response_class=HTMLResponse, include_in_schema=False
 )
 def lineage_plot(
-    request: Request, identifier: AllowedIdentifier, config_hash: str, gw: GatewayDep, query: Plot
+    request: Request, identifier: PageIdentifier, config_hash: str, gw: GatewayDep, query: Plot
 ) -> HTMLResponse:
     """The plot's part of the lineage page, re-fetched until a scored model has test forecasts to draw."""
     _checked(identifier, config_hash)
@@ -324,5 +356,5 @@ def lineage_plot(
 
 
 @router.get("/ui/identifiers/{identifier}/lineages/{config_hash}/forecast.svg", include_in_schema=False)
-def lineage_plot_svg(identifier: AllowedIdentifier, config_hash: str, gw: GatewayDep, query: Plot) -> Response:
+def lineage_plot_svg(identifier: PageIdentifier, config_hash: str, gw: GatewayDep, query: Plot) -> Response:
     return Response(forecast_figure(forecast_vs_actual(gw, identifier, config_hash, query)), media_type="image/svg+xml")

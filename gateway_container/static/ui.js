@@ -25,7 +25,17 @@
   function schedule(element, delay) {
     if (!element.querySelector("[data-final]")) setTimeout(function () { refresh(element); }, delay);
   }
+  // The login page: the key goes into a cookie for this site's pages (a browser sends no API key header).
+  function keepKey(event) {
+    var form = event.target;
+    event.preventDefault();
+    document.cookie = form.dataset.cookie + "=" + encodeURIComponent(form.elements.key.value) +
+      "; path=/; SameSite=Strict" + (location.protocol === "https:" ? "; Secure" : "");
+    location.assign(form.dataset.next);
+  }
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-poll]").forEach(function (element) { schedule(element, interval(element)); });
+    var login = document.getElementById("login");
+    if (login) login.addEventListener("submit", keepKey);
   });
 })();

@@ -267,10 +267,15 @@ def test_with_auth_on_the_pages_ask_for_a_key_and_show_a_tenant_only_its_identif
     client = _client(gateway, monkeypatch, settings)
     lineage = f"/ui/identifiers/cell-7/lineages/{HASH}"
 
-    assert client.get("/ui").status_code == 401
+    to_login = client.get(lineage, follow_redirects=False)
+    assert to_login.status_code == 303 and to_login.headers["location"] == f"/ui/login?next={lineage}"
+    assert 'type="password"' in client.get(to_login.headers["location"]).text
+    assert client.get("/forecasts/cell-7").status_code == 401
     assert client.get(lineage, headers={"X-API-Key": tenant}).status_code == 403
     assert client.get("/forecasts/cell-7", headers={"X-API-Key": tenant}).status_code == 403
     index = client.get("/ui", headers={"X-API-Key": tenant}).text
     assert "cell-7" not in index and "Dead letters" not in index  # another tenant's; every tenant's
     assert client.get(lineage, headers={"Authorization": f"Bearer {admin}"}).status_code == 200
     assert "Dead letters" in client.get("/ui", headers={"X-API-Key": admin}).text
+    client.cookies.set("flts_api_key", admin)  # what the login page's script keeps in the browser
+    assert client.get(lineage).status_code == 200

@@ -26,16 +26,14 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def settings(stack_env, monkeypatch) -> PreprocessSettings:
-    for key, value in stack_env.items():
-        monkeypatch.setenv(key, value)
-    suffix = uuid.uuid4().hex[:8]
-    settings = PreprocessSettings(
-        topic_training_data=f"it-training-{suffix}",
-        topic_inference_data=f"it-inference-{suffix}",
-        topic_model_training=f"it-events-{suffix}",
-        topic_model_selected=f"it-selected-{suffix}",
-        mlflow_experiment=f"it-{suffix}",
+def settings(fresh_settings) -> PreprocessSettings:
+    settings = fresh_settings(
+        PreprocessSettings,
+        topic_training_data="it-training-{suffix}",
+        topic_inference_data="it-inference-{suffix}",
+        topic_model_training="it-events-{suffix}",
+        topic_model_selected="it-selected-{suffix}",
+        mlflow_experiment="it-{suffix}",
     )
     ensure_topics(settings, partitions=1)
     return settings

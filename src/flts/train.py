@@ -128,10 +128,28 @@ class TrainingJob:
         self.store = ObjectStore(settings)
         self.tracker = Tracker(settings)
         self.producer = MessageProducer(settings)
+        self._running: set[str] = set()  # MLflow runs being trained now
+        self._abandoned = threading.Event()
+
+    def __call__(self, claim: TrainingData) -> None:
+        self.handle(claim)
+
+    def abandon(self, reason: str) -> None:
+        """The process stops mid-training (SIGTERM): close the runs in progress as KILLED, not FAILED, and
+        register nothing more. The claim stays uncommitted, so the group's next member trains it again."""
+        self._abandoned.set()
+        for run_id in list(self._running):
+            try:
+                self.tracker.fail_run(run_id, reason, status="KILLED")
+                log.warning("training run closed as KILLED", extra={"run_id": run_id, "reason": reason})
+            except Exception:
+                log.warning("could not close the run; eval closes it once its heartbeat is stale", exc_info=True)
 
     def handle(self, claim: TrainingData) -> None:
         data: LineageData | None = None
         for model_type, fit in self.fits.items():
+            if self._abandoned.is_set():
+                return
             with log_context(config_hash=claim.config_hash, model_type=model_type, identifier=claim.identifier):
                 finished = None if claim.force else self.tracker.finished_run(claim.config_hash, model_type)
                 if finished is not None:
@@ -153,6 +171,7 @@ class TrainingJob:
         )
         with log_context(run_id=run_id), self._heartbeat(run_id):
             self._announce(claim, model_type, "RUNNING", run_id)
+            self._running.add(run_id)
             try:
                 metrics = self._train_and_log(fit, data, run_id)
             except Exception as exc:
@@ -163,6 +182,10 @@ class TrainingJob:
                 self.tracker.fail_run(run_id, repr(exc))
                 self._announce(claim, model_type, "FAILED", run_id, error=repr(exc)[:2000])
                 return
+            finally:
+                self._running.discard(run_id)
+            if self._abandoned.is_set():
+                return  # closed as KILLED while it trained: registering it now would race the next owner
             version = self.tracker.register(
                 run_id, claim.identifier, {TAG_CONFIG_HASH: claim.config_hash, TAG_MODEL_TYPE: model_type}
             )

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -13,7 +18,7 @@ from rich.console import Console
 from eval_container.service import Evaluator
 from flts.config import EvalSettings, EvaluationConfig, PipelineConfig, PreprocessSettings
 from flts.data.generate import generate_lte_dataset
-from flts.kafka import ConsumerLoop, MessageProducer, PermanentError, ensure_topics
+from flts.kafka import ConsumerLoop, MessageProducer, PermanentError, committed_offsets, ensure_topics
 from flts.messages import DatasetUploaded, ModelSelected, ModelTraining, ObjectRef, TrainingData
 from flts.models.baselines import PersistenceForecaster
 from flts.stack import manager
@@ -247,3 +252,56 @@ def test_an_s3_outage_during_training_is_waited_out_not_dead_lettered(settings, 
     runs = Tracker(settings).lineage_runs(claim.config_hash, "PERSISTENCE")
     assert [r.status for r in runs] == ["FINISHED"]
     assert read_topic(settings, settings.topic_dead_letter, 1, lambda raw: raw) == [], "an outage was dead-lettered"
+
+
+# docker compose's default stop_grace_period; the chart gives consumers 60 s (terminationGracePeriodSeconds).
+STOP_LIMIT_S = 10
+
+
+def _child_processes(pid: int) -> list[str]:
+    """The pids of a process's children (Prophet's CmdStan optimiser runs as one)."""
+    return [c for task in Path(f"/proc/{pid}/task").glob("*") for c in (task / "children").read_text().split()]
+
+
+def test_sigterm_while_prophet_fits_stops_the_trainer_in_seconds_and_leaves_the_claim_to_the_next_owner(
+    settings, claim, tmp_path
+):
+    """nonml as it runs in a pod: SIGTERM mid-fit; its run is KILLED (not FAILED), its claim not committed."""
+    group = f"it-nonml-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "SERVICE_NAME": "nonml",
+        "CONSUMER_GROUP": group,
+        "METRICS_PORT": "0",
+        "TOPIC_TRAINING_DATA": settings.topic_training_data,
+        "TOPIC_MODEL_TRAINING": settings.topic_model_training,
+        "MLFLOW_EXPERIMENT": settings.mlflow_experiment,
+    }
+    log = tmp_path / "nonml.log"
+    with log.open("wb") as out:
+        nonml = subprocess.Popen([sys.executable, "-m", "nonML_container.service"], env=env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 180
+        while not _child_processes(nonml.pid) and nonml.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _child_processes(nonml.pid), f"Prophet never started fitting:\n{log.read_text()[-3000:]}"
+        sent = time.monotonic()
+        nonml.send_signal(signal.SIGTERM)
+        nonml.wait(timeout=60)
+        stopped_after = time.monotonic() - sent
+    finally:
+        if nonml.poll() is None:
+            nonml.kill()
+            nonml.wait()
+    print(f"\nSIGTERM mid-Prophet: the trainer exited {stopped_after:.1f}s later")
+
+    assert stopped_after < STOP_LIMIT_S, log.read_text()[-3000:]
+    tracker = Tracker(settings)
+    (prophet,) = tracker.lineage_runs(claim.config_hash, "PROPHET")
+    assert prophet.status == "KILLED" and "SIGTERM" in (prophet.error or "")
+    assert tracker.model_version_of_run(claim.identifier, prophet.run_id) is None
+    assert committed_offsets(settings, group, settings.topic_training_data, [0]) == {0: 0}, "the claim was committed"
+    next_owner = settings.model_copy(update={"consumer_group": group})
+    handed_over: list[TrainingData] = []
+    ConsumerLoop(next_owner, settings.topic_training_data, TrainingData, handed_over.append).run(max_messages=1)
+    assert [c.config_hash for c in handed_over] == [claim.config_hash]

@@ -231,26 +231,83 @@ def test_a_run_whose_trainer_died_is_closed_as_killed_and_does_not_hold_up_the_d
     assert decision is not None and decision.reason == "waiting for LSTM"
 
 
-def test_an_s3_outage_during_training_is_waited_out_not_dead_lettered(settings, claim, stack_config, read_topic):
-    """MinIO stopped before the trainer reads the claim's data, started again 20 s later: trained, once."""
+OUTAGE_S = 60
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("backbone", ["minio", "mlflow"])
+def test_a_60s_outage_mid_preprocessing_and_mid_training_is_waited_out_and_both_lineages_complete(
+    backbone, settings, stack_config, read_topic
+):
+    """One lineage is being preprocessed and another trained when MinIO (or the MLflow server) stops for 60 s:
+    both are promoted afterwards, nothing is dead-lettered, no run is recorded FAILED."""
     run = uuid.uuid4().hex[:8]
-    update = {"handler_backoff_seconds": 0.5, "consumer_group": f"it-{run}", "topic_dead_letter": f"it-dlq-{run}"}
+    update = {
+        "handler_backoff_seconds": 0.5,
+        "consumer_group": f"it-{run}",
+        "topic_dataset_uploaded": f"it-uploads-{run}",
+        "topic_dead_letter": f"it-dlq-{run}",
+    }
     settings = settings.model_copy(update=update)
     ensure_topics(settings, partitions=1)
-    MessageProducer(settings).publish(settings.topic_training_data, claim)
-    loop = ConsumerLoop(settings, settings.topic_training_data, TrainingData, TrainingJob(settings, PERSISTENCE).handle)
-    manager.stop_part(stack_config, "minio")
-    try:
-        worker = threading.Thread(target=loop.run, kwargs={"max_messages": 1}, daemon=True)
+    store, producer, tracker = ObjectStore(settings), MessageProducer(settings), Tracker(settings)
+    training_first = _upload(store, settings, seed=41)
+    preprocessing_first = _upload(store, settings, seed=42)
+    outage, preprocessing, training = threading.Event(), threading.Event(), threading.Event()
+    preprocessor = Preprocessor(settings, PipelineConfig())
+    preprocessor.handle(training_first)  # its claim is on the training topic before the loops start
+
+    def preprocess_then_meet_the_outage(upload: DatasetUploaded) -> None:
+        preprocessing.set()
+        outage.wait(60)
+        preprocessor.handle(upload)
+
+    def fit_then_meet_the_outage(data, _):
+        training.set()
+        outage.wait(60)
+        return PersistenceForecaster(data.layout), {}
+
+    loops = [
+        ConsumerLoop(settings, settings.topic_dataset_uploaded, DatasetUploaded, preprocess_then_meet_the_outage),
+        ConsumerLoop(
+            settings,
+            settings.topic_training_data,
+            TrainingData,
+            TrainingJob(settings, {"PERSISTENCE": fit_then_meet_the_outage}).handle,
+        ),
+    ]
+    workers = [threading.Thread(target=loop.run, daemon=True) for loop in loops]
+    for worker in workers:
         worker.start()
-        time.sleep(20)
+    try:
+        producer.publish(settings.topic_dataset_uploaded, preprocessing_first)
+        assert preprocessing.wait(60) and training.wait(60), "the handlers never started"
+        manager.stop_part(stack_config, backbone)
+        outage.set()
+        time.sleep(OUTAGE_S)
+        manager.up(stack_config, Console(stderr=True))
+        back = time.monotonic()
+        claims = read_topic(settings, settings.topic_training_data, 2, TrainingData.from_bytes)
+        assert len(claims) == 2, "the lineage preprocessed during the outage published no claim"
+        deadline = time.monotonic() + 240
+        while not all(tracker.finished_run(c.config_hash, "PERSISTENCE") for c in claims):
+            assert time.monotonic() < deadline, "training did not complete after the outage"
+            time.sleep(1)
+        recovered = time.monotonic() - back
     finally:
         manager.up(stack_config, Console(stderr=True))
-    worker.join(timeout=180)
+        for loop in loops:
+            loop.stop()
+    print(f"\nOUTAGE {backbone} {OUTAGE_S}s: both lineages trained {recovered:.0f}s after it was back")
 
-    assert not worker.is_alive(), "the handler did not finish after the outage"
-    runs = Tracker(settings).lineage_runs(claim.config_hash, "PERSISTENCE")
-    assert [r.status for r in runs] == ["FINISHED"]
+    evaluator = _evaluator(settings, ["PERSISTENCE"])
+    for claim in claims:
+        runs = tracker.lineage_runs(claim.config_hash)
+        assert "FAILED" not in {r.status for r in runs}, "a run interrupted by the outage was recorded FAILED"
+        assert [r.status for r in runs].count("FINISHED") == 1
+        decision = evaluator.evaluate(claim.config_hash, claim.identifier)
+        assert decision is not None and decision.winner is not None
+        assert tracker.champion(claim.identifier) is not None
     assert read_topic(settings, settings.topic_dead_letter, 1, lambda raw: raw) == [], "an outage was dead-lettered"
 
 

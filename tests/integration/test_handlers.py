@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
 
 from eval_container.service import Evaluator
@@ -167,6 +168,25 @@ def test_eval_promotes_once_and_a_later_equal_model_changes_nothing(settings, cl
     assert evaluator.evaluate(claim.config_hash, claim.identifier) is None
 
 
+def test_a_success_event_delivered_three_times_promotes_once(settings, claim, read_topic):
+    """A producer retry after a broker outage can publish one run's SUCCESS event again (issue 9 saw three):
+    eval makes the duplicates harmless, so the champion moves once and replicas hear of it once."""
+    TrainingJob(settings, PERSISTENCE).handle(claim)
+    _, success = read_topic(settings, settings.topic_model_training, 2, ModelTraining.from_bytes)
+    producer = MessageProducer(settings)
+    for _ in range(2):
+        producer.publish(settings.topic_model_training, success)
+    evaluator = _evaluator(settings, ["PERSISTENCE"])
+    group = f"it-eval-{uuid.uuid4().hex[:8]}"
+    loop = ConsumerLoop(settings, settings.topic_model_training, ModelTraining, evaluator.handle, group_id=group)
+
+    assert loop.run(max_messages=4) == 4
+    events = read_topic(settings, settings.topic_model_training, 4, ModelTraining.from_bytes)
+    assert [e.event_id for e in events[1:]] == [success.event_id] * 3
+    assert _messages_on(settings, settings.topic_model_selected) == 1
+    assert len(ObjectStore(settings).list(settings.bucket_promotion, f"{claim.identifier}/history/")) == 1
+
+
 def test_a_late_run_of_an_older_lineage_does_not_take_the_champion_back(settings, read_topic):
     """Upload order, not decision order: the older lineage is decided, the newer one keeps the alias."""
     store = ObjectStore(settings)
@@ -309,6 +329,15 @@ def test_a_60s_outage_mid_preprocessing_and_mid_training_is_waited_out_and_both_
         assert decision is not None and decision.winner is not None
         assert tracker.champion(claim.identifier) is not None
     assert read_topic(settings, settings.topic_dead_letter, 1, lambda raw: raw) == [], "an outage was dead-lettered"
+
+
+def _messages_on(settings: PreprocessSettings, topic: str) -> int:
+    """How many messages a one-partition topic holds (its high watermark), without waiting for more."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "it-watermarks"})
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+    finally:
+        consumer.close()
 
 
 # docker compose's default stop_grace_period; the chart gives consumers 60 s (terminationGracePeriodSeconds).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
@@ -14,13 +13,13 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from integration_support import upload_dataset
 from rich.console import Console
 
 from eval_container.service import Evaluator
 from flts.config import EvalSettings, EvaluationConfig, PipelineConfig, PreprocessSettings
-from flts.data.generate import generate_lte_dataset
 from flts.kafka import ConsumerLoop, MessageProducer, PermanentError, committed_offsets, ensure_topics
-from flts.messages import DatasetUploaded, ModelSelected, ModelTraining, ObjectRef, TrainingData
+from flts.messages import DatasetUploaded, ModelSelected, ModelTraining, TrainingData
 from flts.models.baselines import PersistenceForecaster
 from flts.stack import manager
 from flts.storage import ObjectStore
@@ -45,31 +44,10 @@ def settings(fresh_settings) -> PreprocessSettings:
     return settings
 
 
-def _upload(
-    store: ObjectStore, settings: PreprocessSettings, seed: int, identifier: str | None = None
-) -> DatasetUploaded:
-    train, test = generate_lte_dataset(train_rows=800, test_rows=200, seed=seed)
-    refs = {}
-    for name, frame in (("train", train), ("test", test)):
-        stored = store.put_stream(
-            f"s3://{settings.bucket_datasets}/it/{uuid.uuid4().hex}/{name}.csv",
-            io.BytesIO(frame.to_csv(index=False).encode()),
-        )
-        refs[name] = ObjectRef(uri=stored.uri, sha256=stored.sha256, size_bytes=stored.size_bytes, rows=len(frame))
-    return DatasetUploaded(
-        dataset_id=uuid.uuid4().hex[:16],
-        identifier=identifier or f"it-{seed}-{uuid.uuid4().hex[:6]}",
-        train=refs["train"],
-        test=refs["test"],
-        filename="t.csv",
-        columns=[],
-    )
-
-
 @pytest.fixture
 def claim(settings, read_topic) -> TrainingData:
     store = ObjectStore(settings)
-    Preprocessor(settings, PipelineConfig()).handle(_upload(store, settings, seed=21))
+    Preprocessor(settings, PipelineConfig()).handle(upload_dataset(store, settings, seed=21))
     (claim,) = read_topic(settings, settings.topic_training_data, 1, TrainingData.from_bytes)
     return claim
 
@@ -87,7 +65,7 @@ def test_preprocess_writes_the_claim_once_and_only_republishes_it(settings, clai
         "scaler.json",
         "claim.json",
     }
-    upload = _upload(store, settings, seed=21).model_copy(update={"identifier": claim.identifier})
+    upload = upload_dataset(store, settings, seed=21).model_copy(update={"identifier": claim.identifier})
     Preprocessor(settings, PipelineConfig()).handle(upload)
     claims = read_topic(settings, settings.topic_training_data, 2, TrainingData.from_bytes)
     assert [c.config_hash for c in claims] == [claim.config_hash] * 2
@@ -96,7 +74,7 @@ def test_preprocess_writes_the_claim_once_and_only_republishes_it(settings, clai
 
 def test_a_missing_object_behind_a_claim_is_a_permanent_failure(settings):
     store = ObjectStore(settings)
-    upload = _upload(store, settings, seed=22)
+    upload = upload_dataset(store, settings, seed=22)
     store.delete(upload.train.uri)
     with pytest.raises(PermanentError, match="missing"):
         Preprocessor(settings, PipelineConfig()).handle(upload)
@@ -191,8 +169,8 @@ def test_a_late_run_of_an_older_lineage_does_not_take_the_champion_back(settings
     """Upload order, not decision order: the older lineage is decided, the newer one keeps the alias."""
     store = ObjectStore(settings)
     identifier = f"it-order-{uuid.uuid4().hex[:6]}"
-    older = _upload(store, settings, seed=31, identifier=identifier)
-    newer = _upload(store, settings, seed=32, identifier=identifier)
+    older = upload_dataset(store, settings, seed=31, identifier=identifier)
+    newer = upload_dataset(store, settings, seed=32, identifier=identifier)
     preprocessor = Preprocessor(settings, PipelineConfig())
     for upload in (newer, older):
         preprocessor.handle(upload)
@@ -271,8 +249,8 @@ def test_a_60s_outage_mid_preprocessing_and_mid_training_is_waited_out_and_both_
     settings = settings.model_copy(update=update)
     ensure_topics(settings, partitions=1)
     store, producer, tracker = ObjectStore(settings), MessageProducer(settings), Tracker(settings)
-    training_first = _upload(store, settings, seed=41)
-    preprocessing_first = _upload(store, settings, seed=42)
+    training_first = upload_dataset(store, settings, seed=41)
+    preprocessing_first = upload_dataset(store, settings, seed=42)
     outage, preprocessing, training = threading.Event(), threading.Event(), threading.Event()
     preprocessor = Preprocessor(settings, PipelineConfig())
     preprocessor.handle(training_first)  # its claim is on the training topic before the loops start
@@ -310,7 +288,7 @@ def test_a_60s_outage_mid_preprocessing_and_mid_training_is_waited_out_and_both_
         claims = read_topic(settings, settings.topic_training_data, 2, TrainingData.from_bytes)
         assert len(claims) == 2, "the lineage preprocessed during the outage published no claim"
         deadline = time.monotonic() + 240
-        while not all(tracker.finished_run(c.config_hash, "PERSISTENCE") for c in claims):
+        while not all("FINISHED" in {r.status for r in tracker.lineage_runs(c.config_hash)} for c in claims):
             assert time.monotonic() < deadline, "training did not complete after the outage"
             time.sleep(1)
         recovered = time.monotonic() - back

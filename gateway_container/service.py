@@ -17,6 +17,8 @@ from fastapi import Depends, FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import StreamingResponse
 from prometheus_client import Counter, make_asgi_app
 
+from flts import auth
+from flts.auth import Caller, require_admin, require_identifier
 from flts.config import GatewaySettings, PipelineConfig, compute_config_hash, load_pipeline_config
 from flts.data.io import DataError, read_measurements, validate_measurements
 from flts.evaluate import decide
@@ -106,6 +108,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
         on_refused=UPLOADS.labels("too_large").inc,
     )
+    auth.install(app, settings)  # outermost: an anonymous body is refused before it is counted
     state: dict[str, Gateway] = {}
 
     def gateway() -> Gateway:
@@ -127,16 +130,22 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.post("/datasets", status_code=202, tags=["datasets"])
     def upload_dataset(
+        principal: Caller,
         gw: Annotated[Gateway, Depends(gateway)],
         train: Annotated[UploadFile, File(description="CSV of measurements: a time column and numeric columns.")],
         test: Annotated[UploadFile | None, File(description="Optional CSV used as the test set.")] = None,
         identifier: Annotated[str | None, Query(description="The series this data belongs to.")] = None,
         force: Annotated[bool, Query(description="Process and train again even if this lineage exists.")] = False,
     ) -> dict[str, Any]:
+        if force:
+            require_admin(principal, "force a retrain")
+        if identifier is not None:
+            require_identifier(principal, identifier)  # before the CSV is parsed
         train_frame, test_frame = gw.validated(train, test)
         identifier = identifier or gw.identifier_in(train_frame) or "global"
         if not IDENTIFIER.match(identifier):
             raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
+        require_identifier(principal, identifier)
         dataset_id = uuid.uuid4().hex[:16]
         with log_context(dataset_id=dataset_id, identifier=identifier):
             prefix = f"{identifier}/{dataset_id}"
@@ -169,12 +178,14 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.get("/datasets", tags=["datasets"])
     def list_datasets(
+        principal: Caller,
         gw: Annotated[Gateway, Depends(gateway)],
         identifier: Annotated[str, Query(description="Whose uploads to list.")] = "global",
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         after: Annotated[str, Query(description="The `next` of the previous page.")] = "",
     ) -> dict[str, Any]:
         """One identifier's uploads, a page at a time (never every tenant's at once)."""
+        require_identifier(principal, identifier)
         if not IDENTIFIER.match(identifier):
             raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
         objects, next_after = gw.store.page(settings.bucket_datasets, f"{identifier}/", limit, after)
@@ -185,10 +196,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.get("/lineages", tags=["runs"])
     def list_lineages(
+        principal: Caller,
         gw: Annotated[Gateway, Depends(gateway)],
         identifier: Annotated[str, Query(description="Whose lineages to list.")] = "global",
     ) -> dict[str, Any]:
         """An identifier's preprocessed lineages, newest first, each with eval's recorded outcome."""
+        require_identifier(principal, identifier)
         if not IDENTIFIER.match(identifier):
             raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
         objects = gw.store.list(settings.bucket_processed, f"{identifier}/")
@@ -208,13 +221,16 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return {"identifier": identifier, "lineages": lineages}
 
     @app.get("/objects/{bucket}/{key:path}", tags=["objects"])
-    def download(bucket: str, key: str, gw: Annotated[Gateway, Depends(gateway)]) -> StreamingResponse:
+    def download(
+        bucket: str, key: str, principal: Caller, gw: Annotated[Gateway, Depends(gateway)]
+    ) -> StreamingResponse:
         if bucket != settings.bucket_datasets:
             # Model weights, processed data and promotion pointers are the pipeline's, not the uploader's.
             raise HTTPException(404, f"only uploads are served here (bucket {settings.bucket_datasets!r})")
         parts = key.split("/")
         if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
             raise HTTPException(400, f"invalid object key {key!r}")
+        require_identifier(principal, parts[0])  # uploads are stored under <identifier>/
         uri = f"s3://{bucket}/{key}"
         if not gw.store.exists(uri):
             raise HTTPException(404, f"no object {uri}")
@@ -232,9 +248,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     @app.get("/runs/{config_hash}", tags=["runs"])
     def run_status(
         config_hash: str,
+        principal: Caller,
         gw: Annotated[Gateway, Depends(gateway)],
         identifier: Annotated[str, Query()] = "global",
     ) -> dict[str, Any]:
+        require_identifier(principal, identifier)
         if not CONFIG_HASH.match(config_hash):
             raise HTTPException(422, "config_hash must be 64 lowercase hex characters")
         return lineage_status(gw, config_hash, identifier)

@@ -56,6 +56,7 @@ def settings(fresh_settings) -> InferenceSettings:
         registered_model_prefix="it{suffix}",
         consumer_group="it-inference-{suffix}",
         session_timeout_ms=6000,
+        auth_enabled=False,  # as the local stack runs it: every caller is the admin
     )
     ensure_topics(settings, partitions=1)
     return settings
@@ -141,7 +142,8 @@ def test_a_replica_turns_ready_only_once_every_champion_is_loaded_page_by_page(s
     assert TestClient(app).get("/readyz").status_code == 503, "ready before loading anything"
     with TestClient(app) as client:
         assert _until(lambda: client.get("/readyz").status_code == 200), client.get("/readyz").text
-        assert sorted(client.get("/readyz").json()["identifiers"]) == identifiers
+        assert client.get("/readyz").json()["models"] == len(identifiers)
+        assert sorted(model["identifier"] for model in client.get("/models").json()) == identifiers
 
 
 def test_an_older_event_does_not_replace_a_newer_champion_and_a_missed_one_is_reconciled(registry, replica):

@@ -1,23 +1,38 @@
 """Fixtures of the consumer tests: settings with fresh topic and group names, and the topics themselves."""
 
 import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from flts.config import ConsumerSettings
+from flts.config import CommonSettings, ConsumerSettings
+
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
 
 
 @pytest.fixture
-def settings(stack_env, monkeypatch) -> ConsumerSettings:
-    """Short group timeouts, so a dropped member shows within seconds; test_handlers has its own."""
+def fresh_settings(stack_env, monkeypatch) -> Callable[..., Any]:
+    """Settings of a service class on the test stack; `{suffix}` in a string field becomes this test's own."""
     for key, value in stack_env.items():
         monkeypatch.setenv(key, value)
     suffix = uuid.uuid4().hex[:8]
-    return ConsumerSettings(
-        topic_model_training=f"test-events-{suffix}",
-        topic_dead_letter=f"test-dlq-{suffix}",
-        consumer_group=f"test-group-{suffix}",
+
+    def make(settings_class: type[SettingsT], **fields: Any) -> SettingsT:
+        return settings_class(**{k: v.format(suffix=suffix) if isinstance(v, str) else v for k, v in fields.items()})
+
+    return make
+
+
+@pytest.fixture
+def settings(fresh_settings) -> ConsumerSettings:
+    """Short group timeouts, so a dropped member shows within seconds; test_handlers has its own."""
+    return fresh_settings(
+        ConsumerSettings,
+        topic_model_training="test-events-{suffix}",
+        topic_dead_letter="test-dlq-{suffix}",
+        consumer_group="test-group-{suffix}",
         session_timeout_ms=6000,
         max_poll_interval_ms=10000,
         handler_backoff_seconds=0.1,

@@ -41,6 +41,7 @@ from flts.observability import configure_logging, log_context
 from flts.predict import Forecasts, ModelIdentity, RequestError, ServingModel, Window, iso_times
 from flts.storage import ObjectStore
 from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
+from inference_container.scoring import score_claims
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +284,9 @@ def create_app(
         if follow_registry:
             loader = ChampionLoader(settings, champions)
             threading.Thread(target=loader.follow, args=(stop,), name="champion-follower", daemon=True).start()
+            threading.Thread(
+                target=score_claims, args=(settings, champions.get, stop), name="batch-scorer", daemon=True
+            ).start()
         yield
         stop.set()
         await batcher.close()

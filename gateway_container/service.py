@@ -21,8 +21,8 @@ from flts.config import GatewaySettings, PipelineConfig, compute_config_hash, lo
 from flts.data.io import DataError, read_measurements, validate_measurements
 from flts.evaluate import decide
 from flts.kafka import MessageProducer
-from flts.layout import CLAIM_FILE, champion_pointer_uri, decision_uri, processed_prefix
-from flts.messages import DatasetUploaded, ObjectRef
+from flts.layout import CLAIM_FILE, champion_pointer_uri, decision_uri, inference_log_uri, processed_prefix
+from flts.messages import DatasetUploaded, InferenceData, ObjectRef
 from flts.observability import configure_logging, log_context
 from flts.storage import ObjectNotFound, ObjectStore, ObjectTooLarge
 from flts.tracking import Tracker
@@ -31,6 +31,7 @@ from flts.web import BodySizeLimit
 log = logging.getLogger(__name__)
 
 UPLOADS = Counter("flts_gateway_uploads_total", "Dataset uploads by outcome.", ["outcome"])
+SCORING_CLAIMS = Counter("flts_gateway_scoring_claims_total", "Files of rows accepted for batch scoring.")
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CONFIG_HASH = re.compile(r"^[0-9a-f]{64}$")
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -77,11 +78,22 @@ class Gateway:
         return self.store.get_json(uri) if self.store.exists(uri) else None
 
     def identifier_in(self, frame: pd.DataFrame) -> str | None:
+        """The series a file names in its identifier column (422 when it names several)."""
         column = self.config.data.identifier_column
         if column and column in frame.columns:
             values = frame[column].dropna().astype(str).unique()
+            if len(values) > 1:
+                raise HTTPException(
+                    422, f"the file holds {len(values)} series in column {column!r}; send one series per file"
+                )
             return str(values[0]) if len(values) else None
         return None
+
+    def resolved_identifier(self, given: str | None, frame: pd.DataFrame) -> str:
+        identifier = given or self.identifier_in(frame) or "global"
+        if not IDENTIFIER.match(identifier):
+            raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
+        return identifier
 
     def store_upload(self, upload: UploadFile, key: str, rows: int) -> ObjectRef:
         upload.file.seek(0)
@@ -134,9 +146,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         force: Annotated[bool, Query(description="Process and train again even if this lineage exists.")] = False,
     ) -> dict[str, Any]:
         train_frame, test_frame = gw.validated(train, test)
-        identifier = identifier or gw.identifier_in(train_frame) or "global"
-        if not IDENTIFIER.match(identifier):
-            raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
+        identifier = gw.resolved_identifier(identifier, train_frame)
         dataset_id = uuid.uuid4().hex[:16]
         with log_context(dataset_id=dataset_id, identifier=identifier):
             prefix = f"{identifier}/{dataset_id}"
@@ -165,6 +175,36 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             "train": train_ref.model_dump(),
             "test": test_ref.model_dump() if test_ref else None,
             "status_url": f"/runs/{config_hash}?identifier={identifier}",
+        }
+
+    @app.post("/score", status_code=202, tags=["scoring"])
+    def score_rows(
+        gw: Annotated[Gateway, Depends(gateway)],
+        rows: Annotated[UploadFile, File(description="CSV of measurements: a time column and the model's columns.")],
+        identifier: Annotated[str | None, Query(description="Whose champion scores the rows.")] = None,
+    ) -> dict[str, Any]:
+        """Forecast every window of a file of rows with the identifier's champion, in the background.
+
+        The file is checked as an upload is, stored, and claimed on `inference-data`; an inference replica
+        writes the forecasts (and the errors, where the file holds the actual values) to `result_uri` once
+        and announces them on `inference-scored`. Rows it cannot score go to the dead-letter topic.
+        """
+        frame = gw.parsed(rows, "rows")
+        identifier = gw.resolved_identifier(identifier, frame)
+        claim_id = uuid.uuid4().hex[:16]
+        with log_context(claim_id=claim_id, identifier=identifier):
+            data = gw.store_upload(rows, f"{identifier}/scoring/{claim_id}.csv", len(frame))
+            claim = InferenceData(identifier=identifier, claim_id=claim_id, dataset_id=claim_id, rows="raw", data=data)
+            gw.producer.publish(settings.topic_inference_data, claim)
+            SCORING_CLAIMS.inc()
+            log.info("rows sent for scoring", extra={"rows": len(frame)})
+        return {
+            "claim_id": claim_id,
+            "identifier": identifier,
+            "rows": len(frame),
+            "data": data.model_dump(),
+            "result_uri": inference_log_uri(settings, identifier, claim.created_at, claim_id),
+            "completion_topic": settings.topic_inference_scored,
         }
 
     @app.get("/datasets", tags=["datasets"])

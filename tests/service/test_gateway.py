@@ -114,3 +114,23 @@ def test_a_run_status_needs_a_real_config_hash(client):
 def test_probes(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert "/datasets" in client.get("/openapi.json").json()["paths"]
+
+
+def _score(client: TestClient, content: bytes, params: dict | None = None):
+    return client.post("/score", files={"rows": ("rows.csv", io.BytesIO(content), "text/csv")}, params=params or {})
+
+
+@pytest.mark.parametrize(
+    "content, params, fragment",
+    [
+        (b"", {}, "empty"),
+        (b"when,down\n2024-01-01,1\n", {}, "time"),
+        (b"time,down\nnot-a-date,1\n", {}, "row 1"),
+        (b"time,identifier,down\n2024-01-01,a,1\n2024-01-01T00:02:00,b,2\n", {}, "2 series"),
+        (b"time,down\n2024-01-01,1\n", {"identifier": "../etc"}, "identifier"),
+    ],
+)
+def test_rows_to_score_are_checked_as_uploads_are_and_refused_with_422(client, content, params, fragment):
+    response = _score(client, content, params)
+    assert response.status_code == 422, response.text
+    assert fragment in response.json()["detail"]

@@ -42,6 +42,7 @@ from flts.predict import Forecasts, ModelIdentity, RequestError, ServingModel, W
 from flts.storage import ObjectStore
 from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
 from inference_container.scoring import score_claims
+from inference_container.streaming import stream_forecasts
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,10 @@ class Champions:
         self._models[identifier] = model
         CHAMPION_VERSION.labels(identifier).set(float(model.identity.model_version))
         log.info("serving champion", extra=model.identity.__dict__)
+
+    def remember(self, identifier: str, latest: Window) -> None:
+        """A newer window of the identifier (a measurement landed): what a body without rows forecasts from next."""
+        self._latest[identifier] = latest
 
     def all(self) -> list[ServingModel]:
         return list(self._models.values())
@@ -286,6 +291,9 @@ def create_app(
             threading.Thread(target=loader.follow, args=(stop,), name="champion-follower", daemon=True).start()
             threading.Thread(
                 target=score_claims, args=(settings, champions.get, stop), name="batch-scorer", daemon=True
+            ).start()
+            threading.Thread(
+                target=stream_forecasts, args=(settings, champions, stop), name="stream-forecaster", daemon=True
             ).start()
         yield
         stop.set()

@@ -190,6 +190,35 @@ class ModelSelected(LineageMessage):
         return self.identifier
 
 
+class Measurement(Message):
+    """One new row of an identifier's series (a producer's, or the gateway's `POST /measurements`).
+
+    ``values`` holds the measured columns (null: a missing cell, filled as preprocessing fills gaps);
+    ``ts`` is the row's time on the series' grid. Keyed by identifier: one series' rows stay in order.
+    """
+
+    kind: ClassVar[str] = "measurement"
+    ts: datetime
+    values: dict[str, float | None]
+
+
+class Forecast(Message):
+    """The forecast made as a measurement landed: the next steps after ``last_observed``, original scale.
+
+    ``measured_at`` is the measurement message's ``created_at``: the end-to-end lag is ``created_at``
+    minus it.
+    """
+
+    kind: ClassVar[str] = "forecast"
+    model_type: str
+    model_version: str
+    run_id: str
+    last_observed: datetime
+    measured_at: datetime
+    ts: list[datetime]
+    values: dict[str, list[float]]
+
+
 class DeadLetter(BaseModel):
     """What a consumer could not handle, with the reason and the original bytes (base64)."""
 

@@ -258,6 +258,11 @@ class ServingModel:
             )
         return self._on_grid(nanoseconds, values, where)
 
+    def window_on_grid(self, nanoseconds: np.ndarray, values: np.ndarray) -> Window:
+        """The window ending at the last of these steps (int64 ns on the grid, increasing; NaN: not measured),
+        filled as preprocessing fills gaps; a RequestError when too much of it is missing."""
+        return self._on_grid(nanoseconds, values, "")
+
     def _on_grid(self, nanoseconds: np.ndarray, values: np.ndarray, where: str) -> Window:
         """The last rows_needed grid steps up to the last row; missing steps and cells filled as in preprocess."""
         rows = self.rows_needed
@@ -321,7 +326,7 @@ class ServingModel:
                 result.errors.append(self._output_problem(result, index) if bad_outputs[index] else None)
         return result
 
-    def forecast_series(self, series: Series, chunk: int = 16_384) -> Forecasts:
+    def forecast_series(self, series: Series, chunk: int = 32_768) -> Forecasts:
         """One forecast of output_seq_len steps after every step of a series on the grid that ends a window
         (steps rows_needed-1 ... end): the batch-scoring path, one forward pass per `chunk` windows.
 

@@ -23,7 +23,8 @@ def _as(model, identifier: str, version: str):
 @pytest.fixture
 def stream(persistence_model, processed):
     champions = Champions()
-    champions.install(_as(persistence_model, "a", "1"), persistence_model.window_from_processed(processed.test.iloc[:50]))
+    seed = persistence_model.window_from_processed(processed.test.iloc[:50])
+    champions.install(_as(persistence_model, "a", "1"), seed)
     return StreamForecaster(InferenceSettings(), champions, producer=None), champions
 
 

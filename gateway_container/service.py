@@ -13,16 +13,18 @@ from typing import Annotated, Any
 
 import pandas as pd
 import uvicorn
-from fastapi import Depends, FastAPI, File, HTTPException, Query, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from prometheus_client import Counter, make_asgi_app
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flts.config import GatewaySettings, PipelineConfig, compute_config_hash, load_pipeline_config
 from flts.data.io import DataError, read_measurements, validate_measurements
 from flts.evaluate import decide
 from flts.kafka import MessageProducer
 from flts.layout import CLAIM_FILE, champion_pointer_uri, decision_uri, inference_log_uri, processed_prefix
-from flts.messages import DatasetUploaded, InferenceData, ObjectRef
+from flts.messages import DatasetUploaded, InferenceData, Measurement, ObjectRef
 from flts.observability import configure_logging, log_context
 from flts.storage import ObjectNotFound, ObjectStore, ObjectTooLarge
 from flts.tracking import Tracker
@@ -31,10 +33,19 @@ from flts.web import BodySizeLimit
 log = logging.getLogger(__name__)
 
 UPLOADS = Counter("flts_gateway_uploads_total", "Dataset uploads by outcome.", ["outcome"])
+MEASUREMENTS = Counter("flts_gateway_measurements_total", "Rows published on the measurements topic.")
 SCORING_CLAIMS = Counter("flts_gateway_scoring_claims_total", "Files of rows accepted for batch scoring.")
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CONFIG_HASH = re.compile(r"^[0-9a-f]{64}$")
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+class MeasurementRows(BaseModel):
+    """`POST /measurements` as JSON: rows of one series, each {time column: ISO-8601, column: number or null}."""
+
+    model_config = ConfigDict(extra="forbid")
+    identifier: str | None = None
+    rows: list[dict[str, str | float | int | None]] = Field(min_length=1)
 
 
 class Gateway:
@@ -64,6 +75,34 @@ class Gateway:
             return read_measurements(upload.file, self.config.data, self.config.limits)
         except DataError as exc:
             raise HTTPException(422, f"{role} file {upload.filename!r}: {exc}") from exc
+
+    def measurements(self, body: bytes, content_type: str, identifier: str | None) -> list[Measurement]:
+        """A body of rows (CSV, or JSON {"identifier", "rows": [{column: cell}]}) checked as an upload is."""
+        if content_type.startswith("text/csv"):
+            data = body
+        elif content_type.startswith("application/json"):
+            try:
+                sent = MeasurementRows.model_validate_json(body)
+            except ValidationError as exc:
+                first = exc.errors(include_url=False)[0]
+                where = ".".join(str(part) for part in first["loc"]) or "body"
+                raise HTTPException(422, f"{where}: {first['msg']}") from exc
+            identifier = identifier or sent.identifier
+            data = pd.DataFrame(sent.rows).to_csv(index=False).encode()
+        else:
+            raise HTTPException(415, f"send rows as text/csv or application/json, not {content_type or 'nothing'}")
+        try:
+            frame = read_measurements(data, self.config.data, self.config.limits)
+        except DataError as exc:
+            raise HTTPException(422, f"rows: {exc}") from exc
+        identifier = self.resolved_identifier(identifier, frame)
+        time_column = self.config.data.time_column
+        columns = [c for c in frame.columns if c not in (time_column, self.config.data.identifier_column)]
+        cells = frame[columns].astype(object).where(frame[columns].notna(), None)
+        return [
+            Measurement(identifier=identifier, ts=ts, values=dict(zip(columns, row, strict=True)))
+            for ts, row in zip(frame[time_column], cells.itertuples(index=False, name=None), strict=True)
+        ]
 
     def validated(self, train: UploadFile, test: UploadFile | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         train_frame = self.parsed(train, "train")
@@ -206,6 +245,33 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             "result_uri": inference_log_uri(settings, identifier, claim.created_at, claim_id),
             "completion_topic": settings.topic_inference_scored,
         }
+
+    @app.post(
+        "/measurements",
+        status_code=202,
+        tags=["measurements"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": MeasurementRows.model_json_schema()},
+                    "text/csv": {"schema": {"type": "string"}},
+                },
+            }
+        },
+    )
+    async def post_measurements(
+        request: Request,
+        gw: Annotated[Gateway, Depends(gateway)],
+        identifier: Annotated[str | None, Query(description="The series the rows belong to.")] = None,
+    ) -> dict[str, Any]:
+        """New rows of a series, published on the measurements topic (one message per row, keyed by identifier):
+        the inference service forecasts from each one as it lands and publishes the forecast on `forecasts`."""
+        body = await request.body()
+        rows = await run_in_threadpool(gw.measurements, body, request.headers.get("content-type", ""), identifier)
+        await run_in_threadpool(gw.producer.publish_many, settings.topic_measurements, rows)
+        MEASUREMENTS.inc(len(rows))
+        return {"identifier": rows[0].identifier, "rows": len(rows), "topic": settings.topic_measurements}
 
     @app.get("/datasets", tags=["datasets"])
     def list_datasets(

@@ -5,7 +5,8 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from flts.config import ConsumerSettings
+from flts.config import ConsumerSettings, InferenceSettings
+from flts.kafka import ensure_topics
 
 
 @pytest.fixture
@@ -32,3 +33,18 @@ def topic(settings: ConsumerSettings) -> str:
     for future in admin.create_topics([NewTopic(n, num_partitions=1, replication_factor=1) for n in names]).values():
         future.result(timeout=30)
     return settings.topic_model_training
+
+
+@pytest.fixture
+def inference_settings(settings) -> InferenceSettings:
+    """Every topic fresh (created, one partition each) and a fresh group prefix; claims do not wait for eval."""
+    suffix = uuid.uuid4().hex[:8]
+    topics = [name for name in InferenceSettings.model_fields if name.startswith("topic_")]
+    fresh = InferenceSettings(
+        **{name: f"{InferenceSettings.model_fields[name].default}-{suffix}" for name in topics},
+        consumer_group=f"test-inference-{suffix}",
+        handler_backoff_seconds=0.1,
+        scoring_wait_seconds=0,
+    )
+    ensure_topics(fresh, partitions=1)
+    return fresh

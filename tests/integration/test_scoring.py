@@ -9,28 +9,12 @@ import uuid
 import pytest
 
 from flts.config import InferenceSettings
-from flts.kafka import ConsumerLoop, MessageProducer, ensure_topics
+from flts.kafka import ConsumerLoop, MessageProducer
 from flts.messages import DeadLetter, InferenceData, InferenceScored, ObjectRef
 from flts.storage import ObjectStore, StoredObject
 from inference_container.scoring import BatchScorer
 
 pytestmark = pytest.mark.integration
-
-TOPIC_FIELDS = [name for name in InferenceSettings.model_fields if name.startswith("topic_")]
-
-
-@pytest.fixture
-def scoring_settings(settings) -> InferenceSettings:
-    """Fresh topics (and a fresh group) per test, created; `settings` has put the stack's env in place."""
-    suffix = uuid.uuid4().hex[:8]
-    fresh = InferenceSettings(
-        **{name: f"{InferenceSettings.model_fields[name].default}-{suffix}" for name in TOPIC_FIELDS},
-        consumer_group=f"test-scoring-{suffix}",
-        handler_backoff_seconds=0.1,
-        scoring_wait_seconds=0,
-    )
-    ensure_topics(fresh, partitions=1)
-    return fresh
 
 
 def _ref(stored: StoredObject, rows: int | None = None) -> ObjectRef:
@@ -52,9 +36,9 @@ def _score(settings: InferenceSettings, champions: dict, messages: list[bytes]) 
 
 
 def test_a_claim_delivered_twice_is_scored_once_and_bad_claims_are_dead_lettered(
-    scoring_settings, gru_model, processed, read_topic
+    inference_settings, gru_model, processed, read_topic
 ):
-    settings, store = scoring_settings, ObjectStore(scoring_settings)
+    settings, store = inference_settings, ObjectStore(inference_settings)
     identifier = f"it-{uuid.uuid4().hex[:8]}"
     buffer = io.BytesIO()
     processed.test.to_parquet(buffer, index=False)
@@ -87,8 +71,8 @@ def test_a_claim_delivered_twice_is_scored_once_and_bad_claims_are_dead_lettered
     assert reasons[0].startswith("invalid message")
 
 
-def test_raw_rows_are_put_on_the_champions_grid_and_scored(scoring_settings, persistence_model, raw_data, read_topic):
-    settings, store = scoring_settings, ObjectStore(scoring_settings)
+def test_raw_rows_are_put_on_the_champions_grid_and_scored(inference_settings, persistence_model, raw_data, read_topic):
+    settings, store = inference_settings, ObjectStore(inference_settings)
     identifier = f"it-{uuid.uuid4().hex[:8]}"
     rows = raw_data[1].head(200)
     csv = rows.drop(index=rows.index[50:53]).to_csv(index=False).encode()  # three missing steps, filled

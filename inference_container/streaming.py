@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BATCH_ROWS = 500
+BATCH_ROWS = 2000
 
 STREAM_ROWS = Counter(
     "flts_stream_rows_total",

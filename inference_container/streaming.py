@@ -89,9 +89,24 @@ class StreamForecaster:
         self.producer = producer or MessageProducer(settings)
         self.group = streaming_group(settings)
         self._steps: dict[str, RecentSteps] = {}
+        self._latest_before: dict[str, Window | None] = {}  # this batch's changes to the windows /predict uses
 
     def handle_batch(self, messages: list[Any]) -> int:
-        """Apply every row in order, forecast the windows that advanced, publish; returns forecasts published."""
+        """Apply every row in order, forecast the windows that advanced, publish; returns forecasts published.
+
+        When the batch fails (the broker, a forecast), the windows are put back as they were before it, so the
+        batch delivered again (from the committed offsets) advances them again and is forecast again.
+        """
+        kept_steps, self._latest_before = dict(self._steps), {}
+        try:
+            return self._handle(messages)
+        except Exception:
+            self._steps = kept_steps
+            for identifier, window in self._latest_before.items():
+                self.champions.remember(identifier, window)
+            raise
+
+    def _handle(self, messages: list[Any]) -> int:
         due: list[tuple[ServingModel, Window, Measurement]] = []
         for msg in messages:
             try:
@@ -135,7 +150,9 @@ class StreamForecaster:
             return "too_old"
         cells = np.array([_cell(row.values.get(name)) for name in model.measured_columns])
         if steps is not None and last is not None and at <= last:
-            steps.values[rows - 1 - (last - at) // step] = cells
+            values = steps.values.copy()  # a copy: the state before the batch stays intact until it is published
+            values[rows - 1 - (last - at) // step] = cells
+            steps = self._steps[row.identifier] = RecentSteps(steps.layout, steps.nanoseconds, values)
             self._remember_window(row.identifier, model, steps)
             return "late"
         shift = rows if last is None else min(rows, (at - last) // step)
@@ -163,6 +180,7 @@ class StreamForecaster:
             window = model.window_on_grid(steps.nanoseconds, steps.values)
         except RequestError:
             return None
+        self._latest_before.setdefault(identifier, self.champions.latest(identifier))
         self.champions.remember(identifier, window)
         return window
 

@@ -74,3 +74,29 @@ def test_no_champion_and_a_new_champion_on_the_next_row(stream, raw_data, gru_mo
     second, window, _ = forecaster.apply(_row(raw_data, 51))
     assert (first.identity.model_version, second.identity.model_version) == ("1", "2")
     assert window.last_ns - window.nanoseconds[0] == (second.rows_needed - 1) * second.step_ns
+
+
+class _Message:
+    def __init__(self, row: Measurement) -> None:
+        self._value = row.to_bytes()
+
+    def value(self) -> bytes:
+        return self._value
+
+
+class _BrokerDown:
+    def publish_many(self, topic, events):
+        raise ConnectionError("broker unreachable")
+
+
+def test_a_batch_that_cannot_be_published_leaves_the_windows_as_they_were_so_its_redelivery_is_forecast(
+    stream, raw_data
+):
+    forecaster, champions = stream
+    before = champions.latest("a")
+    forecaster.producer = _BrokerDown()
+    with pytest.raises(ConnectionError):
+        forecaster.handle_batch([_Message(_row(raw_data, 50)), _Message(_row(raw_data, 49, down=1.0))])
+    assert champions.latest("a") is before
+    model, window, _ = forecaster.apply(_row(raw_data, 50))  # delivered again: advances and is forecast
+    assert window.last_ns > before.last_ns

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import uvicorn
@@ -76,7 +77,9 @@ def main() -> None:
 
     from inference_container.service import Champions, create_app
 
-    settings = InferenceSettings(http_port=args.port)
+    # With FLTS_API_KEY set, auth is on and that key is the admin's (Locust sends the same variable).
+    api_key = os.environ.get("FLTS_API_KEY", "")
+    settings = InferenceSettings(http_port=args.port, auth_enabled=bool(api_key), auth_admin_key=api_key)
     torch.set_num_threads(settings.torch_num_threads)
     champions = Champions()
     identity = ModelIdentity("global", "GRU", "1", "bench-run", "0" * 64)

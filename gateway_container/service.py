@@ -19,6 +19,8 @@ from fastapi.responses import StreamingResponse
 from prometheus_client import Counter, make_asgi_app
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from flts import auth
+from flts.auth import Caller, require_admin, require_identifier
 from flts.config import GatewaySettings, PipelineConfig, compute_config_hash, load_pipeline_config
 from flts.data.io import DataError, read_measurements, validate_measurements
 from flts.evaluate import decide
@@ -157,6 +159,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
         on_refused=UPLOADS.labels("too_large").inc,
     )
+    auth.install(app, settings)  # outermost: an anonymous body is refused before it is counted
     state: dict[str, Gateway] = {}
 
     def gateway() -> Gateway:
@@ -178,14 +181,20 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.post("/datasets", status_code=202, tags=["datasets"])
     def upload_dataset(
+        principal: Caller,
         gw: Annotated[Gateway, Depends(gateway)],
         train: Annotated[UploadFile, File(description="CSV of measurements: a time column and numeric columns.")],
         test: Annotated[UploadFile | None, File(description="Optional CSV used as the test set.")] = None,
         identifier: Annotated[str | None, Query(description="The series this data belongs to.")] = None,
         force: Annotated[bool, Query(description="Process and train again even if this lineage exists.")] = False,
     ) -> dict[str, Any]:
+        if force:
+            require_admin(principal, "force a retrain")
+        if identifier is not None:
+            require_identifier(principal, identifier)  # before the CSV is parsed
         train_frame, test_frame = gw.validated(train, test)
         identifier = gw.resolved_identifier(identifier, train_frame)
+        require_identifier(principal, identifier)
         dataset_id = uuid.uuid4().hex[:16]
         with log_context(dataset_id=dataset_id, identifier=identifier):
             prefix = f"{identifier}/{dataset_id}"
@@ -218,6 +227,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.post("/score", status_code=202, tags=["scoring"])
     def score_rows(
+        principal: Caller,
         gw: Annotated[Gateway, Depends(gateway)],
         rows: Annotated[UploadFile, File(description="CSV of measurements: a time column and the model's columns.")],
         identifier: Annotated[str | None, Query(description="Whose champion scores the rows.")] = None,
@@ -228,8 +238,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         writes the forecasts (and the errors, where the file holds the actual values) to `result_uri` once
         and announces them on `inference-scored`. Rows it cannot score go to the dead-letter topic.
         """
+        if identifier is not None:
+            require_identifier(principal, identifier)  # before the CSV is parsed
         frame = gw.parsed(rows, "rows")
         identifier = gw.resolved_identifier(identifier, frame)
+        require_identifier(principal, identifier)
         claim_id = uuid.uuid4().hex[:16]
         with log_context(claim_id=claim_id, identifier=identifier):
             data = gw.store_upload(rows, f"{identifier}/scoring/{claim_id}.csv", len(frame))
@@ -262,25 +275,31 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     async def post_measurements(
         request: Request,
+        principal: Caller,
         gw: Annotated[Gateway, Depends(gateway)],
         identifier: Annotated[str | None, Query(description="The series the rows belong to.")] = None,
     ) -> dict[str, Any]:
         """New rows of a series, published on the measurements topic (one message per row, keyed by identifier):
         the inference service forecasts from each one as it lands and publishes the forecast on `forecasts`."""
+        if identifier is not None:
+            require_identifier(principal, identifier)  # before the body is parsed
         body = await request.body()
         rows = await run_in_threadpool(gw.measurements, body, request.headers.get("content-type", ""), identifier)
+        require_identifier(principal, rows[0].identifier)
         await run_in_threadpool(gw.producer.publish_many, settings.topic_measurements, rows)
         MEASUREMENTS.inc(len(rows))
         return {"identifier": rows[0].identifier, "rows": len(rows), "topic": settings.topic_measurements}
 
     @app.get("/datasets", tags=["datasets"])
     def list_datasets(
+        principal: Caller,
         gw: Annotated[Gateway, Depends(gateway)],
         identifier: Annotated[str, Query(description="Whose uploads to list.")] = "global",
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         after: Annotated[str, Query(description="The `next` of the previous page.")] = "",
     ) -> dict[str, Any]:
         """One identifier's uploads, a page at a time (never every tenant's at once)."""
+        require_identifier(principal, identifier)
         if not IDENTIFIER.match(identifier):
             raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
         objects, next_after = gw.store.page(settings.bucket_datasets, f"{identifier}/", limit, after)
@@ -291,10 +310,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.get("/lineages", tags=["runs"])
     def list_lineages(
+        principal: Caller,
         gw: Annotated[Gateway, Depends(gateway)],
         identifier: Annotated[str, Query(description="Whose lineages to list.")] = "global",
     ) -> dict[str, Any]:
         """An identifier's preprocessed lineages, newest first, each with eval's recorded outcome."""
+        require_identifier(principal, identifier)
         if not IDENTIFIER.match(identifier):
             raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
         objects = gw.store.list(settings.bucket_processed, f"{identifier}/")
@@ -314,13 +335,16 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return {"identifier": identifier, "lineages": lineages}
 
     @app.get("/objects/{bucket}/{key:path}", tags=["objects"])
-    def download(bucket: str, key: str, gw: Annotated[Gateway, Depends(gateway)]) -> StreamingResponse:
+    def download(
+        bucket: str, key: str, principal: Caller, gw: Annotated[Gateway, Depends(gateway)]
+    ) -> StreamingResponse:
         if bucket != settings.bucket_datasets:
             # Model weights, processed data and promotion pointers are the pipeline's, not the uploader's.
             raise HTTPException(404, f"only uploads are served here (bucket {settings.bucket_datasets!r})")
         parts = key.split("/")
         if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
             raise HTTPException(400, f"invalid object key {key!r}")
+        require_identifier(principal, parts[0])  # uploads are stored under <identifier>/
         uri = f"s3://{bucket}/{key}"
         if not gw.store.exists(uri):
             raise HTTPException(404, f"no object {uri}")
@@ -338,9 +362,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     @app.get("/runs/{config_hash}", tags=["runs"])
     def run_status(
         config_hash: str,
+        principal: Caller,
         gw: Annotated[Gateway, Depends(gateway)],
         identifier: Annotated[str, Query()] = "global",
     ) -> dict[str, Any]:
+        require_identifier(principal, identifier)
         if not CONFIG_HASH.match(config_hash):
             raise HTTPException(422, "config_hash must be 64 lowercase hex characters")
         return lineage_status(gw, config_hash, identifier)

@@ -28,11 +28,13 @@ from typing import Annotated, Any
 import orjson
 import pandas as pd
 import uvicorn
-from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import Counter, Gauge, Histogram, make_asgi_app
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 
+from flts import auth
+from flts.auth import Caller, Principal, require_identifier
 from flts.batching import MicroBatcher, Overloaded, TimedOut
 from flts.config import InferenceConfig, InferenceSettings, load_pipeline_config
 from flts.kafka import ConsumerLoop, ConsumerStalled
@@ -41,6 +43,7 @@ from flts.observability import configure_logging, log_context
 from flts.predict import Forecasts, ModelIdentity, RequestError, ServingModel, Window, iso_times
 from flts.storage import ObjectStore
 from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
+from flts.web import BodySizeLimit
 from inference_container.scoring import score_claims
 from inference_container.streaming import stream_forecasts
 
@@ -48,7 +51,8 @@ log = logging.getLogger(__name__)
 
 PREDICTIONS = Counter(
     "flts_predictions_total",
-    "Forecast requests by outcome: ok, rejected (422), overloaded (429: queue full), timed_out (504).",
+    "Forecast requests by outcome: ok, rejected (422), overloaded (429: queue full), timed_out (504), "
+    "too_large (413: the body is over inference.max_request_bytes).",
     ["outcome"],
 )
 PREDICT_SECONDS = Histogram(
@@ -311,15 +315,21 @@ def create_app(
     app.state.champions = champions
     app.state.batcher = batcher
     app.mount("/metrics", make_asgi_app())
+    app.add_middleware(
+        BodySizeLimit, max_bytes=limits.max_request_bytes, on_refused=PREDICTIONS.labels("too_large").inc
+    )
+    auth.install(app, settings)  # outermost: an anonymous body is refused before it is counted
 
-    def champion_for(identifier: str | None) -> ServingModel:
-        model = champions.get(identifier or "global")
+    def champion_for(principal: Principal, identifier: str | None) -> ServingModel:
+        """The identifier's champion, once the caller may use it (so a 404 tells nothing of other tenants)."""
+        identifier = identifier or "global"
+        require_identifier(principal, identifier)
+        model = champions.get(identifier)
         if model is not None:
             return model
         if not champions.all():
             raise HTTPException(503, "no model loaded yet", headers={"Retry-After": "5"})
-        known = sorted(m.identity.identifier for m in champions.all())
-        raise HTTPException(404, f"no champion for identifier {identifier or 'global'!r}; serving {known}")
+        raise HTTPException(404, f"no champion for identifier {identifier!r} (yet)")
 
     @app.get("/healthz", tags=["probes"])
     def healthz() -> dict[str, str]:
@@ -332,19 +342,20 @@ def create_app(
             response.status_code = 503
             response.headers["Retry-After"] = "5"
             return {"status": "no model loaded"}
-        return {"status": "ready", "identifiers": loaded}
+        return {"status": "ready", "models": len(loaded)}  # a public probe: no identifiers
 
     def describe(model: ServingModel) -> dict[str, Any]:
         latest = champions.latest(model.identity.identifier)
         return {**model.describe(), "latest_row_ts": None if latest is None else iso_times(latest.nanoseconds[-1:])[0]}
 
     @app.get("/model-info", tags=["models"])
-    def model_info(identifier: Annotated[str | None, Query()] = None) -> dict[str, Any]:
-        return describe(champion_for(identifier))
+    def model_info(principal: Caller, identifier: Annotated[str | None, Query()] = None) -> dict[str, Any]:
+        return describe(champion_for(principal, identifier))
 
     @app.get("/models", tags=["models"])
-    def models() -> list[dict[str, Any]]:
-        return [describe(m) for m in champions.all()]
+    def models(principal: Caller) -> list[dict[str, Any]]:
+        """The champions the caller may use (an admin: all of them)."""
+        return [describe(m) for m in champions.all() if principal.may_use(m.identity.identifier)]
 
     def windows_of(body: PredictRequest, model: ServingModel) -> list[Window]:
         if body.windows is not None:
@@ -370,12 +381,18 @@ def create_app(
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        principal = auth.authenticate(request)
         try:
             body = PredictRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             PREDICTIONS.labels("rejected").inc()
-            raise RequestValidationError(exc.errors(include_url=False)) from None
-        model = champion_for(body.identifier)
+            # A body that is not JSON comes back as its raw bytes: not echoed (nor encodable when not UTF-8).
+            errors = [
+                {key: value for key, value in error.items() if not (key == "input" and isinstance(value, bytes))}
+                for error in exc.errors(include_url=False)
+            ]
+            raise RequestValidationError(errors) from None
+        model = champion_for(principal, body.identifier)
         with log_context(request_id=request_id, identifier=model.identity.identifier):
             try:
                 length = model.check_length(body.inference_length)
@@ -414,6 +431,7 @@ def create_app(
     app.post(
         "/predict",
         tags=["predict"],
+        dependencies=[Depends(auth.caller)],  # documents the key schemes; the plain route authenticates itself
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -421,6 +439,9 @@ def create_app(
             }
         },
         responses={
+            401: {"description": "No valid API key."},
+            403: {"description": "The key may not use this identifier."},
+            404: {"description": "No champion for this identifier (yet)."},
             422: {"description": "The body cannot be served as sent; the message names the row, column or step."},
             429: {"description": "Too many requests waiting for the model; retry after Retry-After seconds."},
             504: {"description": "No forecast within the request timeout."},

@@ -21,6 +21,12 @@ from flts.predict import PREPROCESSING_FILE, ModelIdentity, ServingModel
 CONFIG = PipelineConfig()
 
 
+@pytest.fixture(autouse=True)
+def _auth_off_unless_a_test_turns_it_on(monkeypatch):
+    """Routes are tested here as the local demo runs them; tests/service/test_auth.py turns auth on."""
+    monkeypatch.setenv("AUTH_ENABLED", "false")
+
+
 @pytest.fixture(scope="session")
 def raw_data() -> tuple[pd.DataFrame, pd.DataFrame]:
     return generate_lte_dataset(train_rows=1_500, test_rows=300, seed=3)

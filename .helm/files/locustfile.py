@@ -9,6 +9,7 @@ Any non-200 answer, or a 200 without predictions, is a failure.
     locust -f locust/locustfile.py --host http://127.0.0.1:8001 --headless -u 50 -r 10 -t 1m
 
 Settings (environment):
+    FLTS_API_KEY             the API key sent as a bearer token (needed when auth is on: compose, the chart)
     FLTS_LOCUST_IDENTIFIER   series whose champion answers (default: global)
     FLTS_LOCUST_WINDOW_ROWS  rows per window (default: 10, the pipeline's input_seq_len)
     FLTS_LOCUST_BATCH        windows per request; 1 sends `rows`, more send `windows` (default: 1)
@@ -45,6 +46,8 @@ IDENTIFIER = os.environ.get("FLTS_LOCUST_IDENTIFIER", "global")
 WINDOW_ROWS = int(os.environ.get("FLTS_LOCUST_WINDOW_ROWS", "10"))
 BATCH = int(os.environ.get("FLTS_LOCUST_BATCH", "1"))
 WAIT_SECONDS = float(os.environ.get("FLTS_LOCUST_WAIT", "0"))
+API_KEY = os.environ.get("FLTS_API_KEY", "")
+HEADERS = {"Authorization": f"Bearer {API_KEY}"} if API_KEY else {}
 
 
 def _from_flts() -> list[dict[str, Any]] | None:
@@ -117,7 +120,7 @@ class PredictUser(FastHttpUser):
     @task
     def predict(self) -> None:
         with self.client.post(
-            "/predict", json=request_body(self.rng), name="/predict", catch_response=True
+            "/predict", json=request_body(self.rng), headers=HEADERS, name="/predict", catch_response=True
         ) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")

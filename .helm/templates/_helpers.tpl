@@ -144,6 +144,11 @@ third-party image). (dict "root" $ "values" .Values.x) */}}
 {{ .Values.s3.existingSecret | default (include "flts.componentName" (dict "root" . "component" "s3")) }}
 {{- end }}
 
+{{/* The Secret holding the API keys (admin-api-key, api-keys.yaml). */}}
+{{- define "flts.auth.secretName" -}}
+{{ .Values.auth.existingSecret | default (include "flts.componentName" (dict "root" . "component" "auth")) }}
+{{- end }}
+
 {{- define "flts.postgresql.secretName" -}}
 {{- if .Values.postgresql.enabled -}}
 {{ .Values.postgresql.auth.existingSecret | default (include "flts.componentName" (dict "root" . "component" "postgresql")) }}
@@ -190,6 +195,19 @@ A generated secret value that survives upgrades: the value already in the cluste
     secretKeyRef:
       name: {{ include "flts.s3.secretName" . }}
       key: {{ .Values.s3.secretAccessKeyKey }}
+{{- end }}
+
+{{/* The HTTP APIs' keys: the switch, the principals file (mounted at /etc/flts-auth) and the admin key. */}}
+{{- define "flts.authEnv" -}}
+- name: AUTH_ENABLED
+  value: {{ .Values.auth.enabled | quote }}
+- name: AUTH_KEYS_FILE
+  value: /etc/flts-auth/api-keys.yaml
+- name: AUTH_ADMIN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "flts.auth.secretName" . }}
+      key: admin-api-key
 {{- end }}
 
 {{/* A values map of environment variables as a container env list, in a stable order. */}}

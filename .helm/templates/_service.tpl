@@ -84,6 +84,7 @@ spec:
             # /metrics is served on the HTTP port.
             - name: METRICS_PORT
               value: "0"
+            {{- include "flts.authEnv" $root | nindent 12 }}
             {{- else }}
             - name: METRICS_PORT
               value: {{ $root.Values.metricsPort | quote }}
@@ -157,10 +158,23 @@ spec:
               readOnly: true
             - name: tmp
               mountPath: /tmp
+            {{- if $http }}
+            - name: api-keys
+              mountPath: /etc/flts-auth
+              readOnly: true
+            {{- end }}
       volumes:
         - name: pipeline
           configMap:
             name: {{ include "flts.componentName" (dict "root" $root "component" "pipeline") }}
+        {{- if $http }}
+        - name: api-keys
+          secret:
+            secretName: {{ include "flts.auth.secretName" $root }}
+            items:
+              - key: api-keys.yaml
+                path: api-keys.yaml
+        {{- end }}
         {{- include "flts.tmpVolume" $root | nindent 8 }}
 {{- end }}
 

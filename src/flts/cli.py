@@ -18,6 +18,8 @@ app = typer.Typer(help="FLTS: a Kafka-driven forecasting pipeline.", no_args_is_
 app.add_typer(stack_app, name="stack")
 dead_letters_app = typer.Typer(help="The dead-letter topic: what failed and why; re-drive it after a fix.")
 app.add_typer(dead_letters_app, name="dead-letters")
+keys_app = typer.Typer(help="API keys of the gateway and inference (README: Security).")
+app.add_typer(keys_app, name="keys")
 # Wide enough for the leaderboard when the output is a log rather than a terminal.
 console = Console(width=None if sys.stdout.isatty() else 150)
 
@@ -72,6 +74,8 @@ def _explained_http_errors(gateway: str, inference: str) -> Iterator[None]:
         raise typer.Exit(2) from exc
     except httpx.HTTPStatusError as exc:
         console.print(f"[red]{exc}[/]")
+        if exc.response.status_code in (401, 403):
+            console.print("Send a key scoped to this identifier: export FLTS_API_KEY=<key> (README: Security).")
         raise typer.Exit(1) from exc
 
 
@@ -266,6 +270,29 @@ def dead_letters_replay() -> None:
     for item in sent:
         console.print(f"replayed {item.position} -> {item.letter.source_topic} ({item.letter.reason[:120]})")
     console.print(f"{len(sent)} dead letter(s) replayed")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who holds the key (a team, a service).")],
+    identifier: Annotated[
+        list[str] | None, typer.Option(help="An identifier (or pattern such as cell-*) it may use; repeatable.")
+    ] = None,
+    admin: Annotated[bool, typer.Option(help="Every identifier, global, force and cross-tenant listings.")] = False,
+) -> None:
+    """Print a new key (shown once, give it to its holder) and the entry for the keys file (its hash only)."""
+    import yaml
+
+    from flts.auth import KeysFile, Principal, key_hash, new_key
+
+    if not identifier and not admin:
+        console.print("[red]give at least one --identifier, or --admin[/]")
+        raise typer.Exit(2)
+    key = new_key()
+    principal = Principal(name=name, sha256=key_hash(key), identifiers=tuple(identifier or ()), admin=admin)
+    entry = KeysFile(principals=[principal]).model_dump(mode="json")
+    typer.echo(f"# the key, for its holder only (FLTS_API_KEY): {key}", err=True)
+    typer.echo(yaml.safe_dump(entry, sort_keys=False), nl=False)
 
 
 if __name__ == "__main__":

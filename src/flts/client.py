@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,16 @@ class PipelineTimeout(TimeoutError):
 
 @dataclass
 class FltsClient:
+    """``api_key``: sent as a bearer token (default: the FLTS_API_KEY environment variable; none when unset)."""
+
     gateway_url: str
     inference_url: str
     timeout: float = 60.0
+    api_key: str | None = field(default_factory=lambda: os.environ.get("FLTS_API_KEY") or None, repr=False)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def upload(
         self, train: Path, test: Path | None = None, identifier: str | None = None, force: bool = False
@@ -34,7 +42,13 @@ class FltsClient:
             try:
                 if test_file is not None and test is not None:
                     files["test"] = (test.name, test_file, "text/csv")
-                response = httpx.post(f"{self.gateway_url}/datasets", files=files, params=params, timeout=self.timeout)
+                response = httpx.post(
+                    f"{self.gateway_url}/datasets",
+                    files=files,
+                    params=params,
+                    headers=self.headers,
+                    timeout=self.timeout,
+                )
             finally:
                 if test_file is not None:
                     test_file.close()
@@ -42,14 +56,21 @@ class FltsClient:
         return response.json()
 
     def lineage(self, config_hash: str, identifier: str = "global") -> dict[str, Any] | None:
-        response = httpx.get(f"{self.gateway_url}/runs/{config_hash}", params={"identifier": identifier}, timeout=30)
+        response = httpx.get(
+            f"{self.gateway_url}/runs/{config_hash}",
+            params={"identifier": identifier},
+            headers=self.headers,
+            timeout=30,
+        )
         if response.status_code == 404:
             return None
         _raise_for_status(response)
         return response.json()
 
     def lineages(self, identifier: str = "global") -> list[dict[str, Any]]:
-        response = httpx.get(f"{self.gateway_url}/lineages", params={"identifier": identifier}, timeout=30)
+        response = httpx.get(
+            f"{self.gateway_url}/lineages", params={"identifier": identifier}, headers=self.headers, timeout=30
+        )
         _raise_for_status(response)
         return response.json()["lineages"]
 
@@ -57,7 +78,9 @@ class FltsClient:
         """The champion /predict serves; None while there is none (or the service is not up), unless
         ``missing_ok`` is False: then the refusal or the connection error is raised."""
         try:
-            response = httpx.get(f"{self.inference_url}/model-info", params={"identifier": identifier}, timeout=10)
+            response = httpx.get(
+                f"{self.inference_url}/model-info", params={"identifier": identifier}, headers=self.headers, timeout=10
+            )
         except httpx.TransportError:
             if missing_ok:
                 return None
@@ -67,7 +90,7 @@ class FltsClient:
         return response.json() if response.status_code == 200 else None
 
     def predict(self, body: dict[str, Any]) -> dict[str, Any]:
-        response = httpx.post(f"{self.inference_url}/predict", json=body, timeout=30)
+        response = httpx.post(f"{self.inference_url}/predict", json=body, headers=self.headers, timeout=30)
         _raise_for_status(response)
         return response.json()
 
@@ -82,7 +105,11 @@ class FltsClient:
         deadline = time.monotonic() + timeout
         status: dict[str, Any] | None = None
         while time.monotonic() < deadline:
-            status = self.lineage(config_hash, identifier)
+            try:
+                status = self.lineage(config_hash, identifier)
+            except httpx.TimeoutException:
+                time.sleep(2)  # a slow answer (a busy gateway or MLflow) is no verdict: ask again
+                continue
             if on_progress:
                 on_progress(status)
             champion = (status or {}).get("champion")

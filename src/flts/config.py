@@ -103,7 +103,20 @@ class ConsumerSettings(CommonSettings):
     consumer_stall_seconds: float = 300.0
 
 
-class GatewaySettings(CommonSettings):
+class AuthSettings(BaseSettings):
+    """The HTTP APIs' keys (flts.auth): a file of principals (hashes only) and/or the admin key (hashed at start).
+
+    AUTH_ENABLED=false is the one switch that turns authentication off (the local demo's default).
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    auth_enabled: bool = True
+    auth_keys_file: Path | None = None
+    auth_admin_key: SecretStr = SecretStr("")
+
+
+class GatewaySettings(CommonSettings, AuthSettings):
     service_name: str = "gateway"
     max_upload_bytes: int = 200 * 1024 * 1024
     http_host: str = "127.0.0.1"
@@ -141,7 +154,7 @@ class EvalSettings(ConsumerSettings):
     decision_poll_seconds: float = 5.0
 
 
-class InferenceSettings(ConsumerSettings):
+class InferenceSettings(ConsumerSettings, AuthSettings):
     """consumer_group is a prefix here: every replica joins a group of its own, so each hears every champion."""
 
     service_name: str = "inference"
@@ -270,6 +283,7 @@ class EvaluationConfig(_Strict):
 class InferenceConfig(_Strict):
     max_inference_length: int = Field(60, ge=1)
     max_batch_windows: int = Field(256, ge=1)
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     # The micro-batcher in front of the model (one forward pass for concurrent requests).
     micro_batch_requests: int = Field(32, ge=1)
     micro_batch_wait_ms: float = Field(2.0, ge=0, le=1000)

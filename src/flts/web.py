@@ -1,4 +1,5 @@
-"""What the HTTP services share below their routes: the request body limit, enforced while streaming."""
+"""What the HTTP services share below their routes: the request body limit, enforced while streaming,
+and a JSON answer sent straight from ASGI middleware."""
 
 from __future__ import annotations
 
@@ -67,7 +68,13 @@ class BodySizeLimit:
     async def _refuse(self, send: Callable, detail: str) -> None:
         if self.on_refused:
             self.on_refused()
-        body = json.dumps({"detail": detail}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": [*headers, (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 413, {"detail": detail}, {"connection": "close"})
+
+
+async def send_json(send: Callable, status: int, content: Any, headers: dict[str, str] | None = None) -> None:
+    """A whole JSON response from middleware, before (or instead of) the app."""
+    body = json.dumps(content).encode()
+    extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()]
+    plain = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": [*plain, *extra]})
+    await send({"type": "http.response.body", "body": body})

@@ -133,12 +133,14 @@ def port_forward(env: dict[str, str], target: str, remote_port: int) -> Iterator
 
 
 def served_by_pod(env: dict[str, str], pod: str, identifier: str) -> dict[str, Any] | None:
-    """/model-info asked inside one inference pod (the Service would pick any replica)."""
+    """/model-info asked inside one inference pod (the Service would pick any replica), with the admin key
+    the pod itself holds (AUTH_ADMIN_KEY)."""
     script = (
-        "import sys, urllib.request\n"
+        "import os, sys, urllib.request\n"
         f"url = 'http://127.0.0.1:8001/model-info?identifier={identifier}'\n"
+        "request = urllib.request.Request(url, headers={'Authorization': 'Bearer ' + os.environ['AUTH_ADMIN_KEY']})\n"
         "try:\n"
-        "    print(urllib.request.urlopen(url, timeout=5).read().decode())\n"
+        "    print(urllib.request.urlopen(request, timeout=5).read().decode())\n"
         "except Exception as exc:\n"
         "    print('null'); print(exc, file=sys.stderr)\n"
     )
@@ -176,12 +178,18 @@ def release(cluster: dict[str, str]) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def client(release: dict[str, str]) -> Iterator[FltsClient]:
+def admin_key(release: dict[str, str]) -> str:
+    """The admin's API key the chart generated (auth is on, as users install it)."""
+    return base64.b64decode(secret_data(release)[f"{RELEASE}-auth"]["admin-api-key"]).decode()
+
+
+@pytest.fixture(scope="module")
+def client(release: dict[str, str], admin_key: str) -> Iterator[FltsClient]:
     with (
         port_forward(release, f"svc/{RELEASE}-gateway", 8000) as gateway,
         port_forward(release, f"svc/{RELEASE}-inference", 8001) as inference,
     ):
-        yield FltsClient(gateway, inference)
+        yield FltsClient(gateway, inference, api_key=admin_key)
 
 
 @pytest.fixture(scope="module")
@@ -252,6 +260,10 @@ def locust_job(duration_s: int, users: int, identifier: str) -> dict[str, Any]:
                             "env": [
                                 {"name": "HOME", "value": "/tmp"},
                                 {"name": "FLTS_LOCUST_IDENTIFIER", "value": identifier},
+                                {
+                                    "name": "FLTS_API_KEY",
+                                    "valueFrom": {"secretKeyRef": {"name": f"{RELEASE}-auth", "key": "admin-api-key"}},
+                                },
                             ],
                             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
                             "volumeMounts": [{"name": "locustfile", "mountPath": "/mnt/locust"}],
@@ -328,7 +340,9 @@ def test_a_trainer_pod_deleted_mid_training_is_replaced_and_the_lineage_complete
     assert replacement and replacement[0]["metadata"]["uid"] != victim["metadata"]["uid"]
 
 
-def test_helm_upgrade_keeps_the_generated_secrets_and_the_data(release: dict[str, str], champion: dict) -> None:
+def test_helm_upgrade_keeps_the_generated_secrets_and_the_data(
+    release: dict[str, str], champion: dict, admin_key: str
+) -> None:
     before = secret_data(release)
     assert before, "the chart generated no Secrets"
     started = time.monotonic()
@@ -343,7 +357,7 @@ def test_helm_upgrade_keeps_the_generated_secrets_and_the_data(release: dict[str
     assert all(base64.b64decode(v) for data in after.values() for v in data.values()), "an empty credential"
     # The data survived: the restarted gateway still knows the lineage and its champion.
     with port_forward(release, f"svc/{RELEASE}-gateway", 8000) as gateway:
-        status = FltsClient(gateway, "").lineage(champion["config_hash"], champion["identifier"])
+        status = FltsClient(gateway, "", api_key=admin_key).lineage(champion["config_hash"], champion["identifier"])
     assert status and status["champion"]["model_version"] == champion["status"]["champion"]["model_version"]
 
 

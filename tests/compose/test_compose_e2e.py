@@ -44,8 +44,9 @@ def _finished_runs(status: dict) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def client(urls: dict[str, str]) -> FltsClient:
-    return FltsClient(urls["gateway"], urls["inference"])
+def client(urls: dict[str, str], compose_project: Compose) -> FltsClient:
+    """The admin's key: compose turns authentication on."""
+    return FltsClient(urls["gateway"], urls["inference"], api_key=compose_project.env["FLTS_ADMIN_API_KEY"])
 
 
 @pytest.fixture(scope="module")

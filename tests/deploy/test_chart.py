@@ -377,11 +377,54 @@ def test_generated_secrets_have_no_default_and_are_kept_with_lookup(
 ) -> None:
     first = {s["metadata"]["name"]: s["data"] for s in by_kind(render(), "Secret")}
     second = {s["metadata"]["name"]: s["data"] for s in by_kind(render("--set", "commonLabels.x=y"), "Secret")}
-    assert set(first) == {"flts-s3", "flts-postgresql"}
+    assert set(first) == {"flts-s3", "flts-postgresql", "flts-auth"}
+    assert first["flts-auth"]["admin-api-key"] != second["flts-auth"]["admin-api-key"]
     assert first != second, "generated credentials must be random, not a default"
     template = (CHART / "templates" / "_helpers.tpl").read_text()
     assert "lookup" in template and "randAlphaNum" in template
     assert not re.search(r"(?i)password:\s*\S", (CHART / "values.yaml").read_text().replace('""', ""))
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def test_both_apis_require_keys_from_the_auth_secret(render: Callable[..., list[dict[str, Any]]]) -> None:
+    """Auth on by default: the admin key from the generated Secret, tenants' hashes mounted from it; the
+    workers get no key material; Locust sends the admin key."""
+    objects = render("--set", "locust.enabled=true")
+    for name in ("flts-gateway", "flts-inference"):
+        deployment = one(objects, "Deployment", name)
+        (container,) = containers(deployment)
+        env = _env(container)
+        assert env["AUTH_ENABLED"] == "true"
+        assert env["AUTH_ADMIN_KEY"] == {"secretKeyRef": {"name": "flts-auth", "key": "admin-api-key"}}
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "api-keys")
+        assert env["AUTH_KEYS_FILE"] == f"{mount['mountPath']}/api-keys.yaml"
+        volume = next(v for v in pod_spec(deployment)["volumes"] if v["name"] == "api-keys")
+        assert volume["secret"]["secretName"] == "flts-auth"
+    for worker in ("flts-preprocess", "flts-eval", "flts-nonml"):
+        (container,) = containers(one(objects, "Deployment", worker))
+        assert not {k for k in _env(container) if k.startswith("AUTH_")}
+    for role in ("master", "worker"):
+        (container,) = containers(one(objects, "Deployment", f"flts-locust-{role}"))
+        assert _env(container)["FLTS_API_KEY"] == {"secretKeyRef": {"name": "flts-auth", "key": "admin-api-key"}}
+
+
+def test_principals_go_into_the_secret_as_hashes_and_the_switch_turns_auth_off(
+    render: Callable[..., list[dict[str, Any]]], helm: Callable[..., Any]
+) -> None:
+    principal = {"name": "team-a", "sha256": "ab" * 32, "identifiers": ["cell-a*"]}
+    objects = render("--set-json", f"auth.principals=[{json.dumps(principal)}]", "--set", "auth.enabled=false")
+    keys = yaml.safe_load(base64.b64decode(one(objects, "Secret", "flts-auth")["data"]["api-keys.yaml"]))
+    assert keys == {"principals": [principal]}
+    (container,) = containers(one(objects, "Deployment", "flts-gateway"))
+    assert _env(container)["AUTH_ENABLED"] == "false"
+    raw_key = {"name": "team-a", "sha256": "flts_a-raw-key"}
+    refused = helm(
+        "template", "flts", str(CHART), "--set-json", f"auth.principals=[{json.dumps(raw_key)}]", check=False
+    )
+    assert refused.returncode != 0 and "sha256" in refused.stderr
 
 
 def test_external_services_are_reached_by_values_alone(render: Callable[..., list[dict[str, Any]]]) -> None:
@@ -471,3 +514,26 @@ def test_network_policies_cover_every_pod(rendered: list[dict[str, Any]]) -> Non
     for obj in workloads(rendered):
         labels = obj["metadata"]["labels"] if obj["kind"] == "Pod" else obj["spec"]["template"]["metadata"]["labels"]
         assert any(sel.items() <= labels.items() for sel in policies), f"{obj['metadata']['name']} has no NetworkPolicy"
+
+
+def test_each_backbone_part_admits_only_the_components_that_use_it(render: Callable[..., list[dict[str, Any]]]) -> None:
+    """Grafana, Locust and the test pod reach no backbone part; only MLflow reaches PostgreSQL; only the
+    services that log or load models reach MLflow."""
+    objects = render(
+        "--set", "prometheus.enabled=true", "--set", "grafana.enabled=true", "--set", "locust.enabled=true"
+    )
+
+    def admitted(part: str) -> set[str]:
+        (rule,) = one(objects, "NetworkPolicy", f"flts-{part}")["spec"]["ingress"]
+        return {peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in rule["from"]}
+
+    services = {"gateway", "preprocess", "nonml", "eval", "inference", "train-gru", "train-lstm"}
+    assert admitted("kafka") == services | {"init"}
+    assert admitted("minio") == services | {"init", "mlflow"}
+    assert admitted("mlflow") == services - {"preprocess"}
+    assert admitted("postgresql") == {"mlflow"}
+    assert admitted("prometheus") == {"grafana"}
+    extra = {"namespaceSelector": {"matchLabels": {"name": "tools"}}}
+    with_extra = render("--set-json", f"networkPolicy.extraBackboneIngress=[{json.dumps(extra)}]")
+    (rule,) = one(with_extra, "NetworkPolicy", "flts-kafka")["spec"]["ingress"]
+    assert extra in rule["from"]

@@ -23,7 +23,15 @@ def test_compose_config_is_valid(compose: Callable[..., Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    "credential", ["S3_ACCESS_KEY", "S3_SECRET_KEY", "POSTGRES_USER", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"]
+    "credential",
+    [
+        "S3_ACCESS_KEY",
+        "S3_SECRET_KEY",
+        "POSTGRES_USER",
+        "POSTGRES_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+        "FLTS_ADMIN_API_KEY",
+    ],
 )
 def test_credentials_must_come_from_the_env_file(compose: Callable[..., Any], credential: str, tmp_path: Path) -> None:
     """Without a credential in the env file, `config` fails and names it: none has a default."""
@@ -37,12 +45,14 @@ def test_credentials_must_come_from_the_env_file(compose: Callable[..., Any], cr
 
 def test_no_literal_credentials_in_the_compose_file() -> None:
     text = COMPOSE_FILE.read_text()
-    for match in re.finditer(r"^\s*([A-Z_]*(PASSWORD|SECRET|ACCESS_KEY|ROOT_USER)[A-Z_]*):\s*(\S.*)$", text, re.M):
+    for match in re.finditer(
+        r"^\s*([A-Z_]*(PASSWORD|SECRET|ACCESS_KEY|ROOT_USER|API_KEY|ADMIN_KEY)[A-Z_]*):\s*(\S.*)$", text, re.M
+    ):
         assert "${" in match.group(3), f"{match.group(1)} is a literal in docker-compose.yaml"
     example = dict(
         line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#")
     )
-    for key in ("S3_ACCESS_KEY", "S3_SECRET_KEY", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+    for key in ("S3_ACCESS_KEY", "S3_SECRET_KEY", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "FLTS_ADMIN_API_KEY"):
         assert key in example, f".env.example lacks {key}"
     assert (REPO / ".gitignore").read_text().count(".env") >= 1, ".env must be git-ignored"
 
@@ -140,3 +150,27 @@ def test_observability_and_load_test(compose_model: dict[str, Any]) -> None:
     prometheus = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
     scraped = {n for job in prometheus["scrape_configs"] for sd in job.get("dns_sd_configs", []) for n in sd["names"]}
     assert set(FLTS_SERVICES) <= scraped
+
+
+def test_both_apis_require_keys_and_their_clients_send_the_admin_key(compose: Callable[..., Any]) -> None:
+    """Auth is on in compose: the admin key from .env, tenants' hashes from config/api-keys.yaml; the
+    one-shot uploader and Locust send the admin key as FLTS_API_KEY."""
+    model = yaml.safe_load(compose("--profile", "loadtest", "config", "--format", "yaml").stdout)
+    admin_key = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if line.startswith("FLTS_"))[
+        "FLTS_ADMIN_API_KEY"
+    ]
+    for name in ("gateway", "inference"):
+        service = model["services"][name]
+        assert service["environment"]["AUTH_ENABLED"] == "true"
+        assert service["environment"]["AUTH_ADMIN_KEY"] == admin_key
+        mounts = {m["target"]: m["source"] for m in service["configs"]}
+        assert mounts[service["environment"]["AUTH_KEYS_FILE"]] == "api-keys"
+    assert Path(model["configs"]["api-keys"]["file"]) == REPO / "config" / "api-keys.yaml"
+    for name in ("upload-demo", "locust-master", "locust-worker"):
+        assert model["services"][name]["environment"]["FLTS_API_KEY"] == admin_key
+
+
+def test_the_shipped_keys_file_is_valid_and_grants_nothing() -> None:
+    from flts.auth import KeysFile
+
+    assert KeysFile.model_validate(yaml.safe_load((REPO / "config" / "api-keys.yaml").read_text())).principals == []

@@ -90,7 +90,8 @@ def env_drift(service: str, compose_env: dict[str, Any], chart_env: dict[str, An
 
 def compose_env(compose_model: dict[str, Any], service: str) -> dict[str, Any]:
     env = compose_model["services"][service].get("environment") or {}
-    return {k: (SECRET if k in {"AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"} else v) for k, v in env.items()}
+    secrets = {"AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AUTH_ADMIN_KEY"}
+    return {k: (SECRET if k in secrets else v) for k, v in env.items()}
 
 
 def chart_env(objects: list[dict[str, Any]], component: str) -> dict[str, Any]:

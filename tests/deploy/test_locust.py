@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -67,8 +68,10 @@ class _Stub(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn answers Locust's FastHttpUser
     status = 200
     seen: list[list[str]] = []
+    authorizations: set[str | None] = set()
 
     def do_POST(self) -> None:
+        self.authorizations.add(self.headers.get("Authorization"))
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         problems = window_problems(body) if self.path == "/predict" else ["wrong path"]
         self.seen.append(problems)
@@ -86,7 +89,7 @@ class _Stub(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stub() -> Iterator[tuple[str, type[_Stub]]]:
-    handler = type("Stub", (_Stub,), {"seen": [], "status": 200})
+    handler = type("Stub", (_Stub,), {"seen": [], "status": 200, "authorizations": set()})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -96,7 +99,7 @@ def stub() -> Iterator[tuple[str, type[_Stub]]]:
         server.shutdown()
 
 
-def run_locust(host: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def run_locust(host: str, tmp_path: Path, api_key: str = "") -> subprocess.CompletedProcess[str]:
     # A few seconds of load is enough: the test checks counts and outcomes, not timings.
     return subprocess.run(
         [
@@ -107,6 +110,7 @@ def run_locust(host: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
         cwd=REPO,
+        env={**os.environ, "FLTS_API_KEY": api_key},
     )
 
 
@@ -115,6 +119,14 @@ def test_locust_against_a_healthy_service(stub: tuple[str, type[_Stub]], tmp_pat
     result = run_locust(host, tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert len(handler.seen) > 10 and not any(handler.seen), handler.seen[:3]
+    assert handler.authorizations == {None}
+
+
+def test_locust_sends_flts_api_key_as_a_bearer_token(stub: tuple[str, type[_Stub]], tmp_path: Path) -> None:
+    host, handler = stub
+    result = run_locust(host, tmp_path, api_key="flts_test-key")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert handler.authorizations == {"Bearer flts_test-key"}
 
 
 def test_locust_counts_non_200_as_failures(stub: tuple[str, type[_Stub]], tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ def window(raw_data) -> dict:
 
 def test_probes_and_docs(client):
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"status": "ready", "identifiers": ["global"]}
+    assert client.get("/readyz").json() == {"status": "ready", "models": 1}
     assert "/predict" in client.get("/openapi.json").json()["paths"]
 
 
@@ -119,6 +119,13 @@ def test_bad_input_is_a_422_that_names_the_problem(client, window, make_body, fr
     assert fragment in json.dumps(response.json())
 
 
+@pytest.mark.parametrize("body", [b"\x80", b"{not json", b"\xff\xfe{}"])
+def test_a_body_that_is_not_json_is_a_422_that_does_not_echo_it(client, body):
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "json" in response.text.lower()
+    assert "input" not in response.json()["detail"][0]
+
+
 def test_infinite_values_are_rejected(client, window):
     rows = [dict(row) for row in window["rows"]]
     rows[2]["down"] = float("inf")
@@ -127,10 +134,10 @@ def test_infinite_values_are_rejected(client, window):
     assert "down" in response.text
 
 
-def test_an_unknown_identifier_is_404_naming_what_is_served(client, window):
+def test_an_unknown_identifier_is_404_naming_only_that_identifier(client, window):
     response = client.post("/predict", json={**window, "identifier": "cell-9"})
     assert response.status_code == 404
-    assert "cell-9" in response.text and "global" in response.text
+    assert "cell-9" in response.text and "global" not in response.text
 
 
 def test_fuzzed_bodies_never_cause_a_5xx(client, window):

@@ -3,6 +3,7 @@ from the latest known rows, and a 422 (never a 5xx) for values the model cannot 
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 
@@ -83,6 +84,18 @@ def test_a_full_queue_is_a_429_with_retry_after_and_counted(gru_model, rows):
     refused = next(answer for answer in answers if answer.status_code == 429)
     assert refused.headers["Retry-After"] == "1" and "busy" in refused.json()["detail"]
     assert 'flts_predictions_total{outcome="overloaded"}' in metrics
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_over_max_request_bytes_is_a_413_and_counted(gru_model, rows, chunked):
+    """Declared or chunked, the body is refused while it streams in (src/flts/web.py: BodySizeLimit)."""
+    client = _client(gru_model, max_request_bytes=4096)
+    body = json.dumps({"windows": [rows] * 20}).encode()
+    content = iter([body[i : i + 1024] for i in range(0, len(body), 1024)]) if chunked else body
+    response = client.post("/predict", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "4096" in response.json()["detail"]
+    assert 'flts_predictions_total{outcome="too_large"}' in client.get("/metrics/").text
+    assert client.post("/predict", json={"rows": rows}).status_code == 200  # a body under the limit is served
 
 
 def test_a_request_that_waits_too_long_is_a_504_and_counted(gru_model, rows):

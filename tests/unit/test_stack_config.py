@@ -145,3 +145,14 @@ def test_services_get_the_stack_env_and_their_own_settings(config: StackConfig) 
     assert gateway.env()["HTTP_PORT"] == str(config.gateway_port) and gateway.endpoint == config.gateway_url
     assert services["inference"].ports == (config.inference_port,)
     assert len({service.home for service in services.values()}) == len(services)
+
+
+def test_the_local_stack_runs_its_apis_without_auth_unless_auth_enabled_says_so(
+    config: StackConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AUTH_ENABLED", raising=False)
+    assert service_parts(config)["gateway"].env()["AUTH_ENABLED"] == "false"
+    monkeypatch.setenv("AUTH_ENABLED", "true")
+    monkeypatch.setenv("AUTH_ADMIN_KEY", "flts_local-admin-key")
+    env = service_parts(config)["inference"].env()
+    assert env["AUTH_ENABLED"] == "true" and env["AUTH_ADMIN_KEY"] == "flts_local-admin-key"

@@ -67,7 +67,14 @@ class ServicePart(Part):
         return [sys.executable, "-m", self.module]
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, **stack_environment(self.config), **self.overrides, "PYTHONUNBUFFERED": "1"}
+        """The local stack serves on loopback for a demo: auth is off unless AUTH_ENABLED says otherwise."""
+        return {
+            "AUTH_ENABLED": "false",
+            **os.environ,
+            **stack_environment(self.config),
+            **self.overrides,
+            "PYTHONUNBUFFERED": "1",
+        }
 
     def ready(self) -> bool:
         if self.http_port:

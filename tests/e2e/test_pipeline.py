@@ -110,8 +110,10 @@ def test_upload_to_served_champion(first_run, settings, client, dataset):
 def test_the_lineage_is_scored_once_into_inference_logs_and_new_rows_come_back_as_forecasts(
     first_run, client, dataset, settings, read_topic
 ):
-    dataset_id = first_run["upload"]["dataset_id"]
     store = ObjectStore(settings)
+    config_hash = first_run["upload"]["config_hash"]
+    # The upload that processed the lineage (a kept test stack has seen this dataset before) names the claim.
+    dataset_id = store.get_json(f"s3://{settings.bucket_processed}/global/{config_hash}/metadata.json")["dataset_id"]
     deadline = time.monotonic() + 120
     while not (results := [o for o in store.list(settings.bucket_inference_logs, "global/") if dataset_id in o["Key"]]):
         assert time.monotonic() < deadline, "preprocess's claim of the test split was not scored"

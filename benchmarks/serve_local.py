@@ -75,7 +75,8 @@ def main() -> None:
 
     import torch
 
-    from inference_container.service import Champions, create_app
+    from inference_container.champions import Champions
+    from inference_container.service import create_app
 
     # With FLTS_API_KEY set, auth is on and that key is the admin's (Locust sends the same variable).
     api_key = os.environ.get("FLTS_API_KEY", "")

@@ -1,8 +1,8 @@
 """Inference: serves each identifier's champion on POST /predict and hot-swaps on `model-selected`.
 
-Every replica joins a consumer group of its own, so each one hears of every new champion; a
-replica started later (HPA scale-out) loads the current champions from the registry at start-up.
-A swap replaces one dict entry: requests in flight finish on the model they started with.
+Which champions a replica serves, and how it keeps them in agreement with the registry (a complete
+load before /readyz, event-driven swaps, periodic reconciliation), is champions.py. A swap replaces
+one dict entry: requests in flight finish on the model they started with.
 
 The request path: the body is parsed and checked on the event loop straight into numpy windows
 (gaps filled as preprocessing fills them), concurrent requests share one forward pass through a
@@ -13,20 +13,15 @@ from the end of the lineage's processed data), so a body without rows forecasts 
 
 from __future__ import annotations
 
-import io
 import logging
-import socket
-import tempfile
 import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-import pandas as pd
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -37,13 +32,10 @@ from flts import auth
 from flts.auth import Caller, Principal, require_identifier
 from flts.batching import MicroBatcher, Overloaded, TimedOut
 from flts.config import InferenceConfig, InferenceSettings, load_pipeline_config
-from flts.kafka import ConsumerLoop, ConsumerStalled
-from flts.messages import ModelSelected
 from flts.observability import configure_logging, log_context
-from flts.predict import Forecasts, ModelIdentity, RequestError, ServingModel, Window, iso_times
-from flts.storage import ObjectStore
-from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
+from flts.predict import Forecasts, RequestError, ServingModel, Window, iso_times
 from flts.web import BodySizeLimit
+from inference_container.champions import ChampionLoader, Champions
 from inference_container.scoring import score_claims
 from inference_container.streaming import stream_forecasts
 
@@ -66,7 +58,6 @@ BATCH_REQUESTS = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
 QUEUE_DEPTH = Gauge("flts_predict_queue_depth", "Requests waiting for the model.")
-CHAMPION_VERSION = Gauge("flts_champion_version", "Model version being served, by identifier.", ["identifier"])
 
 # A cell is a number, a string holding one, or null (a missing cell); checked while parsing into arrays, which
 # names the row and column of a bad one, so validation here only publishes the schema (and costs nothing per cell).
@@ -134,142 +125,6 @@ def run_jobs(jobs: list[Job]) -> list[tuple[Forecasts, int] | RequestError]:
     return results
 
 
-class Champions:
-    """The models being served, by identifier."""
-
-    def __init__(self) -> None:
-        self._models: dict[str, ServingModel] = {}
-        self._latest: dict[str, Window] = {}
-
-    def get(self, identifier: str) -> ServingModel | None:
-        return self._models.get(identifier)
-
-    def latest(self, identifier: str) -> Window | None:
-        """The most recent rows known for the identifier (what a body without rows forecasts from)."""
-        return self._latest.get(identifier)
-
-    def install(self, model: ServingModel, latest: Window | None = None) -> None:
-        """Serve `model`; `latest`: the identifier's most recent rows (kept from before when not given and they fit)."""
-        identifier = model.identity.identifier
-        known = latest or self._latest.get(identifier)
-        if known is not None and known.values.shape == (model.rows_needed, len(model.measured_columns)):
-            self._latest[identifier] = known
-        else:
-            self._latest.pop(identifier, None)
-        self._models[identifier] = model
-        CHAMPION_VERSION.labels(identifier).set(float(model.identity.model_version))
-        log.info("serving champion", extra=model.identity.__dict__)
-
-    def remember(self, identifier: str, latest: Window | None) -> None:
-        """A newer window of the identifier (a measurement landed): what a body without rows forecasts from next."""
-        if latest is None:
-            self._latest.pop(identifier, None)
-        else:
-            self._latest[identifier] = latest
-
-    def all(self) -> list[ServingModel]:
-        return list(self._models.values())
-
-
-class ChampionLoader:
-    """Fetches champions from the MLflow registry: all of them at start-up, one on `model-selected`."""
-
-    def __init__(self, settings: InferenceSettings, champions: Champions) -> None:
-        self.settings = settings
-        self.champions = champions
-        self.tracker = Tracker(settings)
-        self.max_inference_length = load_pipeline_config(settings.pipeline_config).inference.max_inference_length
-        self.cache = Path(settings.model_cache_dir)
-        self._store: ObjectStore | None = None
-
-    def load_all(self) -> None:
-        prefix = f"{self.settings.registered_model_prefix}-"
-        for registered in self.tracker.client.search_registered_models(f"name LIKE '{prefix}%'"):
-            identifier = registered.name.removeprefix(prefix)
-            version = self.tracker.champion(identifier)
-            if version is not None:
-                self.load(identifier, str(version.version), version.run_id)
-
-    def load(self, identifier: str, model_version: str, run_id: str) -> None:
-        current = self.champions.get(identifier)
-        if current is not None and current.identity.model_version == model_version:
-            return
-        run = self.tracker.client.get_run(run_id)
-        identity = ModelIdentity(
-            identifier=identifier,
-            model_type=run.data.tags.get(TAG_MODEL_TYPE, "?"),
-            model_version=model_version,
-            run_id=run_id,
-            config_hash=run.data.tags.get(TAG_CONFIG_HASH, ""),
-        )
-        self.cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.cache) as tmp:
-            directory = Path(self.tracker.download_model(run_id, tmp))
-            model = ServingModel.load(directory, identity, self.max_inference_length)
-        self.champions.install(model, self.latest_rows(model))
-
-    def latest_rows(self, model: ServingModel) -> Window | None:
-        """The end of the lineage's data: the last rows of its processed test split (the latest split)."""
-        identity = model.identity
-        uri = f"s3://{self.settings.bucket_processed}/{identity.identifier}/{identity.config_hash}/test.parquet"
-        try:
-            self._store = self._store or ObjectStore(self.settings)
-            return model.window_from_processed(pd.read_parquet(io.BytesIO(self._store.get_bytes(uri))))
-        except Exception:
-            log.warning(
-                "no latest rows for %s: a body without rows will be refused", identity.identifier, exc_info=True
-            )
-            return None
-
-    def on_model_selected(self, event: ModelSelected) -> None:
-        self.load(event.identifier, event.model_version, event.run_id)
-
-    def follow(self, stop: threading.Event) -> None:
-        """Subscribe first, then load from the registry, so no promotion falls between the two.
-
-        A stalled follower (the loop's watchdog) is replaced by a fresh one, which loads again.
-        """
-        while not stop.is_set():
-            group = f"{self.settings.consumer_group}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-            loop = ConsumerLoop(
-                self.settings,
-                self.settings.topic_model_selected,
-                ModelSelected,
-                self.on_model_selected,
-                group_id=group,
-                consumer_overrides={"auto.offset.reset": "latest"},
-            )
-            ended = threading.Event()
-            threading.Thread(target=lambda current=loop: (stop.wait(), current.stop()), daemon=True).start()
-            threading.Thread(target=self._load_when_subscribed, args=(loop, stop, ended), daemon=True).start()
-            try:
-                loop.run()
-                return
-            except ConsumerStalled:
-                log.error("the champion follower stalled; starting a new one")
-            finally:
-                ended.set()
-
-    def _load_when_subscribed(self, loop: ConsumerLoop, stop: threading.Event, ended: threading.Event) -> None:
-        """Load every champion once subscribed (or after 30 s without Kafka), and again on each reassignment.
-
-        The follower starts at the end of its topic (auto.offset.reset=latest), and so does one that lost
-        its membership (a broker restart) and rejoined: a promotion in between reaches it only this way.
-        """
-        loop.assigned.wait(timeout=30)
-        while not (stop.is_set() or ended.is_set()):
-            loop.assigned.clear()
-            while not stop.is_set():
-                try:
-                    self.load_all()
-                    break
-                except Exception:
-                    log.exception("loading champions from the registry failed; retrying")
-                    stop.wait(2)
-            while not (stop.is_set() or ended.is_set() or loop.assigned.wait(timeout=1)):
-                pass
-
-
 def create_app(
     settings: InferenceSettings,
     champions: Champions | None = None,
@@ -290,12 +145,13 @@ def create_app(
     batcher.on_batch = BATCH_REQUESTS.observe
     QUEUE_DEPTH.set_function(lambda: batcher.depth)
 
+    loader = ChampionLoader(settings, champions) if follow_registry else None
+
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         stop = threading.Event()
-        if follow_registry:
-            loader = ChampionLoader(settings, champions)
-            threading.Thread(target=loader.follow, args=(stop,), name="champion-follower", daemon=True).start()
+        if loader is not None:
+            loader.start(stop)
             threading.Thread(
                 target=score_claims, args=(settings, champions.get, stop), name="batch-scorer", daemon=True
             ).start()
@@ -313,6 +169,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.champions = champions
+    app.state.loader = loader
     app.state.batcher = batcher
     app.mount("/metrics", make_asgi_app())
     app.add_middleware(
@@ -332,16 +189,22 @@ def create_app(
         raise HTTPException(404, f"no champion for identifier {identifier!r} (yet)")
 
     @app.get("/healthz", tags=["probes"])
-    def healthz() -> dict[str, str]:
+    def healthz(response: Response) -> dict[str, str]:
+        """Fails once the model-selected follower has died: only a restart brings it back."""
+        if loader is not None and not loader.follower_alive():
+            response.status_code = 503
+            return {"status": "the model-selected follower is not running"}
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["probes"])
     def readyz(response: Response) -> dict[str, Any]:
+        """Ready once every champion in the registry was loaded, with a follower hearing of new ones."""
         loaded = [m.identity.identifier for m in champions.all()]
-        if not loaded:
+        reason = loader.unready_reason() if loader is not None else None
+        if reason is not None or not loaded:
             response.status_code = 503
             response.headers["Retry-After"] = "5"
-            return {"status": "no model loaded"}
+            return {"status": reason or "no model loaded"}
         return {"status": "ready", "models": len(loaded)}  # a public probe: no identifiers
 
     def describe(model: ServingModel) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from flts.observability import log_context
 from flts.predict import RequestError, ServingModel, Window
 
 if TYPE_CHECKING:
-    from inference_container.service import Champions
+    from inference_container.champions import Champions
 
 log = logging.getLogger(__name__)
 

@@ -58,7 +58,7 @@ def main() -> None:
             "SEASONAL_NAIVE": fit_seasonal_naive,
             "PROPHET": lambda data, on_epoch: fit_prophet(settings, data, on_epoch),
         }
-        return TrainingJob(settings, fits).handle
+        return TrainingJob(settings, fits)
 
     run_consumer(settings, settings.topic_training_data, TrainingData, make_handler)
 

@@ -38,7 +38,7 @@ def main() -> None:
 
     def make_handler():
         fit = {settings.model_type: lambda data, on_epoch: fit_recurrent(settings, data, on_epoch)}
-        return TrainingJob(settings, fit).handle
+        return TrainingJob(settings, fit)
 
     run_consumer(settings, settings.topic_training_data, TrainingData, make_handler)
 

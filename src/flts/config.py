@@ -290,6 +290,9 @@ class InferenceConfig(_Strict):
     queue_max_requests: int = Field(256, ge=1)
     request_timeout_seconds: float = Field(2.0, gt=0)
     model_thread: bool = False  # the forward pass on a thread of its own (default: on the event loop)
+    # Every replica re-reads the registry's champion aliases this often and installs what differs (a lost
+    # model-selected event, a failed download, an operator's rollback).
+    champion_reconcile_seconds: float = Field(60.0, gt=0)
 
 
 class PipelineConfig(_Strict):

@@ -176,6 +176,7 @@ class ConsumerLoop(Generic[MessageT]):
         self._last_progress = time.monotonic()
         self._next_check = 0.0
         self.stalled: str | None = None
+        self.interrupted = False  # stopped while a handler ran: its message was left uncommitted
         config = {
             "bootstrap.servers": settings.kafka_bootstrap_servers,
             "group.id": self.group_id,
@@ -321,6 +322,7 @@ class ConsumerLoop(Generic[MessageT]):
             error = self._handle_while_polling(message, msg)
             if error is _INTERRUPTED:
                 log.warning("stopped before the handler finished; the message will be redelivered")
+                self.interrupted = True
                 self._record_deliveries(msg, deliveries - 1)  # an orderly stop is not the message's fault
                 return False
             if error is not None:

@@ -112,13 +112,6 @@ class Tracker:
         )
         return [_summary(run) for run in runs]
 
-    def finished_run(self, config_hash: str, model_type: str) -> RunSummary | None:
-        """The newest successful run of a model type in a lineage: what makes training idempotent."""
-        for run in self.lineage_runs(config_hash, model_type):
-            if run.status == "FINISHED":
-                return run
-        return None
-
     def recent_lineages(self, max_runs: int = 1000) -> dict[str, list[RunSummary]]:
         """Runs grouped by config_hash, for eval's sweep after a restart."""
         runs = self.client.search_runs(

@@ -33,13 +33,16 @@ from flts.observability import log_context
 from flts.outages import is_outage
 from flts.predict import PREPROCESSING_FILE
 from flts.storage import ObjectNotFound, ObjectStore, sha256_bytes
-from flts.tracking import MODEL_ARTIFACT_PATH, TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
+from flts.tracking import MODEL_ARTIFACT_PATH, TAG_CONFIG_HASH, TAG_MODEL_TYPE, RunSummary, Tracker
 
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 # How often a training run beats its heartbeat (evaluation.orphan_after_seconds must be well above it).
 HEARTBEAT_SECONDS = 30.0
+# A RUNNING run beaten within this long has a live trainer: another owner of its claim waits for it.
+LIVE_BEAT_SECONDS = 3 * HEARTBEAT_SECONDS
+OTHER_TRAINER_POLL_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -128,12 +131,31 @@ class TrainingJob:
         self.store = ObjectStore(settings)
         self.tracker = Tracker(settings)
         self.producer = MessageProducer(settings)
+        self._running: set[str] = set()  # MLflow runs being trained now
+        self._started: set[str] = set()  # every run this job started (one an outage interrupted is dead)
+        self._abandoned = threading.Event()
+
+    def __call__(self, claim: TrainingData) -> None:
+        self.handle(claim)
+
+    def abandon(self, reason: str) -> None:
+        """The process stops mid-training (SIGTERM): close the runs in progress as KILLED, not FAILED, and
+        register nothing more. The claim stays uncommitted, so the group's next member trains it again."""
+        self._abandoned.set()
+        for run_id in list(self._running):
+            try:
+                self.tracker.fail_run(run_id, reason, status="KILLED")
+                log.warning("training run closed as KILLED", extra={"run_id": run_id, "reason": reason})
+            except Exception:
+                log.warning("could not close the run; eval closes it once its heartbeat is stale", exc_info=True)
 
     def handle(self, claim: TrainingData) -> None:
         data: LineageData | None = None
         for model_type, fit in self.fits.items():
+            if self._abandoned.is_set():
+                return
             with log_context(config_hash=claim.config_hash, model_type=model_type, identifier=claim.identifier):
-                finished = None if claim.force else self.tracker.finished_run(claim.config_hash, model_type)
+                finished = None if claim.force else self._finished_or_wait(claim.config_hash, model_type)
                 if finished is not None:
                     log.info(
                         "already trained for this lineage; announcing the run again",
@@ -145,14 +167,37 @@ class TrainingJob:
                 data = data or load_lineage_data(self.store, claim)
                 self._train_one(model_type, fit, data)
 
+    def _finished_or_wait(self, config_hash: str, model_type: str) -> RunSummary | None:
+        """The lineage's finished run of this model type, if any. While another trainer's run of it is alive (the
+        claim's partition moved mid-training: a rebalance, a rolling upgrade), wait for that run instead of training
+        a second one: one MLflow run and one model version per claim and model type. A run whose heartbeat stopped
+        (its trainer died) is not waited for."""
+        while True:
+            runs = self.tracker.lineage_runs(config_hash, model_type)
+            finished = next((run for run in runs if run.status == "FINISHED"), None)
+            now_ms = int(time.time() * 1000)
+            live = [
+                run
+                for run in runs
+                if run.status == "RUNNING"
+                and run.run_id not in self._started
+                and now_ms - (run.heartbeat_ms or run.start_time_ms) < LIVE_BEAT_SECONDS * 1000
+            ]
+            if finished is not None or not live:
+                return finished
+            log.info("another trainer is training this lineage; waiting for its run", extra={"run_id": live[0].run_id})
+            self._abandoned.wait(OTHER_TRAINER_POLL_SECONDS)
+
     def _train_one(self, model_type: str, fit: Fit, data: LineageData) -> None:
         claim = data.claim
         uploaded_at_ms = int(claim.uploaded_at.timestamp() * 1000) if claim.uploaded_at else None
         run_id = self.tracker.start_run(
             claim.config_hash, model_type, claim.identifier, claim.dataset_id, uploaded_at_ms
         )
+        self._started.add(run_id)
         with log_context(run_id=run_id), self._heartbeat(run_id):
             self._announce(claim, model_type, "RUNNING", run_id)
+            self._running.add(run_id)
             try:
                 metrics = self._train_and_log(fit, data, run_id)
             except Exception as exc:
@@ -163,6 +208,10 @@ class TrainingJob:
                 self.tracker.fail_run(run_id, repr(exc))
                 self._announce(claim, model_type, "FAILED", run_id, error=repr(exc)[:2000])
                 return
+            finally:
+                self._running.discard(run_id)
+            if self._abandoned.is_set():
+                return  # closed as KILLED while it trained: registering it now would race the next owner
             version = self.tracker.register(
                 run_id, claim.identifier, {TAG_CONFIG_HASH: claim.config_hash, TAG_MODEL_TYPE: model_type}
             )

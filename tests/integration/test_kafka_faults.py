@@ -6,75 +6,25 @@ Then a second message must be handled by the same process, with nothing restarte
 The watchdog is off in these workers, so what recovers them is the consumer loop itself.
 """
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
+import uuid
 
 import pytest
+from integration_support import Worker, upload_dataset
 from rich.console import Console
 
-from flts.config import ConsumerSettings
-from flts.kafka import MessageProducer
-from flts.messages import DeadLetter, ModelTraining
+from flts.config import ConsumerSettings, PipelineConfig, PreprocessSettings
+from flts.kafka import MessageProducer, committed_offsets, ensure_topics
+from flts.messages import DeadLetter, ModelTraining, TrainingData
 from flts.stack import manager
+from flts.storage import ObjectStore
+from flts.tracking import Tracker, registered_model_name
+from preprocess_container.service import Preprocessor
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 RECOVERY_LIMIT_S = 90
-
-
-class Worker:
-    """One slow_worker.py process and what it recorded: ``start``/``done`` lines with times."""
-
-    def __init__(self, tmp_path: Path, stack_env: dict[str, str], settings: ConsumerSettings) -> None:
-        self.record = tmp_path / "handled.txt"
-        self.hold = tmp_path / "hold"
-        self.log = tmp_path / "worker.log"
-        self.record.touch()
-        self.hold.touch()
-        env = {
-            **os.environ,
-            **stack_env,
-            "SERVICE_NAME": "fault-worker",
-            "CONSUMER_GROUP": settings.consumer_group,
-            "TOPIC_DEAD_LETTER": settings.topic_dead_letter,
-            "SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
-            "MAX_POLL_INTERVAL_MS": str(settings.max_poll_interval_ms),
-            "HANDLER_BACKOFF_SECONDS": str(settings.handler_backoff_seconds),
-            "CONSUMER_STALL_SECONDS": "0",
-            "METRICS_PORT": "0",
-        }
-        script = Path(__file__).with_name("slow_worker.py")
-        command = [sys.executable, str(script), settings.topic_model_training, str(self.record), str(self.hold)]
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def lines(self, kind: str, event_id: str) -> list[float]:
-        rows = (line.split() for line in self.record.read_text().splitlines())
-        return [float(t) for k, e, t in rows if (k, e) == (kind, event_id)]
-
-    def wait_for(self, kind: str, event_id: str, timeout: float) -> float | None:
-        """The time of the first ``kind`` line for the event, waiting up to ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"the worker exited:\n{self.log.read_text()[-3000:]}"
-            if found := self.lines(kind, event_id):
-                return found[0]
-            time.sleep(0.2)
-        return None
-
-    def stop(self) -> None:
-        self.hold.unlink(missing_ok=True)
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @pytest.fixture
@@ -156,3 +106,61 @@ def test_a_consumer_whose_handler_outlasts_a_broker_restart_consumes_again(worke
     time.sleep(settings.session_timeout_ms / 1000 + 4)  # the handler runs on well past the group's session timeout
     worker.hold.unlink()
     assert _recovery(worker, settings, first, broker_back) < RECOVERY_LIMIT_S
+
+
+def _until_logged(worker: Worker, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in worker.log.read_text():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def test_a_claim_whose_partition_moves_mid_training_is_trained_once_and_not_committed_by_its_old_owner(
+    settings, stack_env, tmp_path, read_topic
+):
+    """Two trainer processes in one group. The one training is frozen (SIGSTOP) past its session timeout, so the
+    group gives its partition to the other: the new owner waits for the live run instead of training a second
+    one, and the old owner, thawed, finishes but does not commit an offset it no longer owns."""
+    run = uuid.uuid4().hex[:8]
+    lineage = {"topic_training_data": f"rb-training-{run}", "mlflow_experiment": f"rb-{run}"}
+    fields = {k: v for k, v in settings.model_dump().items() if k in PreprocessSettings.model_fields}
+    trainer = PreprocessSettings(**{**fields, **lineage, "topic_model_training": settings.topic_model_training})
+    ensure_topics(trainer, partitions=1)
+    upload = upload_dataset(ObjectStore(trainer), trainer, seed=51)
+    Preprocessor(trainer, PipelineConfig()).handle(upload)
+    (claim,) = read_topic(trainer, trainer.topic_training_data, 1, TrainingData.from_bytes)
+    env = {key.upper(): value for key, value in lineage.items()}
+    env["TOPIC_MODEL_TRAINING"] = settings.topic_model_training
+    workers = []
+    for name in ("old", "new"):
+        (tmp_path / name).mkdir()
+        workers.append(Worker(tmp_path / name, stack_env, settings, trainer.topic_training_data, "train", env))
+    old, new = workers
+    try:
+        assert old.wait_for("start", claim.config_hash, 90) is not None, "the first trainer never started"
+        assert _until_logged(new, "partitions assigned", 60), "the second trainer never joined the group"
+        old.process.send_signal(signal.SIGSTOP)
+        assert _until_logged(new, "another trainer is training this lineage", 60), new.log.read_text()[-3000:]
+        old.process.send_signal(signal.SIGCONT)
+        assert _until_logged(old, "partitions lost", 30) or _until_logged(old, "partitions revoked", 5)
+        old.hold.unlink()
+        new.hold.unlink()
+        deadline = time.monotonic() + 90
+        while committed_offsets(settings, settings.consumer_group, trainer.topic_training_data, [0])[0] != 1:
+            assert time.monotonic() < deadline, (
+                f"the new owner never committed the claim:\n{new.log.read_text()[-3000:]}"
+            )
+            time.sleep(1)
+    finally:
+        old.process.send_signal(signal.SIGCONT)
+        for worker in workers:
+            worker.stop()
+
+    assert "not committing an offset this consumer no longer owns" in old.log.read_text()
+    assert new.lines("start", claim.config_hash) == [], "the new owner trained the claim a second time"
+    tracker = Tracker(trainer)
+    assert [r.status for r in tracker.lineage_runs(claim.config_hash, "PERSISTENCE")] == ["FINISHED"]
+    name = registered_model_name(trainer, upload.identifier)
+    assert len(tracker.client.search_model_versions(f"name = '{name}'")) == 1

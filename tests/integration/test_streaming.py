@@ -12,7 +12,7 @@ import pytest
 
 from flts.kafka import MessageProducer
 from flts.messages import DeadLetter, Forecast, Measurement
-from inference_container.service import Champions
+from inference_container.champions import Champions
 from inference_container.streaming import stream_forecasts
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 
 from flts.client import window_request
 from flts.config import InferenceSettings
-from inference_container.service import Champions, create_app
+from inference_container.champions import Champions
+from inference_container.service import create_app
 
 STEP = pd.Timedelta(minutes=2)
 

@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 from flts.client import window_request
 from flts.config import InferenceConfig, InferenceSettings, PipelineConfig
 from flts.data.preprocess import preprocess
-from inference_container.service import Champions, create_app
+from inference_container.champions import Champions
+from inference_container.service import create_app
 
 CONFIG = PipelineConfig()
 
@@ -258,7 +259,7 @@ def test_a_loaded_champion_is_seeded_from_the_end_of_its_lineages_processed_data
     """The loader reads processed-data/<identifier>/<config_hash>/test.parquet (a stand-in store serves it)."""
     import io
 
-    from inference_container.service import ChampionLoader
+    from inference_container.champions import ChampionLoader
 
     class Store:
         def __init__(self) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from flts.config import InferenceSettings
 from flts.messages import Measurement
-from inference_container.service import Champions
+from inference_container.champions import Champions
 from inference_container.streaming import RowError, StreamForecaster
 
 

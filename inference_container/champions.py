@@ -1,0 +1,265 @@
+"""Which champion each identifier serves, and how a replica keeps that in agreement with the registry.
+
+The registry's `champion` aliases are the truth; `model-selected` events only make a replica hear of a
+promotion sooner. So:
+- a replica is ready only after one complete load of every alias (paged: any number of identifiers);
+- loads and event-driven swaps take one lock, so they never interleave;
+- an event installs its version only when it is newer than the one served (eval's promotions only move
+  forward, and a replica may hear an older event last); an event that is not newer makes the replica
+  re-read the alias instead, which decides;
+- every `champion_reconcile_seconds` (and after any failed load, sooner, with backoff) the aliases are
+  read again and whatever differs is installed: a lost event, a failed download, an operator's rollback;
+- the replica is unready while its `model-selected` follower is not running (it would miss promotions).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+from prometheus_client import Counter, Gauge
+
+from flts.config import InferenceSettings, load_pipeline_config
+from flts.kafka import ConsumerLoop, ConsumerStalled
+from flts.messages import ModelSelected
+from flts.outages import is_outage
+from flts.predict import ModelIdentity, ServingModel, Window
+from flts.storage import ObjectStore
+from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
+
+log = logging.getLogger(__name__)
+
+CHAMPION_VERSION = Gauge("flts_champion_version", "Model version being served, by identifier.", ["identifier"])
+CHAMPION_LOADS = Counter(
+    "flts_champion_loads_total",
+    "Champion loads by outcome: installed, unchanged (already served), stale (an older event), failed.",
+    ["outcome"],
+)
+# The registry is searched a page at a time: MLflow returns at most this many registered models per call.
+REGISTRY_PAGE_SIZE = 100
+# A failed load is retried after this long, doubling up to the reconcile period.
+RETRY_FIRST_SECONDS = 2.0
+
+
+class Champions:
+    """The models being served, by identifier."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, ServingModel] = {}
+        self._latest: dict[str, Window] = {}
+
+    def get(self, identifier: str) -> ServingModel | None:
+        return self._models.get(identifier)
+
+    def latest(self, identifier: str) -> Window | None:
+        """The most recent rows known for the identifier (what a body without rows forecasts from)."""
+        return self._latest.get(identifier)
+
+    def install(self, model: ServingModel, latest: Window | None = None) -> None:
+        """Serve `model`; `latest`: the identifier's most recent rows (kept from before when not given and they fit)."""
+        identifier = model.identity.identifier
+        known = latest or self._latest.get(identifier)
+        if known is not None and known.values.shape == (model.rows_needed, len(model.measured_columns)):
+            self._latest[identifier] = known
+        else:
+            self._latest.pop(identifier, None)
+        self._models[identifier] = model
+        CHAMPION_VERSION.labels(identifier).set(float(model.identity.model_version))
+        log.info("serving champion", extra=model.identity.__dict__)
+
+    def remember(self, identifier: str, latest: Window | None) -> None:
+        """A newer window of the identifier (a measurement landed): what a body without rows forecasts from next."""
+        if latest is None:
+            self._latest.pop(identifier, None)
+        else:
+            self._latest[identifier] = latest
+
+    def all(self) -> list[ServingModel]:
+        return list(self._models.values())
+
+
+class ChampionLoader:
+    """Loads champions from the MLflow registry and follows `model-selected`; says whether the replica is ready."""
+
+    def __init__(self, settings: InferenceSettings, champions: Champions) -> None:
+        self.settings = settings
+        self.champions = champions
+        self.tracker = Tracker(settings)
+        inference = load_pipeline_config(settings.pipeline_config).inference
+        self.max_inference_length = inference.max_inference_length
+        self.reconcile_seconds = inference.champion_reconcile_seconds
+        self.cache = Path(settings.model_cache_dir)
+        self.page_size = REGISTRY_PAGE_SIZE
+        self._store: ObjectStore | None = None
+        self._lock = threading.RLock()
+        self._reconcile_now = threading.Event()
+        self.loaded = threading.Event()  # set by the first complete load of every alias
+        self.follower: threading.Thread | None = None
+        self.loop: ConsumerLoop[ModelSelected] | None = None
+
+    def unready_reason(self) -> str | None:
+        """Why the replica must not take traffic (None: ready)."""
+        if not self.follower_alive():
+            return "the model-selected follower is not running: promotions would be missed"
+        if not self.loaded.is_set():
+            return "champions not loaded from the registry yet"
+        return None
+
+    def follower_alive(self) -> bool:
+        """False once the follower thread ended without being asked to: only a restart brings it back."""
+        return self.follower is None or self.follower.is_alive()
+
+    def identifiers(self) -> list[str]:
+        """Every identifier with a registered model, a page at a time."""
+        prefix = f"{self.settings.registered_model_prefix}-"
+        found: list[str] = []
+        token: str | None = None
+        while True:
+            page = self.tracker.client.search_registered_models(
+                f"name LIKE '{prefix}%'", max_results=self.page_size, page_token=token
+            )
+            found += [registered.name.removeprefix(prefix) for registered in page]
+            token = page.token
+            if not token:
+                return found
+
+    def reconcile(self) -> None:
+        """Read every alias and install what differs from what is served, then count the replica loaded.
+
+        An identifier whose load failed is retried by the next reconcile; a failure that is an outage
+        (MLflow or S3 unreachable) leaves the load incomplete and raises, a broken model does not.
+        """
+        outages: list[str] = []
+        for identifier in self.identifiers():
+            try:
+                self.load_alias(identifier)
+            except Exception as exc:
+                CHAMPION_LOADS.labels("failed").inc()
+                log.exception("loading a champion failed; retried next reconcile", extra={"identifier": identifier})
+                if is_outage(exc):
+                    outages.append(identifier)
+        if outages:
+            raise RuntimeError(f"champions not loaded for {outages}: the registry is unreachable")
+        self.loaded.set()
+
+    def load_alias(self, identifier: str) -> None:
+        """Install the version the identifier's alias names, whatever the order of events."""
+        with self._lock:
+            version = self.tracker.champion(identifier)
+            if version is not None:
+                self._install(identifier, str(version.version), version.run_id)
+
+    def on_model_selected(self, event: ModelSelected) -> None:
+        """A version newer than the one served is installed at once; otherwise (an older event, or nothing served
+        yet) the alias decides. A failure is left to the reconciler: a replica's private group never dead-letters."""
+        try:
+            with self._lock:
+                current = self.champions.get(event.identifier)
+                if current is not None and _newer(event.model_version, current.identity.model_version):
+                    self._install(event.identifier, event.model_version, event.run_id)
+                else:
+                    CHAMPION_LOADS.labels("stale").inc()
+                    log.info("re-reading the alias for a model-selected event", extra={"event": event.model_version})
+                    self.load_alias(event.identifier)
+        except Exception:
+            CHAMPION_LOADS.labels("failed").inc()
+            log.exception("loading a selected champion failed; reconciling", extra={"identifier": event.identifier})
+            self._reconcile_now.set()
+
+    def _install(self, identifier: str, model_version: str, run_id: str) -> None:
+        current = self.champions.get(identifier)
+        if current is not None and current.identity.model_version == model_version:
+            CHAMPION_LOADS.labels("unchanged").inc()
+            return
+        run = self.tracker.client.get_run(run_id)
+        identity = ModelIdentity(
+            identifier=identifier,
+            model_type=run.data.tags.get(TAG_MODEL_TYPE, "?"),
+            model_version=model_version,
+            run_id=run_id,
+            config_hash=run.data.tags.get(TAG_CONFIG_HASH, ""),
+        )
+        self.cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.cache) as tmp:
+            directory = Path(self.tracker.download_model(run_id, tmp))
+            model = ServingModel.load(directory, identity, self.max_inference_length)
+        self.champions.install(model, self.latest_rows(model))
+        CHAMPION_LOADS.labels("installed").inc()
+
+    def latest_rows(self, model: ServingModel) -> Window | None:
+        """The end of the lineage's data: the last rows of its processed test split (the latest split)."""
+        identity = model.identity
+        uri = f"s3://{self.settings.bucket_processed}/{identity.identifier}/{identity.config_hash}/test.parquet"
+        try:
+            self._store = self._store or ObjectStore(self.settings)
+            return model.window_from_processed(pd.read_parquet(io.BytesIO(self._store.get_bytes(uri))))
+        except Exception:
+            log.warning(
+                "no latest rows for %s: a body without rows will be refused", identity.identifier, exc_info=True
+            )
+            return None
+
+    def start(self, stop: threading.Event) -> None:
+        """The follower (model-selected) and the reconciler, each on a thread of its own."""
+        self.follower = threading.Thread(target=self.follow, args=(stop,), name="champion-follower", daemon=True)
+        self.follower.start()
+        threading.Thread(target=self.keep_reconciled, args=(stop,), name="champion-reconciler", daemon=True).start()
+
+    def follow(self, stop: threading.Event) -> None:
+        """Follow `model-selected` from its end; a stalled follower (the loop's watchdog) is replaced by a fresh one."""
+        while not stop.is_set():
+            group = f"{self.settings.consumer_group}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+            self.loop = loop = ConsumerLoop(
+                self.settings,
+                self.settings.topic_model_selected,
+                ModelSelected,
+                self.on_model_selected,
+                group_id=group,
+                consumer_overrides={"auto.offset.reset": "latest"},
+            )
+            threading.Thread(target=lambda current=loop: (stop.wait(), current.stop()), daemon=True).start()
+            try:
+                loop.run()
+                return
+            except ConsumerStalled:
+                log.error("the champion follower stalled; starting a new one")
+
+    def keep_reconciled(self, stop: threading.Event) -> None:
+        """Reconcile once subscribed (or after 30 s without Kafka), then every period, and at once on each
+        reassignment of the follower (it starts at the end of the topic: a promotion before it is found here).
+        A failed reconcile is retried with backoff, from 2 s up to the period."""
+        self._wait_for_cause(stop, 30)
+        retry = RETRY_FIRST_SECONDS
+        while not stop.is_set():
+            try:
+                self.reconcile()
+                wait, retry = self.reconcile_seconds, RETRY_FIRST_SECONDS
+            except Exception:
+                log.exception("reconciling champions with the registry failed; retrying", extra={"in_s": retry})
+                stop.wait(retry)
+                wait, retry = 0.0, min(retry * 2, self.reconcile_seconds)
+            self._wait_for_cause(stop, wait)
+
+    def _wait_for_cause(self, stop: threading.Event, timeout: float) -> None:
+        """Until `timeout` passes, the follower is (re)assigned its partition, or a failed load asks for a reconcile."""
+        deadline = time.monotonic() + timeout
+        while not stop.is_set() and time.monotonic() < deadline:
+            loop = self.loop
+            if loop is not None and loop.assigned.is_set():
+                loop.assigned.clear()
+                return
+            if self._reconcile_now.wait(timeout=min(1.0, max(0.0, deadline - time.monotonic()))):
+                self._reconcile_now.clear()
+                return
+
+
+def _newer(candidate: str, served: str) -> bool:
+    """Registry versions are integers that only grow; a non-number (never seen) counts as not newer."""
+    return candidate.isdigit() and served.isdigit() and int(candidate) > int(served)

@@ -1,0 +1,191 @@
+"""Inference replicas agree with the registry: the real stack's MLflow registry and Kafka, the real app.
+
+The models are tiny persistence baselines logged as real MLflow artifacts; one run is registered
+as a version of several identifiers' models, which is all a replica's loader looks at.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
+
+from flts.config import InferenceSettings, PipelineConfig
+from flts.data.generate import generate_lte_dataset
+from flts.data.preprocess import preprocess
+from flts.kafka import MessageProducer, ensure_topics
+from flts.messages import ModelSelected
+from flts.models.base import WindowLayout
+from flts.models.baselines import PersistenceForecaster
+from flts.predict import PREPROCESSING_FILE
+from flts.tracking import MODEL_ARTIFACT_PATH, TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker, registered_model_name
+from inference_container.service import create_app
+
+pytestmark = pytest.mark.integration
+
+CONFIG_HASH = "c" * 64
+RECONCILE_SECONDS = 3.0
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A persistence model as the trainers save it: the forecaster and its preprocessing metadata."""
+    train, test = generate_lte_dataset(train_rows=300, test_rows=100, seed=4)
+    meta = preprocess(train, test, PipelineConfig()).metadata
+    windows = PipelineConfig().windows
+    layout = WindowLayout.build(
+        meta["feature_columns"], meta["target_columns"], windows.input_seq_len, windows.output_seq_len
+    )
+    directory = tmp_path_factory.mktemp("persistence")
+    PersistenceForecaster(layout).save(directory)
+    (directory / PREPROCESSING_FILE).write_text(json.dumps(meta, default=str))
+    return directory
+
+
+@pytest.fixture
+def settings(fresh_settings) -> InferenceSettings:
+    settings = fresh_settings(
+        InferenceSettings,
+        topic_model_selected="it-selected-{suffix}",
+        mlflow_experiment="it-champions-{suffix}",
+        registered_model_prefix="it{suffix}",
+        consumer_group="it-inference-{suffix}",
+        session_timeout_ms=6000,
+        auth_enabled=False,  # as the local stack runs it: every caller is the admin
+    )
+    ensure_topics(settings, partitions=1)
+    return settings
+
+
+class Registry:
+    """Runs, versions and aliases as eval and the trainers leave them."""
+
+    def __init__(self, settings: InferenceSettings, model_dir: Path) -> None:
+        self.settings, self.model_dir = settings, model_dir
+        self.tracker = Tracker(settings)
+
+    def run(self, with_model: bool = True) -> str:
+        run_id = self.tracker.start_run(CONFIG_HASH, "PERSISTENCE", "any", "dataset")
+        if with_model:
+            self.log_model(run_id)
+        return run_id
+
+    def log_model(self, run_id: str) -> None:
+        self.tracker.client.log_artifacts(run_id, str(self.model_dir), MODEL_ARTIFACT_PATH)
+
+    def promote(self, identifier: str, run_id: str) -> str:
+        version = self.tracker.register(run_id, identifier, {TAG_CONFIG_HASH: CONFIG_HASH, TAG_MODEL_TYPE: "X"})
+        self.tracker.set_champion(identifier, version)
+        return version
+
+    def announce(self, identifier: str, run_id: str, version: str) -> None:
+        event = ModelSelected(
+            config_hash=CONFIG_HASH,
+            identifier=identifier,
+            model_type="PERSISTENCE",
+            run_id=run_id,
+            registered_model=registered_model_name(self.settings, identifier),
+            model_version=version,
+            score=0.0,
+            pointer=f"s3://{self.settings.bucket_promotion}/{identifier}/current.json",
+        )
+        producer = MessageProducer(self.settings)
+        producer.publish(self.settings.topic_model_selected, event)
+        producer.close()
+
+
+@pytest.fixture
+def registry(settings, model_dir) -> Registry:
+    return Registry(settings, model_dir)
+
+
+@pytest.fixture
+def replica(settings) -> Iterator[TestClient]:
+    """The inference app with its loader running (the lifespan), reconciling every few seconds."""
+    app = create_app(settings)
+    app.state.loader.reconcile_seconds = RECONCILE_SECONDS
+    with TestClient(app) as client:
+        yield client
+
+
+def _until(condition: Callable[[], bool], timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def _served(client: TestClient, identifier: str) -> str | None:
+    response = client.get("/model-info", params={"identifier": identifier})
+    return response.json()["model_version"] if response.status_code == 200 else None
+
+
+def _loads(outcome: str) -> float:
+    return REGISTRY.get_sample_value("flts_champion_loads_total", {"outcome": outcome}) or 0.0
+
+
+def test_a_replica_turns_ready_only_once_every_champion_is_loaded_page_by_page(settings, registry):
+    run_id = registry.run()
+    identifiers = [f"cell-{n:02d}" for n in range(12)]
+    for identifier in identifiers:
+        registry.promote(identifier, run_id)
+    app = create_app(settings)
+    app.state.loader.page_size = 5  # three pages: the paging a registry of more than 100 identifiers needs
+
+    assert TestClient(app).get("/readyz").status_code == 503, "ready before loading anything"
+    with TestClient(app) as client:
+        assert _until(lambda: client.get("/readyz").status_code == 200), client.get("/readyz").text
+        assert client.get("/readyz").json()["models"] == len(identifiers)
+        assert sorted(model["identifier"] for model in client.get("/models").json()) == identifiers
+
+
+def test_an_older_event_does_not_replace_a_newer_champion_and_a_missed_one_is_reconciled(registry, replica):
+    first = registry.run()
+    registry.promote("cell-a", first)
+    assert _until(lambda: _served(replica, "cell-a") == "1")
+    second = registry.run()
+    version = registry.promote("cell-a", second)
+    registry.announce("cell-a", second, version)
+    assert _until(lambda: _served(replica, "cell-a") == "2", timeout=RECONCILE_SECONDS * 3)
+
+    stale_before = _loads("stale")
+    registry.announce("cell-a", first, "1")  # a replica can hear an older promotion last
+    assert _until(lambda: _loads("stale") > stale_before), "the older event was not handled"
+    assert _served(replica, "cell-a") == "2", "an older event took the champion back"
+
+    registry.tracker.set_champion("cell-a", "1")  # an operator's rollback: no event at all
+    assert _until(lambda: _served(replica, "cell-a") == "1", timeout=RECONCILE_SECONDS * 4)
+
+
+def test_a_champion_that_failed_to_load_is_installed_once_it_can_be(registry, replica):
+    working = registry.run()
+    registry.promote("cell-b", working)
+    assert _until(lambda: _served(replica, "cell-b") == "1")
+    failed_before = _loads("failed")
+    broken = registry.run(with_model=False)  # registered before its artifacts exist: the download fails
+    version = registry.promote("cell-b", broken)
+    registry.announce("cell-b", broken, version)
+    assert _until(lambda: _loads("failed") > failed_before), "the load did not fail"
+    assert _served(replica, "cell-b") == "1" and replica.get("/readyz").status_code == 200
+
+    registry.log_model(broken)
+    assert _until(lambda: _served(replica, "cell-b") == "2", timeout=RECONCILE_SECONDS * 4)
+
+
+def test_a_replica_whose_follower_died_is_unready_and_unhealthy(registry, replica):
+    registry.promote("cell-c", registry.run())
+    assert _until(lambda: replica.get("/readyz").status_code == 200)
+    loader = replica.app.state.loader
+    loader.loop.stop()  # the follower thread ends while the app goes on
+    loader.follower.join(timeout=30)
+
+    ready = replica.get("/readyz")
+    assert ready.status_code == 503 and "follower is not running" in ready.json()["status"]
+    assert replica.get("/healthz").status_code == 503

@@ -8,13 +8,14 @@ from typing import Annotated, Any
 
 import pandas as pd
 from fastapi import Depends, HTTPException, Request, UploadFile
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flts.config import GatewaySettings, PipelineConfig, load_pipeline_config
 from flts.data.io import DataError, read_measurements, validate_measurements
 from flts.evaluate import decide
 from flts.kafka import MessageProducer
 from flts.layout import CLAIM_FILE, champion_pointer_uri, decision_uri, processed_prefix
-from flts.messages import ObjectRef
+from flts.messages import Measurement, ObjectRef
 from flts.storage import ObjectStore, ObjectTooLarge
 from flts.tracking import Tracker
 
@@ -22,6 +23,14 @@ IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CONFIG_HASH = re.compile(r"^[0-9a-f]{64}$")
 # What a network logs after each epoch (step = epoch), shown while it trains.
 PROGRESS_METRICS = ("epoch", "train_loss", "val_loss", "elapsed_seconds")
+
+
+class MeasurementRows(BaseModel):
+    """`POST /measurements` as JSON: rows of one series, each {time column: ISO-8601, column: number or null}."""
+
+    model_config = ConfigDict(extra="forbid")
+    identifier: str | None = None
+    rows: list[dict[str, str | float | int | None]] = Field(min_length=1)
 
 
 class Gateway:
@@ -52,6 +61,34 @@ class Gateway:
         except DataError as exc:
             raise HTTPException(422, f"{role} file {upload.filename!r}: {exc}") from exc
 
+    def measurements(self, body: bytes, content_type: str, identifier: str | None) -> list[Measurement]:
+        """A body of rows (CSV, or JSON {"identifier", "rows": [{column: cell}]}) checked as an upload is."""
+        if content_type.startswith("text/csv"):
+            data = body
+        elif content_type.startswith("application/json"):
+            try:
+                sent = MeasurementRows.model_validate_json(body)
+            except ValidationError as exc:
+                first = exc.errors(include_url=False)[0]
+                where = ".".join(str(part) for part in first["loc"]) or "body"
+                raise HTTPException(422, f"{where}: {first['msg']}") from exc
+            identifier = identifier or sent.identifier
+            data = pd.DataFrame(sent.rows).to_csv(index=False).encode()
+        else:
+            raise HTTPException(415, f"send rows as text/csv or application/json, not {content_type or 'nothing'}")
+        try:
+            frame = read_measurements(data, self.config.data, self.config.limits)
+        except DataError as exc:
+            raise HTTPException(422, f"rows: {exc}") from exc
+        identifier = self.resolved_identifier(identifier, frame)
+        time_column = self.config.data.time_column
+        columns = [c for c in frame.columns if c not in (time_column, self.config.data.identifier_column)]
+        cells = frame[columns].astype(object).where(frame[columns].notna(), None)
+        return [
+            Measurement(identifier=identifier, ts=ts, values=dict(zip(columns, row, strict=True)))
+            for ts, row in zip(frame[time_column], cells.itertuples(index=False, name=None), strict=True)
+        ]
+
     def validated(self, train: UploadFile, test: UploadFile | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         train_frame = self.parsed(train, "train")
         test_frame = self.parsed(test, "test") if test is not None else None
@@ -65,11 +102,22 @@ class Gateway:
         return self.store.get_json(uri) if self.store.exists(uri) else None
 
     def identifier_in(self, frame: pd.DataFrame) -> str | None:
+        """The series a file names in its identifier column (422 when it names several)."""
         column = self.config.data.identifier_column
         if column and column in frame.columns:
             values = frame[column].dropna().astype(str).unique()
+            if len(values) > 1:
+                raise HTTPException(
+                    422, f"the file holds {len(values)} series in column {column!r}; send one series per file"
+                )
             return str(values[0]) if len(values) else None
         return None
+
+    def resolved_identifier(self, given: str | None, frame: pd.DataFrame) -> str:
+        identifier = given or self.identifier_in(frame) or "global"
+        if not IDENTIFIER.match(identifier):
+            raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
+        return identifier
 
     def lineages(self, identifier: str) -> list[dict[str, Any]]:
         """An identifier's preprocessed lineages, newest first, each with eval's recorded outcome."""

@@ -10,23 +10,27 @@ import uuid
 from typing import Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from prometheus_client import Counter, make_asgi_app
 
 from flts import auth
 from flts.auth import Caller, require_admin, require_identifier
 from flts.config import GatewaySettings, compute_config_hash
-from flts.messages import DatasetUploaded
+from flts.layout import inference_log_uri
+from flts.messages import DatasetUploaded, InferenceData
 from flts.observability import configure_logging, log_context
 from flts.storage import ObjectNotFound
 from flts.web import BodySizeLimit
-from gateway_container.gateway import CONFIG_HASH, IDENTIFIER, GatewayDep
+from gateway_container.gateway import CONFIG_HASH, IDENTIFIER, GatewayDep, MeasurementRows
 from gateway_container.ui import router as ui_router
 
 log = logging.getLogger(__name__)
 
 UPLOADS = Counter("flts_gateway_uploads_total", "Dataset uploads by outcome.", ["outcome"])
+MEASUREMENTS = Counter("flts_gateway_measurements_total", "Rows published on the measurements topic.")
+SCORING_CLAIMS = Counter("flts_gateway_scoring_claims_total", "Files of rows accepted for batch scoring.")
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
@@ -72,9 +76,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         if identifier is not None:
             require_identifier(principal, identifier)  # before the CSV is parsed
         train_frame, test_frame = gw.validated(train, test)
-        identifier = identifier or gw.identifier_in(train_frame) or "global"
-        if not IDENTIFIER.match(identifier):
-            raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
+        identifier = gw.resolved_identifier(identifier, train_frame)
         require_identifier(principal, identifier)
         dataset_id = uuid.uuid4().hex[:16]
         with log_context(dataset_id=dataset_id, identifier=identifier):
@@ -105,6 +107,71 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             "test": test_ref.model_dump() if test_ref else None,
             "status_url": f"/runs/{config_hash}?identifier={identifier}",
         }
+
+    @app.post("/score", status_code=202, tags=["scoring"])
+    def score_rows(
+        principal: Caller,
+        gw: GatewayDep,
+        rows: Annotated[UploadFile, File(description="CSV of measurements: a time column and the model's columns.")],
+        identifier: Annotated[str | None, Query(description="Whose champion scores the rows.")] = None,
+    ) -> dict[str, Any]:
+        """Forecast every window of a file of rows with the identifier's champion, in the background.
+
+        The file is checked as an upload is, stored, and claimed on `inference-data`; an inference replica
+        writes the forecasts (and the errors, where the file holds the actual values) to `result_uri` once
+        and announces them on `inference-scored`. Rows it cannot score go to the dead-letter topic.
+        """
+        if identifier is not None:
+            require_identifier(principal, identifier)  # before the CSV is parsed
+        frame = gw.parsed(rows, "rows")
+        identifier = gw.resolved_identifier(identifier, frame)
+        require_identifier(principal, identifier)
+        claim_id = uuid.uuid4().hex[:16]
+        with log_context(claim_id=claim_id, identifier=identifier):
+            data = gw.store_upload(rows, f"{identifier}/scoring/{claim_id}.csv", len(frame))
+            claim = InferenceData(identifier=identifier, claim_id=claim_id, dataset_id=claim_id, rows="raw", data=data)
+            gw.producer.publish(settings.topic_inference_data, claim)
+            SCORING_CLAIMS.inc()
+            log.info("rows sent for scoring", extra={"rows": len(frame)})
+        return {
+            "claim_id": claim_id,
+            "identifier": identifier,
+            "rows": len(frame),
+            "data": data.model_dump(),
+            "result_uri": inference_log_uri(settings, identifier, claim.created_at, claim_id),
+            "completion_topic": settings.topic_inference_scored,
+        }
+
+    @app.post(
+        "/measurements",
+        status_code=202,
+        tags=["measurements"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": MeasurementRows.model_json_schema()},
+                    "text/csv": {"schema": {"type": "string"}},
+                },
+            }
+        },
+    )
+    async def post_measurements(
+        request: Request,
+        principal: Caller,
+        gw: GatewayDep,
+        identifier: Annotated[str | None, Query(description="The series the rows belong to.")] = None,
+    ) -> dict[str, Any]:
+        """New rows of a series, published on the measurements topic (one message per row, keyed by identifier):
+        the inference service forecasts from each one as it lands and publishes the forecast on `forecasts`."""
+        if identifier is not None:
+            require_identifier(principal, identifier)  # before the body is parsed
+        body = await request.body()
+        rows = await run_in_threadpool(gw.measurements, body, request.headers.get("content-type", ""), identifier)
+        require_identifier(principal, rows[0].identifier)
+        await run_in_threadpool(gw.producer.publish_many, settings.topic_measurements, rows)
+        MEASUREMENTS.inc(len(rows))
+        return {"identifier": rows[0].identifier, "rows": len(rows), "topic": settings.topic_measurements}
 
     @app.get("/datasets", tags=["datasets"])
     def list_datasets(

@@ -36,6 +36,8 @@ from flts.observability import configure_logging, log_context
 from flts.predict import Forecasts, RequestError, ServingModel, Window, iso_times
 from flts.web import BodySizeLimit
 from inference_container.champions import ChampionLoader, Champions
+from inference_container.scoring import score_claims
+from inference_container.streaming import stream_forecasts
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +152,12 @@ def create_app(
         stop = threading.Event()
         if loader is not None:
             loader.start(stop)
+            threading.Thread(
+                target=score_claims, args=(settings, champions.get, stop), name="batch-scorer", daemon=True
+            ).start()
+            threading.Thread(
+                target=stream_forecasts, args=(settings, champions, stop), name="stream-forecaster", daemon=True
+            ).start()
         yield
         stop.set()
         await batcher.close()

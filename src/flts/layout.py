@@ -29,3 +29,8 @@ def decision_uri(settings: CommonSettings, identifier: str, config_hash: str) ->
 def history_uri(settings: CommonSettings, identifier: str, at: datetime, config_hash: str) -> str:
     """One entry per promotion of the identifier, in time order."""
     return f"s3://{settings.bucket_promotion}/{identifier}/history/{at:%Y%m%dT%H%M%S%f}-{config_hash[:12]}.json"
+
+
+def inference_log_uri(settings: CommonSettings, identifier: str, day: datetime, claim_id: str) -> str:
+    """A scored batch claim's result (written once: its presence means "scored")."""
+    return f"s3://{settings.bucket_inference_logs}/{identifier}/{day:%Y-%m-%d}/{claim_id}.parquet"

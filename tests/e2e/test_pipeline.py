@@ -5,6 +5,7 @@ Bounded: a small dataset and a small model config, so the whole module runs in a
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import uuid
@@ -19,6 +20,7 @@ from rich.console import Console
 from flts.client import window_request
 from flts.config import CommonSettings
 from flts.data.generate import write_dataset
+from flts.messages import Forecast
 from flts.stack import manager
 from flts.storage import ObjectStore
 from flts.tracking import Tracker
@@ -48,6 +50,31 @@ def test_upload_to_served_champion(first_run, settings, client, dataset):
     assert forecast["model_version"] == champion["model_version"]
     assert forecast["run_id"] == champion["run_id"]
     assert len(forecast["predictions"]) == 1
+
+
+def test_the_lineage_is_scored_once_into_inference_logs_and_new_rows_come_back_as_forecasts(
+    first_run, client, dataset, settings, read_topic
+):
+    store = ObjectStore(settings)
+    config_hash = first_run["upload"]["config_hash"]
+    # The upload that processed the lineage (a kept test stack has seen this dataset before) names the claim.
+    dataset_id = store.get_json(f"s3://{settings.bucket_processed}/global/{config_hash}/metadata.json")["dataset_id"]
+    deadline = time.monotonic() + 120
+    while not (results := [o for o in store.list(settings.bucket_inference_logs, "global/") if dataset_id in o["Key"]]):
+        assert time.monotonic() < deadline, "preprocess's claim of the test split was not scored"
+        time.sleep(2)
+    assert [o["Key"].rsplit("/", 1)[1] for o in results] == [f"{dataset_id}-test.parquet"]
+    scored = pd.read_parquet(io.BytesIO(store.get_bytes(f"s3://{settings.bucket_inference_logs}/{results[0]['Key']}")))
+    assert set(scored["model_version"].astype(str)) == {first_run["status"]["champion"]["model_version"]}
+
+    test = pd.read_csv(dataset[1])
+    last = pd.Timestamp(test["time"].iloc[-1], tz="UTC")
+    cells = {name: None if pd.isna(value) else value for name, value in test.iloc[-1].items()}
+    row = {**cells, "time": (last + pd.Timedelta("2min")).isoformat()}
+    response = httpx.post(f"{client.gateway_url}/measurements", json={"rows": [row]}, timeout=30)
+    assert response.status_code == 202, response.text
+    forecasts = read_topic(settings, settings.topic_forecasts, 1, Forecast.from_bytes)
+    assert [(f.identifier, f.last_observed) for f in forecasts] == [("global", last + pd.Timedelta("2min"))]
 
 
 def test_the_same_dataset_again_does_not_retrain(first_run, client, dataset, settings):

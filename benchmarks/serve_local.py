@@ -74,7 +74,8 @@ def main() -> None:
 
     import torch
 
-    from inference_container.service import Champions, create_app
+    from inference_container.champions import Champions
+    from inference_container.service import create_app
 
     settings = InferenceSettings(http_port=args.port)
     torch.set_num_threads(settings.torch_num_threads)

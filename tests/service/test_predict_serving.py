@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,8 @@ from fastapi.testclient import TestClient
 from flts.client import window_request
 from flts.config import InferenceConfig, InferenceSettings, PipelineConfig
 from flts.data.preprocess import preprocess
-from inference_container.service import Champions, create_app
+from inference_container.champions import Champions
+from inference_container.service import create_app
 
 CONFIG = PipelineConfig()
 
@@ -27,8 +29,9 @@ def _client(model, latest=None, **limits) -> TestClient:
 
 
 @pytest.fixture
-def client(gru_model) -> TestClient:
-    return _client(gru_model)
+def client(gru_model) -> Iterator[TestClient]:
+    with _client(gru_model) as client:
+        yield client
 
 
 @pytest.fixture
@@ -180,8 +183,9 @@ def test_a_mostly_missing_window_is_a_422(client, rows, blank, fragment):
 
 
 @pytest.fixture
-def seeded(gru_model, processed) -> TestClient:
-    return _client(gru_model, gru_model.window_from_processed(processed.test))
+def seeded(gru_model, processed) -> Iterator[TestClient]:
+    with _client(gru_model, gru_model.window_from_processed(processed.test)) as client:
+        yield client
 
 
 @pytest.mark.parametrize("body", [{}, {"inference_length": 1}, {"identifier": "global"}])
@@ -245,7 +249,7 @@ def test_a_loaded_champion_is_seeded_from_the_end_of_its_lineages_processed_data
     """The loader reads processed-data/<identifier>/<config_hash>/test.parquet (a stand-in store serves it)."""
     import io
 
-    from inference_container.service import ChampionLoader
+    from inference_container.champions import ChampionLoader
 
     class Store:
         def __init__(self) -> None:

@@ -27,9 +27,9 @@ from flts.config import PipelineConfig  # noqa: E402  (imports are part of what 
 from flts.data.generate import generate_lte_dataset  # noqa: E402
 from flts.data.preprocess import ProcessedDataset, preprocess  # noqa: E402
 from flts.data.windows import Windows, make_windows  # noqa: E402
-from flts.metrics import forecast_metrics  # noqa: E402
 from flts.models.base import WindowLayout  # noqa: E402
 from flts.models.baselines import PersistenceForecaster  # noqa: E402
+from flts.scoring import forecast_metrics  # noqa: E402
 
 TARGET_SECONDS = 60.0
 

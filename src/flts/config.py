@@ -123,7 +123,7 @@ class TrainSettings(ConsumerSettings):
         return self
 
 
-class NonMLSettings(ConsumerSettings):
+class NonmlSettings(ConsumerSettings):
     service_name: str = "nonml"
     consumer_group: str = "flts-train-prophet"
     prophet_workers: int = 2

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from flts.config import EvaluationConfig
-from flts.metrics import composite_score
+from flts.scoring import composite_score
 from flts.tracking import RunSummary
 
 TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})

@@ -27,11 +27,11 @@ from flts.data.scaler import Scaler
 from flts.data.windows import Windows, make_windows
 from flts.kafka import MessageProducer, PermanentError
 from flts.messages import ModelTraining, ObjectRef, TrainingData
-from flts.metrics import forecast_metrics, in_sample_naive_mae
 from flts.models.base import Forecaster, WindowLayout
 from flts.observability import log_context
 from flts.outages import is_outage
 from flts.predict import PREPROCESSING_FILE
+from flts.scoring import forecast_metrics, in_sample_naive_mae
 from flts.storage import ObjectNotFound, ObjectStore, sha256_bytes
 from flts.tracking import MODEL_ARTIFACT_PATH, TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
 

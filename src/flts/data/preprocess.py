@@ -1,8 +1,8 @@
 """Every data decision, made once: grid, gaps, outliers, features, split, sampling, scaling.
 
-``preprocess`` fits everything on the train split and records it in a JSON-serialisable metadata
-dict; ``prepare_for_inference`` replays exactly the same transform on raw rows sent to /predict
-(both go through ``_features``), so a served model sees what it was trained on.
+``preprocess`` fits everything on the train split and records it in the lineage's metadata;
+``FeatureTransform`` rebuilds that fitted transform from it, and serving (``flts.predict``) applies
+it to the rows sent to /predict, so a served model sees what it was trained on.
 """
 
 from __future__ import annotations

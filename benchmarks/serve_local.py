@@ -20,7 +20,8 @@ from flts.config import InferenceSettings, PipelineConfig, load_pipeline_config
 from flts.data.generate import generate_lte_dataset
 from flts.data.preprocess import preprocess
 from flts.data.windows import make_windows
-from flts.predict import PREPROCESSING_FILE, ModelIdentity, ServingModel
+from flts.layout import PREPROCESSING_FILE
+from flts.predict import ModelIdentity, ServingModel
 
 
 def build(directory: Path, config: PipelineConfig) -> None:

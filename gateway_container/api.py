@@ -11,8 +11,14 @@ from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Upl
 from fastapi.responses import StreamingResponse
 from prometheus_client import Counter
 
-from flts.config import compute_config_hash
-from flts.layout import CLAIM_FILE, decision_uri
+from flts.layout import (
+    CLAIM_FILE,
+    config_hash_of_claim,
+    decision_uri,
+    identifier_prefix,
+    lineage_config_hash,
+    upload_key,
+)
 from flts.messages import DatasetUploaded
 from flts.observability import log_context
 from flts.storage import ObjectNotFound
@@ -62,13 +68,12 @@ def upload_dataset(
     identifier = _checked_identifier(identifier or gw.identifier_in(train_frame) or "global")
     dataset_id = uuid.uuid4().hex[:16]
     with log_context(dataset_id=dataset_id, identifier=identifier):
-        prefix = f"{identifier}/{dataset_id}"
-        train_ref = gw.store_upload(train, f"{prefix}/train.csv", len(train_frame))
+        train_ref = gw.store_upload(train, upload_key(identifier, dataset_id, "train"), len(train_frame))
         test_ref = None
         if test is not None and test_frame is not None:
-            test_ref = gw.store_upload(test, f"{prefix}/test.csv", len(test_frame))
-        hashes = [train_ref.sha256] + ([test_ref.sha256] if test_ref else [])
-        config_hash = compute_config_hash(gw.config, identifier, *hashes)
+            test_ref = gw.store_upload(test, upload_key(identifier, dataset_id, "test"), len(test_frame))
+        test_sha256 = test_ref.sha256 if test_ref else None
+        config_hash = lineage_config_hash(gw.config, identifier, train_ref.sha256, test_sha256)
         message = DatasetUploaded(
             dataset_id=dataset_id,
             identifier=identifier,
@@ -100,7 +105,7 @@ def list_datasets(
 ) -> dict[str, Any]:
     """One identifier's uploads, a page at a time (never every tenant's at once)."""
     _checked_identifier(identifier)
-    objects, next_after = gw.store.page(gw.settings.bucket_datasets, f"{identifier}/", limit, after)
+    objects, next_after = gw.store.page(gw.settings.bucket_datasets, identifier_prefix(identifier), limit, after)
     items = [
         {"key": o["Key"], "size_bytes": o["Size"], "last_modified": o["LastModified"].isoformat()} for o in objects
     ]
@@ -114,11 +119,11 @@ def list_lineages(
 ) -> dict[str, Any]:
     """An identifier's preprocessed lineages, newest first, each with eval's recorded outcome."""
     _checked_identifier(identifier)
-    objects = gw.store.list(gw.settings.bucket_processed, f"{identifier}/")
+    objects = gw.store.list(gw.settings.bucket_processed, identifier_prefix(identifier))
     claims = sorted((o for o in objects if o["Key"].endswith(f"/{CLAIM_FILE}")), key=lambda o: o["LastModified"])
     lineages = []
     for claim in reversed(claims):
-        config_hash = claim["Key"].split("/")[1]
+        config_hash = config_hash_of_claim(claim["Key"])
         recorded = gw.json_if_exists(decision_uri(gw.settings, identifier, config_hash)) or {}
         lineages.append(
             {

@@ -12,7 +12,7 @@ from flts.config import GatewaySettings, PipelineConfig
 from flts.data.io import DataError, read_measurements, validate_measurements
 from flts.evaluate import decide
 from flts.kafka import MessageProducer
-from flts.layout import champion_pointer_uri, decision_uri, processed_prefix
+from flts.layout import METADATA_FILE, champion_pointer_uri, decision_uri, processed_uri
 from flts.messages import ObjectRef
 from flts.storage import ObjectStore, ObjectTooLarge
 from flts.tracking import Tracker
@@ -77,7 +77,7 @@ class Gateway:
     def lineage_status(self, config_hash: str, identifier: str) -> dict[str, Any]:
         """Every stage of a lineage: preprocessing, each model's training, the leaderboard, the champion."""
         settings = self.settings
-        metadata_uri = f"{processed_prefix(settings, identifier, config_hash)}/metadata.json"
+        metadata_uri = processed_uri(settings, identifier, config_hash, METADATA_FILE)
         preprocessed = None
         if (metadata := self.json_if_exists(metadata_uri)) is not None:
             preprocessed = {

@@ -20,6 +20,7 @@ from prometheus_client import Gauge
 
 from flts.config import InferenceSettings, load_pipeline_config
 from flts.kafka import ConsumerLoop, ConsumerStalled
+from flts.layout import processed_uri, split_file
 from flts.messages import ModelSelected
 from flts.predict import ModelIdentity, ServingModel, Window
 from flts.storage import ObjectStore
@@ -100,7 +101,7 @@ class ChampionLoader:
     def latest_rows(self, model: ServingModel) -> Window | None:
         """The end of the lineage's data: the last rows of its processed test split (the latest split)."""
         identity = model.identity
-        uri = f"s3://{self.settings.bucket_processed}/{identity.identifier}/{identity.config_hash}/test.parquet"
+        uri = processed_uri(self.settings, identity.identifier, identity.config_hash, split_file("test"))
         try:
             self._store = self._store or ObjectStore(self.settings)
             return model.window_from_processed(pd.read_parquet(io.BytesIO(self._store.get_bytes(uri))))

@@ -27,9 +27,9 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from flts.data.preprocess import GAP_COLUMN, FeatureTransform
+from flts.layout import PREPROCESSING_FILE
 from flts.models.base import Forecaster, load_forecaster
 
-PREPROCESSING_FILE = "preprocessing.json"
 # A window with more of its cells missing than this share is refused rather than filled.
 MAX_MISSING_SHARE = 0.5
 _MIN_NS, _MAX_NS = pd.Timestamp.min.value, pd.Timestamp.max.value

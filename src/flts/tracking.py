@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flts.config import CommonSettings
+from flts.layout import MODEL_ARTIFACT_PATH
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -33,7 +34,6 @@ TAG_ERROR = "flts.error"
 TAG_UPLOADED_AT = "flts.uploaded_at_ms"
 # The trainer beats this while it trains (epoch ms); a RUNNING run whose beat stopped lost its process.
 TAG_HEARTBEAT = "flts.heartbeat_ms"
-MODEL_ARTIFACT_PATH = "model"
 
 
 @dataclass(frozen=True)

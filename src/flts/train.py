@@ -26,14 +26,14 @@ from flts.config import CommonSettings, PipelineConfig
 from flts.data.scaler import Scaler
 from flts.data.windows import Windows, make_windows
 from flts.kafka import MessageProducer, PermanentError
+from flts.layout import MODEL_ARTIFACT_PATH, PREPROCESSING_FILE
 from flts.messages import ModelTraining, ObjectRef, TrainingData
 from flts.models.base import Forecaster, WindowLayout
 from flts.observability import log_context
 from flts.outages import is_outage
-from flts.predict import PREPROCESSING_FILE
 from flts.scoring import forecast_metrics, in_sample_naive_mae
 from flts.storage import ObjectNotFound, ObjectStore, sha256_bytes
-from flts.tracking import MODEL_ARTIFACT_PATH, TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
+from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,11 @@ from flts.config import PipelineConfig, RecurrentConfig
 from flts.data.generate import generate_lte_dataset
 from flts.data.preprocess import preprocess
 from flts.data.windows import make_windows
+from flts.layout import PREPROCESSING_FILE
 from flts.models.base import WindowLayout
 from flts.models.baselines import PersistenceForecaster
 from flts.models.recurrent import train_recurrent
-from flts.predict import PREPROCESSING_FILE, ModelIdentity, ServingModel
+from flts.predict import ModelIdentity, ServingModel
 
 CONFIG = PipelineConfig()
 

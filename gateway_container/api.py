@@ -50,7 +50,7 @@ def _checked_identifier(identifier: str) -> str:
 @router.get("/readyz", tags=["probes"])
 def readyz(gw: GatewayDep) -> dict[str, str]:
     try:
-        gw.store.client.head_bucket(Bucket=gw.settings.bucket_datasets)
+        gw.check_store()
     except Exception as exc:
         raise HTTPException(503, f"object store not reachable: {exc}", headers={"Retry-After": "5"}) from exc
     return {"status": "ready"}

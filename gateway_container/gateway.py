@@ -55,6 +55,10 @@ class Gateway:
             raise HTTPException(422, str(exc)) from exc
         return train_frame, test_frame
 
+    def check_store(self) -> None:
+        """Raise unless the datasets bucket answers (readiness)."""
+        self.store.check_bucket(self.settings.bucket_datasets)
+
     def json_if_exists(self, uri: str) -> dict[str, Any] | None:
         return self.store.get_json(uri) if self.store.exists(uri) else None
 
@@ -119,8 +123,6 @@ class Gateway:
                 "reason": decision.reason,
                 "outcome": (recorded or {}).get("outcome"),
             },
-            "leaderboard": [
-                {"model_type": c.model_type, "run_id": c.run_id, "score": c.score} for c in decision.leaderboard
-            ],
+            "leaderboard": decision.leaderboard_records(),
             "champion": champion,
         }

@@ -24,7 +24,7 @@ from flts.layout import processed_uri, split_file
 from flts.messages import ModelSelected
 from flts.predict import ModelIdentity, ServingModel, Window
 from flts.storage import ObjectStore
-from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
+from flts.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,7 @@ class ChampionLoader:
         self._store: ObjectStore | None = None
 
     def load_all(self) -> None:
-        prefix = f"{self.settings.registered_model_prefix}-"
-        for registered in self.tracker.client.search_registered_models(f"name LIKE '{prefix}%'"):
-            identifier = registered.name.removeprefix(prefix)
+        for identifier in self.tracker.registered_identifiers():
             version = self.tracker.champion(identifier)
             if version is not None:
                 self.load(identifier, str(version.version), version.run_id)
@@ -84,13 +82,13 @@ class ChampionLoader:
         current = self.champions.get(identifier)
         if current is not None and current.identity.model_version == model_version:
             return
-        run = self.tracker.client.get_run(run_id)
+        run = self.tracker.run_summary(run_id)
         identity = ModelIdentity(
             identifier=identifier,
-            model_type=run.data.tags.get(TAG_MODEL_TYPE, "?"),
+            model_type=run.model_type,
             model_version=model_version,
             run_id=run_id,
-            config_hash=run.data.tags.get(TAG_CONFIG_HASH, ""),
+            config_hash=run.config_hash,
         )
         self.cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.cache) as tmp:

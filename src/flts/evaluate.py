@@ -39,6 +39,10 @@ class Decision:
     leaderboard: list[Candidate]
     winner: Candidate | None
 
+    def leaderboard_records(self) -> list[dict[str, str | float]]:
+        """The leaderboard as eval records it and the gateway shows it: model type, run and score, best first."""
+        return [{"model_type": c.model_type, "run_id": c.run_id, "score": c.score} for c in self.leaderboard]
+
 
 def latest_per_model_type(runs: list[RunSummary]) -> dict[str, RunSummary]:
     """The run that speaks for each model type: its newest finished run, else its newest run."""

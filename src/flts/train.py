@@ -26,7 +26,7 @@ from flts.config import CommonSettings, PipelineConfig
 from flts.data.scaler import Scaler
 from flts.data.windows import Windows, make_windows
 from flts.kafka import MessageProducer, PermanentError
-from flts.layout import MODEL_ARTIFACT_PATH, PREPROCESSING_FILE
+from flts.layout import PREPROCESSING_FILE
 from flts.messages import ModelTraining, ObjectRef, TrainingData
 from flts.models.base import Forecaster, WindowLayout
 from flts.observability import log_context
@@ -166,7 +166,7 @@ class TrainingJob:
             version = self.tracker.register(
                 run_id, claim.identifier, {TAG_CONFIG_HASH: claim.config_hash, TAG_MODEL_TYPE: model_type}
             )
-            self.tracker.client.set_terminated(run_id, status="FINISHED")
+            self.tracker.finish_run(run_id)
             log.info("training finished", extra={"model_version": version, "test_rmse": metrics.get("test_rmse")})
             self._announce(claim, model_type, "SUCCESS", run_id, metrics, version)
 
@@ -201,14 +201,10 @@ class TrainingJob:
             thread.join(timeout=5)
 
     def _train_and_log(self, fit: Fit, data: LineageData, run_id: str) -> dict[str, float]:
-        from mlflow.entities import Metric, Param
-
-        client = self.tracker.client
         started = time.monotonic()
 
         def on_epoch(epoch: int, values: dict[str, float]) -> None:
-            now = int(time.time() * 1000)
-            client.log_batch(run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in values.items()])
+            self.tracker.log(run_id, values, step=epoch)
             log.info("epoch done", extra={"epoch": epoch, **values})
 
         forecaster, params = fit(data, on_epoch)
@@ -223,16 +219,11 @@ class TrainingJob:
             "train_windows": len(data.windows["train"]),
             "test_windows": len(data.windows["test"]),
         }
-        now = int(time.time() * 1000)
-        client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if np.isfinite(v)],
-            params=[Param(k, str(v)[:6000]) for k, v in all_params.items()],
-        )
+        self.tracker.log(run_id, {k: v for k, v in metrics.items() if np.isfinite(v)}, params=all_params)
         with tempfile.TemporaryDirectory(prefix="flts-model-") as tmp:
             forecaster.save(Path(tmp))
             (Path(tmp) / PREPROCESSING_FILE).write_text(json.dumps(data.metadata, indent=2, default=str))
-            client.log_artifacts(run_id, tmp, MODEL_ARTIFACT_PATH)
+            self.tracker.log_model(run_id, Path(tmp))
         return metrics
 
     def _announce(

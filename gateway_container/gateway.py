@@ -10,6 +10,7 @@ from fastapi import HTTPException, UploadFile
 
 from flts.config import GatewaySettings, PipelineConfig
 from flts.data.io import DataError, read_measurements, validate_measurements
+from flts.data.metadata import PreprocessingMetadata
 from flts.evaluate import decide
 from flts.kafka import MessageProducer
 from flts.layout import METADATA_FILE, champion_pointer_uri, decision_uri, processed_uri
@@ -83,13 +84,14 @@ class Gateway:
         settings = self.settings
         metadata_uri = processed_uri(settings, identifier, config_hash, METADATA_FILE)
         preprocessed = None
-        if (metadata := self.json_if_exists(metadata_uri)) is not None:
+        if (stored := self.json_if_exists(metadata_uri)) is not None:
+            metadata = PreprocessingMetadata.parse(stored, metadata_uri)
             preprocessed = {
-                "rows": metadata.get("rows"),
-                "feature_columns": metadata.get("feature_columns"),
-                "target_columns": metadata.get("target_columns"),
-                "frequency": metadata.get("frequency"),
-                "sampling": metadata.get("config", {}).get("preprocessing", {}).get("sample"),
+                "rows": metadata.rows,
+                "feature_columns": metadata.feature_columns,
+                "target_columns": metadata.target_columns,
+                "frequency": metadata.frequency,
+                "sampling": metadata.config.preprocessing.sample.model_dump(mode="json"),
                 "metadata_uri": metadata_uri,
             }
         # Only this identifier's runs: a config_hash of another tenant shows nothing of theirs.

@@ -57,7 +57,7 @@ class Preprocessor:
             self.store.put_json(claim_uri, claim.model_dump(mode="json"))
             self.producer.publish(self.settings.topic_training_data, claim)
             self.producer.publish(self.settings.topic_inference_data, inference)
-            log.info("preprocessed", extra={"rows": processed.metadata.get("rows")})
+            log.info("preprocessed", extra={"rows": processed.metadata.rows})
 
     def _read(self, ref: ObjectRef) -> pd.DataFrame:
         try:
@@ -74,7 +74,7 @@ class Preprocessor:
     def _write(
         self, upload: DatasetUploaded, config_hash: str, prefix: str, processed: ProcessedDataset
     ) -> tuple[TrainingData, InferenceData]:
-        metadata = {**processed.metadata, "config_hash": config_hash, "dataset_id": upload.dataset_id}
+        metadata = processed.metadata.model_copy(update={"config_hash": config_hash, "dataset_id": upload.dataset_id})
         splits = {
             name: self._put_parquet(f"{prefix}/{split_file(name)}", frame)
             for name, frame in (
@@ -83,9 +83,9 @@ class Preprocessor:
                 ("test", processed.test),
             )
         }
-        meta = _ref(self.store.put_json(f"{prefix}/{METADATA_FILE}", metadata))
-        self.store.put_json(f"{prefix}/{SCALER_FILE}", metadata["scaler"])
-        self.store.put_json(f"{prefix}/{CONFIG_FILE}", metadata["config"])
+        meta = _ref(self.store.put_json(f"{prefix}/{METADATA_FILE}", metadata.to_json()))
+        self.store.put_json(f"{prefix}/{SCALER_FILE}", metadata.scaler)
+        self.store.put_json(f"{prefix}/{CONFIG_FILE}", metadata.config.model_dump(mode="json"))
         common = {
             "config_hash": config_hash,
             "identifier": upload.identifier,
@@ -97,10 +97,10 @@ class Preprocessor:
             validation=splits["validation"],
             test=splits["test"],
             metadata=meta,
-            time_column=metadata["time_column"],
-            feature_columns=metadata["feature_columns"],
-            target_columns=metadata["target_columns"],
-            frequency=metadata["frequency"],
+            time_column=metadata.time_column,
+            feature_columns=metadata.feature_columns,
+            target_columns=metadata.target_columns,
+            frequency=metadata.frequency,
             force=upload.force,
             uploaded_at=upload.created_at,
         )

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from flts.config import CommonSettings, PipelineConfig
-from flts.data.scaler import Scaler
+from flts.data.metadata import MetadataError, PreprocessingMetadata
 from flts.data.windows import Windows, make_windows
 from flts.kafka import MessageProducer, PermanentError
 from flts.layout import PREPROCESSING_FILE
@@ -49,7 +49,7 @@ class LineageData:
     claim: TrainingData
     frames: dict[str, pd.DataFrame]
     windows: dict[str, Windows]
-    metadata: dict[str, Any]
+    metadata: PreprocessingMetadata
     config: PipelineConfig
 
     @property
@@ -75,10 +75,14 @@ def load_lineage_data(store: ObjectStore, claim: TrainingData) -> LineageData:
             "validation": read_parquet(store, claim.validation),
             "test": read_parquet(store, claim.test),
         }
-        metadata = store.get_json(claim.metadata.uri)
+        stored = store.get_json(claim.metadata.uri)
     except ObjectNotFound as exc:
         raise PermanentError(f"object behind the claim is missing: {exc}") from exc
-    config = PipelineConfig.model_validate(metadata["config"])
+    try:
+        metadata = PreprocessingMetadata.parse(stored, claim.metadata.uri)
+    except MetadataError as exc:
+        raise PermanentError(str(exc)) from exc
+    config = metadata.config
     windows = {
         split: make_windows(
             frame,
@@ -102,7 +106,7 @@ def score(forecaster: Forecaster, data: LineageData) -> dict[str, float]:
     """Test metrics on windows never seen in training or early stopping, scaled and original scale."""
     test = data.windows["test"]
     predictions = forecaster.predict(test.inputs, test.target_times)
-    scaler = Scaler.from_dict(data.metadata["scaler"])
+    scaler = data.metadata.fitted_scaler
     naive_mae = in_sample_naive_mae(data.frames["train"][data.claim.target_columns].to_numpy(np.float64))
     return forecast_metrics(
         test.targets,
@@ -222,7 +226,7 @@ class TrainingJob:
         self.tracker.log(run_id, {k: v for k, v in metrics.items() if np.isfinite(v)}, params=all_params)
         with tempfile.TemporaryDirectory(prefix="flts-model-") as tmp:
             forecaster.save(Path(tmp))
-            (Path(tmp) / PREPROCESSING_FILE).write_text(json.dumps(data.metadata, indent=2, default=str))
+            (Path(tmp) / PREPROCESSING_FILE).write_text(json.dumps(data.metadata.to_json(), indent=2))
             self.tracker.log_model(run_id, Path(tmp))
         return metrics
 

@@ -35,7 +35,7 @@ def processed(raw_data):
 def _serve(forecaster, processed, directory: Path, model_type: str, version: str) -> ServingModel:
     directory.mkdir(parents=True, exist_ok=True)
     forecaster.save(directory)
-    (directory / PREPROCESSING_FILE).write_text(json.dumps(processed.metadata, default=str))
+    (directory / PREPROCESSING_FILE).write_text(json.dumps(processed.metadata.to_json()))
     identity = ModelIdentity("global", model_type, version, f"run-{model_type.lower()}", "f" * 64)
     return ServingModel.load(directory, identity, CONFIG.inference.max_inference_length)
 
@@ -44,7 +44,7 @@ def _serve(forecaster, processed, directory: Path, model_type: str, version: str
 def layout(processed) -> WindowLayout:
     meta = processed.metadata
     return WindowLayout.build(
-        meta["feature_columns"], meta["target_columns"], CONFIG.windows.input_seq_len, CONFIG.windows.output_seq_len
+        meta.feature_columns, meta.target_columns, CONFIG.windows.input_seq_len, CONFIG.windows.output_seq_len
     )
 
 
@@ -54,9 +54,9 @@ def gru_model(processed, layout, tmp_path_factory) -> ServingModel:
     windows = {
         split: make_windows(
             frame,
-            meta["time_column"],
-            meta["feature_columns"],
-            meta["target_columns"],
+            meta.time_column,
+            meta.feature_columns,
+            meta.target_columns,
             CONFIG.windows.input_seq_len,
             CONFIG.windows.output_seq_len,
         )
@@ -66,8 +66,8 @@ def gru_model(processed, layout, tmp_path_factory) -> ServingModel:
         "GRU",
         windows["train"],
         windows["validation"],
-        meta["feature_columns"],
-        meta["target_columns"],
+        meta.feature_columns,
+        meta.target_columns,
         layout.target_indices,
         RecurrentConfig(hidden_size=16, num_layers=1, epochs=2),
     )

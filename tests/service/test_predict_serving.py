@@ -3,9 +3,12 @@ from the latest known rows, and a 422 (never a 5xx) for values the model cannot 
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,7 +17,10 @@ from fastapi.testclient import TestClient
 
 from flts.client import window_request
 from flts.config import InferenceConfig, InferenceSettings, PipelineConfig
+from flts.data.metadata import MetadataError
 from flts.data.preprocess import preprocess
+from flts.layout import PREPROCESSING_FILE
+from flts.predict import ServingModel
 from inference_container.champions import Champions
 from inference_container.service import create_app
 
@@ -125,7 +131,7 @@ def _training_features(raw_data, rows: list[dict]) -> np.ndarray:
     frame = processed.test
     stamps = frame["time"].dt.tz_localize(None).astype(str).str.replace(" ", "T")
     last = int(np.flatnonzero(stamps == rows[-1]["time"])[0])
-    return frame[processed.metadata["feature_columns"]].iloc[last - 9 : last + 1].to_numpy()
+    return frame[processed.metadata.feature_columns].iloc[last - 9 : last + 1].to_numpy()
 
 
 def test_null_cells_are_filled_as_in_training_with_the_gap_flag(gru_model, raw_data, rows):
@@ -134,7 +140,7 @@ def test_null_cells_are_filled_as_in_training_with_the_gap_flag(gru_model, raw_d
     rows[8]["mcs_up"] = None
     served = _served_features(gru_model, rows)
     np.testing.assert_allclose(served, _training_features(raw_data, rows), rtol=1e-6, atol=1e-6)
-    gap = gru_model.metadata["feature_columns"].index("is_gap")
+    gap = gru_model.metadata.feature_columns.index("is_gap")
     assert served[:, gap].tolist() == [0, 0, 0, 1, 1, 0, 1, 0, 0, 0]  # the last 10 of 12 rows
 
 
@@ -268,3 +274,46 @@ def test_a_loaded_champion_is_seeded_from_the_end_of_its_lineages_processed_data
     assert latest is not None and pd.Timestamp(latest.nanoseconds[-1], tz="UTC") == processed.test["time"].iloc[-1]
     expected = window_request(processed.test.tail(10), 10)["rows"]
     assert [pd.Timestamp(row["time"]).value for row in expected] == latest.nanoseconds.tolist()
+
+
+# ------------------------------------------------------------------------------ bundles of other versions
+
+
+def _bundle(model: ServingModel, directory: Path, edit: Callable[[dict], None]) -> Path:
+    """The model's bundle as another version might have written it: its preprocessing.json edited."""
+    model.forecaster.save(directory)
+    document = model.metadata.to_json()
+    edit(document)
+    (directory / PREPROCESSING_FILE).write_text(json.dumps(document))
+    return directory
+
+
+def test_a_bundle_without_the_lineage_fields_and_with_unknown_keys_loads_and_forecasts_the_same(
+    gru_model, tmp_path, rows
+):
+    def older(document: dict) -> None:
+        for key in ("config_hash", "dataset_id"):
+            document.pop(key, None)
+        document["a_key_since_removed"] = {"any": "value"}
+
+    model = ServingModel.load(_bundle(gru_model, tmp_path, older), gru_model.identity, 10)
+    window = [model.window_from_rows(rows)]
+    expected = gru_model.forecast([gru_model.window_from_rows(rows)], 1)
+    np.testing.assert_allclose(model.forecast(window, 1).values, expected.values)
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (lambda d: d.pop("grid_anchor"), "grid_anchor: Field required"),
+        (lambda d: d["config"]["windows"].update(input_seq_len="ten"), "config.windows.input_seq_len"),
+        (lambda d: d.update(version=99), "version 99 is newer than this version reads"),
+    ],
+)
+def test_a_bundle_this_version_cannot_use_is_refused_at_load_naming_the_file_and_field(
+    gru_model, tmp_path, edit, named
+):
+    directory = _bundle(gru_model, tmp_path, edit)
+    with pytest.raises(MetadataError, match=re.escape(named)) as refused:
+        ServingModel.load(directory, gru_model.identity, 10)
+    assert str(directory / PREPROCESSING_FILE) in str(refused.value)

@@ -715,6 +715,28 @@ discard_layers() {  # discard_layers IMAGE_REF
     | xargs -r ctr --address "$CTR_SOCK" -n k8s.io content rm >/dev/null 2>&1 || true
 }
 
+# The image ID (config digest) of REF in the cluster's containerd; empty when absent. Docker's image ID is
+# the same digest, so an image rebuilt by docker (new code) is told apart from the one imported earlier.
+cluster_image_id() {  # cluster_image_id IMAGE_REF
+  local manifest
+  manifest="$(ctrk images ls 2>/dev/null | awk -v ref="$1" '$1 == ref {print $3}')"
+  [ -n "$manifest" ] || return 0
+  ctrk content get "$manifest" 2>/dev/null \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["config"]["digest"])' 2>/dev/null || true
+}
+
+# How many of docker image IMAGE's layers containerd has unpacked already (snapshot keys are chain IDs).
+unpacked_layers() {  # unpacked_layers IMAGE
+  docker image inspect -f '{{json .RootFS.Layers}}' "$1" | python3 -c '
+import hashlib, json, sys
+have = set(sys.argv[1].split())
+chain, count = None, 0
+for diff_id in json.load(sys.stdin):
+    chain = diff_id if chain is None else "sha256:" + hashlib.sha256(f"{chain} {diff_id}".encode()).hexdigest()
+    count += chain in have
+print(count)' "$(ctr --address "$CTR_SOCK" -n k8s.io snapshots ls 2>/dev/null | awk 'NR > 1 {print $1}')"
+}
+
 free_bytes() { df --output=avail -B1 "$STATE" | tail -1; }
 
 # Full reference as containerd names an image docker saved: docker.io/library/postgres:17, quay.io/x/y:z.
@@ -728,20 +750,27 @@ docker_ref() {
 cmd_import() {
   [ $# -gt 0 ] || die "usage: $0 import <image tarball | docker image>..."
   alive containerd || die "the cluster's containerd is not running: '$0 up' first"
-  local a size ref t0=$SECONDS t1 refs=()
+  local a id layers size need ref t0=$SECONDS t1 refs=()
   for a in "$@"; do
     if [ -f "$a" ]; then import_tarball "$a"; continue; fi
     ref="$(docker_ref "$a")"
-    if images_present "$ref" && [ "${FLTS_REIMPORT:-0}" != 1 ]; then
-      say "$a already in the cluster's containerd (FLTS_REIMPORT=1 to replace it)"; continue
+    id="$(docker image inspect -f '{{.Id}}' "$a")" || die "no docker image $a"
+    layers="$(docker image inspect -f '{{len .RootFS.Layers}}' "$a")"
+    if [ "$(cluster_image_id "$ref")" = "$id" ] && [ "$(unpacked_layers "$a")" = "$layers" ] \
+      && [ "${FLTS_REIMPORT:-0}" != 1 ]; then
+      say "$a already in the cluster's containerd, same image ($id)"; continue
     fi
-    size="$(docker image inspect -f '{{.Size}}' "$a")" || die "no docker image $a"
-    # Room for the unpacked image plus its blobs while importing, and 3 GB to spare for everyone else.
-    if (( $(free_bytes) < 2 * size + 3 * 1024 ** 3 )); then
+    size="$(docker image inspect -f '{{.Size}}' "$a")"
+    # Room for its blobs while importing (dropped afterwards), for unpacking the layers containerd does not
+    # have yet (all of them, unless its base layers are unpacked already: a rebuild with new code
+    # unpacks only the top ones), and 3 GB to spare for everyone else.
+    need=$(( size + 3 * 1024 ** 3 ))
+    (( $(unpacked_layers "$a") > 0 )) || need=$(( need + size ))
+    if (( $(free_bytes) < need )); then
       die "not enough disk for $a ($((size / 1024 ** 2)) MiB): $(( $(free_bytes) / 1024 ** 2 )) MiB free under $STATE"
     fi
     t1=$SECONDS
-    say "docker save $a | ctr import ($((size / 1024 ** 2)) MiB)"
+    say "docker save $a | ctr import ($((size / 1024 ** 2)) MiB, $(unpacked_layers "$a") layers already unpacked)"
     docker save "$a" | ctrk images import - >/dev/null
     discard_layers "$ref"
     refs+=("$ref")

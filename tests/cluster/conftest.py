@@ -1,7 +1,7 @@
 """A real single-node Kubernetes cluster for tests marked `cluster` (scripts/cluster.sh).
 
 The session fixture brings the cluster up (building or reusing the cached binaries), imports the images
-the compose harness built into the node's containerd, and always tears the cluster down afterwards, then
+the compose harness builds into the node's containerd, and always tears the cluster down afterwards, then
 checks that nothing is left (processes, mounts, the cni0 bridge, KUBE-/CNI- iptables chains). Set
 FLTS_TEST_KEEP_CLUSTER=1 to reuse a running cluster and leave it up (fast edit-test loops).
 """
@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from cluster_support import CLUSTER_SH, IMAGES, missing_images
+from cluster_support import CLUSTER_SH, IMAGES
+from harness import Compose, DockerEngine, build_images
 
 
 @contextmanager
@@ -62,11 +63,14 @@ def node(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="session")
-def cluster(node: dict[str, str], pytestconfig: pytest.Config) -> dict[str, str]:
-    """The node with FLTS's images (built by the compose harness) imported into its containerd."""
-    missing = missing_images()
-    if missing:
-        pytest.skip(f"the local Docker engine lacks the images the compose harness builds: {', '.join(missing)}")
-    with live_output(pytestconfig):
-        cluster_sh("import", *IMAGES)
+def cluster(node: dict[str, str], pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory):
+    """The node with FLTS's images imported into its containerd: built by the compose harness exactly as
+    `docker compose build` builds them (seconds when cached), on a Docker engine started if none runs."""
+    engine = DockerEngine().start()
+    try:
+        with live_output(pytestconfig):
+            build_images(Compose.with_env("flts-build", tmp_path_factory.mktemp("build"), {"TORCH_INDEX_URL": ""}))
+            cluster_sh("import", *IMAGES)
+    finally:
+        engine.stop()  # only if this fixture started it; the images stay in Docker's data root
     return node

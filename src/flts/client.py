@@ -82,7 +82,11 @@ class FltsClient:
         deadline = time.monotonic() + timeout
         status: dict[str, Any] | None = None
         while time.monotonic() < deadline:
-            status = self.lineage(config_hash, identifier)
+            try:
+                status = self.lineage(config_hash, identifier)
+            except httpx.TimeoutException:
+                time.sleep(2)  # a slow answer (a busy gateway or MLflow) is no verdict: ask again
+                continue
             if on_progress:
                 on_progress(status)
             champion = (status or {}).get("champion")

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import pytest
 from cluster_support import CLUSTER_SH, IMAGES
-from harness import Compose, DockerEngine, build_images
+from harness import PROJECT, Compose, DockerEngine, build_images
 
 
 @contextmanager
@@ -69,7 +69,7 @@ def cluster(node: dict[str, str], pytestconfig: pytest.Config, tmp_path_factory:
     engine = DockerEngine().start()
     try:
         with live_output(pytestconfig):
-            build_images(Compose.with_env("flts-build", tmp_path_factory.mktemp("build"), {"TORCH_INDEX_URL": ""}))
+            build_images(Compose.with_env(PROJECT, tmp_path_factory.mktemp("build"), {"TORCH_INDEX_URL": ""}))
             cluster_sh("import", *IMAGES)
     finally:
         engine.stop()  # only if this fixture started it; the images stay in Docker's data root

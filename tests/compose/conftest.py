@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from harness import Compose, DockerEngine, build_images
+from harness import PROJECT, Compose, DockerEngine, build_images
 
 # Not started by the test (no stand-ins for them); the compose file starts them for users.
 OBSERVABILITY = ("prometheus", "grafana")
@@ -44,7 +44,7 @@ def compose_project(docker_engine: DockerEngine, tmp_path_factory: pytest.TempPa
         "TORCH_INDEX_URL": "",
         **{f"FLTS_{name}_PORT": str(_free_port()) for name in HOST_PORTS},
     }
-    project = Compose.with_env("flts-e2e", tmp_path_factory.mktemp("compose"), values)
+    project = Compose.with_env(PROJECT, tmp_path_factory.mktemp("compose"), values)
     project("down", "--volumes", "--remove-orphans", check=False)  # whatever a killed run left behind
     started = time.monotonic()
     build_seconds = build_images(project)

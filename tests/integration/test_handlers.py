@@ -23,7 +23,7 @@ from flts.messages import DatasetUploaded, ModelSelected, ModelTraining, Trainin
 from flts.models.baselines import PersistenceForecaster
 from flts.stack import manager
 from flts.storage import ObjectStore
-from flts.tracking import TAG_ERROR, Tracker
+from flts.tracking import Tracker
 from flts.train import TrainingJob
 from preprocess_container.service import Preprocessor
 
@@ -99,7 +99,7 @@ def test_a_failing_training_is_reported_not_retried(settings, claim, read_topic)
     TrainingJob(settings, {"GRU": broken}).handle(claim)
     (run,) = Tracker(settings).lineage_runs(claim.config_hash, "GRU")
     assert run.status == "FAILED"
-    assert "loss is NaN" in Tracker(settings).client.get_run(run.run_id).data.tags[TAG_ERROR]
+    assert "loss is NaN" in (Tracker(settings).run_summary(run.run_id).error or "")
     events = read_topic(settings, settings.topic_model_training, 2, ModelTraining.from_bytes)
     assert [e.status for e in events] == ["RUNNING", "FAILED"]
     assert "loss is NaN" in events[1].error
@@ -223,9 +223,9 @@ def test_a_run_whose_trainer_died_is_closed_as_killed_and_does_not_hold_up_the_d
 
     decision = evaluator.evaluate(claim.config_hash, claim.identifier)
 
-    assert tracker.client.get_run(orphan).info.status == "KILLED"
-    assert "no trainer heartbeat" in tracker.client.get_run(orphan).data.tags[TAG_ERROR]
-    assert tracker.client.get_run(alive).info.status == "RUNNING", "a beating run is left alone"
+    assert tracker.run_summary(orphan).status == "KILLED"
+    assert "no trainer heartbeat" in (tracker.run_summary(orphan).error or "")
+    assert tracker.run_summary(alive).status == "RUNNING", "a beating run is left alone"
     assert decision is not None and decision.reason == "waiting for LSTM"
 
 

@@ -10,6 +10,9 @@ promotion sooner. So:
 - every `champion_reconcile_seconds` (and after any failed load, sooner, with backoff) the aliases are
   read again and whatever differs is installed: a lost event, a failed download, an operator's rollback;
 - the replica is unready while its `model-selected` follower is not running (it would miss promotions).
+
+Every replica follows `model-selected` in a consumer group of its own, so each one hears of every promotion.
+A swap replaces one dict entry: requests in flight finish on the model they started with.
 """
 
 from __future__ import annotations

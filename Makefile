@@ -5,10 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint unit test-fast test-compose compose-images test-cluster test-cluster-chart cluster-up cluster-down stack-up stack-down stack-status clean
+.PHONY: sync-chart-config venv demo test lint unit test-fast test-compose compose-images test-cluster test-cluster-chart cluster-up cluster-down stack-up stack-down stack-status clean
 
 venv:
 	@scripts/bootstrap.sh
+
+# The chart carries a copy of the pipeline config (Helm reads only files inside the chart); tests/deploy fails
+# when the two differ.
+sync-chart-config:
+	cp config/pipeline.yaml .helm/files/pipeline.yaml
 
 lint: venv
 	$(BIN)/ruff check .

@@ -29,7 +29,7 @@ def locust(host: str, users: int, seconds: int) -> dict[str, float]:
         command = [
             str(Path(sys.executable).parent / "locust"),
             "-f",
-            str(ROOT / "locust" / "locustfile.py"),
+            str(ROOT / ".helm" / "files" / "locustfile.py"),
             "--headless",
             "--only-summary",
             "-u",

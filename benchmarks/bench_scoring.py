@@ -22,7 +22,8 @@ import pandas as pd
 import torch
 
 from flts.config import InferenceSettings, load_pipeline_config
-from flts.predict import PREPROCESSING_FILE, ModelIdentity, Series, ServingModel, processed_series
+from flts.layout import PREPROCESSING_FILE
+from flts.predict import ModelIdentity, Series, ServingModel, processed_series
 from inference_container.scoring import result_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,9 +35,7 @@ def long_series(model: ServingModel, steps: int) -> Series:
     frame = pd.DataFrame(
         np.random.default_rng(0).random((steps, len(model.transform.measured))), columns=model.transform.measured
     )
-    frame.insert(
-        0, metadata["time_column"], pd.date_range(metadata["grid_anchor"], periods=steps, freq=metadata["frequency"])
-    )
+    frame.insert(0, metadata.time_column, pd.date_range(metadata.grid_anchor, periods=steps, freq=metadata.frequency))
     frame["is_gap"] = 0.0
     return processed_series(frame, metadata)
 

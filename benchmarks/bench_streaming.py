@@ -29,9 +29,10 @@ from confluent_kafka import Consumer, Producer
 
 from flts.config import InferenceSettings, load_pipeline_config
 from flts.kafka import ensure_topics
+from flts.layout import PREPROCESSING_FILE
 from flts.messages import Forecast, Measurement
-from flts.predict import PREPROCESSING_FILE, ModelIdentity, ServingModel
-from inference_container.service import Champions
+from flts.predict import ModelIdentity, ServingModel
+from inference_container.champions import Champions
 from inference_container.streaming import stream_forecasts
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,9 +27,9 @@ from flts.config import PipelineConfig  # noqa: E402  (imports are part of what 
 from flts.data.generate import generate_lte_dataset  # noqa: E402
 from flts.data.preprocess import ProcessedDataset, preprocess  # noqa: E402
 from flts.data.windows import Windows, make_windows  # noqa: E402
-from flts.metrics import forecast_metrics  # noqa: E402
 from flts.models.base import WindowLayout  # noqa: E402
 from flts.models.baselines import PersistenceForecaster  # noqa: E402
+from flts.scoring import forecast_metrics  # noqa: E402
 
 TARGET_SECONDS = 60.0
 
@@ -42,9 +42,9 @@ def _dataset(train_rows: int, test_rows: int) -> tuple[PipelineConfig, Processed
     windows = {
         name: make_windows(
             getattr(processed, name),
-            meta["time_column"],
-            meta["feature_columns"],
-            meta["target_columns"],
+            meta.time_column,
+            meta.feature_columns,
+            meta.target_columns,
             config.windows.input_seq_len,
             config.windows.output_seq_len,
         )
@@ -56,7 +56,7 @@ def _dataset(train_rows: int, test_rows: int) -> tuple[PipelineConfig, Processed
 def _layout(processed: ProcessedDataset, config: PipelineConfig) -> WindowLayout:
     meta = processed.metadata
     return WindowLayout.build(
-        meta["feature_columns"], meta["target_columns"], config.windows.input_seq_len, config.windows.output_seq_len
+        meta.feature_columns, meta.target_columns, config.windows.input_seq_len, config.windows.output_seq_len
     )
 
 
@@ -149,8 +149,8 @@ def prophet_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     model = fit_prophet(
         processed.train,
-        meta["time_column"],
-        meta["target_columns"],
+        meta.time_column,
+        meta.target_columns,
         config.models.prophet,
         workers=args.prophet_workers,
         layout=layout,
@@ -158,14 +158,14 @@ def prophet_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     fit_seconds = time.perf_counter() - started
     predict_seconds = _timed(lambda: model.predict(windows["test"].inputs, windows["test"].target_times))
     return {
-        "targets": len(meta["target_columns"]),
+        "targets": len(meta.target_columns),
         "fit_rows": model.params["fit_rows"],
         "workers": args.prophet_workers,
         "import_s": round(import_seconds, 2),
         "fit_s": round(fit_seconds, 2),
         "fit_parent_cpu_s": round(time.process_time() - cpu_before, 2),
         "predict_test_s": round(predict_seconds, 2),
-        "test": _test_scores(model, windows["test"], meta["target_columns"]),
+        "test": _test_scores(model, windows["test"], meta.target_columns),
     }
 
 
@@ -205,7 +205,7 @@ def main() -> None:
         results["prophet"] = prophet_benchmark(args)
     config, processed, windows = _dataset(args.rows, args.test_rows)
     persistence = PersistenceForecaster(_layout(processed, config))
-    results["persistence"] = {"test": _test_scores(persistence, windows["test"], processed.metadata["target_columns"])}
+    results["persistence"] = {"test": _test_scores(persistence, windows["test"], processed.metadata.target_columns)}
     results["load_average_after"] = os.getloadavg()
 
     lines = [f"{'benchmark':<34} {'seconds':>8}  {'target':>6}  {'':<6} note"]

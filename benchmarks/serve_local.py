@@ -21,7 +21,8 @@ from flts.config import InferenceSettings, PipelineConfig, load_pipeline_config
 from flts.data.generate import generate_lte_dataset
 from flts.data.preprocess import preprocess
 from flts.data.windows import make_windows
-from flts.predict import PREPROCESSING_FILE, ModelIdentity, ServingModel
+from flts.layout import PREPROCESSING_FILE
+from flts.predict import ModelIdentity, ServingModel
 
 
 def build(directory: Path, config: PipelineConfig) -> None:
@@ -33,25 +34,25 @@ def build(directory: Path, config: PipelineConfig) -> None:
     windows = [
         make_windows(
             frame,
-            meta["time_column"],
-            meta["feature_columns"],
-            meta["target_columns"],
+            meta.time_column,
+            meta.feature_columns,
+            meta.target_columns,
             config.windows.input_seq_len,
             config.windows.output_seq_len,
         )
         for frame in (processed.train, processed.validation)
     ]
-    targets = meta["target_columns"]
+    targets = meta.target_columns
     forecaster, _ = train_recurrent(
         "GRU",
         *windows,
-        meta["feature_columns"],
+        meta.feature_columns,
         targets,
-        [meta["feature_columns"].index(t) for t in targets],
+        [meta.feature_columns.index(t) for t in targets],
         config.models.recurrent.model_copy(update={"epochs": 1}),
     )
     forecaster.save(directory)
-    (directory / PREPROCESSING_FILE).write_text(json.dumps(meta, default=str))
+    (directory / PREPROCESSING_FILE).write_text(json.dumps(meta.to_json()))
 
 
 def main() -> None:

@@ -134,9 +134,7 @@ class Evaluator:
             "reason": decision.reason,
             "decided_at": now.isoformat(),
             "decided_at_ms": int(now.timestamp() * 1000),
-            "leaderboard": [
-                {"model_type": c.model_type, "run_id": c.run_id, "score": c.score} for c in decision.leaderboard
-            ],
+            "leaderboard": decision.leaderboard_records(),
         }
         self.store.put_json(history_uri(self.settings, identifier, now, config_hash), record)
         pointer = self.pointer_uri(identifier, config_hash)

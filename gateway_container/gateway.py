@@ -1,20 +1,29 @@
-"""The gateway's service object and its routes' dependency: what the routes need, built once."""
+"""The gateway's service object: what its routes need, built once in the app's lifespan."""
 
 from __future__ import annotations
 
 import re
 import time
-from typing import Annotated, Any
+from typing import Any
 
 import pandas as pd
-from fastapi import Depends, HTTPException, Request, UploadFile
+from fastapi import HTTPException, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from flts.config import GatewaySettings, PipelineConfig, load_pipeline_config
+from flts.config import GatewaySettings, PipelineConfig
 from flts.data.io import DataError, read_measurements, validate_measurements
+from flts.data.metadata import PreprocessingMetadata
 from flts.evaluate import decide
 from flts.kafka import MessageProducer
-from flts.layout import CLAIM_FILE, champion_pointer_uri, decision_uri, processed_prefix
+from flts.layout import (
+    CLAIM_FILE,
+    METADATA_FILE,
+    champion_pointer_uri,
+    config_hash_of_claim,
+    decision_uri,
+    identifier_prefix,
+    processed_uri,
+)
 from flts.messages import Measurement, ObjectRef
 from flts.storage import ObjectStore, ObjectTooLarge
 from flts.tracking import Tracker
@@ -23,6 +32,18 @@ IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CONFIG_HASH = re.compile(r"^[0-9a-f]{64}$")
 # What a network logs after each epoch (step = epoch), shown while it trains.
 PROGRESS_METRICS = ("epoch", "train_loss", "val_loss", "elapsed_seconds")
+
+
+def checked_identifier(identifier: str) -> str:
+    if not IDENTIFIER.match(identifier):
+        raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
+    return identifier
+
+
+def checked_config_hash(config_hash: str) -> str:
+    if not CONFIG_HASH.match(config_hash):
+        raise HTTPException(422, "config_hash must be 64 lowercase hex characters")
+    return config_hash
 
 
 class MeasurementRows(BaseModel):
@@ -34,7 +55,7 @@ class MeasurementRows(BaseModel):
 
 
 class Gateway:
-    """What the routes need, built once: the store, the producer, the tracker and the pipeline config."""
+    """The store, the producer, the tracker and the pipeline config, and what the routes do with them."""
 
     def __init__(self, settings: GatewaySettings, config: PipelineConfig) -> None:
         self.settings = settings
@@ -98,6 +119,10 @@ class Gateway:
             raise HTTPException(422, str(exc)) from exc
         return train_frame, test_frame
 
+    def check_store(self) -> None:
+        """Raise unless the datasets bucket answers (readiness)."""
+        self.store.check_bucket(self.settings.bucket_datasets)
+
     def json_if_exists(self, uri: str) -> dict[str, Any] | None:
         return self.store.get_json(uri) if self.store.exists(uri) else None
 
@@ -114,18 +139,16 @@ class Gateway:
         return None
 
     def resolved_identifier(self, given: str | None, frame: pd.DataFrame) -> str:
-        identifier = given or self.identifier_in(frame) or "global"
-        if not IDENTIFIER.match(identifier):
-            raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
-        return identifier
+        """The series rows belong to: the one given, else the file's, else "global" (422 unless well-formed)."""
+        return checked_identifier(given or self.identifier_in(frame) or "global")
 
     def lineages(self, identifier: str) -> list[dict[str, Any]]:
         """An identifier's preprocessed lineages, newest first, each with eval's recorded outcome."""
-        objects = self.store.list(self.settings.bucket_processed, f"{identifier}/")
+        objects = self.store.list(self.settings.bucket_processed, identifier_prefix(identifier))
         claims = sorted((o for o in objects if o["Key"].endswith(f"/{CLAIM_FILE}")), key=lambda o: o["LastModified"])
         lineages = []
         for claim in reversed(claims):
-            config_hash = claim["Key"].split("/")[1]
+            config_hash = config_hash_of_claim(claim["Key"])
             recorded = self.json_if_exists(decision_uri(self.settings, identifier, config_hash)) or {}
             lineages.append(
                 {
@@ -149,18 +172,19 @@ class Gateway:
     def lineage_status(self, config_hash: str, identifier: str) -> dict[str, Any]:
         """Every stage of a lineage: preprocessing, each model's training, the leaderboard, the champion."""
         settings = self.settings
-        metadata_uri = f"{processed_prefix(settings, identifier, config_hash)}/metadata.json"
+        metadata_uri = processed_uri(settings, identifier, config_hash, METADATA_FILE)
         preprocessed = None
-        if (metadata := self.json_if_exists(metadata_uri)) is not None:
+        if (stored := self.json_if_exists(metadata_uri)) is not None:
+            metadata = PreprocessingMetadata.parse(stored, metadata_uri)
             preprocessed = {
-                "rows": metadata.get("rows"),
-                "feature_columns": metadata.get("feature_columns"),
-                "target_columns": metadata.get("target_columns"),
-                "frequency": metadata.get("frequency"),
-                "sampling": metadata.get("config", {}).get("preprocessing", {}).get("sample"),
+                "rows": metadata.rows,
+                "feature_columns": metadata.feature_columns,
+                "target_columns": metadata.target_columns,
+                "frequency": metadata.frequency,
+                "sampling": metadata.config.preprocessing.sample.model_dump(mode="json"),
                 "metadata_uri": metadata_uri,
                 # The networks' epoch budget (early stopping may end a model sooner): the progress bars' end.
-                "max_epochs": metadata.get("config", {}).get("models", {}).get("recurrent", {}).get("epochs"),
+                "max_epochs": metadata.config.models.recurrent.epochs,
             }
         # Only this identifier's runs: a config_hash of another tenant shows nothing of theirs.
         runs = [r for r in self.tracker.lineage_runs(config_hash) if r.identifier == identifier]
@@ -193,19 +217,6 @@ class Gateway:
                 "reason": decision.reason,
                 "outcome": (recorded or {}).get("outcome"),
             },
-            "leaderboard": [
-                {"model_type": c.model_type, "run_id": c.run_id, "score": c.score} for c in decision.leaderboard
-            ],
+            "leaderboard": decision.leaderboard_records(),
             "champion": champion,
         }
-
-
-def get_gateway(request: Request) -> Gateway:
-    """The routes' service object, built on first use from the app's settings."""
-    state = request.app.state
-    if getattr(state, "gateway", None) is None:
-        state.gateway = Gateway(state.settings, load_pipeline_config(state.settings.pipeline_config))
-    return state.gateway
-
-
-GatewayDep = Annotated[Gateway, Depends(get_gateway)]

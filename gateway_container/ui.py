@@ -26,10 +26,11 @@ from flts import backtest
 from flts.auth import Caller, KeyRing, Principal, require_identifier
 from flts.deadletters import latest_letters
 from flts.evaluate import latest_per_model_type, leaderboard
-from flts.layout import champion_pointer_uri
+from flts.layout import champion_pointer_uri, history_prefix
 from flts.plot import forecast_figure
 from flts.tracking import Tracker
-from gateway_container.gateway import CONFIG_HASH, IDENTIFIER, Gateway, GatewayDep
+from gateway_container.api import GatewayDep
+from gateway_container.gateway import Gateway, checked_config_hash, checked_identifier
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +96,9 @@ AllowedIdentifier = Annotated[str, Depends(_allowed)]
 
 
 def _checked(identifier: str, config_hash: str | None = None) -> None:
-    if not IDENTIFIER.match(identifier):
-        raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
-    if config_hash is not None and not CONFIG_HASH.match(config_hash):
-        raise HTTPException(422, "config_hash must be 64 lowercase hex characters")
+    checked_identifier(identifier)
+    if config_hash is not None:
+        checked_config_hash(config_hash)
 
 
 @lru_cache(maxsize=32)
@@ -253,7 +253,7 @@ def identifier_page(request: Request, identifier: PageIdentifier, gw: GatewayDep
     _checked(identifier)
     champion = gw.tracker.champion(identifier)
     keys = sorted(
-        (o["Key"] for o in gw.store.list(gw.settings.bucket_promotion, f"{identifier}/history/")), reverse=True
+        (o["Key"] for o in gw.store.list(gw.settings.bucket_promotion, history_prefix(identifier))), reverse=True
     )
     history = [gw.store.get_json(f"s3://{gw.settings.bucket_promotion}/{key}") for key in keys[:HISTORY_SHOWN]]
     context = {

@@ -10,6 +10,9 @@ promotion sooner. So:
 - every `champion_reconcile_seconds` (and after any failed load, sooner, with backoff) the aliases are
   read again and whatever differs is installed: a lost event, a failed download, an operator's rollback;
 - the replica is unready while its `model-selected` follower is not running (it would miss promotions).
+
+Every replica follows `model-selected` in a consumer group of its own, so each one hears of every promotion.
+A swap replaces one dict entry: requests in flight finish on the model they started with.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ from prometheus_client import Counter, Gauge
 
 from flts.config import InferenceSettings, load_pipeline_config
 from flts.kafka import ConsumerLoop, ConsumerStalled
+from flts.layout import processed_uri, split_file
 from flts.messages import ModelSelected
 from flts.outages import is_outage
 from flts.predict import ModelIdentity, ServingModel, Window
 from flts.storage import ObjectStore
-from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
+from flts.tracking import REGISTRY_PAGE_SIZE, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +46,6 @@ CHAMPION_LOADS = Counter(
     "Champion loads by outcome: installed, unchanged (already served), stale (an older event), failed.",
     ["outcome"],
 )
-# The registry is searched a page at a time: MLflow returns at most this many registered models per call.
-REGISTRY_PAGE_SIZE = 100
 # A failed load is retried after this long, doubling up to the reconcile period.
 RETRY_FIRST_SECONDS = 2.0
 
@@ -106,29 +108,20 @@ class ChampionLoader:
 
     def unready_reason(self) -> str | None:
         """Why the replica must not take traffic (None: ready)."""
-        if not self.follower_alive():
-            return "the model-selected follower is not running: promotions would be missed"
+        failure = self.liveness_failure()
+        if failure is not None:
+            return f"{failure}: promotions would be missed"
         if not self.loaded.is_set():
             return "champions not loaded from the registry yet"
         return None
 
+    def liveness_failure(self) -> str | None:
+        """Why the replica must be restarted (None: alive)."""
+        return None if self.follower_alive() else "the model-selected follower is not running"
+
     def follower_alive(self) -> bool:
         """False once the follower thread ended without being asked to: only a restart brings it back."""
         return self.follower is None or self.follower.is_alive()
-
-    def identifiers(self) -> list[str]:
-        """Every identifier with a registered model, a page at a time."""
-        prefix = f"{self.settings.registered_model_prefix}-"
-        found: list[str] = []
-        token: str | None = None
-        while True:
-            page = self.tracker.client.search_registered_models(
-                f"name LIKE '{prefix}%'", max_results=self.page_size, page_token=token
-            )
-            found += [registered.name.removeprefix(prefix) for registered in page]
-            token = page.token
-            if not token:
-                return found
 
     def reconcile(self) -> None:
         """Read every alias and install what differs from what is served, then count the replica loaded.
@@ -137,7 +130,7 @@ class ChampionLoader:
         (MLflow or S3 unreachable) leaves the load incomplete and raises, a broken model does not.
         """
         outages: list[str] = []
-        for identifier in self.identifiers():
+        for identifier in self.tracker.registered_identifiers(self.page_size):
             try:
                 self.load_alias(identifier)
             except Exception as exc:
@@ -178,13 +171,13 @@ class ChampionLoader:
         if current is not None and current.identity.model_version == model_version:
             CHAMPION_LOADS.labels("unchanged").inc()
             return
-        run = self.tracker.client.get_run(run_id)
+        run = self.tracker.run_summary(run_id)
         identity = ModelIdentity(
             identifier=identifier,
-            model_type=run.data.tags.get(TAG_MODEL_TYPE, "?"),
+            model_type=run.model_type,
             model_version=model_version,
             run_id=run_id,
-            config_hash=run.data.tags.get(TAG_CONFIG_HASH, ""),
+            config_hash=run.config_hash,
         )
         self.cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.cache) as tmp:
@@ -196,7 +189,7 @@ class ChampionLoader:
     def latest_rows(self, model: ServingModel) -> Window | None:
         """The end of the lineage's data: the last rows of its processed test split (the latest split)."""
         identity = model.identity
-        uri = f"s3://{self.settings.bucket_processed}/{identity.identifier}/{identity.config_hash}/test.parquet"
+        uri = processed_uri(self.settings, identity.identifier, identity.config_hash, split_file("test"))
         try:
             self._store = self._store or ObjectStore(self.settings)
             return model.window_from_processed(pd.read_parquet(io.BytesIO(self._store.get_bytes(uri))))

@@ -29,6 +29,7 @@ from prometheus_client import Counter, Histogram
 
 from flts.config import InferenceSettings, load_pipeline_config
 from flts.data.io import DataError, read_measurements
+from flts.data.metadata import PreprocessingMetadata
 from flts.kafka import ConsumerLoop, ConsumerStalled, MessageProducer, PermanentError
 from flts.layout import decision_uri, inference_log_uri
 from flts.messages import InferenceData, InferenceScored, ObjectRef
@@ -137,13 +138,13 @@ class BatchScorer:
                 frame = read_measurements(data, self.data_config.data, self.data_config.limits)
                 return raw_series(frame, model.metadata)
             assert claim.metadata is not None  # the message's validator guarantees it
-            lineage = self.store.get_json(claim.metadata.uri)
+            lineage = PreprocessingMetadata.parse(self.store.get_json(claim.metadata.uri), claim.metadata.uri)
             series = processed_series(pd.read_parquet(io.BytesIO(data)), lineage)
         except ObjectNotFound as exc:
             raise PermanentError(f"claimed object is missing: {exc}") from exc
         except (DataError, KeyError, ValueError) as exc:
             raise PermanentError(f"{claim.data.uri}: rows the champion cannot read: {exc}") from exc
-        measured = list(lineage["measured_columns"])
+        measured = list(lineage.measured_columns)
         absent = [name for name in model.measured_columns if name not in measured]
         if absent:
             raise PermanentError(f"{claim.data.uri} lacks the champion's columns {absent}")

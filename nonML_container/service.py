@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from flts.config import NonMLSettings
+from flts.config import NonmlSettings
 from flts.messages import TrainingData
 from flts.models.base import Forecaster
 from flts.runtime import run_consumer
@@ -33,7 +33,7 @@ def fit_seasonal_naive(data: LineageData, _: EpochCallback) -> tuple[Forecaster,
     return forecaster, {"season_length_steps": season}
 
 
-def fit_prophet(settings: NonMLSettings, data: LineageData, _: EpochCallback) -> tuple[Forecaster, dict[str, Any]]:
+def fit_prophet(settings: NonmlSettings, data: LineageData, _: EpochCallback) -> tuple[Forecaster, dict[str, Any]]:
     from flts.models.prophet import fit_prophet as fit
 
     hyper = data.config.models.prophet
@@ -50,7 +50,7 @@ def fit_prophet(settings: NonMLSettings, data: LineageData, _: EpochCallback) ->
 
 
 def main() -> None:
-    settings = NonMLSettings()
+    settings = NonmlSettings()
 
     def make_handler():
         fits = {

@@ -11,11 +11,19 @@ import logging
 
 import pandas as pd
 
-from flts.config import PipelineConfig, PreprocessSettings, compute_config_hash, load_pipeline_config
+from flts.config import PipelineConfig, PreprocessSettings, load_pipeline_config
 from flts.data.io import DataError, read_measurements
 from flts.data.preprocess import ProcessedDataset, preprocess
 from flts.kafka import MessageProducer, PermanentError
-from flts.layout import CLAIM_FILE, processed_prefix
+from flts.layout import (
+    CLAIM_FILE,
+    CONFIG_FILE,
+    METADATA_FILE,
+    SCALER_FILE,
+    lineage_config_hash,
+    processed_prefix,
+    split_file,
+)
 from flts.messages import DatasetUploaded, InferenceData, ObjectRef, TrainingData
 from flts.observability import log_context
 from flts.runtime import run_consumer
@@ -32,8 +40,8 @@ class Preprocessor:
         self.producer = MessageProducer(settings)
 
     def handle(self, upload: DatasetUploaded) -> None:
-        hashes = [upload.train.sha256] + ([upload.test.sha256] if upload.test else [])
-        config_hash = compute_config_hash(self.config, upload.identifier, *hashes)
+        test_sha256 = upload.test.sha256 if upload.test else None
+        config_hash = lineage_config_hash(self.config, upload.identifier, upload.train.sha256, test_sha256)
         prefix = processed_prefix(self.settings, upload.identifier, config_hash)
         with log_context(config_hash=config_hash, dataset_id=upload.dataset_id, identifier=upload.identifier):
             claim_uri = f"{prefix}/{CLAIM_FILE}"
@@ -49,7 +57,7 @@ class Preprocessor:
             self.store.put_json(claim_uri, claim.model_dump(mode="json"))
             self.producer.publish(self.settings.topic_training_data, claim)
             self.producer.publish(self.settings.topic_inference_data, inference)
-            log.info("preprocessed", extra={"rows": processed.metadata.get("rows")})
+            log.info("preprocessed", extra={"rows": processed.metadata.rows})
 
     def _read(self, ref: ObjectRef) -> pd.DataFrame:
         try:
@@ -66,18 +74,18 @@ class Preprocessor:
     def _write(
         self, upload: DatasetUploaded, config_hash: str, prefix: str, processed: ProcessedDataset
     ) -> tuple[TrainingData, InferenceData]:
-        metadata = {**processed.metadata, "config_hash": config_hash, "dataset_id": upload.dataset_id}
+        metadata = processed.metadata.model_copy(update={"config_hash": config_hash, "dataset_id": upload.dataset_id})
         splits = {
-            name: self._put_parquet(f"{prefix}/{name}.parquet", frame)
+            name: self._put_parquet(f"{prefix}/{split_file(name)}", frame)
             for name, frame in (
                 ("train", processed.train),
                 ("validation", processed.validation),
                 ("test", processed.test),
             )
         }
-        meta = _ref(self.store.put_json(f"{prefix}/metadata.json", metadata))
-        self.store.put_json(f"{prefix}/scaler.json", metadata["scaler"])
-        self.store.put_json(f"{prefix}/config.json", metadata["config"])
+        meta = _ref(self.store.put_json(f"{prefix}/{METADATA_FILE}", metadata.to_json()))
+        self.store.put_json(f"{prefix}/{SCALER_FILE}", metadata.scaler)
+        self.store.put_json(f"{prefix}/{CONFIG_FILE}", metadata.config.model_dump(mode="json"))
         common = {
             "config_hash": config_hash,
             "identifier": upload.identifier,
@@ -89,10 +97,10 @@ class Preprocessor:
             validation=splits["validation"],
             test=splits["test"],
             metadata=meta,
-            time_column=metadata["time_column"],
-            feature_columns=metadata["feature_columns"],
-            target_columns=metadata["target_columns"],
-            frequency=metadata["frequency"],
+            time_column=metadata.time_column,
+            feature_columns=metadata.feature_columns,
+            target_columns=metadata.target_columns,
+            frequency=metadata.frequency,
             force=upload.force,
             uploaded_at=upload.created_at,
         )

@@ -13,10 +13,11 @@ from flts.config import PipelineConfig, RecurrentConfig
 from flts.data.generate import generate_lte_dataset
 from flts.data.preprocess import preprocess
 from flts.data.windows import make_windows
+from flts.layout import PREPROCESSING_FILE
 from flts.models.base import WindowLayout
 from flts.models.baselines import PersistenceForecaster
 from flts.models.recurrent import train_recurrent
-from flts.predict import PREPROCESSING_FILE, ModelIdentity, ServingModel
+from flts.predict import ModelIdentity, ServingModel
 
 CONFIG = PipelineConfig()
 
@@ -41,7 +42,7 @@ def processed(raw_data):
 def _serve(forecaster, processed, directory: Path, model_type: str, version: str) -> ServingModel:
     directory.mkdir(parents=True, exist_ok=True)
     forecaster.save(directory)
-    (directory / PREPROCESSING_FILE).write_text(json.dumps(processed.metadata, default=str))
+    (directory / PREPROCESSING_FILE).write_text(json.dumps(processed.metadata.to_json()))
     identity = ModelIdentity("global", model_type, version, f"run-{model_type.lower()}", "f" * 64)
     return ServingModel.load(directory, identity, CONFIG.inference.max_inference_length)
 
@@ -50,7 +51,7 @@ def _serve(forecaster, processed, directory: Path, model_type: str, version: str
 def layout(processed) -> WindowLayout:
     meta = processed.metadata
     return WindowLayout.build(
-        meta["feature_columns"], meta["target_columns"], CONFIG.windows.input_seq_len, CONFIG.windows.output_seq_len
+        meta.feature_columns, meta.target_columns, CONFIG.windows.input_seq_len, CONFIG.windows.output_seq_len
     )
 
 
@@ -60,9 +61,9 @@ def gru_model(processed, layout, tmp_path_factory) -> ServingModel:
     windows = {
         split: make_windows(
             frame,
-            meta["time_column"],
-            meta["feature_columns"],
-            meta["target_columns"],
+            meta.time_column,
+            meta.feature_columns,
+            meta.target_columns,
             CONFIG.windows.input_seq_len,
             CONFIG.windows.output_seq_len,
         )
@@ -72,8 +73,8 @@ def gru_model(processed, layout, tmp_path_factory) -> ServingModel:
         "GRU",
         windows["train"],
         windows["validation"],
-        meta["feature_columns"],
-        meta["target_columns"],
+        meta.feature_columns,
+        meta.target_columns,
         layout.target_indices,
         RecurrentConfig(hidden_size=16, num_layers=1, epochs=2),
     )

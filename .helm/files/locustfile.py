@@ -6,7 +6,7 @@ all 11 columns, oldest first. Rows come from the bundled dataset generator when 
 official Locust image, used by docker compose and the Helm chart, has no flts or pandas).
 Any non-200 answer, or a 200 without predictions, is a failure.
 
-    locust -f locust/locustfile.py --host http://127.0.0.1:8001 --headless -u 50 -r 10 -t 1m
+    locust -f .helm/files/locustfile.py --host http://127.0.0.1:8001 --headless -u 50 -r 10 -t 1m
 
 Settings (environment):
     FLTS_API_KEY             the API key sent as a bearer token (needed when auth is on: compose, the chart)

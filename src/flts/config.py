@@ -7,8 +7,6 @@ deployment drift test reads these classes to know what each service expects.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -142,7 +140,7 @@ class TrainSettings(ConsumerSettings):
         return self
 
 
-class NonMLSettings(ConsumerSettings):
+class NonmlSettings(ConsumerSettings):
     service_name: str = "nonml"
     consumer_group: str = "flts-train-prophet"
     prophet_workers: int = 2
@@ -318,20 +316,6 @@ class PipelineConfig(_Strict):
             "preprocessing": self.preprocessing.model_dump(mode="json"),
             "windows": self.windows.model_dump(mode="json"),
         }
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def compute_config_hash(config: PipelineConfig, identifier: str, *data_sha256: str) -> str:
-    """sha256 of the canonical lineage config, the identifier and the content hashes of the input files.
-
-    The identifier is part of the lineage: the same file uploaded for two series makes two lineages, each
-    with its own runs, model versions and champion.
-    """
-    payload = canonical_json({"config": config.lineage_part(), "identifier": identifier, "data": list(data_sha256)})
-    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def load_pipeline_config(path: Path | str | None = None) -> PipelineConfig:

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from flts.config import EvaluationConfig
-from flts.metrics import composite_score
+from flts.scoring import composite_score
 from flts.tracking import RunSummary
 
 TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
@@ -38,6 +38,10 @@ class Decision:
     reason: str
     leaderboard: list[Candidate]
     winner: Candidate | None
+
+    def leaderboard_records(self) -> list[dict[str, str | float]]:
+        """The leaderboard as eval records it and the gateway shows it: model type, run and score, best first."""
+        return [{"model_type": c.model_type, "run_id": c.run_id, "score": c.score} for c in self.leaderboard]
 
 
 def latest_per_model_type(runs: list[RunSummary]) -> dict[str, RunSummary]:

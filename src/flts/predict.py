@@ -13,7 +13,6 @@ columns in the same order, the same gap filling and `is_gap` flag). The work spl
 from __future__ import annotations
 
 import functools
-import json
 import math
 import operator
 from collections.abc import Callable
@@ -27,10 +26,11 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 from pandas.tseries.frequencies import to_offset
 
+from flts.data.metadata import PreprocessingMetadata
 from flts.data.preprocess import GAP_COLUMN, FeatureTransform, on_training_grid
+from flts.layout import PREPROCESSING_FILE
 from flts.models.base import Forecaster, load_forecaster
 
-PREPROCESSING_FILE = "preprocessing.json"
 # A window with more of its cells missing than this share is refused rather than filled.
 MAX_MISSING_SHARE = 0.5
 _MIN_NS, _MAX_NS = pd.Timestamp.min.value, pd.Timestamp.max.value
@@ -76,17 +76,17 @@ class Series:
     gap: np.ndarray  # bool [rows]
 
 
-def processed_series(frame: pd.DataFrame, metadata: dict[str, Any]) -> Series:
+def processed_series(frame: pd.DataFrame, metadata: PreprocessingMetadata) -> Series:
     """A processed split (scaled by its lineage, whose `metadata` this is) back on the original scale."""
     transform = FeatureTransform.from_metadata(metadata)
-    times = pd.DatetimeIndex(frame[metadata["time_column"]])
+    times = pd.DatetimeIndex(frame[metadata.time_column])
     times = times.tz_convert("UTC") if times.tz is not None else times.tz_localize("UTC")
     scaled = frame[list(transform.measured)].to_numpy(dtype=np.float64)
     gap = frame[GAP_COLUMN].to_numpy() > 0.5 if GAP_COLUMN in frame else np.zeros(len(frame), dtype=bool)
     return Series(times.as_unit("ns").asi8.copy(), scaled * transform.scale + transform.center, gap)
 
 
-def raw_series(frame: pd.DataFrame, metadata: dict[str, Any]) -> Series:
+def raw_series(frame: pd.DataFrame, metadata: PreprocessingMetadata) -> Series:
     """Raw measurements (read_measurements' frame) on the grid of the lineage whose `metadata` this is,
     gaps filled as preprocessing fills them (a DataError names what is missing)."""
     return Series(*on_training_grid(frame, metadata))
@@ -115,7 +115,7 @@ def _iso_time(nanoseconds: int) -> str:
 class ServingModel:
     identity: ModelIdentity
     forecaster: Forecaster
-    metadata: dict[str, Any]
+    metadata: PreprocessingMetadata
     max_inference_length: int
     transform: FeatureTransform
     step_ns: int
@@ -126,17 +126,17 @@ class ServingModel:
 
     @classmethod
     def load(cls, directory: Path, identity: ModelIdentity, max_inference_length: int) -> ServingModel:
-        metadata = json.loads((directory / PREPROCESSING_FILE).read_text())
+        metadata = PreprocessingMetadata.read(directory / PREPROCESSING_FILE)
         transform = FeatureTransform.from_metadata(metadata)
-        targets = [transform.measured.index(column) for column in metadata["target_columns"]]
+        targets = [transform.measured.index(column) for column in metadata.target_columns]
         return cls(
             identity,
             load_forecaster(directory),
             metadata,
             max_inference_length,
             transform,
-            step_ns=pd.Timedelta(to_offset(metadata["frequency"])).value,
-            anchor_ns=pd.Timestamp(metadata["grid_anchor"]).value,
+            step_ns=pd.Timedelta(to_offset(metadata.frequency)).value,
+            anchor_ns=pd.Timestamp(metadata.grid_anchor).value,
             target_center=transform.center[targets],
             target_scale=transform.scale[targets],
             _cells_of=operator.itemgetter(*transform.measured),
@@ -144,23 +144,23 @@ class ServingModel:
 
     @functools.cached_property
     def time_column(self) -> str:
-        return self.metadata["time_column"]
+        return self.metadata.time_column
 
     @functools.cached_property
     def measured_columns(self) -> list[str]:
-        return list(self.metadata["measured_columns"])
+        return list(self.metadata.measured_columns)
 
     @functools.cached_property
     def target_columns(self) -> list[str]:
-        return list(self.metadata["target_columns"])
+        return list(self.metadata.target_columns)
 
     @functools.cached_property
     def input_seq_len(self) -> int:
-        return int(self.metadata["config"]["windows"]["input_seq_len"])
+        return self.metadata.config.windows.input_seq_len
 
     @functools.cached_property
     def output_seq_len(self) -> int:
-        return int(self.metadata["config"]["windows"]["output_seq_len"])
+        return self.metadata.config.windows.output_seq_len
 
     @functools.cached_property
     def rows_needed(self) -> int:
@@ -176,7 +176,7 @@ class ServingModel:
             "rows_needed": self.rows_needed,
             "input_seq_len": self.input_seq_len,
             "output_seq_len": self.output_seq_len,
-            "frequency": self.metadata["frequency"],
+            "frequency": self.metadata.frequency,
             "max_inference_length": self.max_inference_length,
             "max_missing_share": MAX_MISSING_SHARE,
         }
@@ -253,8 +253,8 @@ class ServingModel:
             off_grid = np.flatnonzero((nanoseconds - self.anchor_ns) % self.step_ns)
             raise RequestError(
                 f"{where}row {off_grid[0] + 1}: {self.time_column} {times[off_grid[0]]} is not on the "
-                f"{self.metadata['frequency']} grid of the training data (which runs through "
-                f"{self.metadata['grid_anchor']})"
+                f"{self.metadata.frequency} grid of the training data (which runs through "
+                f"{self.metadata.grid_anchor})"
             )
         return self._on_grid(nanoseconds, values, where)
 
@@ -289,7 +289,7 @@ class ServingModel:
             detail = f"column {empty[0]!r} has no value" if empty else f"{int(missing.sum())} of {missing.size} cells"
             raise RequestError(
                 f"{where}too much of the window is missing to fill: {detail} in the last {rows} steps of "
-                f"{self.metadata['frequency']} (at most {MAX_MISSING_SHARE:.0%} of the cells may be missing)"
+                f"{self.metadata.frequency} (at most {MAX_MISSING_SHARE:.0%} of the cells may be missing)"
             )
         steps, columns = np.nonzero(missing)
         filled = tuple(zip(steps.tolist(), columns.tolist(), strict=True))

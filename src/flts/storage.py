@@ -75,7 +75,7 @@ class ObjectTooLarge(ValueError):
 class ObjectStore:
     def __init__(self, settings: CommonSettings) -> None:
         self.settings = settings
-        self.client = boto3.client(
+        self._client = boto3.client(
             "s3",
             endpoint_url=settings.s3_endpoint_url or None,
             aws_access_key_id=settings.aws_access_key_id or None,
@@ -90,15 +90,19 @@ class ObjectStore:
             ),
         )
 
+    def check_bucket(self, bucket: str) -> None:
+        """Raise unless the bucket exists and these credentials reach it."""
+        self._client.head_bucket(Bucket=bucket)
+
     def ensure_buckets(self, buckets: list[str] | None = None) -> None:
         for bucket in buckets or self.settings.buckets:
             try:
-                self.client.head_bucket(Bucket=bucket)
+                self._client.head_bucket(Bucket=bucket)
             except ClientError as exc:
                 if _status(exc) not in (403, 404):
                     raise
                 try:
-                    self.client.create_bucket(Bucket=bucket)
+                    self._client.create_bucket(Bucket=bucket)
                 except ClientError as create_exc:
                     code = create_exc.response.get("Error", {}).get("Code")
                     if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
@@ -106,7 +110,7 @@ class ObjectStore:
 
     def put_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> StoredObject:
         bucket, key = split_uri(uri)
-        self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+        self._client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
         return StoredObject(uri, sha256_bytes(data), len(data))
 
     def put_json(self, uri: str, value: Any) -> StoredObject:
@@ -117,7 +121,7 @@ class ObjectStore:
         bucket, key = split_uri(uri)
         reader = _HashingReader(stream, max_bytes)
         try:
-            self.client.upload_fileobj(io.BufferedReader(reader, CHUNK_BYTES), bucket, key)
+            self._client.upload_fileobj(io.BufferedReader(reader, CHUNK_BYTES), bucket, key)
         except ObjectTooLarge:
             self.delete(uri)
             raise
@@ -131,7 +135,7 @@ class ObjectStore:
     def get_bytes(self, uri: str) -> bytes:
         bucket, key = split_uri(uri)
         try:
-            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return self._client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as exc:
             if _status(exc) == 404:
                 raise ObjectNotFound(uri) from exc
@@ -143,7 +147,7 @@ class ObjectStore:
     def iter_chunks(self, uri: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
         bucket, key = split_uri(uri)
         try:
-            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+            body = self._client.get_object(Bucket=bucket, Key=key)["Body"]
         except ClientError as exc:
             if _status(exc) == 404:
                 raise ObjectNotFound(uri) from exc
@@ -153,7 +157,7 @@ class ObjectStore:
     def exists(self, uri: str) -> bool:
         bucket, key = split_uri(uri)
         try:
-            self.client.head_object(Bucket=bucket, Key=key)
+            self._client.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
             if _status(exc) == 404:
                 return False
@@ -161,7 +165,7 @@ class ObjectStore:
         return True
 
     def list(self, bucket: str, prefix: str = "") -> list[dict[str, Any]]:
-        paginator = self.client.get_paginator("list_objects_v2")
+        paginator = self._client.get_paginator("list_objects_v2")
         objects: list[dict[str, Any]] = []
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             objects.extend(page.get("Contents", []))
@@ -177,13 +181,13 @@ class ObjectStore:
 
     def page(self, bucket: str, prefix: str, limit: int, after: str = "") -> tuple[list[dict[str, Any]], str | None]:
         """One page of keys under ``prefix`` after ``after`` (in key order); the key to continue after, if any."""
-        answer = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=limit, StartAfter=after)
+        answer = self._client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=limit, StartAfter=after)
         objects = answer.get("Contents", [])
         return objects, (objects[-1]["Key"] if answer.get("IsTruncated") and objects else None)
 
     def delete(self, uri: str) -> None:
         bucket, key = split_uri(uri)
-        self.client.delete_object(Bucket=bucket, Key=key)
+        self._client.delete_object(Bucket=bucket, Key=key)
 
     def sha256_of(self, uri: str) -> str:
         digest = hashlib.sha256()

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from flts.config import CommonSettings
+from flts.layout import MODEL_ARTIFACT_PATH
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -31,9 +34,10 @@ TAG_DATASET = "flts.dataset_id"
 TAG_ERROR = "flts.error"
 # When the lineage's data was uploaded (epoch ms): orders an identifier's lineages for promotion.
 TAG_UPLOADED_AT = "flts.uploaded_at_ms"
+# The registry is searched a page at a time: MLflow returns at most this many registered models per call.
+REGISTRY_PAGE_SIZE = 100
 # The trainer beats this while it trains (epoch ms); a RUNNING run whose beat stopped lost its process.
 TAG_HEARTBEAT = "flts.heartbeat_ms"
-MODEL_ARTIFACT_PATH = "model"
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ class Tracker:
 
         self.settings = settings
         mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-        self.client: MlflowClient = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+        self._client: MlflowClient = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
         self._experiment_id: str | None = None
 
     @property
@@ -77,12 +81,12 @@ class Tracker:
         if self._experiment_id is None:
             from mlflow.exceptions import MlflowException
 
-            experiment = self.client.get_experiment_by_name(self.settings.mlflow_experiment)
+            experiment = self._client.get_experiment_by_name(self.settings.mlflow_experiment)
             if experiment is None:
                 try:
-                    self._experiment_id = self.client.create_experiment(self.settings.mlflow_experiment)
+                    self._experiment_id = self._client.create_experiment(self.settings.mlflow_experiment)
                 except MlflowException:
-                    experiment = self.client.get_experiment_by_name(self.settings.mlflow_experiment)
+                    experiment = self._client.get_experiment_by_name(self.settings.mlflow_experiment)
                     assert experiment is not None
                     self._experiment_id = experiment.experiment_id
             else:
@@ -96,7 +100,9 @@ class Tracker:
         tags[TAG_DATASET] = dataset_id
         if uploaded_at_ms is not None:
             tags[TAG_UPLOADED_AT] = str(uploaded_at_ms)
-        run = self.client.create_run(self.experiment_id, run_name=f"{model_type.lower()}-{config_hash[:12]}", tags=tags)
+        run = self._client.create_run(
+            self.experiment_id, run_name=f"{model_type.lower()}-{config_hash[:12]}", tags=tags
+        )
         return run.info.run_id
 
     def lineage_runs(self, config_hash: str, model_type: str | None = None) -> list[RunSummary]:
@@ -104,7 +110,7 @@ class Tracker:
         query = f"tags.`{TAG_CONFIG_HASH}` = '{config_hash}'"
         if model_type:
             query += f" and tags.`{TAG_MODEL_TYPE}` = '{model_type}'"
-        runs = self.client.search_runs(
+        runs = self._client.search_runs(
             [self.experiment_id],
             filter_string=query,
             order_by=["attributes.start_time DESC"],
@@ -114,7 +120,7 @@ class Tracker:
 
     def recent_lineages(self, max_runs: int = 1000) -> dict[str, list[RunSummary]]:
         """Runs grouped by config_hash, for eval's sweep after a restart."""
-        runs = self.client.search_runs(
+        runs = self._client.search_runs(
             [self.experiment_id], order_by=["attributes.start_time DESC"], max_results=max_runs
         )
         grouped: dict[str, list[RunSummary]] = {}
@@ -124,12 +130,40 @@ class Tracker:
                 grouped.setdefault(config_hash, []).append(_summary(run))
         return grouped
 
+    def log(
+        self, run_id: str, metrics: dict[str, float], step: int = 0, params: dict[str, object] | None = None
+    ) -> None:
+        """Metrics at one step (an epoch, or 0 for the final scores) and optionally params, in one call."""
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        self._client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
+            params=[Param(k, str(v)[:6000]) for k, v in (params or {}).items()],
+        )
+
+    def log_model(self, run_id: str, directory: Path) -> None:
+        """Upload a model bundle (the forecaster and its preprocessing) as the run's model artifact."""
+        self._client.log_artifacts(run_id, str(directory), MODEL_ARTIFACT_PATH)
+
+    def log_file(self, run_id: str, artifact_path: str, content: bytes) -> None:
+        """Upload ``content`` as the run's artifact file ``artifact_path`` (e.g. `backtest.TEST_FORECAST_ARTIFACT`)."""
+        relative = PurePosixPath(artifact_path)
+        with tempfile.TemporaryDirectory(prefix="flts-artifact-") as tmp:
+            path = Path(tmp) / relative.name
+            path.write_bytes(content)
+            self._client.log_artifact(run_id, str(path), str(relative.parent) if relative.parent.parts else None)
+
+    def finish_run(self, run_id: str) -> None:
+        self._client.set_terminated(run_id, status="FINISHED")
+
     def fail_run(self, run_id: str, error: str, status: str = "FAILED") -> None:
-        self.client.set_tag(run_id, TAG_ERROR, error[:4000])
-        self.client.set_terminated(run_id, status=status)
+        self._client.set_tag(run_id, TAG_ERROR, error[:4000])
+        self._client.set_terminated(run_id, status=status)
 
     def heartbeat(self, run_id: str) -> None:
-        self.client.set_tag(run_id, TAG_HEARTBEAT, str(int(time.time() * 1000)))
+        self._client.set_tag(run_id, TAG_HEARTBEAT, str(int(time.time() * 1000)))
 
     def register(self, run_id: str, identifier: str, tags: dict[str, str]) -> str:
         """Register the run's model as a new version of the identifier's registered model."""
@@ -137,36 +171,55 @@ class Tracker:
 
         name = registered_model_name(self.settings, identifier)
         try:
-            self.client.create_registered_model(name)
+            self._client.create_registered_model(name)
         except MlflowException as exc:
             if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
                 raise
-        run = self.client.get_run(run_id)
-        version = self.client.create_model_version(
+        run = self._client.get_run(run_id)
+        version = self._client.create_model_version(
             name, f"{run.info.artifact_uri}/{MODEL_ARTIFACT_PATH}", run_id=run_id, tags=tags
         )
         return str(version.version)
 
-    def model_version_of_run(self, identifier: str, run_id: str) -> str | None:
+    def model_versions(self, identifier: str, run_id: str | None = None) -> list[str]:
+        """The identifier's registered model versions; only those of one run's model when `run_id` is given."""
         name = registered_model_name(self.settings, identifier)
-        versions = self.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
-        return str(versions[0].version) if versions else None
+        query = f"name = '{name}'" + (f" and run_id = '{run_id}'" if run_id else "")
+        return [str(version.version) for version in self._client.search_model_versions(query)]
+
+    def model_version_of_run(self, identifier: str, run_id: str) -> str | None:
+        versions = self.model_versions(identifier, run_id)
+        return versions[0] if versions else None
+
+    def registered_identifiers(self, page_size: int = REGISTRY_PAGE_SIZE) -> list[str]:
+        """Every identifier with a registered model (not all of them have a champion yet), a page at a time."""
+        prefix = f"{self.settings.registered_model_prefix}-"
+        found: list[str] = []
+        token: str | None = None
+        while True:
+            page = self._client.search_registered_models(
+                f"name LIKE '{prefix}%'", max_results=page_size, page_token=token
+            )
+            found += [registered.name.removeprefix(prefix) for registered in page]
+            token = page.token
+            if not token:
+                return found
 
     def run_summary(self, run_id: str) -> RunSummary:
-        return _summary(self.client.get_run(run_id))
+        return _summary(self._client.get_run(run_id))
 
     def champion(self, identifier: str) -> ModelVersion | None:
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client.get_model_version_by_alias(
+            return self._client.get_model_version_by_alias(
                 registered_model_name(self.settings, identifier), CHAMPION_ALIAS
             )
         except MlflowException:
             return None
 
     def set_champion(self, identifier: str, version: str) -> None:
-        self.client.set_registered_model_alias(
+        self._client.set_registered_model_alias(
             registered_model_name(self.settings, identifier), CHAMPION_ALIAS, version
         )
 

@@ -24,17 +24,17 @@ import pandas as pd
 
 from flts.backtest import TEST_FORECAST_ARTIFACT, forecast_frame, to_parquet_bytes
 from flts.config import CommonSettings, PipelineConfig
-from flts.data.scaler import Scaler
+from flts.data.metadata import MetadataError, PreprocessingMetadata
 from flts.data.windows import Windows, make_windows
 from flts.kafka import MessageProducer, PermanentError
+from flts.layout import PREPROCESSING_FILE
 from flts.messages import ModelTraining, ObjectRef, TrainingData
-from flts.metrics import forecast_metrics, in_sample_naive_mae
 from flts.models.base import Forecaster, WindowLayout
 from flts.observability import log_context
 from flts.outages import is_outage
-from flts.predict import PREPROCESSING_FILE
+from flts.scoring import forecast_metrics, in_sample_naive_mae
 from flts.storage import ObjectNotFound, ObjectStore, sha256_bytes
-from flts.tracking import MODEL_ARTIFACT_PATH, TAG_CONFIG_HASH, TAG_MODEL_TYPE, RunSummary, Tracker
+from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, RunSummary, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class LineageData:
     claim: TrainingData
     frames: dict[str, pd.DataFrame]
     windows: dict[str, Windows]
-    metadata: dict[str, Any]
+    metadata: PreprocessingMetadata
     config: PipelineConfig
 
     @property
@@ -79,10 +79,14 @@ def load_lineage_data(store: ObjectStore, claim: TrainingData) -> LineageData:
             "validation": read_parquet(store, claim.validation),
             "test": read_parquet(store, claim.test),
         }
-        metadata = store.get_json(claim.metadata.uri)
+        stored = store.get_json(claim.metadata.uri)
     except ObjectNotFound as exc:
         raise PermanentError(f"object behind the claim is missing: {exc}") from exc
-    config = PipelineConfig.model_validate(metadata["config"])
+    try:
+        metadata = PreprocessingMetadata.parse(stored, claim.metadata.uri)
+    except MetadataError as exc:
+        raise PermanentError(str(exc)) from exc
+    config = metadata.config
     windows = {
         split: make_windows(
             frame,
@@ -107,7 +111,7 @@ def score(forecaster: Forecaster, data: LineageData) -> tuple[dict[str, float], 
     test forecasts beside the actual values (original scale), which the run keeps for the plots."""
     test = data.windows["test"]
     predictions = forecaster.predict(test.inputs, test.target_times)
-    scaler = Scaler.from_dict(data.metadata["scaler"])
+    scaler = data.metadata.fitted_scaler
     targets = data.claim.target_columns
 
     def inverse(values: np.ndarray) -> np.ndarray:
@@ -218,7 +222,7 @@ class TrainingJob:
             version = self.tracker.register(
                 run_id, claim.identifier, {TAG_CONFIG_HASH: claim.config_hash, TAG_MODEL_TYPE: model_type}
             )
-            self.tracker.client.set_terminated(run_id, status="FINISHED")
+            self.tracker.finish_run(run_id)
             log.info("training finished", extra={"model_version": version, "test_rmse": metrics.get("test_rmse")})
             self._announce(claim, model_type, "SUCCESS", run_id, metrics, version)
 
@@ -253,17 +257,13 @@ class TrainingJob:
             thread.join(timeout=5)
 
     def _train_and_log(self, fit: Fit, data: LineageData, run_id: str) -> dict[str, float]:
-        from mlflow.entities import Metric, Param
-
-        client = self.tracker.client
         started = time.monotonic()
 
         def on_epoch(epoch: int, values: dict[str, float]) -> None:
             """Each epoch's record (epoch, losses, its seconds) and the time since fitting began, as it
             happens: step = epoch, so the page and the CLI show progress while the model trains."""
-            now = int(time.time() * 1000)
             record = {**values, "elapsed_seconds": time.monotonic() - started}
-            client.log_batch(run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in record.items()])
+            self.tracker.log(run_id, record, step=epoch)
             log.info("epoch done", extra={"epoch": epoch, **record})
 
         forecaster, params = fit(data, on_epoch)
@@ -278,20 +278,12 @@ class TrainingJob:
             "train_windows": len(data.windows["train"]),
             "test_windows": len(data.windows["test"]),
         }
-        now = int(time.time() * 1000)
-        client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if np.isfinite(v)],
-            params=[Param(k, str(v)[:6000]) for k, v in all_params.items()],
-        )
+        self.tracker.log(run_id, {k: v for k, v in metrics.items() if np.isfinite(v)}, params=all_params)
         with tempfile.TemporaryDirectory(prefix="flts-model-") as tmp:
             forecaster.save(Path(tmp))
-            (Path(tmp) / PREPROCESSING_FILE).write_text(json.dumps(data.metadata, indent=2, default=str))
-            client.log_artifacts(run_id, tmp, MODEL_ARTIFACT_PATH)
-        with tempfile.TemporaryDirectory(prefix="flts-forecast-") as tmp:
-            path = Path(tmp) / Path(TEST_FORECAST_ARTIFACT).name
-            path.write_bytes(to_parquet_bytes(forecasts))
-            client.log_artifact(run_id, str(path), str(Path(TEST_FORECAST_ARTIFACT).parent))
+            (Path(tmp) / PREPROCESSING_FILE).write_text(json.dumps(data.metadata.to_json(), indent=2))
+            self.tracker.log_model(run_id, Path(tmp))
+        self.tracker.log_file(run_id, TEST_FORECAST_ARTIFACT, to_parquet_bytes(forecasts))
         return metrics
 
     def _announce(

@@ -1,14 +1,55 @@
-"""What the HTTP services share below their routes: the request body limit, enforced while streaming,
-and a JSON answer sent straight from ASGI middleware."""
+"""What the HTTP services share: how an app is assembled, the liveness probe, the request body limit, and a
+JSON answer sent straight from ASGI middleware.
+
+Each service follows the same shape: `<service>/api.py` holds its module-level router and its dependencies
+(the service object, read from `app.state`; the caller, `flts.auth.Caller`), `<service>/service.py` builds
+that object in `lifespan`, assembles the app with `service_app` and installs the body limit, then auth.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from prometheus_client import make_asgi_app
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
+
+
+probes = APIRouter(tags=["probes"])
+
+
+@probes.get("/healthz")
+def healthz(request: Request, response: Response) -> dict[str, str]:
+    """Liveness: the process answers and nothing it needs died for good (readiness, /readyz, is each service's own)."""
+    failure = request.app.state.liveness_failure()
+    if failure is not None:
+        response.status_code = 503
+        return {"status": failure}
+    return {"status": "ok"}
+
+
+def service_app(
+    title: str,
+    description: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    router: APIRouter,
+    liveness_failure: Callable[[], str | None] | None = None,
+) -> FastAPI:
+    """A service's app: its lifespan and router, /healthz, and its Prometheus metrics on /metrics.
+
+    `liveness_failure`: why the process must be restarted, if it must (a thread it cannot do without died).
+    """
+    app = FastAPI(title=title, version="0.1.0", description=description, lifespan=lifespan)
+    app.state.liveness_failure = liveness_failure or (lambda: None)
+    app.mount("/metrics", make_asgi_app())
+    app.include_router(probes)
+    app.include_router(router)
+    return app
 
 
 class _BodyTooLarge(Exception):

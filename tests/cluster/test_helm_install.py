@@ -282,7 +282,7 @@ def test_load_makes_the_hpa_scale_inference_out_and_the_new_replica_serves_the_c
     hpa = kubectl_json(release, "get", "hpa", f"{RELEASE}-inference")
     before = hpa["status"].get("currentReplicas", 0)
     assert before < hpa["spec"]["maxReplicas"], "values-cluster.yaml must leave the HPA room to scale out"
-    locustfile = ROOT / "locust" / "locustfile.py"
+    locustfile = ROOT / ".helm" / "files" / "locustfile.py"
     sh(release, "kubectl", "-n", NS, "create", "configmap", "locustfile-hpa", f"--from-file=locustfile.py={locustfile}")
     job = tmp_path / "locust-job.json"
     job.write_text(json.dumps(locust_job(duration_s=240, users=8, identifier=champion["identifier"])))

@@ -35,7 +35,7 @@ SERVICE_SETTINGS = {
     "preprocess": "PreprocessSettings",
     "train-gru": "TrainSettings",
     "train-lstm": "TrainSettings",
-    "nonml": "NonMLSettings",
+    "nonml": "NonmlSettings",
     "eval": "EvalSettings",
     "inference": "InferenceSettings",
     # The one-shot topic/bucket init (`python -m flts.cli init`) reads CommonSettings.

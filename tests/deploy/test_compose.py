@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import COMPOSE_FILE, ENV_EXAMPLE, REPO
+from deploy_support import CHART, COMPOSE_FILE, ENV_EXAMPLE, REPO
 
 FLTS_SERVICES = ("gateway", "preprocess", "train-gru", "train-lstm", "nonml", "eval", "inference")
 ONE_SHOTS = ("init", "upload-demo")
@@ -139,12 +139,26 @@ def test_flts_containers_are_locked_down(compose_model: dict[str, Any]) -> None:
         assert any(str(t).startswith("/tmp") for t in service.get("tmpfs", [])), name
 
 
+def test_grafanas_dashboard_and_provisioning_are_mounted_from_the_charts_files(compose_model: dict[str, Any]) -> None:
+    """.helm/files is the one home of the deploy-only assets: compose mounts them, it keeps no copy."""
+    volumes = compose_model["services"]["grafana"]["volumes"]
+    binds = {v["target"]: v["source"] for v in volumes if v["type"] == "bind"}
+    files = CHART / "files" / "grafana"
+    assert binds == {
+        "/etc/grafana/provisioning/datasources/prometheus.yaml": str(files / "datasource.yaml"),
+        "/etc/grafana/provisioning/dashboards/flts.yaml": str(files / "dashboards.yaml"),
+        "/var/lib/grafana/dashboards/flts.json": str(files / "flts.json"),
+    }
+    assert all(Path(source).is_file() for source in binds.values())
+
+
 def test_observability_and_load_test(compose_model: dict[str, Any]) -> None:
     services = compose_model["services"]
     assert {"prometheus", "grafana"} <= set(services)
     for name in ("locust-master", "locust-worker"):
         assert services[name]["profiles"] == ["loadtest"], name
-        assert any(v["source"].endswith("/locust") for v in services[name]["volumes"]), name
+        mounts = {v["target"]: v["source"] for v in services[name]["volumes"]}
+        assert mounts["/mnt/locust/locustfile.py"] == str(CHART / "files" / "locustfile.py"), name
     assert "--master" in services["locust-master"]["command"]
     assert "--worker" in services["locust-worker"]["command"]
     prometheus = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())

@@ -39,13 +39,11 @@ CONTRACT_PREFIXES = ("TOPIC_", "BUCKET_")
 CONTRACT_NAMES = {"MLFLOW_EXPERIMENT", "REGISTERED_MODEL_PREFIX", "CONSUMER_GROUP"}
 SECRET = object()  # a value that comes from a Secret (compared by presence only)
 
-# Files the chart carries a copy of (Helm reads only files inside the chart): copy -> the source.
+# Files the chart carries a copy of (Helm reads only files inside the chart): copy -> the source. Only the
+# pipeline config: the services' images and the local stack read it from config/ (`make sync-chart-config`).
+# The deploy-only assets (Grafana, the locustfile) live in .helm/files alone; compose mounts them from there.
 CHART_COPIES = {
     "files/pipeline.yaml": "config/pipeline.yaml",
-    "files/locustfile.py": "locust/locustfile.py",
-    "files/grafana/flts.json": "deploy/grafana/dashboards/flts.json",
-    "files/grafana/datasource.yaml": "deploy/grafana/provisioning/datasources/prometheus.yaml",
-    "files/grafana/dashboards.yaml": "deploy/grafana/provisioning/dashboards/flts.yaml",
 }
 
 
@@ -219,7 +217,7 @@ def test_every_service_mounts_the_one_pipeline_config(
 def test_chart_copies_are_identical(copy: str) -> None:
     source = CHART_COPIES[copy]
     assert (CHART / copy).read_bytes() == (REPO / source).read_bytes(), (
-        f".helm/{copy} differs from {source}: cp {source} .helm/{copy}"
+        f".helm/{copy} differs from {source}: make sync-chart-config"
     )
 
 

@@ -1,4 +1,5 @@
-"""locust/locustfile.py: realistic /predict bodies, and non-200 answers counted as failures.
+""".helm/files/locustfile.py (compose and the chart both use it): realistic /predict bodies, and non-200
+answers counted as failures.
 
 Locust runs in subprocesses (importing it monkey-patches the interpreter with gevent) against a tiny
 stand-in for the inference service that checks every body it receives.
@@ -23,7 +24,7 @@ from deploy_support import REPO
 
 from flts.data.generate import MEASURED_COLUMNS
 
-LOCUSTFILE = REPO / "locust" / "locustfile.py"
+LOCUSTFILE = REPO / ".helm" / "files" / "locustfile.py"
 COLUMNS = set(MEASURED_COLUMNS)
 LOCUST = Path(sys.executable).parent / "locust"
 

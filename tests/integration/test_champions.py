@@ -19,11 +19,11 @@ from flts.config import InferenceSettings, PipelineConfig
 from flts.data.generate import generate_lte_dataset
 from flts.data.preprocess import preprocess
 from flts.kafka import MessageProducer, ensure_topics
+from flts.layout import PREPROCESSING_FILE
 from flts.messages import ModelSelected
 from flts.models.base import WindowLayout
 from flts.models.baselines import PersistenceForecaster
-from flts.predict import PREPROCESSING_FILE
-from flts.tracking import MODEL_ARTIFACT_PATH, TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker, registered_model_name
+from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker, registered_model_name
 from inference_container.service import create_app
 
 pytestmark = pytest.mark.integration
@@ -39,11 +39,11 @@ def model_dir(tmp_path_factory) -> Path:
     meta = preprocess(train, test, PipelineConfig()).metadata
     windows = PipelineConfig().windows
     layout = WindowLayout.build(
-        meta["feature_columns"], meta["target_columns"], windows.input_seq_len, windows.output_seq_len
+        meta.feature_columns, meta.target_columns, windows.input_seq_len, windows.output_seq_len
     )
     directory = tmp_path_factory.mktemp("persistence")
     PersistenceForecaster(layout).save(directory)
-    (directory / PREPROCESSING_FILE).write_text(json.dumps(meta, default=str))
+    (directory / PREPROCESSING_FILE).write_text(json.dumps(meta.to_json()))
     return directory
 
 
@@ -76,7 +76,7 @@ class Registry:
         return run_id
 
     def log_model(self, run_id: str) -> None:
-        self.tracker.client.log_artifacts(run_id, str(self.model_dir), MODEL_ARTIFACT_PATH)
+        self.tracker.log_model(run_id, self.model_dir)
 
     def promote(self, identifier: str, run_id: str) -> str:
         version = self.tracker.register(run_id, identifier, {TAG_CONFIG_HASH: CONFIG_HASH, TAG_MODEL_TYPE: "X"})
@@ -139,8 +139,8 @@ def test_a_replica_turns_ready_only_once_every_champion_is_loaded_page_by_page(s
     app = create_app(settings)
     app.state.loader.page_size = 5  # three pages: the paging a registry of more than 100 identifiers needs
 
-    assert TestClient(app).get("/readyz").status_code == 503, "ready before loading anything"
     with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 503, "ready before loading anything"
         assert _until(lambda: client.get("/readyz").status_code == 200), client.get("/readyz").text
         assert client.get("/readyz").json()["models"] == len(identifiers)
         assert sorted(model["identifier"] for model in client.get("/models").json()) == identifiers

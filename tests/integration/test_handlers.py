@@ -21,13 +21,13 @@ from rich.console import Console
 from eval_container.service import Evaluator
 from flts.backtest import read_test_forecast, select
 from flts.config import EvalSettings, EvaluationConfig, PipelineConfig, PreprocessSettings
-from flts.data.scaler import Scaler
+from flts.data.metadata import PreprocessingMetadata
 from flts.kafka import ConsumerLoop, MessageProducer, PermanentError, committed_offsets, ensure_topics
 from flts.messages import DatasetUploaded, ModelSelected, ModelTraining, TrainingData
 from flts.models.baselines import PersistenceForecaster
 from flts.stack import manager
 from flts.storage import ObjectStore
-from flts.tracking import TAG_ERROR, Tracker
+from flts.tracking import Tracker
 from flts.train import TrainingJob
 from preprocess_container.service import Preprocessor
 
@@ -115,7 +115,7 @@ def test_a_training_logs_each_epoch_as_it_happens_and_keeps_its_test_forecasts(s
     kept = read_test_forecast(tracker, run.run_id)
     store = ObjectStore(settings)
     test = pd.read_parquet(io.BytesIO(store.get_bytes(claim.test.uri)))
-    scaler = Scaler.from_dict(store.get_json(claim.metadata.uri)["scaler"])
+    scaler = PreprocessingMetadata.parse(store.get_json(claim.metadata.uri), claim.metadata.uri).fitted_scaler
     target = claim.target_columns[0]
     rows = select(kept, target, limit=len(test))
     actual = scaler.inverse(test[claim.target_columns].to_numpy(), claim.target_columns)[:, 0]
@@ -131,7 +131,7 @@ def test_a_failing_training_is_reported_not_retried(settings, claim, read_topic)
     TrainingJob(settings, {"GRU": broken}).handle(claim)
     (run,) = Tracker(settings).lineage_runs(claim.config_hash, "GRU")
     assert run.status == "FAILED"
-    assert "loss is NaN" in Tracker(settings).client.get_run(run.run_id).data.tags[TAG_ERROR]
+    assert "loss is NaN" in (Tracker(settings).run_summary(run.run_id).error or "")
     events = read_topic(settings, settings.topic_model_training, 2, ModelTraining.from_bytes)
     assert [e.status for e in events] == ["RUNNING", "FAILED"]
     assert "loss is NaN" in events[1].error
@@ -255,9 +255,9 @@ def test_a_run_whose_trainer_died_is_closed_as_killed_and_does_not_hold_up_the_d
 
     decision = evaluator.evaluate(claim.config_hash, claim.identifier)
 
-    assert tracker.client.get_run(orphan).info.status == "KILLED"
-    assert "no trainer heartbeat" in tracker.client.get_run(orphan).data.tags[TAG_ERROR]
-    assert tracker.client.get_run(alive).info.status == "RUNNING", "a beating run is left alone"
+    assert tracker.run_summary(orphan).status == "KILLED"
+    assert "no trainer heartbeat" in (tracker.run_summary(orphan).error or "")
+    assert tracker.run_summary(alive).status == "RUNNING", "a beating run is left alone"
     assert decision is not None and decision.reason == "waiting for LSTM"
 
 

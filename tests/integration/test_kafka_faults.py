@@ -19,7 +19,7 @@ from flts.kafka import MessageProducer, committed_offsets, ensure_topics
 from flts.messages import DeadLetter, ModelTraining, TrainingData
 from flts.stack import manager
 from flts.storage import ObjectStore
-from flts.tracking import Tracker, registered_model_name
+from flts.tracking import Tracker
 from preprocess_container.service import Preprocessor
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -162,5 +162,4 @@ def test_a_claim_whose_partition_moves_mid_training_is_trained_once_and_not_comm
     assert new.lines("start", claim.config_hash) == [], "the new owner trained the claim a second time"
     tracker = Tracker(trainer)
     assert [r.status for r in tracker.lineage_runs(claim.config_hash, "PERSISTENCE")] == ["FINISHED"]
-    name = registered_model_name(trainer, upload.identifier)
-    assert len(tracker.client.search_model_versions(f"name = '{name}'")) == 1
+    assert len(tracker.model_versions(upload.identifier)) == 1

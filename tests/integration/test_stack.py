@@ -49,7 +49,7 @@ def test_topics_and_buckets_exist(common_settings: CommonSettings) -> None:
     assert set(common_settings.topics) <= set(topics.topics)
     store = ObjectStore(common_settings)
     for bucket in common_settings.buckets:
-        store.client.head_bucket(Bucket=bucket)
+        store.check_bucket(bucket)
 
 
 def test_kafka_broker_is_apache_kafka_4(stack_config: StackConfig, common_settings: CommonSettings) -> None:

@@ -12,7 +12,8 @@ from schemathesis.checks import not_a_server_error
 
 from flts.auth import key_hash, new_key
 from flts.config import InferenceSettings
-from inference_container.service import Champions, create_app
+from inference_container.champions import Champions
+from inference_container.service import create_app
 
 ADMIN, TENANT = new_key(), new_key()
 CALLERS = {"admin": {"Authorization": f"Bearer {ADMIN}"}, "tenant": {"X-API-Key": TENANT}, "anonymous": {}}

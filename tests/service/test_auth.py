@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from collections.abc import Iterator
 
 import pytest
 import yaml
@@ -17,7 +18,7 @@ from fastapi.testclient import TestClient
 from flts.auth import KeyRing, Principal, key_hash, new_key
 from flts.config import AuthSettings, GatewaySettings, InferenceSettings
 from gateway_container.service import create_app as create_gateway
-from inference_container.service import Champions
+from inference_container.champions import Champions
 from inference_container.service import create_app as create_inference
 
 ADMIN, KEY_A, KEY_B = new_key(), new_key(), new_key()
@@ -42,18 +43,20 @@ def bearer(key: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def gateway(auth) -> TestClient:
+def gateway(auth) -> Iterator[TestClient]:
     app = create_gateway(GatewaySettings(max_upload_bytes=UPLOAD_LIMIT, **auth))
-    return TestClient(app, raise_server_exceptions=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
-def inference(auth, gru_model) -> TestClient:
+def inference(auth, gru_model) -> Iterator[TestClient]:
     champions = Champions()
     champions.install(gru_model)
     tenant_identity = dataclasses.replace(gru_model.identity, identifier="cell-a1")
     champions.install(dataclasses.replace(gru_model, identity=tenant_identity))
-    return TestClient(create_inference(InferenceSettings(**auth), champions, follow_registry=False))
+    with TestClient(create_inference(InferenceSettings(**auth), champions, follow_registry=False)) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

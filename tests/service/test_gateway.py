@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,9 +14,14 @@ from gateway_container.gateway import Gateway
 from gateway_container.service import create_app
 
 
+def _client(max_upload_bytes: int) -> TestClient:
+    return TestClient(create_app(GatewaySettings(max_upload_bytes=max_upload_bytes)), raise_server_exceptions=False)
+
+
 @pytest.fixture
-def client() -> TestClient:
-    return TestClient(create_app(GatewaySettings(max_upload_bytes=400_000)), raise_server_exceptions=False)
+def client() -> Iterator[TestClient]:
+    with _client(400_000) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -55,21 +61,21 @@ def test_a_non_numeric_value_names_its_column_and_row(client, csv_bytes):
 
 @pytest.mark.parametrize("limit", [1_000, 200_000])
 def test_an_oversized_upload_is_413(csv_bytes, limit):
-    small = TestClient(create_app(GatewaySettings(max_upload_bytes=limit)), raise_server_exceptions=False)
-    response = _upload(small, csv_bytes * 8)
+    with _client(limit) as small:
+        response = _upload(small, csv_bytes * 8)
     assert response.status_code == 413
     assert "the limit is" in response.json()["detail"]
 
 
 def test_a_chunked_oversized_body_is_413_without_a_content_length(csv_bytes):
     """No Content-Length to check up front: the body is counted as it streams and cut at the limit."""
-    small = TestClient(create_app(GatewaySettings(max_upload_bytes=10_000)), raise_server_exceptions=False)
     boundary = "flts-test-boundary"
     head = f'--{boundary}\r\nContent-Disposition: form-data; name="train"; filename="t.csv"\r\n\r\n'.encode()
     chunks = iter([head, *[csv_bytes] * 40, f"\r\n--{boundary}--\r\n".encode()])
-    response = small.post(
-        "/datasets", content=chunks, headers={"content-type": f"multipart/form-data; boundary={boundary}"}
-    )
+    with _client(10_000) as small:
+        response = small.post(
+            "/datasets", content=chunks, headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+        )
     assert response.status_code == 413, response.text
     assert "exceeds the limit" in response.json()["detail"]
 

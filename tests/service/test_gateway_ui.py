@@ -11,6 +11,7 @@ import re
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,15 @@ from fastapi.testclient import TestClient
 
 from flts.auth import key_hash, new_key
 from flts.backtest import TEST_FORECAST_ARTIFACT, forecast_frame
-from flts.config import GatewaySettings, PipelineConfig
+from flts.config import GatewaySettings, ModelsConfig, PipelineConfig, RecurrentConfig
+from flts.data.metadata import PreprocessingMetadata
 from flts.deadletters import Letter
-from flts.layout import champion_pointer_uri
+from flts.layout import METADATA_FILE, champion_pointer_uri, processed_uri
 from flts.messages import DeadLetter
 from flts.tracking import RunSummary
 from gateway_container import ui
-from gateway_container.gateway import Gateway, get_gateway
+from gateway_container.api import get_gateway
+from gateway_container.gateway import Gateway
 from gateway_container.service import create_app
 
 HASH = "c" * 64
@@ -120,13 +123,16 @@ class StubGateway:
         return [{"config_hash": HASH, "preprocessed_at": "2026-12-02T04:00:00", "outcome": "promoted", "reason": "r"}]
 
 
-def _promoted(gateway: StubGateway) -> StubGateway:
-    gateway.objects[f"s3://{SETTINGS.bucket_processed}/cell-7/{HASH}/metadata.json"] = {
-        "rows": {"train": 100, "validation": 20, "test": 20},
-        "target_columns": TARGETS,
-        "frequency": "2min",
-        "config": {"models": {"recurrent": {"epochs": 10}}},
-    }
+def _promoted(gateway: StubGateway, metadata: PreprocessingMetadata) -> StubGateway:
+    """The lineage as preprocess and eval leave it: its metadata (from a real preprocess run) and its champion."""
+    stored = metadata.model_copy(
+        update={
+            "rows": {"train": 100, "validation": 20, "test": 20},
+            "target_columns": TARGETS,
+            "config": PipelineConfig(models=ModelsConfig(recurrent=RecurrentConfig(epochs=10))),
+        }
+    )
+    gateway.objects[processed_uri(SETTINGS, "cell-7", HASH, METADATA_FILE)] = stored.to_json()
     gateway.objects[champion_pointer_uri(SETTINGS, "cell-7", HASH)] = {
         "config_hash": HASH,
         "model_type": "GRU",
@@ -140,12 +146,14 @@ def _promoted(gateway: StubGateway) -> StubGateway:
 
 
 @pytest.fixture
-def gateway() -> StubGateway:
+def gateway(processed) -> StubGateway:
     runs = [_run("GRU", 0.1), _run("PERSISTENCE", 0.3), _run("PROPHET", 0.2)]
-    return _promoted(StubGateway(StubTracker(runs, {"run-gru": _forecasts(0.1), "run-persistence": _forecasts(0.5)})))
+    tracker = StubTracker(runs, {"run-gru": _forecasts(0.1), "run-persistence": _forecasts(0.5)})
+    return _promoted(StubGateway(tracker), processed.metadata)
 
 
 def _client(gateway: StubGateway, monkeypatch: pytest.MonkeyPatch, settings: GatewaySettings) -> TestClient:
+    """The app with the stand-in behind its routes (enter it: `with _client(...) as client`, so the lifespan runs)."""
     ui._test_forecast.cache_clear()
     letter = DeadLetter(
         source_topic="training-data", partition=0, offset=4, key=None, value_b64="", headers={},
@@ -158,8 +166,9 @@ def _client(gateway: StubGateway, monkeypatch: pytest.MonkeyPatch, settings: Gat
 
 
 @pytest.fixture
-def client(gateway, monkeypatch) -> TestClient:
-    return _client(gateway, monkeypatch, SETTINGS)
+def client(gateway, monkeypatch) -> Iterator[TestClient]:
+    with _client(gateway, monkeypatch, SETTINGS) as client:
+        yield client
 
 
 def _series_points(html: str) -> dict[str, int]:
@@ -264,18 +273,18 @@ def test_with_auth_on_the_pages_ask_for_a_key_and_show_a_tenant_only_its_identif
     keys = Path(tempfile.mkdtemp()) / "keys.yaml"
     keys.write_text(f"principals: [{{name: t, sha256: {key_hash(tenant)}, identifiers: ['other-*']}}]")
     settings = GatewaySettings(auth_enabled=True, auth_keys_file=keys, auth_admin_key=admin)
-    client = _client(gateway, monkeypatch, settings)
-    lineage = f"/ui/identifiers/cell-7/lineages/{HASH}"
+    with _client(gateway, monkeypatch, settings) as client:
+        lineage = f"/ui/identifiers/cell-7/lineages/{HASH}"
 
-    to_login = client.get(lineage, follow_redirects=False)
-    assert to_login.status_code == 303 and to_login.headers["location"] == f"/ui/login?next={lineage}"
-    assert 'type="password"' in client.get(to_login.headers["location"]).text
-    assert client.get("/forecasts/cell-7").status_code == 401
-    assert client.get(lineage, headers={"X-API-Key": tenant}).status_code == 403
-    assert client.get("/forecasts/cell-7", headers={"X-API-Key": tenant}).status_code == 403
-    index = client.get("/ui", headers={"X-API-Key": tenant}).text
-    assert "cell-7" not in index and "Dead letters" not in index  # another tenant's; every tenant's
-    assert client.get(lineage, headers={"Authorization": f"Bearer {admin}"}).status_code == 200
-    assert "Dead letters" in client.get("/ui", headers={"X-API-Key": admin}).text
-    client.cookies.set("flts_api_key", admin)  # what the login page's script keeps in the browser
-    assert client.get(lineage).status_code == 200
+        to_login = client.get(lineage, follow_redirects=False)
+        assert to_login.status_code == 303 and to_login.headers["location"] == f"/ui/login?next={lineage}"
+        assert 'type="password"' in client.get(to_login.headers["location"]).text
+        assert client.get("/forecasts/cell-7").status_code == 401
+        assert client.get(lineage, headers={"X-API-Key": tenant}).status_code == 403
+        assert client.get("/forecasts/cell-7", headers={"X-API-Key": tenant}).status_code == 403
+        index = client.get("/ui", headers={"X-API-Key": tenant}).text
+        assert "cell-7" not in index and "Dead letters" not in index  # another tenant's; every tenant's
+        assert client.get(lineage, headers={"Authorization": f"Bearer {admin}"}).status_code == 200
+        assert "Dead letters" in client.get("/ui", headers={"X-API-Key": admin}).text
+        client.cookies.set("flts_api_key", admin)  # what the login page's script keeps in the browser
+        assert client.get(lineage).status_code == 200

@@ -6,6 +6,7 @@ import json
 import math
 import random
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -28,8 +29,10 @@ def champions(gru_model) -> Champions:
 
 
 @pytest.fixture
-def client(champions) -> TestClient:
-    return TestClient(create_app(InferenceSettings(), champions, follow_registry=False), raise_server_exceptions=False)
+def client(champions) -> Iterator[TestClient]:
+    app = create_app(InferenceSettings(), champions, follow_registry=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
 
 
 @pytest.fixture
@@ -44,10 +47,10 @@ def test_probes_and_docs(client):
 
 
 def test_no_model_yet_is_503_with_retry_after():
-    empty = TestClient(create_app(InferenceSettings(), Champions(), follow_registry=False))
-    ready = empty.get("/readyz")
+    with TestClient(create_app(InferenceSettings(), Champions(), follow_registry=False)) as empty:
+        ready = empty.get("/readyz")
+        predict = empty.post("/predict", json={"rows": []})
     assert ready.status_code == 503 and ready.headers["Retry-After"] == "5"
-    predict = empty.post("/predict", json={"rows": []})
     assert predict.status_code == 503 and predict.headers["Retry-After"] == "5"
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,7 +17,10 @@ from fastapi.testclient import TestClient
 
 from flts.client import window_request
 from flts.config import InferenceConfig, InferenceSettings, PipelineConfig
+from flts.data.metadata import MetadataError
 from flts.data.preprocess import preprocess
+from flts.layout import PREPROCESSING_FILE
+from flts.predict import ServingModel
 from inference_container.champions import Champions
 from inference_container.service import create_app
 
@@ -29,8 +35,9 @@ def _client(model, latest=None, **limits) -> TestClient:
 
 
 @pytest.fixture
-def client(gru_model) -> TestClient:
-    return _client(gru_model)
+def client(gru_model) -> Iterator[TestClient]:
+    with _client(gru_model) as client:
+        yield client
 
 
 @pytest.fixture
@@ -90,13 +97,15 @@ def test_a_full_queue_is_a_429_with_retry_after_and_counted(gru_model, rows):
 @pytest.mark.parametrize("chunked", [False, True])
 def test_a_body_over_max_request_bytes_is_a_413_and_counted(gru_model, rows, chunked):
     """Declared or chunked, the body is refused while it streams in (src/flts/web.py: BodySizeLimit)."""
-    client = _client(gru_model, max_request_bytes=4096)
     body = json.dumps({"windows": [rows] * 20}).encode()
     content = iter([body[i : i + 1024] for i in range(0, len(body), 1024)]) if chunked else body
-    response = client.post("/predict", content=content, headers={"content-type": "application/json"})
+    with _client(gru_model, max_request_bytes=4096) as client:
+        response = client.post("/predict", content=content, headers={"content-type": "application/json"})
+        metrics = client.get("/metrics/").text
+        under_the_limit = client.post("/predict", json={"rows": rows})
     assert response.status_code == 413 and "4096" in response.json()["detail"]
-    assert 'flts_predictions_total{outcome="too_large"}' in client.get("/metrics/").text
-    assert client.post("/predict", json={"rows": rows}).status_code == 200  # a body under the limit is served
+    assert 'flts_predictions_total{outcome="too_large"}' in metrics
+    assert under_the_limit.status_code == 200
 
 
 def test_a_request_that_waits_too_long_is_a_504_and_counted(gru_model, rows):
@@ -136,7 +145,7 @@ def _training_features(raw_data, rows: list[dict]) -> np.ndarray:
     frame = processed.test
     stamps = frame["time"].dt.tz_localize(None).astype(str).str.replace(" ", "T")
     last = int(np.flatnonzero(stamps == rows[-1]["time"])[0])
-    return frame[processed.metadata["feature_columns"]].iloc[last - 9 : last + 1].to_numpy()
+    return frame[processed.metadata.feature_columns].iloc[last - 9 : last + 1].to_numpy()
 
 
 def test_null_cells_are_filled_as_in_training_with_the_gap_flag(gru_model, raw_data, rows):
@@ -145,7 +154,7 @@ def test_null_cells_are_filled_as_in_training_with_the_gap_flag(gru_model, raw_d
     rows[8]["mcs_up"] = None
     served = _served_features(gru_model, rows)
     np.testing.assert_allclose(served, _training_features(raw_data, rows), rtol=1e-6, atol=1e-6)
-    gap = gru_model.metadata["feature_columns"].index("is_gap")
+    gap = gru_model.metadata.feature_columns.index("is_gap")
     assert served[:, gap].tolist() == [0, 0, 0, 1, 1, 0, 1, 0, 0, 0]  # the last 10 of 12 rows
 
 
@@ -194,8 +203,9 @@ def test_a_mostly_missing_window_is_a_422(client, rows, blank, fragment):
 
 
 @pytest.fixture
-def seeded(gru_model, processed) -> TestClient:
-    return _client(gru_model, gru_model.window_from_processed(processed.test))
+def seeded(gru_model, processed) -> Iterator[TestClient]:
+    with _client(gru_model, gru_model.window_from_processed(processed.test)) as client:
+        yield client
 
 
 @pytest.mark.parametrize("body", [{}, {"inference_length": 1}, {"identifier": "global"}])
@@ -278,3 +288,46 @@ def test_a_loaded_champion_is_seeded_from_the_end_of_its_lineages_processed_data
     assert latest is not None and pd.Timestamp(latest.nanoseconds[-1], tz="UTC") == processed.test["time"].iloc[-1]
     expected = window_request(processed.test.tail(10), 10)["rows"]
     assert [pd.Timestamp(row["time"]).value for row in expected] == latest.nanoseconds.tolist()
+
+
+# ------------------------------------------------------------------------------ bundles of other versions
+
+
+def _bundle(model: ServingModel, directory: Path, edit: Callable[[dict], None]) -> Path:
+    """The model's bundle as another version might have written it: its preprocessing.json edited."""
+    model.forecaster.save(directory)
+    document = model.metadata.to_json()
+    edit(document)
+    (directory / PREPROCESSING_FILE).write_text(json.dumps(document))
+    return directory
+
+
+def test_a_bundle_without_the_lineage_fields_and_with_unknown_keys_loads_and_forecasts_the_same(
+    gru_model, tmp_path, rows
+):
+    def older(document: dict) -> None:
+        for key in ("config_hash", "dataset_id"):
+            document.pop(key, None)
+        document["a_key_since_removed"] = {"any": "value"}
+
+    model = ServingModel.load(_bundle(gru_model, tmp_path, older), gru_model.identity, 10)
+    window = [model.window_from_rows(rows)]
+    expected = gru_model.forecast([gru_model.window_from_rows(rows)], 1)
+    np.testing.assert_allclose(model.forecast(window, 1).values, expected.values)
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (lambda d: d.pop("grid_anchor"), "grid_anchor: Field required"),
+        (lambda d: d["config"]["windows"].update(input_seq_len="ten"), "config.windows.input_seq_len"),
+        (lambda d: d.update(version=99), "version 99 is newer than this version reads"),
+    ],
+)
+def test_a_bundle_this_version_cannot_use_is_refused_at_load_naming_the_file_and_field(
+    gru_model, tmp_path, edit, named
+):
+    directory = _bundle(gru_model, tmp_path, edit)
+    with pytest.raises(MetadataError, match=re.escape(named)) as refused:
+        ServingModel.load(directory, gru_model.identity, 10)
+    assert str(directory / PREPROCESSING_FILE) in str(refused.value)

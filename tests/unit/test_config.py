@@ -7,12 +7,8 @@ from flts.config import (
     DEFAULT_PIPELINE_CONFIG,
     PipelineConfig,
     TrainSettings,
-    compute_config_hash,
     load_pipeline_config,
 )
-
-SHA_A = "a" * 64
-SHA_B = "b" * 64
 
 
 def test_the_shipped_pipeline_config_loads_and_states_every_default():
@@ -20,38 +16,6 @@ def test_the_shipped_pipeline_config_loads_and_states_every_default():
     assert config == PipelineConfig()
     assert config.windows.input_seq_len == 10
     assert config.models.recurrent.hidden_size == 128
-
-
-def test_config_hash_is_stable_and_changes_with_data_or_config():
-    config = PipelineConfig()
-    first = compute_config_hash(config, "global", SHA_A)
-    assert first == compute_config_hash(PipelineConfig(), "global", SHA_A)
-    assert first != compute_config_hash(config, "global", SHA_B)
-    changed = config.model_copy(update={"preprocessing": config.preprocessing.model_copy(update={"scaler": "robust"})})
-    assert first != compute_config_hash(changed, "global", SHA_A)
-
-
-def test_the_same_data_for_two_identifiers_makes_two_lineages():
-    config = PipelineConfig()
-    assert compute_config_hash(config, "cell-a", SHA_A) != compute_config_hash(config, "cell-b", SHA_A)
-
-
-def test_upload_limits_do_not_change_the_lineage():
-    config = PipelineConfig()
-    tighter = config.model_copy(update={"limits": config.limits.model_copy(update={"max_columns": 8})})
-    assert compute_config_hash(config, "global", SHA_A) == compute_config_hash(tighter, "global", SHA_A)
-
-
-def test_model_hyperparameters_do_not_change_the_lineage():
-    config = PipelineConfig()
-    more_epochs = config.model_copy(
-        update={
-            "models": config.models.model_copy(
-                update={"recurrent": config.models.recurrent.model_copy(update={"epochs": 3})}
-            )
-        }
-    )
-    assert compute_config_hash(config, "global", SHA_A) == compute_config_hash(more_epochs, "global", SHA_A)
 
 
 def test_unknown_keys_in_the_pipeline_config_are_an_error(tmp_path: Path):

@@ -12,8 +12,8 @@ import pytest
 from flts.config import PipelineConfig
 from flts.data.generate import generate_lte_dataset
 from flts.data.io import DataError, read_measurements
+from flts.data.metadata import PreprocessingMetadata
 from flts.data.preprocess import ProcessedDataset, prepare_for_inference, preprocess
-from flts.data.scaler import Scaler
 
 START = pd.Timestamp("2024-01-01")  # a Monday, 00:00 UTC
 STEP = pd.Timedelta("2min")
@@ -43,7 +43,7 @@ def _all(processed: ProcessedDataset) -> pd.DataFrame:
 
 def _original(processed: ProcessedDataset, frame: pd.DataFrame, column: str) -> np.ndarray:
     """A measured column of a processed frame back on the original scale."""
-    scaler = Scaler.from_dict(processed.metadata["scaler"])
+    scaler = processed.metadata.fitted_scaler
     return scaler.inverse(frame[[column]].to_numpy(), [column])[:, 0]
 
 
@@ -52,22 +52,22 @@ def test_generated_dataset_end_to_end() -> None:
     config = PipelineConfig.model_validate({"preprocessing": {"lag_features": [5, 1]}})
     processed = preprocess(read_measurements(train.to_csv(index=False).encode(), config.data), None, config)
     metadata = processed.metadata
-    assert json.loads(json.dumps(metadata)) == metadata
+    assert PreprocessingMetadata.parse(json.loads(json.dumps(metadata.to_json())), "a round trip") == metadata
     measured = list(train.columns[1:])
-    assert metadata["measured_columns"] == metadata["target_columns"] == measured
+    assert metadata.measured_columns == metadata.target_columns == measured
     lags = [f"{name}_lag{lag}" for name in measured for lag in (1, 5)]
-    assert metadata["feature_columns"] == [*measured, *lags, "hour_sin", "hour_cos", "dow_sin", "dow_cos", "is_gap"]
-    assert metadata["frequency"] == "2min"
-    assert metadata["duplicates_dropped"] == 3
-    assert metadata["gap_rows_filled"] > 15
-    assert metadata["config"] == config.model_dump(mode="json")
+    assert metadata.feature_columns == [*measured, *lags, "hour_sin", "hour_cos", "dow_sin", "dow_cos", "is_gap"]
+    assert metadata.frequency == "2min"
+    assert metadata.duplicates_dropped == 3
+    assert metadata.gap_rows_filled > 15
+    assert metadata.config == config
     for key in ("time_column", "scaler", "clip", "time_features", "lag_features", "imputation", "rows"):
-        assert key in metadata
+        assert key in metadata.to_json()
     for frame in (processed.train, processed.validation, processed.test):
-        assert list(frame.columns) == ["time", *metadata["feature_columns"]]
+        assert list(frame.columns) == ["time", *metadata.feature_columns]
         assert (frame.dtypes.iloc[1:] == np.float32).all()
         assert np.isfinite(frame.iloc[:, 1:].to_numpy()).all()
-    assert sum(metadata["rows"].values()) == 3000 + 15 - 3 - 5
+    assert sum(metadata.rows.values()) == 3000 + 15 - 3 - 5
 
 
 def test_grid_reindex_with_gaps_and_duplicates() -> None:
@@ -81,8 +81,8 @@ def test_grid_reindex_with_gaps_and_duplicates() -> None:
     assert (everything["time"].diff().dropna() == STEP).all()
     assert everything["is_gap"].to_numpy().nonzero()[0].tolist() == [10, 11, 12]
     assert _original(processed, everything, "down")[20] == pytest.approx(999.0)
-    assert processed.metadata["duplicates_dropped"] == 1
-    assert processed.metadata["gap_rows_filled"] == 3
+    assert processed.metadata.duplicates_dropped == 1
+    assert processed.metadata.gap_rows_filled == 3
     assert len(_all(preprocess(shuffled, None, _config()))) == 100
 
 
@@ -100,7 +100,7 @@ def test_each_imputation_fills_and_marks(method: str, expected: list[float] | No
     if expected is None:
         train_values = [value for value in range(len(processed.train)) if value not in (30, 31)]
         expected = [float(np.mean(train_values))] * 2
-        assert processed.metadata["imputation"]["fill_values"]["down"] == pytest.approx(expected[0])
+        assert processed.metadata.imputation.fill_values["down"] == pytest.approx(expected[0])
     np.testing.assert_allclose(filled, expected, atol=1e-4)
     assert everything["is_gap"].to_numpy().nonzero()[0].tolist() == [30, 31]
     assert np.isfinite(everything.iloc[:, 1:].to_numpy()).all()
@@ -132,9 +132,9 @@ def test_split_is_chronological_without_overlap() -> None:
     assert (len(train), len(validation), len(test)) == (140, 30, 30)
     assert validation["time"].iloc[0] - train["time"].iloc[-1] == STEP
     assert test["time"].iloc[0] - validation["time"].iloc[-1] == STEP
-    assert processed.metadata["rows"] == {"train": 140, "validation": 30, "test": 30}
-    assert processed.metadata["time_range"]["test"]["last"] == (START + 199 * STEP).tz_localize("UTC").isoformat()
-    assert processed.metadata["test_source"] == "split"
+    assert processed.metadata.rows == {"train": 140, "validation": 30, "test": 30}
+    assert processed.metadata.time_range["test"]["last"] == (START + 199 * STEP).tz_localize("UTC").isoformat()
+    assert processed.metadata.test_source == "split"
 
 
 def test_separate_test_file_is_the_test_set() -> None:
@@ -143,8 +143,8 @@ def test_separate_test_file_is_the_test_set() -> None:
     assert (len(processed.train), len(processed.validation), len(processed.test)) == (170, 30, 60)
     assert processed.test["time"].iloc[0] == (START + 200 * STEP).tz_localize("UTC")
     assert processed.test["is_gap"].sum() == 1
-    assert processed.metadata["test_source"] == "file"
-    assert processed.metadata["input_rows"] == {"train": 200, "test": 59}
+    assert processed.metadata.test_source == "file"
+    assert processed.metadata.input_rows == {"train": 200, "test": 59}
 
 
 def test_sampling_keeps_the_most_recent_training_rows_and_the_first_test_rows() -> None:
@@ -155,7 +155,7 @@ def test_sampling_keeps_the_most_recent_training_rows_and_the_first_test_rows() 
     assert test["time"].iloc[0] == (START + 340 * STEP).tz_localize("UTC")
     assert train["time"].iloc[0] == (START + 240 * STEP).tz_localize("UTC")
     assert validation["time"].iloc[-1] + STEP == test["time"].iloc[0]
-    assert Scaler.from_dict(processed.metadata["scaler"]).center[0] == 240.0
+    assert processed.metadata.fitted_scaler.center[0] == 240.0
 
 
 def test_scaler_is_fitted_on_the_train_split_only() -> None:
@@ -164,8 +164,8 @@ def test_scaler_is_fitted_on_the_train_split_only() -> None:
     changed.loc[150:, ["down", "up"]] *= 100.0
     first = preprocess(raw, None, _config())
     second = preprocess(changed, None, _config())
-    assert first.metadata["scaler"] == second.metadata["scaler"]
-    scaler = Scaler.from_dict(first.metadata["scaler"])
+    assert first.metadata.scaler == second.metadata.scaler
+    scaler = first.metadata.fitted_scaler
     assert scaler.center[0] == 0.0 and scaler.scale[0] == 139.0
     assert first.train["down"].max() == 1.0 and second.test["down"].max() > 100
 
@@ -183,7 +183,7 @@ def test_outlier_clipping_uses_train_bounds(method: str) -> None:
     raw = _raw(200)
     raw.loc[190, "up"] = 1e6
     processed = preprocess(raw, None, _config(outliers={"method": method, "iqr_k": 1.0}))
-    low, high = processed.metadata["clip"]["up"]
+    low, high = processed.metadata.clip["up"]
     train_up = (np.arange(140) % 7) * 3.0
     if method == "iqr":
         q25, q75 = np.percentile(train_up, [25, 75])
@@ -198,7 +198,7 @@ def test_lag_and_time_features() -> None:
     config = config.model_copy(update={"data": config.data.model_copy(update={"target_columns": ["down"]})})
     processed = preprocess(_raw(400), None, config)
     train, validation = processed.train, processed.validation
-    assert processed.metadata["lag_columns"] == ["down_lag1", "down_lag3"]
+    assert processed.metadata.lag_columns == ["down_lag1", "down_lag3"]
     assert train["time"].iloc[0] == (START + 3 * STEP).tz_localize("UTC")
     np.testing.assert_array_equal(train["down_lag1"].to_numpy()[1:], train["down"].to_numpy()[:-1])
     np.testing.assert_array_equal(train["down_lag3"].to_numpy()[3:], train["down"].to_numpy()[:-3])
@@ -208,16 +208,16 @@ def test_lag_and_time_features() -> None:
     assert (at_six["dow_sin"], at_six["dow_cos"]) == pytest.approx(
         (np.sin(2 * np.pi * 0.25 / 7), np.cos(2 * np.pi * 0.25 / 7)), abs=1e-6
     )
-    assert not {"hour_sin", "is_gap"} & set(processed.metadata["scaler"]["columns"])
+    assert not {"hour_sin", "is_gap"} & set(processed.metadata.scaler["columns"])
 
 
 def test_frequency_is_inferred_from_jittered_times_or_configured() -> None:
     raw = _raw(200)
     raw["time"] += pd.to_timedelta(np.tile([0, 1, -1, 2], 50), unit="s")
     processed = preprocess(raw, None, _config())
-    assert processed.metadata["frequency"] == "2min"
+    assert processed.metadata.frequency == "2min"
     assert _all(processed)["is_gap"].sum() == 0
-    assert preprocess(_raw(200), None, _config(frequency="2min")).metadata["frequency"] == "2min"
+    assert preprocess(_raw(200), None, _config(frequency="2min")).metadata.frequency == "2min"
 
 
 @pytest.mark.parametrize(

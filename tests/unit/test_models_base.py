@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flts.models.base import MODEL_FILE, WindowLayout, frame_times, load_forecaster, read_model_json
+from flts.layout import MODEL_FILE
+from flts.models.base import WindowLayout, frame_times, load_forecaster, read_model_json
 from flts.models.baselines import PersistenceForecaster
 
 

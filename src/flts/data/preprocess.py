@@ -1,14 +1,13 @@
 """Every data decision, made once: grid, gaps, outliers, features, split, sampling, scaling.
 
-``preprocess`` fits everything on the train split and records it in a JSON-serialisable metadata
-dict; ``prepare_for_inference`` replays exactly the same transform on raw rows sent to /predict
-(both go through ``_features``), so a served model sees what it was trained on.
+``preprocess`` fits everything on the train split and records it in the lineage's metadata;
+``FeatureTransform`` rebuilds that fitted transform from it, and serving (``flts.predict``) applies
+it to the rows sent to /predict, so a served model sees what it was trained on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,9 +23,9 @@ from flts.data.io import (
     split_sizes,
     validate_measurements,
 )
+from flts.data.metadata import METADATA_VERSION, Imputation, PreprocessingMetadata
 from flts.data.scaler import Scaler
 
-METADATA_VERSION = 1
 SPLITS = ("train", "validation", "test")
 _NS_PER_DAY = 86_400 * 10**9
 _STEP_UNITS_NS = (1, 10**3, 10**6, 10**7, 10**8, 10**9, 10**10, 6 * 10**10, 6 * 10**11, 36 * 10**11, _NS_PER_DAY)
@@ -39,7 +38,7 @@ class ProcessedDataset:
     train: pd.DataFrame  # time column + feature columns, float32 scaled; chronological
     validation: pd.DataFrame
     test: pd.DataFrame
-    metadata: dict[str, Any]  # JSON-serialisable: everything needed to replay the transform
+    metadata: PreprocessingMetadata  # everything needed to replay the transform
 
 
 @dataclass(frozen=True)
@@ -170,24 +169,24 @@ class FeatureTransform:
     fill_values: np.ndarray
 
     @classmethod
-    def from_metadata(cls, metadata: dict[str, Any]) -> FeatureTransform:
-        measured = list(metadata["measured_columns"])
+    def from_metadata(cls, metadata: PreprocessingMetadata) -> FeatureTransform:
+        measured = list(metadata.measured_columns)
         clip = None
-        if metadata["clip"] is not None:
-            bounds = np.array([metadata["clip"][name] for name in measured], dtype=np.float64)
+        if metadata.clip is not None:
+            bounds = np.array([metadata.clip[name] for name in measured], dtype=np.float64)
             clip = (bounds[:, 0], bounds[:, 1])
-        scaler = Scaler.from_dict(metadata["scaler"])  # fitted on measured, in order
-        fill_values = metadata["imputation"].get("fill_values") or {}
+        scaler = metadata.fitted_scaler  # fitted on measured, in order
+        fill_values = metadata.imputation.fill_values or {}
         return cls(
             measured=tuple(measured),
-            targets=tuple(metadata["target_columns"]),
-            feature_columns=tuple(metadata["feature_columns"]),
+            targets=tuple(metadata.target_columns),
+            feature_columns=tuple(metadata.feature_columns),
             clip=clip,
             center=np.asarray(scaler.center, dtype=np.float64),
             scale=np.asarray(scaler.scale, dtype=np.float64),
-            lags=tuple(metadata["lag_features"]),
-            time_features=tuple(metadata["time_features"]),
-            imputation=PreprocessingConfig.model_validate(metadata["config"]["preprocessing"]),
+            lags=tuple(metadata.lag_features),
+            time_features=tuple(metadata.time_features),
+            imputation=metadata.config.preprocessing,
             fill_values=np.array([fill_values.get(name, 0.0) for name in measured], dtype=np.float64),
         )
 
@@ -226,7 +225,7 @@ class FeatureTransform:
 
 
 def _features(
-    times: pd.DatetimeIndex, values: np.ndarray, gap: np.ndarray, metadata: dict[str, Any], skip: int = 0
+    times: pd.DatetimeIndex, values: np.ndarray, gap: np.ndarray, metadata: PreprocessingMetadata, skip: int = 0
 ) -> pd.DataFrame:
     """The training-side frame: time column + feature columns; the first ``skip`` rows only feed the lags."""
     columns = FeatureTransform.from_metadata(metadata).columns(
@@ -234,8 +233,8 @@ def _features(
     )
     return pd.DataFrame(
         {
-            metadata["time_column"]: times[skip:],
-            **{name: columns[name][skip:] for name in metadata["feature_columns"]},
+            metadata.time_column: times[skip:],
+            **{name: columns[name][skip:] for name in metadata.feature_columns},
         }
     )
 
@@ -313,44 +312,48 @@ def preprocess(raw_train: pd.DataFrame, raw_test: pd.DataFrame | None, config: P
 
     lag_columns = [lag_column(target, lag) for target in targets for lag in lags]
     time_columns = [name for feature in settings.time_features for name in TIME_FEATURE_COLUMNS[feature]]
-    metadata: dict[str, Any] = {
-        "version": METADATA_VERSION,
-        "time_column": time_column,
-        "identifier": _identifier(train_raw, data.identifier_column),
-        "frequency": to_offset(step).freqstr,
-        "grid_anchor": anchor.isoformat(),
-        "measured_columns": measured,
-        "target_columns": targets,
-        "lag_columns": lag_columns,
-        "time_feature_columns": time_columns,
-        "gap_column": GAP_COLUMN,
-        "feature_columns": [*measured, *lag_columns, *time_columns, GAP_COLUMN],
-        "scaler": scaler.to_dict(),
-        "clip": None if clip is None else dict(zip(measured, np.column_stack(clip).tolist(), strict=True)),
-        "time_features": list(settings.time_features),
-        "lag_features": lags,
-        "imputation": {
-            "method": settings.imputation,
-            "max_gap_fill_steps": settings.max_gap_fill_steps,
-            "fill_values": (
+    metadata = PreprocessingMetadata(
+        version=METADATA_VERSION,
+        time_column=time_column,
+        identifier=_identifier(train_raw, data.identifier_column),
+        frequency=to_offset(step).freqstr,
+        grid_anchor=anchor.isoformat(),
+        measured_columns=measured,
+        target_columns=targets,
+        lag_columns=lag_columns,
+        time_feature_columns=time_columns,
+        gap_column=GAP_COLUMN,
+        feature_columns=[*measured, *lag_columns, *time_columns, GAP_COLUMN],
+        scaler=scaler.to_dict(),
+        clip=None if clip is None else dict(zip(measured, np.column_stack(clip).tolist(), strict=True)),
+        time_features=list(settings.time_features),
+        lag_features=lags,
+        imputation=Imputation(
+            method=settings.imputation,
+            max_gap_fill_steps=settings.max_gap_fill_steps,
+            fill_values=(
                 dict(zip(measured, map(float, fill_values), strict=True))
                 if settings.imputation in ("mean", "zero")
                 else None
             ),
-        },
-        "test_source": "split" if test_raw is None else "file",
-        "input_rows": {
+        ),
+        test_source="split" if test_raw is None else "file",
+        input_rows={
             name: len(frame) for name, frame in (("train", train_raw), ("test", test_raw)) if frame is not None
         },
-        "gap_rows_filled": int(sum(part.gap.sum() for part in series.values())),
-        "duplicates_dropped": sum(part.duplicates for part in series.values()),
-        "config": config.model_dump(mode="json"),
-    }
+        gap_rows_filled=int(sum(part.gap.sum() for part in series.values())),
+        duplicates_dropped=sum(part.duplicates for part in series.values()),
+        config=config,
+    )
     featured = {name: _features(part.times, filled[name], part.gap, metadata) for name, part in series.items()}
     source = {"train": "train", "validation": "train", "test": "test" if test_raw is not None else "train"}
     splits = {name: featured[source[name]].iloc[slice(*bounds[name])].reset_index(drop=True) for name in SPLITS}
-    metadata["rows"] = {name: len(frame) for name, frame in splits.items()}
-    metadata["time_range"] = {name: _time_range(frame, time_column) for name, frame in splits.items()}
+    metadata = metadata.model_copy(
+        update={
+            "rows": {name: len(frame) for name, frame in splits.items()},
+            "time_range": {name: _time_range(frame, time_column) for name, frame in splits.items()},
+        }
+    )
     return ProcessedDataset(splits["train"], splits["validation"], splits["test"], metadata)
 
 
@@ -361,9 +364,9 @@ def _identifier(frame: pd.DataFrame, column: str | None) -> str | None:
     return str(values[0]) if len(values) == 1 else None
 
 
-def _check_rows(raw: pd.DataFrame, metadata: dict[str, Any]) -> tuple[str, list[str]]:
+def _check_rows(raw: pd.DataFrame, metadata: PreprocessingMetadata) -> tuple[str, list[str]]:
     """The time column and measured columns a model reads; a DataError when raw lacks any or has no rows."""
-    time_column, measured = metadata["time_column"], metadata["measured_columns"]
+    time_column, measured = metadata.time_column, metadata.measured_columns
     missing = [name for name in [time_column, *measured] if name not in raw.columns]
     if missing:
         raise DataError(f"missing columns: {', '.join(missing)} (expected {time_column} and {', '.join(measured)})")
@@ -372,7 +375,7 @@ def _check_rows(raw: pd.DataFrame, metadata: dict[str, Any]) -> tuple[str, list[
     return time_column, measured
 
 
-def prepare_for_inference(raw: pd.DataFrame, metadata: dict[str, Any]) -> pd.DataFrame:
+def prepare_for_inference(raw: pd.DataFrame, metadata: PreprocessingMetadata) -> pd.DataFrame:
     """Raw recent rows -> time column + feature columns (metadata order, float32), as in training.
 
     Unlike preprocess it fills nothing: rows must be consecutive steps on the training grid with
@@ -385,19 +388,19 @@ def prepare_for_inference(raw: pd.DataFrame, metadata: dict[str, Any]) -> pd.Dat
     values = numeric_values(rows, measured)
     order = np.argsort(nanoseconds, kind="stable")
     matrix = inference_features(nanoseconds[order], values[order], metadata, row_numbers=order)
-    skip = max(metadata["lag_features"], default=0)
-    frame = pd.DataFrame(matrix, columns=metadata["feature_columns"])
+    skip = max(metadata.lag_features, default=0)
+    frame = pd.DataFrame(matrix, columns=metadata.feature_columns)
     frame.insert(0, time_column, pd.to_datetime(nanoseconds[order][skip:], utc=True))
     return frame
 
 
-def on_training_grid(raw: pd.DataFrame, metadata: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def on_training_grid(raw: pd.DataFrame, metadata: PreprocessingMetadata) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Raw rows (as read_measurements returns them) -> the series on the training grid, filled as preprocess
     fills a split: int64 UTC nanoseconds [steps], float64 measured values [steps, measured], is_gap [steps]."""
     time_column, measured = _check_rows(raw, metadata)
     parsed = _parsed(raw, time_column)
-    step = pd.Timedelta(to_offset(metadata["frequency"]))
-    series = _regularise(parsed, time_column, measured, step, pd.Timestamp(metadata["grid_anchor"]))
+    step = pd.Timedelta(to_offset(metadata.frequency))
+    series = _regularise(parsed, time_column, measured, step, pd.Timestamp(metadata.grid_anchor))
     empty = [name for name, gone in zip(measured, np.isnan(series.values).all(axis=0), strict=True) if gone]
     if empty:
         raise DataError(f"columns without a single value: {', '.join(empty)}")
@@ -406,7 +409,10 @@ def on_training_grid(raw: pd.DataFrame, metadata: dict[str, Any]) -> tuple[np.nd
 
 
 def inference_features(
-    nanoseconds: np.ndarray, values: np.ndarray, metadata: dict[str, Any], row_numbers: np.ndarray | None = None
+    nanoseconds: np.ndarray,
+    values: np.ndarray,
+    metadata: PreprocessingMetadata,
+    row_numbers: np.ndarray | None = None,
 ) -> np.ndarray:
     """Rows sorted by time (int64 UTC ns, float64 measured values) -> float32 [rows - max(lag), features].
 
@@ -414,7 +420,7 @@ def inference_features(
     the training grid or not consecutive, too few rows for the lags. ``row_numbers`` maps the rows back
     to the caller's order for the messages.
     """
-    measured = metadata["measured_columns"]
+    measured = metadata.measured_columns
     rows = np.arange(len(nanoseconds)) if row_numbers is None else row_numbers
     _check_finite(values, measured, rows)
     times = pd.to_datetime(nanoseconds, utc=True)
@@ -425,13 +431,13 @@ def inference_features(
             f"timestamp {times[first].isoformat()} appears more than once "
             f"(rows {rows[first] + 1}, {rows[first + 1] + 1})"
         )
-    frequency = metadata["frequency"]
+    frequency = metadata.frequency
     step = pd.Timedelta(to_offset(frequency)).value
-    off_grid = np.flatnonzero((nanoseconds - pd.Timestamp(metadata["grid_anchor"]).value) % step)
+    off_grid = np.flatnonzero((nanoseconds - pd.Timestamp(metadata.grid_anchor).value) % step)
     if len(off_grid):
         raise DataError(
             f"timestamp {times[off_grid[0]].isoformat()} is not on the {frequency} grid of the training data "
-            f"(which runs through {metadata['grid_anchor']})"
+            f"(which runs through {metadata.grid_anchor})"
         )
     jumps = np.flatnonzero(steps != step)
     if len(jumps):
@@ -439,11 +445,11 @@ def inference_features(
             f"rows must be consecutive {frequency} steps: {times[jumps[0]].isoformat()} is followed by "
             f"{times[jumps[0] + 1].isoformat()}"
         )
-    skip = max(metadata["lag_features"], default=0)
+    skip = max(metadata.lag_features, default=0)
     if len(times) <= skip:
-        input_seq_len = metadata["config"]["windows"]["input_seq_len"]
+        input_seq_len = metadata.config.windows.input_seq_len
         raise DataError(
-            f"got {len(times)} rows; with lag_features {metadata['lag_features']} the first {skip} rows only feed "
+            f"got {len(times)} rows; with lag_features {metadata.lag_features} the first {skip} rows only feed "
             f"the lags: send {skip} extra rows before the window ({skip + input_seq_len} rows for one window)"
         )
     return FeatureTransform.from_metadata(metadata).matrix(nanoseconds, values, np.zeros(len(nanoseconds), dtype=bool))

@@ -19,7 +19,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-MODEL_FILE = "model.json"
+from flts.layout import MODEL_FILE
+
 FORMAT_VERSION = 1
 
 # Model type -> "module:class" with a `load(directory)` classmethod; imported only when asked for.

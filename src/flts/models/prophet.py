@@ -1,4 +1,4 @@
-"""Prophet forecaster (the nonML model): one Prophet model per target, fitted in parallel.
+"""Prophet forecaster (the nonml model): one Prophet model per target, fitted in parallel.
 
 Prophet forecasts from time alone, so `predict` ignores the input window and returns yhat at
 the window's target times: scored on the same test windows and horizon as the neural models.

@@ -14,7 +14,7 @@ from flts.config import (
     EvalSettings,
     GatewaySettings,
     InferenceSettings,
-    NonMLSettings,
+    NonmlSettings,
     PreprocessSettings,
     TrainSettings,
 )
@@ -109,7 +109,7 @@ def service_parts(config: StackConfig) -> dict[str, ServicePart]:
         ("preprocess", "preprocess_container.service", PreprocessSettings, {}),
         ("train-gru", "train_container.service", TrainSettings, {"model_type": "GRU"}),
         ("train-lstm", "train_container.service", TrainSettings, {"model_type": "LSTM"}),
-        ("nonml", "nonML_container.service", NonMLSettings, {}),
+        ("nonml", "nonML_container.service", NonmlSettings, {}),
         ("eval", "eval_container.service", EvalSettings, {}),
     ]
     services = (

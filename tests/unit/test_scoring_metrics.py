@@ -1,4 +1,4 @@
-"""Forecast metrics on a hand-made example whose every value is worked out below."""
+"""Forecast scores on a hand-made example whose every value is worked out below."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from flts.config import ScoreWeights
-from flts.metrics import composite_score, forecast_metrics, in_sample_naive_mae
+from flts.scoring import composite_score, forecast_metrics, in_sample_naive_mae
 
 # Two windows, horizon 1, targets "a" and "b".
 # a: truth 1, 3; forecast 2, 1 -> errors 1, 2 -> MAE 1.5, MSE 2.5, sMAPE mean(2/3, 4/4) = 5/6.

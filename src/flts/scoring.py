@@ -1,4 +1,5 @@
-"""Forecast metrics, per target and averaged, on the scaled and the original scale.
+"""Forecast scores (how good a forecast is; Prometheus metrics are elsewhere), per target and averaged,
+on the scaled and the original scale.
 
 Every model type is scored by this one function on the same test windows, so the
 leaderboard compares like with like. The composite score eval ranks by is computed

@@ -1,0 +1,223 @@
+"""The gateway's routes and their dependency: upload datasets, send rows to forecast, browse uploads, follow a
+lineage. The status page's routes are in `ui.py`."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from prometheus_client import Counter
+
+from flts.auth import Caller, require_admin, require_identifier
+from flts.layout import identifier_prefix, inference_log_uri, lineage_config_hash, scoring_upload_key, upload_key
+from flts.messages import DatasetUploaded, InferenceData
+from flts.observability import log_context
+from flts.storage import ObjectNotFound
+from gateway_container.gateway import Gateway, MeasurementRows, checked_config_hash, checked_identifier
+
+log = logging.getLogger(__name__)
+
+UPLOADS = Counter("flts_gateway_uploads_total", "Dataset uploads by outcome.", ["outcome"])
+MEASUREMENTS = Counter("flts_gateway_measurements_total", "Rows published on the measurements topic.")
+SCORING_CLAIMS = Counter("flts_gateway_scoring_claims_total", "Files of rows accepted for batch scoring.")
+
+
+def get_gateway(request: Request) -> Gateway:
+    """The service object the lifespan built."""
+    return request.app.state.gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+router = APIRouter()
+
+
+@router.get("/readyz", tags=["probes"])
+def readyz(gw: GatewayDep) -> dict[str, str]:
+    try:
+        gw.check_store()
+    except Exception as exc:
+        raise HTTPException(503, f"object store not reachable: {exc}", headers={"Retry-After": "5"}) from exc
+    return {"status": "ready"}
+
+
+@router.post("/datasets", status_code=202, tags=["datasets"])
+def upload_dataset(
+    principal: Caller,
+    gw: GatewayDep,
+    train: Annotated[UploadFile, File(description="CSV of measurements: a time column and numeric columns.")],
+    test: Annotated[UploadFile | None, File(description="Optional CSV used as the test set.")] = None,
+    identifier: Annotated[str | None, Query(description="The series this data belongs to.")] = None,
+    force: Annotated[bool, Query(description="Process and train again even if this lineage exists.")] = False,
+) -> dict[str, Any]:
+    if force:
+        require_admin(principal, "force a retrain")
+    if identifier is not None:
+        require_identifier(principal, identifier)  # before the CSV is parsed
+    train_frame, test_frame = gw.validated(train, test)
+    identifier = gw.resolved_identifier(identifier, train_frame)
+    require_identifier(principal, identifier)
+    dataset_id = uuid.uuid4().hex[:16]
+    with log_context(dataset_id=dataset_id, identifier=identifier):
+        train_ref = gw.store_upload(train, upload_key(identifier, dataset_id, "train"), len(train_frame))
+        test_ref = None
+        if test is not None and test_frame is not None:
+            test_ref = gw.store_upload(test, upload_key(identifier, dataset_id, "test"), len(test_frame))
+        test_sha256 = test_ref.sha256 if test_ref else None
+        config_hash = lineage_config_hash(gw.config, identifier, train_ref.sha256, test_sha256)
+        message = DatasetUploaded(
+            dataset_id=dataset_id,
+            identifier=identifier,
+            train=train_ref,
+            test=test_ref,
+            filename=train.filename or "train.csv",
+            columns=list(train_frame.columns),
+            force=force,
+        )
+        gw.producer.publish(gw.settings.topic_dataset_uploaded, message)
+        UPLOADS.labels("accepted").inc()
+        log.info("dataset uploaded", extra={"config_hash": config_hash, "rows": len(train_frame)})
+    return {
+        "dataset_id": dataset_id,
+        "identifier": identifier,
+        "config_hash": config_hash,
+        "train": train_ref.model_dump(),
+        "test": test_ref.model_dump() if test_ref else None,
+        "status_url": f"/runs/{config_hash}?identifier={identifier}",
+    }
+
+
+@router.post("/score", status_code=202, tags=["scoring"])
+def score_rows(
+    principal: Caller,
+    gw: GatewayDep,
+    rows: Annotated[UploadFile, File(description="CSV of measurements: a time column and the model's columns.")],
+    identifier: Annotated[str | None, Query(description="Whose champion scores the rows.")] = None,
+) -> dict[str, Any]:
+    """Forecast every window of a file of rows with the identifier's champion, in the background.
+
+    The file is checked as an upload is, stored, and claimed on `inference-data`; an inference replica
+    writes the forecasts (and the errors, where the file holds the actual values) to `result_uri` once
+    and announces them on `inference-scored`. Rows it cannot score go to the dead-letter topic.
+    """
+    if identifier is not None:
+        require_identifier(principal, identifier)  # before the CSV is parsed
+    frame = gw.parsed(rows, "rows")
+    identifier = gw.resolved_identifier(identifier, frame)
+    require_identifier(principal, identifier)
+    claim_id = uuid.uuid4().hex[:16]
+    with log_context(claim_id=claim_id, identifier=identifier):
+        data = gw.store_upload(rows, scoring_upload_key(identifier, claim_id), len(frame))
+        claim = InferenceData(identifier=identifier, claim_id=claim_id, dataset_id=claim_id, rows="raw", data=data)
+        gw.producer.publish(gw.settings.topic_inference_data, claim)
+        SCORING_CLAIMS.inc()
+        log.info("rows sent for scoring", extra={"rows": len(frame)})
+    return {
+        "claim_id": claim_id,
+        "identifier": identifier,
+        "rows": len(frame),
+        "data": data.model_dump(),
+        "result_uri": inference_log_uri(gw.settings, identifier, claim.created_at, claim_id),
+        "completion_topic": gw.settings.topic_inference_scored,
+    }
+
+
+@router.post(
+    "/measurements",
+    status_code=202,
+    tags=["measurements"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": MeasurementRows.model_json_schema()},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
+async def post_measurements(
+    request: Request,
+    principal: Caller,
+    gw: GatewayDep,
+    identifier: Annotated[str | None, Query(description="The series the rows belong to.")] = None,
+) -> dict[str, Any]:
+    """New rows of a series, published on the measurements topic (one message per row, keyed by identifier):
+    the inference service forecasts from each one as it lands and publishes the forecast on `forecasts`."""
+    if identifier is not None:
+        require_identifier(principal, identifier)  # before the body is parsed
+    body = await request.body()
+    rows = await run_in_threadpool(gw.measurements, body, request.headers.get("content-type", ""), identifier)
+    require_identifier(principal, rows[0].identifier)
+    await run_in_threadpool(gw.producer.publish_many, gw.settings.topic_measurements, rows)
+    MEASUREMENTS.inc(len(rows))
+    return {"identifier": rows[0].identifier, "rows": len(rows), "topic": gw.settings.topic_measurements}
+
+
+@router.get("/datasets", tags=["datasets"])
+def list_datasets(
+    principal: Caller,
+    gw: GatewayDep,
+    identifier: Annotated[str, Query(description="Whose uploads to list.")] = "global",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str, Query(description="The `next` of the previous page.")] = "",
+) -> dict[str, Any]:
+    """One identifier's uploads, a page at a time (never every tenant's at once)."""
+    require_identifier(principal, identifier)
+    checked_identifier(identifier)
+    objects, next_after = gw.store.page(gw.settings.bucket_datasets, identifier_prefix(identifier), limit, after)
+    items = [
+        {"key": o["Key"], "size_bytes": o["Size"], "last_modified": o["LastModified"].isoformat()} for o in objects
+    ]
+    return {"identifier": identifier, "items": items, "next": next_after}
+
+
+@router.get("/lineages", tags=["runs"])
+def list_lineages(
+    principal: Caller,
+    gw: GatewayDep,
+    identifier: Annotated[str, Query(description="Whose lineages to list.")] = "global",
+) -> dict[str, Any]:
+    """An identifier's preprocessed lineages, newest first, each with eval's recorded outcome."""
+    require_identifier(principal, identifier)
+    checked_identifier(identifier)
+    return {"identifier": identifier, "lineages": gw.lineages(identifier)}
+
+
+@router.get("/objects/{bucket}/{key:path}", tags=["objects"])
+def download(bucket: str, key: str, principal: Caller, gw: GatewayDep) -> StreamingResponse:
+    if bucket != gw.settings.bucket_datasets:
+        # Model weights, processed data and promotion pointers are the pipeline's, not the uploader's.
+        raise HTTPException(404, f"only uploads are served here (bucket {gw.settings.bucket_datasets!r})")
+    parts = key.split("/")
+    if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
+        raise HTTPException(400, f"invalid object key {key!r}")
+    require_identifier(principal, parts[0])  # uploads are stored under <identifier>/ (layout.upload_key)
+    uri = f"s3://{bucket}/{key}"
+    if not gw.store.exists(uri):
+        raise HTTPException(404, f"no object {uri}")
+    try:
+        chunks = gw.store.iter_chunks(uri)
+    except ObjectNotFound as exc:
+        raise HTTPException(404, f"no object {uri}") from exc
+    filename = parts[-1].replace('"', "")
+    return StreamingResponse(
+        chunks,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get("/runs/{config_hash}", tags=["runs"])
+def run_status(
+    config_hash: str,
+    principal: Caller,
+    gw: GatewayDep,
+    identifier: Annotated[str, Query()] = "global",
+) -> dict[str, Any]:
+    require_identifier(principal, identifier)
+    return gw.lineage_status(checked_config_hash(config_hash), identifier)

@@ -1,0 +1,184 @@
+"""The inference service's routes and their dependency: the probes, the champions' descriptions and /predict.
+
+The request path: the body is parsed and checked on the event loop straight into numpy windows (gaps filled as
+preprocessing fills them), the windows join a micro-batch, and the answer is written with orjson.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
+
+from flts import auth
+from flts.auth import Caller
+from flts.batching import Overloaded, TimedOut
+from flts.observability import log_context
+from flts.predict import RequestError, iso_times
+from inference_container.inference import Inference, Job
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = Counter(
+    "flts_predictions_total",
+    "Forecast requests by outcome: ok, rejected (422), overloaded (429: queue full), timed_out (504), "
+    "too_large (413: the body is over inference.max_request_bytes).",
+    ["outcome"],
+)
+PREDICT_SECONDS = Histogram(
+    "flts_predict_seconds",
+    "Time to answer /predict.",
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+
+# A cell is a number, a string holding one, or null (a missing cell); checked while parsing into arrays, which
+# names the row and column of a bad one, so validation here only publishes the schema (and costs nothing per cell).
+Cell = Annotated[Any, WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}]})]
+
+
+class PredictRequest(BaseModel):
+    """One window (`rows`), a batch of windows (`windows`), the earlier system's `data` shape, or none of
+    them: then the forecast starts from the most recent rows this replica knows for the identifier."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    identifier: str | None = Field(None, description="Which series' champion to use; the global one when absent.")
+    rows: list[dict[str, Cell]] | None = Field(
+        None,
+        description="One window: the most recent rows ({time column: ISO-8601, column: number or null}), "
+        "oldest first, at least `rows_needed` of them (see /model-info). Null cells and missing steps are "
+        "filled as in training and listed in `filled`.",
+    )
+    windows: list[list[dict[str, Cell]]] | None = Field(None, description="A batch of windows, scored in one pass.")
+    data: dict[str, list[Cell]] | None = Field(None, description="Earlier clients: {column: [values...]}.")
+    index_col: str | None = Field(None, description="With `data`: the time column's name.")
+    inference_length: int | None = Field(None, ge=1, description="Steps to forecast; beyond output_seq_len, recursive.")
+
+    @model_validator(mode="after")
+    def _at_most_one_shape(self) -> PredictRequest:
+        given = [name for name in ("rows", "windows", "data") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(
+                f"send exactly one of rows, windows or data, or none for the latest known rows (got {given})"
+            )
+        if self.windows is not None and not self.windows:
+            raise ValueError("windows is empty")
+        return self
+
+
+def get_inference(request: Request) -> Inference:
+    """The service object the lifespan built."""
+    return request.app.state.inference
+
+
+InferenceDep = Annotated[Inference, Depends(get_inference)]
+
+router = APIRouter()
+
+
+@router.get("/readyz", tags=["probes"])
+def readyz(inference: InferenceDep, response: Response) -> dict[str, Any]:
+    """Ready once every champion in the registry was loaded, with a follower hearing of new ones."""
+    reason = inference.unready_reason()
+    if reason is not None:
+        response.status_code = 503
+        response.headers["Retry-After"] = "5"
+        return {"status": reason}
+    return {"status": "ready", "models": len(inference.champions.all())}  # a public probe: no identifiers
+
+
+@router.get("/model-info", tags=["models"])
+def model_info(
+    principal: Caller, inference: InferenceDep, identifier: Annotated[str | None, Query()] = None
+) -> dict[str, Any]:
+    return inference.describe(inference.champion_for(principal, identifier))
+
+
+@router.get("/models", tags=["models"])
+def models(principal: Caller, inference: InferenceDep) -> list[dict[str, Any]]:
+    """The champions the caller may use (an admin: all of them)."""
+    return [inference.describe(m) for m in inference.champions.all() if principal.may_use(m.identity.identifier)]
+
+
+def _refuse(status: int, outcome: str, message: str, headers: dict[str, str] | None = None) -> HTTPException:
+    PREDICTIONS.labels(outcome).inc()
+    log.info("predict refused", extra={"status": status, "reason": message})
+    return HTTPException(status, message, headers=headers)
+
+
+async def predict(request: Request) -> Response:
+    started = time.perf_counter()
+    inference = get_inference(request)
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    principal = auth.authenticate(request)
+    try:
+        body = PredictRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        PREDICTIONS.labels("rejected").inc()
+        # A body that is not JSON comes back as its raw bytes: not echoed (nor encodable when not UTF-8).
+        errors = [
+            {key: value for key, value in error.items() if not (key == "input" and isinstance(value, bytes))}
+            for error in exc.errors(include_url=False)
+        ]
+        raise RequestValidationError(errors) from None
+    model = inference.champion_for(principal, body.identifier)
+    with log_context(request_id=request_id, identifier=model.identity.identifier):
+        try:
+            length = model.check_length(body.inference_length)
+            windows = inference.windows_of(model, body.rows, body.windows, body.data, body.index_col)
+            for position, window in enumerate(windows):
+                model.check_horizon(window, length, f"window {position}: " if position else "")
+            forecasts, start = await inference.batcher.submit(Job(model, windows, length))
+        except RequestError as exc:
+            raise _refuse(422, "rejected", str(exc)) from exc
+        except Overloaded as exc:
+            raise _refuse(429, "overloaded", f"the model is busy ({exc}); retry shortly", {"Retry-After": "1"}) from exc
+        except TimedOut as exc:
+            raise _refuse(504, "timed_out", f"the forecast took too long ({exc})") from exc
+    records = [model.records(forecasts, start + i) for i in range(len(windows))]
+    content: dict[str, Any] = {
+        **model.identity.__dict__,
+        "predictions": records[0],
+        "last_row_ts": iso_times(windows[0].nanoseconds[-1:])[0],
+        "filled": [
+            {**({"window": position} if body.windows is not None else {}), **cell}
+            for position, window in enumerate(windows)
+            for cell in model.filled_cells(window)
+        ],
+    }
+    if body.windows is not None:
+        content["forecasts"] = records
+    PREDICTIONS.labels("ok").inc()
+    PREDICT_SECONDS.observe(time.perf_counter() - started)
+    return Response(orjson.dumps(content), media_type="application/json", headers={"X-Request-ID": request_id})
+
+
+# The first route that matches answers: /predict is a plain Starlette route, so no dependency solving runs per
+# request (the body is parsed once, above); the FastAPI route of the same function documents it in OpenAPI.
+router.add_route("/predict", predict, methods=["POST"], include_in_schema=False)
+router.post(
+    "/predict",
+    tags=["predict"],
+    dependencies=[Depends(auth.caller)],  # documents the key schemes; the plain route authenticates itself
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+        }
+    },
+    responses={
+        401: {"description": "No valid API key."},
+        403: {"description": "The key may not use this identifier."},
+        404: {"description": "No champion for this identifier (yet)."},
+        422: {"description": "The body cannot be served as sent; the message names the row, column or step."},
+        429: {"description": "Too many requests waiting for the model; retry after Retry-After seconds."},
+        504: {"description": "No forecast within the request timeout."},
+    },
+)(predict)

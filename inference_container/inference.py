@@ -1,0 +1,125 @@
+"""The inference service object: the champions, the micro-batcher they share, and what /predict does with them.
+
+Concurrent requests share one forward pass through the micro-batcher (bounded queue: 429 when full,
+504 when a request waits too long).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException
+from prometheus_client import Gauge, Histogram
+
+from flts.auth import Principal, require_identifier
+from flts.batching import MicroBatcher
+from flts.config import InferenceConfig
+from flts.predict import Forecasts, RequestError, ServingModel, Window, iso_times
+from inference_container.champions import ChampionLoader, Champions
+
+BATCH_REQUESTS = Histogram(
+    "flts_predict_batch_requests",
+    "Requests sharing one forward pass (micro-batch size).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+QUEUE_DEPTH = Gauge("flts_predict_queue_depth", "Requests waiting for the model.")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request's work for the micro-batcher."""
+
+    model: ServingModel
+    windows: list[Window]
+    length: int
+
+
+def run_jobs(jobs: list[Job]) -> list[tuple[Forecasts, int] | RequestError]:
+    """The micro-batch: one forecast call per (model, length) for all its requests' windows."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, job in enumerate(jobs):
+        groups.setdefault((id(job.model), job.length), []).append(index)
+    results: list[tuple[Forecasts, int] | RequestError] = [RequestError("not run")] * len(jobs)
+    for indices in groups.values():
+        model, length = jobs[indices[0]].model, jobs[indices[0]].length
+        forecasts = model.forecast([w for i in indices for w in jobs[i].windows], length)
+        start = 0
+        for index in indices:
+            count = len(jobs[index].windows)
+            errors = [(n, e) for n, e in enumerate(forecasts.errors[start : start + count]) if e is not None]
+            if errors:
+                position, error = errors[0]
+                results[index] = RequestError(f"window {position}: {error}" if count > 1 else error)
+            else:
+                results[index] = (forecasts, start)
+            start += count
+    return results
+
+
+class Inference:
+    """What the routes need, built once in the app's lifespan: the champions, the limits and the micro-batcher."""
+
+    def __init__(self, champions: Champions, limits: InferenceConfig, loader: ChampionLoader | None = None) -> None:
+        """`loader`: what keeps the champions in agreement with the registry (None: tests' given models)."""
+        self.champions = champions
+        self.limits = limits
+        self.loader = loader
+        self.batcher: MicroBatcher[Job, tuple[Forecasts, int]] = MicroBatcher(
+            run_jobs,
+            max_batch=limits.micro_batch_requests,
+            max_wait=limits.micro_batch_wait_ms / 1000,
+            max_queue=limits.queue_max_requests,
+            timeout=limits.request_timeout_seconds,
+            name="predict-batcher",
+            in_thread=limits.model_thread,
+        )
+        self.batcher.on_batch = BATCH_REQUESTS.observe
+        QUEUE_DEPTH.set_function(lambda: self.batcher.depth)
+
+    def unready_reason(self) -> str | None:
+        """Why the replica must not take traffic (None: ready): the loader's reason, or nothing to serve."""
+        reason = self.loader.unready_reason() if self.loader is not None else None
+        return reason or (None if self.champions.all() else "no model loaded")
+
+    async def close(self) -> None:
+        await self.batcher.close()
+
+    def champion_for(self, principal: Principal, identifier: str | None) -> ServingModel:
+        """The identifier's champion, once the caller may use it (so a 404 tells nothing of other tenants)."""
+        identifier = identifier or "global"
+        require_identifier(principal, identifier)
+        model = self.champions.get(identifier)
+        if model is not None:
+            return model
+        if not self.champions.all():
+            raise HTTPException(503, "no model loaded yet", headers={"Retry-After": "5"})
+        raise HTTPException(404, f"no champion for identifier {identifier!r} (yet)")
+
+    def describe(self, model: ServingModel) -> dict[str, Any]:
+        latest = self.champions.latest(model.identity.identifier)
+        return {**model.describe(), "latest_row_ts": None if latest is None else iso_times(latest.nanoseconds[-1:])[0]}
+
+    def windows_of(
+        self,
+        model: ServingModel,
+        rows: list[dict[str, Any]] | None,
+        windows: list[list[dict[str, Any]]] | None,
+        data: dict[str, list[Any]] | None,
+        index_col: str | None,
+    ) -> list[Window]:
+        """The request's windows: sent as a batch, one window, columns, or none (the latest known rows)."""
+        if windows is not None:
+            if len(windows) > self.limits.max_batch_windows:
+                raise RequestError(f"{len(windows)} windows sent; at most {self.limits.max_batch_windows} per request")
+            return [model.window_from_rows(window, position) for position, window in enumerate(windows)]
+        if rows is not None:
+            return [model.window_from_rows(rows)]
+        if data is not None:
+            return [model.window_from_columns(data, index_col)]
+        latest = self.champions.latest(model.identity.identifier)
+        if latest is None:
+            raise RequestError(
+                f"no recent rows are known for {model.identity.identifier!r}: send them as rows, windows or data"
+            )
+        return [latest]

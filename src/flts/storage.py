@@ -173,7 +173,7 @@ class ObjectStore:
 
     def folders(self, bucket: str, prefix: str = "") -> list[str]:
         """The names of the "folders" right under ``prefix`` (common prefixes up to the next '/')."""
-        paginator = self.client.get_paginator("list_objects_v2")
+        paginator = self._client.get_paginator("list_objects_v2")
         names: list[str] = []
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
             names.extend(p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", []))

@@ -44,7 +44,7 @@ def test_a_claim_delivered_twice_is_scored_once_and_bad_claims_are_dead_lettered
     processed.test.to_parquet(buffer, index=False)
     prefix = f"s3://{settings.bucket_processed}/{identifier}/scoring-test"
     data = _ref(store.put_bytes(f"{prefix}/test.parquet", buffer.getvalue()), rows=len(processed.test))
-    metadata = _ref(store.put_json(f"{prefix}/metadata.json", processed.metadata))
+    metadata = _ref(store.put_json(f"{prefix}/metadata.json", processed.metadata.to_json()))
     claim = InferenceData(identifier=identifier, dataset_id="d1", data=data, metadata=metadata)
     missing = InferenceData(
         identifier=identifier,

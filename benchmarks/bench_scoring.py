@@ -19,11 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from flts.config import InferenceSettings, load_pipeline_config
-from flts.layout import PREPROCESSING_FILE
-from flts.predict import ModelIdentity, Series, ServingModel, processed_series
+from flts.predict import Series, ServingModel, processed_series
 from inference_container.scoring import result_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,15 +47,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "scoring.json")
     args = parser.parse_args()
 
-    from serve_local import build
+    from serve_local import bench_model
 
     config = load_pipeline_config(InferenceSettings().pipeline_config)
-    if not (args.model_dir / PREPROCESSING_FILE).exists():
-        args.model_dir.mkdir(parents=True, exist_ok=True)
-        build(args.model_dir, config)
-    torch.set_num_threads(args.threads)
-    identity = ModelIdentity("bench", "GRU", "1", "bench", "0" * 64)
-    model = ServingModel.load(args.model_dir, identity, config.inference.max_inference_length)
+    model = bench_model(args.model_dir, config, args.threads)
     series = long_series(model, args.windows + model.rows_needed - 1)
     runs = []
     for _ in range(args.repeats):

@@ -24,14 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import torch
 from confluent_kafka import Consumer, Producer
 
 from flts.config import InferenceSettings, load_pipeline_config
 from flts.kafka import ensure_topics
-from flts.layout import PREPROCESSING_FILE
 from flts.messages import Forecast, Measurement
-from flts.predict import ModelIdentity, ServingModel
+from flts.predict import ServingModel
 from inference_container.champions import Champions
 from inference_container.streaming import stream_forecasts
 
@@ -171,16 +169,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "streaming.json")
     args = parser.parse_args()
 
-    from serve_local import build
+    from serve_local import bench_model
 
     config = load_pipeline_config(InferenceSettings().pipeline_config)
-    if not (args.model_dir / PREPROCESSING_FILE).exists():
-        args.model_dir.mkdir(parents=True, exist_ok=True)
-        build(args.model_dir, config)
-    torch.set_num_threads(args.threads)
-    model = ServingModel.load(
-        args.model_dir, ModelIdentity("bench", "GRU", "1", "bench", "0" * 64), config.inference.max_inference_length
-    )
+    model = bench_model(args.model_dir, config, args.threads)
     result = run(args, model)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2))

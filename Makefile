@@ -43,8 +43,9 @@ compose-images: venv
 test-cluster: venv
 	$(BIN)/pytest -m cluster tests/cluster $(PYTEST_ARGS)
 
-# `helm install` of the whole chart on that node with the compose harness's images (needs ~17 GB of free
-# disk for the image imports: not in `make test` or CI yet, see README).
+# `helm install` of the whole chart on that node with the compose harness's images, end to end: upload,
+# champion on every inference replica, helm test, HPA scale-out under Locust, a trainer pod deleted
+# mid-training, upgrade, uninstall. Not in `make test` yet: a code change re-imports ~13 GB (see README).
 test-cluster-chart: venv
 	$(BIN)/pytest -m cluster_chart tests/cluster $(PYTEST_ARGS)
 

@@ -133,14 +133,19 @@ def test_a_claim_whose_partition_moves_mid_training_is_trained_once_and_not_comm
     (claim,) = read_topic(trainer, trainer.topic_training_data, 1, TrainingData.from_bytes)
     env = {key.upper(): value for key, value in lineage.items()}
     env["TOPIC_MODEL_TRAINING"] = settings.topic_model_training
-    workers = []
-    for name in ("old", "new"):
+
+    def trainer_process(name: str) -> Worker:
         (tmp_path / name).mkdir()
         workers.append(Worker(tmp_path / name, stack_env, settings, trainer.topic_training_data, "train", env))
-    old, new = workers
+        return workers[-1]
+
+    workers: list[Worker] = []
     try:
-        assert old.wait_for("start", claim.config_hash, 90) is not None, "the first trainer never started"
-        assert _until_logged(new, "partitions assigned", 60), "the second trainer never joined the group"
+        # The second joins once the first trains the claim: started together, either may get the partition.
+        old = trainer_process("old")
+        assert old.wait_for("start", claim.config_hash, 120) is not None, "the first trainer never started"
+        new = trainer_process("new")
+        assert _until_logged(new, "partitions assigned", 90), "the second trainer never joined the group"
         old.process.send_signal(signal.SIGSTOP)
         assert _until_logged(new, "another trainer is training this lineage", 60), new.log.read_text()[-3000:]
         old.process.send_signal(signal.SIGCONT)
@@ -154,8 +159,8 @@ def test_a_claim_whose_partition_moves_mid_training_is_trained_once_and_not_comm
             )
             time.sleep(1)
     finally:
-        old.process.send_signal(signal.SIGCONT)
         for worker in workers:
+            worker.process.send_signal(signal.SIGCONT)
             worker.stop()
 
     assert "not committing an offset this consumer no longer owns" in old.log.read_text()

@@ -84,9 +84,11 @@ def _stack_for_marked_tests(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture(scope="session")
 def read_topic() -> Callable[..., list[Any]]:
-    """Read up to ``count`` messages of a topic from the beginning (a fresh group), parsed; 30 s at most."""
+    """Read up to ``count`` messages of a topic from the beginning (a fresh group), parsed; ``timeout`` s at most."""
 
-    def read(settings: CommonSettings, topic: str, count: int, parse: Callable[[bytes], Any]) -> list[Any]:
+    def read(
+        settings: CommonSettings, topic: str, count: int, parse: Callable[[bytes], Any], timeout: float = 30
+    ) -> list[Any]:
         consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -96,7 +98,7 @@ def read_topic() -> Callable[..., list[Any]]:
         )
         consumer.subscribe([topic])
         found: list[Any] = []
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         try:
             while len(found) < count and time.monotonic() < deadline:
                 msg = consumer.poll(0.5)

@@ -90,8 +90,10 @@ class ConsumerSettings(CommonSettings):
     session_timeout_ms: int = 45_000
     handler_max_attempts: int = 3
     handler_backoff_seconds: float = 1.0
-    # An outage of S3, MLflow or Kafka (connection errors, 5xx) is waited out this long, with backoff capped
-    # at a minute, before the message is dead-lettered; only data and model errors fail at once.
+    # Retries back off exponentially up to this, so a backbone that comes back is noticed within it.
+    handler_backoff_max_seconds: float = Field(10.0, gt=0)
+    # An outage of S3, MLflow or Kafka (connection errors, 5xx) is waited out this long before the message
+    # is dead-lettered; only data and model errors fail at once.
     handler_outage_seconds: float = 900.0
     # A message delivered this many times without its handler finishing crashes its consumer (OOM-killed,
     # segfault): the next delivery dead-letters it. The count survives the crash (Kafka offset metadata).

@@ -381,7 +381,9 @@ class ConsumerLoop(Generic[MessageT]):
         try:
             for attempt in Retrying(
                 stop=give_up,
-                wait=wait_exponential(multiplier=self.settings.handler_backoff_seconds, max=60),
+                wait=wait_exponential(
+                    multiplier=self.settings.handler_backoff_seconds, max=self.settings.handler_backoff_max_seconds
+                ),
                 retry=retry_if_not_exception_type((PermanentError, MessageError)),
                 reraise=False,
             ):

@@ -71,7 +71,7 @@ def test_preprocess_writes_the_claim_once_and_only_republishes_it(settings, clai
     }
     upload = upload_dataset(store, settings, seed=21).model_copy(update={"identifier": claim.identifier})
     Preprocessor(settings, PipelineConfig()).handle(upload)
-    claims = read_topic(settings, settings.topic_training_data, 2, TrainingData.from_bytes)
+    claims = read_topic(settings, settings.topic_training_data, 2, TrainingData.from_bytes, timeout=120)
     assert [c.config_hash for c in claims] == [claim.config_hash] * 2
     assert {o["Key"]: o["LastModified"] for o in store.list(bucket, key)} == before
 
@@ -317,7 +317,7 @@ def test_a_60s_outage_mid_preprocessing_and_mid_training_is_waited_out_and_both_
         time.sleep(OUTAGE_S)
         manager.up(stack_config, Console(stderr=True))
         back = time.monotonic()
-        claims = read_topic(settings, settings.topic_training_data, 2, TrainingData.from_bytes)
+        claims = read_topic(settings, settings.topic_training_data, 2, TrainingData.from_bytes, timeout=120)
         assert len(claims) == 2, "the lineage preprocessed during the outage published no claim"
         deadline = time.monotonic() + 240
         while not all("FINISHED" in {r.status for r in tracker.lineage_runs(c.config_hash)} for c in claims):

@@ -278,6 +278,7 @@ def _live_context(gw: Gateway, identifier: str, config_hash: str, column: str) -
             "run_id": c.run_id,
             "score": c.score,
             "values": {m: c.metrics.get(f"test_{m}{suffix}") for m in LEADERBOARD_METRICS},
+            "not_servable_because": c.not_servable_because,
         }
         for c in leaderboard(runs, gw.config.evaluation)
     ]

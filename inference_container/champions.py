@@ -25,13 +25,14 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from prometheus_client import Counter, Gauge
 
 from flts.config import InferenceSettings, load_pipeline_config
 from flts.kafka import ConsumerLoop, ConsumerStalled
-from flts.layout import processed_uri, split_file
+from flts.layout import champion_pointer_uri, processed_uri, split_file
 from flts.messages import ModelSelected
 from flts.outages import is_outage
 from flts.predict import ModelIdentity, ServingModel, Window
@@ -56,6 +57,7 @@ class Champions:
     def __init__(self) -> None:
         self._models: dict[str, ServingModel] = {}
         self._latest: dict[str, Window] = {}
+        self._selection: dict[str, dict[str, Any]] = {}
 
     def get(self, identifier: str) -> ServingModel | None:
         return self._models.get(identifier)
@@ -64,9 +66,20 @@ class Champions:
         """The most recent rows known for the identifier (what a body without rows forecasts from)."""
         return self._latest.get(identifier)
 
-    def install(self, model: ServingModel, latest: Window | None = None) -> None:
-        """Serve `model`; `latest`: the identifier's most recent rows (kept from before when not given and they fit)."""
+    def selection(self, identifier: str) -> dict[str, Any] | None:
+        """Why eval chose the champion served: its reason and the leaderboard, with what could not be served."""
+        return self._selection.get(identifier)
+
+    def install(
+        self, model: ServingModel, latest: Window | None = None, selection: dict[str, Any] | None = None
+    ) -> None:
+        """Serve `model`; `latest`: the identifier's most recent rows (kept from before when not given and they fit);
+        `selection`: eval's record of why this model won (None: unknown)."""
         identifier = model.identity.identifier
+        if selection is None:
+            self._selection.pop(identifier, None)
+        else:
+            self._selection[identifier] = selection
         known = latest or self._latest.get(identifier)
         if known is not None and known.values.shape == (model.rows_needed, len(model.measured_columns)):
             self._latest[identifier] = known
@@ -183,21 +196,38 @@ class ChampionLoader:
         with tempfile.TemporaryDirectory(dir=self.cache) as tmp:
             directory = Path(self.tracker.download_model(run_id, tmp))
             model = ServingModel.load(directory, identity, self.max_inference_length)
-        self.champions.install(model, self.latest_rows(model))
+        self.champions.install(model, self.latest_rows(model), self.selection(identity))
         CHAMPION_LOADS.labels("installed").inc()
+
+    @property
+    def store(self) -> ObjectStore:
+        self._store = self._store or ObjectStore(self.settings)
+        return self._store
 
     def latest_rows(self, model: ServingModel) -> Window | None:
         """The end of the lineage's data: the last rows of its processed test split (the latest split)."""
         identity = model.identity
         uri = processed_uri(self.settings, identity.identifier, identity.config_hash, split_file("test"))
         try:
-            self._store = self._store or ObjectStore(self.settings)
-            return model.window_from_processed(pd.read_parquet(io.BytesIO(self._store.get_bytes(uri))))
+            return model.window_from_processed(pd.read_parquet(io.BytesIO(self.store.get_bytes(uri))))
         except Exception:
             log.warning(
                 "no latest rows for %s: a body without rows will be refused", identity.identifier, exc_info=True
             )
             return None
+
+    def selection(self, identity: ModelIdentity) -> dict[str, Any] | None:
+        """Eval's reason and leaderboard from the lineage's champion pointer, when it names this run (an operator
+        who moved the alias to another run leaves nothing to explain it)."""
+        uri = champion_pointer_uri(self.settings, identity.identifier, identity.config_hash)
+        try:
+            record = self.store.get_json(uri) if self.store.exists(uri) else None
+        except Exception:
+            log.warning("no selection record for %s", identity.identifier, exc_info=True)
+            return None
+        if record is None or record.get("run_id") != identity.run_id:
+            return None
+        return {"reason": record.get("reason"), "leaderboard": record.get("leaderboard", [])}
 
     def start(self, stop: threading.Event) -> None:
         """The follower (model-selected) and the reconciler, each on a thread of its own."""

@@ -97,8 +97,13 @@ class Inference:
         raise HTTPException(404, f"no champion for identifier {identifier!r} (yet)")
 
     def describe(self, model: ServingModel) -> dict[str, Any]:
-        latest = self.champions.latest(model.identity.identifier)
-        return {**model.describe(), "latest_row_ts": None if latest is None else iso_times(latest.nanoseconds[-1:])[0]}
+        identifier = model.identity.identifier
+        latest = self.champions.latest(identifier)
+        return {
+            **model.describe(),
+            "latest_row_ts": None if latest is None else iso_times(latest.nanoseconds[-1:])[0],
+            "selection": self.champions.selection(identifier),
+        }
 
     def windows_of(
         self,

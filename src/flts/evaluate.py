@@ -17,6 +17,20 @@ from flts.tracking import RunSummary
 TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
 # A tie goes to the simpler model.
 TIE_BREAK_ORDER = ("PERSISTENCE", "SEASONAL_NAIVE", "PROPHET", "GRU", "LSTM")
+# Why a model type ranked on the leaderboard is not served, unless evaluation.promotable_model_types lists it.
+NOT_SERVABLE_BECAUSE = {
+    "PROPHET": "the inference image carries no Prophet (its Stan backend and plotting stack would double the "
+    "replica's memory), and Prophet forecasts from the calendar, not from the rows a /predict window sends",
+    "SEASONAL_NAIVE": "it repeats the last season, and a /predict window carries only rows_needed rows, "
+    "not a season of history",
+}
+
+
+def not_servable_because(model_type: str, config: EvaluationConfig) -> str | None:
+    """Why `model_type` cannot become champion (None: it can), as the leaderboard and /model-info say it."""
+    if model_type in config.promotable_model_types:
+        return None
+    return NOT_SERVABLE_BECAUSE.get(model_type, "not listed in evaluation.promotable_model_types")
 
 
 @dataclass(frozen=True)
@@ -25,6 +39,7 @@ class Candidate:
     run_id: str
     score: float
     metrics: dict[str, float]
+    not_servable_because: str | None = None
 
     @property
     def rank_key(self) -> tuple[float, int, str]:
@@ -40,8 +55,18 @@ class Decision:
     winner: Candidate | None
 
     def leaderboard_records(self) -> list[dict[str, str | float]]:
-        """The leaderboard as eval records it and the gateway shows it: model type, run and score, best first."""
-        return [{"model_type": c.model_type, "run_id": c.run_id, "score": c.score} for c in self.leaderboard]
+        """The leaderboard as eval records it and the gateway and /model-info show it: model type, run, score and
+        whether it can be served (why not, when not), best first."""
+        return [
+            {
+                "model_type": c.model_type,
+                "run_id": c.run_id,
+                "score": c.score,
+                "servable": c.not_servable_because is None,
+                **({"not_servable_because": c.not_servable_because} if c.not_servable_because else {}),
+            }
+            for c in self.leaderboard
+        ]
 
 
 def latest_per_model_type(runs: list[RunSummary]) -> dict[str, RunSummary]:
@@ -57,7 +82,13 @@ def latest_per_model_type(runs: list[RunSummary]) -> dict[str, RunSummary]:
 def leaderboard(runs: list[RunSummary], config: EvaluationConfig) -> list[Candidate]:
     """Finished runs with finite scores, best first; runs with NaN/inf metrics are left out."""
     candidates = [
-        Candidate(run.model_type, run.run_id, composite_score(run.metrics, config.score_weights), run.metrics)
+        Candidate(
+            run.model_type,
+            run.run_id,
+            composite_score(run.metrics, config.score_weights),
+            run.metrics,
+            not_servable_because(run.model_type, config),
+        )
         for run in latest_per_model_type(runs).values()
         if run.status == "FINISHED"
     ]
@@ -74,8 +105,13 @@ def decide(runs: list[RunSummary], config: EvaluationConfig, now_ms: int) -> Dec
     timed_out = (now_ms - started_ms) / 1000 >= config.decision_timeout_seconds
     if pending and not timed_out:
         return Decision(False, f"waiting for {', '.join(pending)}", board, None)
-    winner = next((c for c in board if c.model_type in config.promotable_model_types), None)
+    winner = next((c for c in board if c.not_servable_because is None), None)
     reason = "every expected model type finished" if not pending else f"timed out waiting for {', '.join(pending)}"
     if winner is None:
         reason += "; no promotable model finished with finite metrics"
+    passed_over = [c.model_type for c in board[: board.index(winner) if winner else len(board)]]
+    if passed_over:
+        reason += f"; {', '.join(passed_over)} ranked higher but cannot be served (see the leaderboard)"
+        if winner is not None:
+            reason += f": {winner.model_type} is the best servable model"
     return Decision(True, reason, board, winner)

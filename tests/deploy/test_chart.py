@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_support import CHART, EXTERNAL_VALUES, KUBE_VERSION, RENDERS
+from deploy_support import CHART, EXTERNAL_VALUES, KUBE_VERSION, RENDERS, REPO
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"}
 RUN_TO_COMPLETION = {"Job", "CronJob", "Pod"}  # the init Job and the `helm test` pod
@@ -507,6 +507,38 @@ def test_every_flts_pod_is_scraped_by_the_bundled_prometheus(render: Callable[..
     assert names == services
     dashboards = one(objects, "ConfigMap", "flts-grafana-dashboards")["data"]["flts.json"]
     assert json.loads(dashboards)["uid"] == "flts-overview"
+
+
+def _defined_metrics() -> set[str]:
+    """The series the code exposes: every prometheus_client metric named in src/ and the services, with the
+    suffixes Prometheus adds (a counter's _total, a histogram's _bucket, _sum and _count)."""
+    sources = [*(REPO / "src").rglob("*.py"), *REPO.glob("*_container/*.py")]
+    pattern = re.compile(r"\b(Counter|Gauge|Histogram)\(\s*\"(flts_\w+)\"")
+    series: set[str] = set()
+    for kind, name in (m.groups() for path in sources for m in pattern.finditer(path.read_text())):
+        suffixes = {"Counter": ["_total"], "Gauge": [""], "Histogram": ["_bucket", "_sum", "_count"]}[kind]
+        series |= {name.removesuffix("_total") + suffix for suffix in suffixes}
+    return series
+
+
+def test_every_dashboard_query_reads_a_metric_the_code_defines() -> None:
+    dashboard = json.loads((CHART / "files" / "grafana" / "flts.json").read_text())
+    queried = {
+        (panel["title"], name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bflts_\w+", target["expr"])
+    }
+    defined = _defined_metrics()
+    assert {"flts_predictions_total", "flts_predict_seconds_bucket", "flts_predict_queue_depth"} <= defined
+    assert [(title, name) for title, name in sorted(queried) if name not in defined] == []
+
+
+def test_the_dashboard_shows_predict_refusals_for_a_full_queue_and_a_timeout() -> None:
+    dashboard = json.loads((CHART / "files" / "grafana" / "flts.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    for outcome in ("overloaded", "timed_out"):  # the 429 and 504 of inference_container/api.py
+        assert any(f'flts_predictions_total{{outcome="{outcome}"}}' in expr for expr in exprs), outcome
 
 
 def test_network_policies_cover_every_pod(rendered: list[dict[str, Any]]) -> None:

@@ -6,6 +6,7 @@ as a version of several identifiers' models, which is all a replica's loader loo
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -17,12 +18,13 @@ from prometheus_client import REGISTRY
 
 from flts.config import InferenceSettings, PipelineConfig
 from flts.data.generate import generate_lte_dataset
-from flts.data.preprocess import preprocess
+from flts.data.preprocess import ProcessedDataset, preprocess
 from flts.kafka import MessageProducer, ensure_topics
-from flts.layout import PREPROCESSING_FILE
+from flts.layout import PREPROCESSING_FILE, champion_pointer_uri, processed_uri, split_file
 from flts.messages import ModelSelected
 from flts.models.base import WindowLayout
 from flts.models.baselines import PersistenceForecaster
+from flts.storage import ObjectStore
 from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker, registered_model_name
 from inference_container.service import create_app
 
@@ -33,10 +35,16 @@ RECONCILE_SECONDS = 3.0
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A persistence model as the trainers save it: the forecaster and its preprocessing metadata."""
+def processed() -> ProcessedDataset:
+    """A lineage's data as preprocess leaves it (the splits and the metadata to replay the transform)."""
     train, test = generate_lte_dataset(train_rows=300, test_rows=100, seed=4)
-    meta = preprocess(train, test, PipelineConfig()).metadata
+    return preprocess(train, test, PipelineConfig())
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, processed) -> Path:
+    """A persistence model as the trainers save it: the forecaster and its preprocessing metadata."""
+    meta = processed.metadata
     windows = PipelineConfig().windows
     layout = WindowLayout.build(
         meta.feature_columns, meta.target_columns, windows.input_seq_len, windows.output_seq_len
@@ -189,3 +197,35 @@ def test_a_replica_whose_follower_died_is_unready_and_unhealthy(registry, replic
     ready = replica.get("/readyz")
     assert ready.status_code == 503 and "follower is not running" in ready.json()["status"]
     assert replica.get("/healthz").status_code == 503
+
+
+def test_a_body_without_rows_forecasts_from_the_lineage_s_last_rows_and_model_info_says_why_it_won(
+    settings, registry, replica, processed
+):
+    """What eval and preprocess leave for a promoted lineage (the processed test split and the champion pointer
+    with the leaderboard) is what a replica serves `{}` from and explains the champion with."""
+    identifier = "global"  # the champion of a body that names none (this test's own registry prefix)
+    store = ObjectStore(settings)
+    buffer = io.BytesIO()
+    processed.test.to_parquet(buffer, index=False)
+    store.put_bytes(processed_uri(settings, identifier, CONFIG_HASH, split_file("test")), buffer.getvalue())
+    run_id = registry.run()
+    leaderboard = [
+        {"model_type": "PROPHET", "run_id": "p", "score": 0.1, "servable": False, "not_servable_because": "no Prophet"},
+        {"model_type": "PERSISTENCE", "run_id": run_id, "score": 0.2, "servable": True},
+    ]
+    reason = "every expected model type finished; PROPHET ranked higher but cannot be served"
+    pointer = {"run_id": run_id, "reason": reason, "leaderboard": leaderboard}
+    store.put_json(champion_pointer_uri(settings, identifier, CONFIG_HASH), pointer)
+    registry.promote(identifier, run_id)
+    assert _until(lambda: _served(replica, identifier) == "1", timeout=RECONCILE_SECONDS * 4)
+
+    last_row = processed.test[processed.metadata.time_column].iloc[-1].strftime("%Y-%m-%dT%H:%M:%SZ")
+    info = replica.get("/model-info", params={"identifier": identifier}).json()
+    assert info["latest_row_ts"] == last_row
+    assert info["selection"] == {"reason": reason, "leaderboard": leaderboard}
+    for body, steps in (({}, 1), ({"inference_length": 3}, 3)):
+        response = replica.post("/predict", json=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["last_row_ts"] == last_row
+        assert len(response.json()["predictions"]) == steps

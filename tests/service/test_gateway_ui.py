@@ -200,6 +200,7 @@ def test_the_lineage_page_shows_every_stage_the_leaderboard_and_a_plot_with_pers
         assert f'data-stage="{stage}"' in page.text
     board = page.text.split('id="leaderboard"')[1].split("</table>")[0]
     assert [m for m in re.findall(r"<td>([A-Z_]+)</td>", board)] == ["GRU", "PROPHET", "PERSISTENCE"]
+    assert board.count('class="not-servable"') == 1 and "the inference image carries no Prophet" in board
     assert _series_points(page.text) == {"actual": 120, "GRU": 120, "PERSISTENCE": 120}
     assert "data-final" in page.text  # decided and nothing running: the page stops polling
 

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from flts.demo import StageFollower, epoch_line
+from flts.demo import StageFollower, epoch_line, print_leaderboard
 
 
 def test_an_epoch_line_has_the_epoch_of_its_budget_a_bar_the_losses_and_the_time():
@@ -35,3 +35,20 @@ def test_the_follower_prints_each_stage_and_each_epoch_once():
         "GRU             epoch 2/2 ██████████ train_loss 0.25",
         "champion promoted: GRU",
     ]
+
+
+def test_the_leaderboard_says_which_models_cannot_be_served_and_why():
+    output = io.StringIO()
+    status = {
+        "config_hash": "c" * 64,
+        "training": [{"run_id": "p", "metrics": {}, "seconds": 1.0}, {"run_id": "g", "metrics": {}, "seconds": 9.0}],
+        "leaderboard": [
+            {"model_type": "PROPHET", "run_id": "p", "score": 0.1, "servable": False, "not_servable_because": "why"},
+            {"model_type": "GRU", "run_id": "g", "score": 0.2, "servable": True},
+        ],
+        "champion": {"model_type": "GRU", "model_version": "1", "run_id": "g", "score": 0.2, "reason": "r"},
+    }
+    print_leaderboard(Console(file=output, width=200), status)
+    rows = [line for line in output.getvalue().splitlines() if "PROPHET" in line or "GRU" in line]
+    assert rows[0].rstrip(" │").endswith("no") and rows[1].rstrip(" │").endswith("yes")
+    assert "PROPHET cannot be served: why" in output.getvalue()

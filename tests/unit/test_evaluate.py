@@ -76,6 +76,30 @@ def test_seasonal_naive_is_ranked_but_never_promoted():
     assert decision.winner.model_type == "GRU"
 
 
+def test_a_better_model_that_cannot_be_served_is_explained_in_the_reason_and_the_leaderboard():
+    decision = decide([run("PROPHET", 0.1), run("GRU", 0.3), run("PERSISTENCE", 0.4)], CONFIG, 1_000 + 600_000)
+    assert decision.winner.model_type == "GRU"
+    assert "PROPHET ranked higher but cannot be served" in decision.reason
+    assert "GRU is the best servable model" in decision.reason
+    prophet, gru, persistence = decision.leaderboard_records()
+    assert prophet["servable"] is False and "no Prophet" in prophet["not_servable_because"]
+    assert gru["servable"] is True and "not_servable_because" not in gru
+    assert persistence["servable"] is True
+
+
+def test_a_servable_winner_at_the_top_adds_nothing_to_the_reason():
+    decision = decide([run("GRU", 0.1), run("PROPHET", 0.3)], CONFIG, 1_000 + 600_000)
+    assert "cannot be served" not in decision.reason
+    assert [r["servable"] for r in decision.leaderboard_records()] == [True, False]
+
+
+def test_an_unknown_model_type_is_not_servable_until_configured():
+    decision = decide([run("TFT", 0.1), run("GRU", 0.3)], EvaluationConfig(expected_model_types=["GRU"]), 2_000)
+    assert (
+        decision.leaderboard_records()[0]["not_servable_because"] == "not listed in evaluation.promotable_model_types"
+    )
+
+
 def test_a_retrained_model_type_is_represented_by_its_newest_finished_run():
     runs = [run("GRU", 0.5, start=1), run("GRU", 0.1, start=5), run("GRU", 0.0, status="FAILED", start=9)]
     assert latest_per_model_type(runs)["GRU"].run_id == "gru-5"

@@ -20,8 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 from flts import auth
 from flts.auth import Caller
 from flts.batching import Overloaded, TimedOut
+from flts.config import InferenceConfig
 from flts.observability import log_context
-from flts.predict import RequestError, iso_times
+from flts.predict import RequestError, ServingModel, Window, iso_times
 from inference_container.inference import Inference, Job
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,50 @@ class PredictRequest(BaseModel):
         if self.windows is not None and not self.windows:
             raise ValueError("windows is empty")
         return self
+
+
+def predict_body(model: ServingModel | None, latest: Window | None, limits: InferenceConfig) -> dict[str, Any]:
+    """The /predict body as /openapi.json publishes it: PredictRequest with the real constraints of `model`, the
+    global champion (row shape and column names, rows needed, batch and horizon limits), so clients and
+    schema-driven fuzzers build bodies the model reads, and examples that reach it. Only the global (shared)
+    champion's columns: the document is public, and a tenant's columns are not; `latest`: its latest rows."""
+    schema = PredictRequest.model_json_schema()
+    fields = schema["properties"]
+    horizon = model.max_inference_length if model is not None else limits.max_inference_length
+    fields["inference_length"]["anyOf"][0]["maximum"] = horizon
+    fields["windows"]["anyOf"][0].update(minItems=1, maxItems=limits.max_batch_windows)
+    shapes = ("rows", "windows", "data")
+    schema["allOf"] = [{"not": {"required": [a, b]}} for i, a in enumerate(shapes) for b in shapes[i + 1 :]]
+    if model is None:
+        return {"schema": schema}
+    time_column, measured = model.time_column, model.measured_columns
+    number_or_null = {"anyOf": [{"type": "number"}, {"type": "null"}]}
+    timestamp = {"type": "string", "format": "date-time"}
+    window = {
+        "type": "array",
+        "minItems": model.rows_needed,
+        "items": {
+            "type": "object",
+            "properties": {time_column: timestamp} | dict.fromkeys(measured, number_or_null),
+            "required": [time_column, *measured],
+        },
+    }
+    fields["rows"]["anyOf"][0] = window
+    fields["windows"]["anyOf"][0]["items"] = window
+    fields["data"]["anyOf"][0] = {
+        "type": "object",
+        "properties": {time_column: {"type": "array", "items": timestamp}}
+        | {key: {"type": "array", "minItems": model.rows_needed, "items": number_or_null} for key in measured},
+        "required": list(measured),
+    }
+    examples = {
+        "latest": {"summary": "From the latest rows the replica knows", "value": {}},
+        "horizon": {"summary": "The longest forecast from them", "value": {"inference_length": horizon}},
+    }
+    if latest is not None:  # the shape of a window on the grid; the values are placeholders, not the data
+        rows = [{time_column: stamp, **dict.fromkeys(measured, 0.0)} for stamp in iso_times(latest.nanoseconds)]
+        examples["rows"] = {"summary": "One window (placeholder values)", "value": {"rows": rows}}
+    return {"schema": schema, "examples": examples}
 
 
 def get_inference(request: Request) -> Inference:
@@ -167,6 +212,8 @@ router.post(
     "/predict",
     tags=["predict"],
     dependencies=[Depends(auth.caller)],  # documents the key schemes; the plain route authenticates itself
+    # The body's schema: PredictRequest's here; the app publishes it with the global champion's constraints
+    # (`predict_body`, see service.py).
     openapi_extra={
         "requestBody": {
             "required": True,

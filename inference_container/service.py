@@ -10,18 +10,21 @@ data), so a body without rows forecasts from there.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from flts import auth
+from flts.auth import GLOBAL
 from flts.config import InferenceConfig, InferenceSettings, load_pipeline_config
 from flts.observability import configure_logging
 from flts.web import BodySizeLimit, service_app
-from inference_container.api import PREDICTIONS, router
+from inference_container.api import PREDICTIONS, predict_body, router
 from inference_container.champions import ChampionLoader, Champions
 from inference_container.inference import Inference
 from inference_container.scoring import score_claims
@@ -63,11 +66,26 @@ def create_app(
         liveness_failure=loader.liveness_failure if loader is not None else None,
     )
     app.state.loader = loader
+    publish_served_constraints(app, champions, limits)
     app.add_middleware(
         BodySizeLimit, max_bytes=limits.max_request_bytes, on_refused=PREDICTIONS.labels("too_large").inc
     )
     auth.install(app, settings)  # outermost: an anonymous body is refused before it is counted
     return app
+
+
+def publish_served_constraints(app: FastAPI, champions: Champions, limits: InferenceConfig) -> None:
+    """/openapi.json describes the /predict body the global champion served now really takes (built per request:
+    the champions change while the app runs)."""
+    static_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = copy.deepcopy(static_openapi())
+        content = document["paths"]["/predict"]["post"]["requestBody"]["content"]
+        content["application/json"] = predict_body(champions.get(GLOBAL), champions.latest(GLOBAL), limits)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def main() -> None:

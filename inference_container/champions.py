@@ -70,16 +70,20 @@ class Champions:
         """Why eval chose the champion served: its reason and the leaderboard, with what could not be served."""
         return self._selection.get(identifier)
 
+    def explain(self, identifier: str, selection: dict[str, Any] | None) -> None:
+        """Eval's record of why the identifier's champion won (None: unknown)."""
+        if selection is None:
+            self._selection.pop(identifier, None)
+        else:
+            self._selection[identifier] = selection
+
     def install(
         self, model: ServingModel, latest: Window | None = None, selection: dict[str, Any] | None = None
     ) -> None:
         """Serve `model`; `latest`: the identifier's most recent rows (kept from before when not given and they fit);
         `selection`: eval's record of why this model won (None: unknown)."""
         identifier = model.identity.identifier
-        if selection is None:
-            self._selection.pop(identifier, None)
-        else:
-            self._selection[identifier] = selection
+        self.explain(identifier, selection)
         known = latest or self._latest.get(identifier)
         if known is not None and known.values.shape == (model.rows_needed, len(model.measured_columns)):
             self._latest[identifier] = known
@@ -182,6 +186,8 @@ class ChampionLoader:
     def _install(self, identifier: str, model_version: str, run_id: str) -> None:
         current = self.champions.get(identifier)
         if current is not None and current.identity.model_version == model_version:
+            if self.champions.selection(identifier) is None:  # eval writes its record just after the event
+                self.champions.explain(identifier, self.selection(current.identity))
             CHAMPION_LOADS.labels("unchanged").inc()
             return
         run = self.tracker.run_summary(run_id)

@@ -51,6 +51,16 @@ def test_upload_to_served_champion(first_run, settings, client, dataset):
     assert forecast["run_id"] == champion["run_id"]
     assert len(forecast["predictions"]) == 1
 
+    # Why this champion: eval's record as /model-info shows it; the ranked models that cannot be served say why.
+    # (A replica that installed the champion before eval wrote its record reads it at the next reconcile.)
+    deadline = time.monotonic() + 90
+    while (selection := client.model_info(missing_ok=False)["selection"]) is None and time.monotonic() < deadline:
+        time.sleep(2)
+    assert selection == {"reason": champion["reason"], "leaderboard": champion["leaderboard"]}
+    unservable = {c["model_type"] for c in selection["leaderboard"] if not c["servable"]}
+    assert unservable == {"PROPHET", "SEASONAL_NAIVE"}
+    assert all(c["not_servable_because"] for c in selection["leaderboard"] if not c["servable"])
+
 
 def test_the_lineage_is_scored_once_into_inference_logs_and_new_rows_come_back_as_forecasts(
     first_run, client, dataset, settings, read_topic

@@ -202,7 +202,7 @@ def test_a_replica_whose_follower_died_is_unready_and_unhealthy(registry, replic
 def test_a_body_without_rows_forecasts_from_the_lineage_s_last_rows_and_model_info_says_why_it_won(
     settings, registry, replica, processed
 ):
-    """What eval and preprocess leave for a promoted lineage (the processed test split and the champion pointer
+    """What preprocess and eval leave for a promoted lineage (the processed test split, then the champion pointer
     with the leaderboard) is what a replica serves `{}` from and explains the champion with."""
     identifier = "global"  # the champion of a body that names none (this test's own registry prefix)
     store = ObjectStore(settings)
@@ -215,15 +215,18 @@ def test_a_body_without_rows_forecasts_from_the_lineage_s_last_rows_and_model_in
         {"model_type": "PERSISTENCE", "run_id": run_id, "score": 0.2, "servable": True},
     ]
     reason = "every expected model type finished; PROPHET ranked higher but cannot be served"
-    pointer = {"run_id": run_id, "reason": reason, "leaderboard": leaderboard}
-    store.put_json(champion_pointer_uri(settings, identifier, CONFIG_HASH), pointer)
     registry.promote(identifier, run_id)
     assert _until(lambda: _served(replica, identifier) == "1", timeout=RECONCILE_SECONDS * 4)
+    assert replica.get("/model-info").json()["selection"] is None  # eval writes its record after the alias
 
+    store.put_json(
+        champion_pointer_uri(settings, identifier, CONFIG_HASH),
+        {"run_id": run_id, "reason": reason, "leaderboard": leaderboard},
+    )
+    explained = {"reason": reason, "leaderboard": leaderboard}
+    assert _until(lambda: replica.get("/model-info").json()["selection"] == explained, RECONCILE_SECONDS * 4)
     last_row = processed.test[processed.metadata.time_column].iloc[-1].strftime("%Y-%m-%dT%H:%M:%SZ")
-    info = replica.get("/model-info", params={"identifier": identifier}).json()
-    assert info["latest_row_ts"] == last_row
-    assert info["selection"] == {"reason": reason, "leaderboard": leaderboard}
+    assert replica.get("/model-info").json()["latest_row_ts"] == last_row
     for body, steps in (({}, 1), ({"inference_length": 3}, 3)):
         response = replica.post("/predict", json=body)
         assert response.status_code == 200, response.text

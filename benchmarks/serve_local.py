@@ -55,6 +55,18 @@ def build(directory: Path, config: PipelineConfig) -> None:
     (directory / PREPROCESSING_FILE).write_text(json.dumps(meta.to_json()))
 
 
+def bench_model(directory: Path, config: PipelineConfig, threads: int) -> ServingModel:
+    """The benchmarks' GRU, built into ``directory`` the first time, served on ``threads`` torch threads."""
+    import torch
+
+    if not (directory / PREPROCESSING_FILE).exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        build(directory, config)
+    torch.set_num_threads(threads)
+    identity = ModelIdentity("bench", "GRU", "1", "bench", "0" * 64)
+    return ServingModel.load(directory, identity, config.inference.max_inference_length)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8001)

@@ -1,35 +1,29 @@
-"""The gateway's routes and their dependency: upload datasets, browse uploads, follow a lineage."""
+"""The gateway's routes and their dependency: upload datasets, send rows to forecast, browse uploads, follow a
+lineage. The status page's routes are in `ui.py`."""
 
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from prometheus_client import Counter
 
 from flts.auth import Caller, require_admin, require_identifier
-from flts.layout import (
-    CLAIM_FILE,
-    config_hash_of_claim,
-    decision_uri,
-    identifier_prefix,
-    lineage_config_hash,
-    upload_key,
-)
-from flts.messages import DatasetUploaded
+from flts.layout import identifier_prefix, inference_log_uri, lineage_config_hash, scoring_upload_key, upload_key
+from flts.messages import DatasetUploaded, InferenceData
 from flts.observability import log_context
 from flts.storage import ObjectNotFound
-from gateway_container.gateway import Gateway
+from gateway_container.gateway import Gateway, MeasurementRows, checked_config_hash, checked_identifier
 
 log = logging.getLogger(__name__)
 
 UPLOADS = Counter("flts_gateway_uploads_total", "Dataset uploads by outcome.", ["outcome"])
-IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-CONFIG_HASH = re.compile(r"^[0-9a-f]{64}$")
+MEASUREMENTS = Counter("flts_gateway_measurements_total", "Rows published on the measurements topic.")
+SCORING_CLAIMS = Counter("flts_gateway_scoring_claims_total", "Files of rows accepted for batch scoring.")
 
 
 def get_gateway(request: Request) -> Gateway:
@@ -40,12 +34,6 @@ def get_gateway(request: Request) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 router = APIRouter()
-
-
-def _checked_identifier(identifier: str) -> str:
-    if not IDENTIFIER.match(identifier):
-        raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
-    return identifier
 
 
 @router.get("/readyz", tags=["probes"])
@@ -71,7 +59,7 @@ def upload_dataset(
     if identifier is not None:
         require_identifier(principal, identifier)  # before the CSV is parsed
     train_frame, test_frame = gw.validated(train, test)
-    identifier = _checked_identifier(identifier or gw.identifier_in(train_frame) or "global")
+    identifier = gw.resolved_identifier(identifier, train_frame)
     require_identifier(principal, identifier)
     dataset_id = uuid.uuid4().hex[:16]
     with log_context(dataset_id=dataset_id, identifier=identifier):
@@ -103,6 +91,73 @@ def upload_dataset(
     }
 
 
+@router.post("/score", status_code=202, tags=["scoring"])
+def score_rows(
+    principal: Caller,
+    gw: GatewayDep,
+    rows: Annotated[UploadFile, File(description="CSV of measurements: a time column and the model's columns.")],
+    identifier: Annotated[str | None, Query(description="Whose champion scores the rows.")] = None,
+) -> dict[str, Any]:
+    """Forecast every window of a file of rows with the identifier's champion, in the background.
+
+    The file is checked as an upload is, stored, and claimed on `inference-data`; an inference replica
+    writes the forecasts (and the errors, where the file holds the actual values) to `result_uri` once
+    and announces them on `inference-scored`. Rows it cannot score go to the dead-letter topic.
+    """
+    if identifier is not None:
+        require_identifier(principal, identifier)  # before the CSV is parsed
+    frame = gw.parsed(rows, "rows")
+    identifier = gw.resolved_identifier(identifier, frame)
+    require_identifier(principal, identifier)
+    claim_id = uuid.uuid4().hex[:16]
+    with log_context(claim_id=claim_id, identifier=identifier):
+        data = gw.store_upload(rows, scoring_upload_key(identifier, claim_id), len(frame))
+        claim = InferenceData(identifier=identifier, claim_id=claim_id, dataset_id=claim_id, rows="raw", data=data)
+        gw.producer.publish(gw.settings.topic_inference_data, claim)
+        SCORING_CLAIMS.inc()
+        log.info("rows sent for scoring", extra={"rows": len(frame)})
+    return {
+        "claim_id": claim_id,
+        "identifier": identifier,
+        "rows": len(frame),
+        "data": data.model_dump(),
+        "result_uri": inference_log_uri(gw.settings, identifier, claim.created_at, claim_id),
+        "completion_topic": gw.settings.topic_inference_scored,
+    }
+
+
+@router.post(
+    "/measurements",
+    status_code=202,
+    tags=["measurements"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": MeasurementRows.model_json_schema()},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
+async def post_measurements(
+    request: Request,
+    principal: Caller,
+    gw: GatewayDep,
+    identifier: Annotated[str | None, Query(description="The series the rows belong to.")] = None,
+) -> dict[str, Any]:
+    """New rows of a series, published on the measurements topic (one message per row, keyed by identifier):
+    the inference service forecasts from each one as it lands and publishes the forecast on `forecasts`."""
+    if identifier is not None:
+        require_identifier(principal, identifier)  # before the body is parsed
+    body = await request.body()
+    rows = await run_in_threadpool(gw.measurements, body, request.headers.get("content-type", ""), identifier)
+    require_identifier(principal, rows[0].identifier)
+    await run_in_threadpool(gw.producer.publish_many, gw.settings.topic_measurements, rows)
+    MEASUREMENTS.inc(len(rows))
+    return {"identifier": rows[0].identifier, "rows": len(rows), "topic": gw.settings.topic_measurements}
+
+
 @router.get("/datasets", tags=["datasets"])
 def list_datasets(
     principal: Caller,
@@ -113,7 +168,7 @@ def list_datasets(
 ) -> dict[str, Any]:
     """One identifier's uploads, a page at a time (never every tenant's at once)."""
     require_identifier(principal, identifier)
-    _checked_identifier(identifier)
+    checked_identifier(identifier)
     objects, next_after = gw.store.page(gw.settings.bucket_datasets, identifier_prefix(identifier), limit, after)
     items = [
         {"key": o["Key"], "size_bytes": o["Size"], "last_modified": o["LastModified"].isoformat()} for o in objects
@@ -129,22 +184,8 @@ def list_lineages(
 ) -> dict[str, Any]:
     """An identifier's preprocessed lineages, newest first, each with eval's recorded outcome."""
     require_identifier(principal, identifier)
-    _checked_identifier(identifier)
-    objects = gw.store.list(gw.settings.bucket_processed, identifier_prefix(identifier))
-    claims = sorted((o for o in objects if o["Key"].endswith(f"/{CLAIM_FILE}")), key=lambda o: o["LastModified"])
-    lineages = []
-    for claim in reversed(claims):
-        config_hash = config_hash_of_claim(claim["Key"])
-        recorded = gw.json_if_exists(decision_uri(gw.settings, identifier, config_hash)) or {}
-        lineages.append(
-            {
-                "config_hash": config_hash,
-                "preprocessed_at": claim["LastModified"].isoformat(),
-                "outcome": recorded.get("outcome"),
-                "reason": recorded.get("reason"),
-            }
-        )
-    return {"identifier": identifier, "lineages": lineages}
+    checked_identifier(identifier)
+    return {"identifier": identifier, "lineages": gw.lineages(identifier)}
 
 
 @router.get("/objects/{bucket}/{key:path}", tags=["objects"])
@@ -179,6 +220,4 @@ def run_status(
     identifier: Annotated[str, Query()] = "global",
 ) -> dict[str, Any]:
     require_identifier(principal, identifier)
-    if not CONFIG_HASH.match(config_hash):
-        raise HTTPException(422, "config_hash must be 64 lowercase hex characters")
-    return gw.lineage_status(config_hash, identifier)
+    return gw.lineage_status(checked_config_hash(config_hash), identifier)

@@ -2,21 +2,56 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 import pandas as pd
 from fastapi import HTTPException, UploadFile
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flts.config import GatewaySettings, PipelineConfig
 from flts.data.io import DataError, read_measurements, validate_measurements
 from flts.data.metadata import PreprocessingMetadata
 from flts.evaluate import decide
 from flts.kafka import MessageProducer
-from flts.layout import METADATA_FILE, champion_pointer_uri, decision_uri, processed_uri
-from flts.messages import ObjectRef
+from flts.layout import (
+    CLAIM_FILE,
+    METADATA_FILE,
+    champion_pointer_uri,
+    config_hash_of_claim,
+    decision_uri,
+    identifier_prefix,
+    processed_uri,
+)
+from flts.messages import Measurement, ObjectRef
 from flts.storage import ObjectStore, ObjectTooLarge
 from flts.tracking import Tracker
+
+IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+CONFIG_HASH = re.compile(r"^[0-9a-f]{64}$")
+# What a network logs after each epoch (step = epoch), shown while it trains.
+PROGRESS_METRICS = ("epoch", "train_loss", "val_loss", "elapsed_seconds")
+
+
+def checked_identifier(identifier: str) -> str:
+    if not IDENTIFIER.match(identifier):
+        raise HTTPException(422, f"identifier {identifier!r} must match {IDENTIFIER.pattern}")
+    return identifier
+
+
+def checked_config_hash(config_hash: str) -> str:
+    if not CONFIG_HASH.match(config_hash):
+        raise HTTPException(422, "config_hash must be 64 lowercase hex characters")
+    return config_hash
+
+
+class MeasurementRows(BaseModel):
+    """`POST /measurements` as JSON: rows of one series, each {time column: ISO-8601, column: number or null}."""
+
+    model_config = ConfigDict(extra="forbid")
+    identifier: str | None = None
+    rows: list[dict[str, str | float | int | None]] = Field(min_length=1)
 
 
 class Gateway:
@@ -47,6 +82,34 @@ class Gateway:
         except DataError as exc:
             raise HTTPException(422, f"{role} file {upload.filename!r}: {exc}") from exc
 
+    def measurements(self, body: bytes, content_type: str, identifier: str | None) -> list[Measurement]:
+        """A body of rows (CSV, or JSON {"identifier", "rows": [{column: cell}]}) checked as an upload is."""
+        if content_type.startswith("text/csv"):
+            data = body
+        elif content_type.startswith("application/json"):
+            try:
+                sent = MeasurementRows.model_validate_json(body)
+            except ValidationError as exc:
+                first = exc.errors(include_url=False)[0]
+                where = ".".join(str(part) for part in first["loc"]) or "body"
+                raise HTTPException(422, f"{where}: {first['msg']}") from exc
+            identifier = identifier or sent.identifier
+            data = pd.DataFrame(sent.rows).to_csv(index=False).encode()
+        else:
+            raise HTTPException(415, f"send rows as text/csv or application/json, not {content_type or 'nothing'}")
+        try:
+            frame = read_measurements(data, self.config.data, self.config.limits)
+        except DataError as exc:
+            raise HTTPException(422, f"rows: {exc}") from exc
+        identifier = self.resolved_identifier(identifier, frame)
+        time_column = self.config.data.time_column
+        columns = [c for c in frame.columns if c not in (time_column, self.config.data.identifier_column)]
+        cells = frame[columns].astype(object).where(frame[columns].notna(), None)
+        return [
+            Measurement(identifier=identifier, ts=ts, values=dict(zip(columns, row, strict=True)))
+            for ts, row in zip(frame[time_column], cells.itertuples(index=False, name=None), strict=True)
+        ]
+
     def validated(self, train: UploadFile, test: UploadFile | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         train_frame = self.parsed(train, "train")
         test_frame = self.parsed(test, "test") if test is not None else None
@@ -64,11 +127,38 @@ class Gateway:
         return self.store.get_json(uri) if self.store.exists(uri) else None
 
     def identifier_in(self, frame: pd.DataFrame) -> str | None:
+        """The series a file names in its identifier column (422 when it names several)."""
         column = self.config.data.identifier_column
         if column and column in frame.columns:
             values = frame[column].dropna().astype(str).unique()
+            if len(values) > 1:
+                raise HTTPException(
+                    422, f"the file holds {len(values)} series in column {column!r}; send one series per file"
+                )
             return str(values[0]) if len(values) else None
         return None
+
+    def resolved_identifier(self, given: str | None, frame: pd.DataFrame) -> str:
+        """The series rows belong to: the one given, else the file's, else "global" (422 unless well-formed)."""
+        return checked_identifier(given or self.identifier_in(frame) or "global")
+
+    def lineages(self, identifier: str) -> list[dict[str, Any]]:
+        """An identifier's preprocessed lineages, newest first, each with eval's recorded outcome."""
+        objects = self.store.list(self.settings.bucket_processed, identifier_prefix(identifier))
+        claims = sorted((o for o in objects if o["Key"].endswith(f"/{CLAIM_FILE}")), key=lambda o: o["LastModified"])
+        lineages = []
+        for claim in reversed(claims):
+            config_hash = config_hash_of_claim(claim["Key"])
+            recorded = self.json_if_exists(decision_uri(self.settings, identifier, config_hash)) or {}
+            lineages.append(
+                {
+                    "config_hash": config_hash,
+                    "preprocessed_at": claim["LastModified"].isoformat(),
+                    "outcome": recorded.get("outcome"),
+                    "reason": recorded.get("reason"),
+                }
+            )
+        return lineages
 
     def store_upload(self, upload: UploadFile, key: str, rows: int) -> ObjectRef:
         upload.file.seek(0)
@@ -93,6 +183,8 @@ class Gateway:
                 "frequency": metadata.frequency,
                 "sampling": metadata.config.preprocessing.sample.model_dump(mode="json"),
                 "metadata_uri": metadata_uri,
+                # The networks' epoch budget (early stopping may end a model sooner): the progress bars' end.
+                "max_epochs": metadata.config.models.recurrent.epochs,
             }
         # Only this identifier's runs: a config_hash of another tenant shows nothing of theirs.
         runs = [r for r in self.tracker.lineage_runs(config_hash) if r.identifier == identifier]
@@ -115,7 +207,7 @@ class Gateway:
                     "seconds": round((r.end_time_ms - r.start_time_ms) / 1000, 1) if r.end_time_ms else None,
                     "metrics": {k: v for k, v in r.metrics.items() if k.startswith("test_") and "__" not in k},
                     # The latest epoch a network has logged while it trains (MLflow metrics, step = epoch).
-                    "progress": {k: r.metrics[k] for k in ("epoch", "train_loss", "val_loss") if k in r.metrics},
+                    "progress": {k: r.metrics[k] for k in PROGRESS_METRICS if k in r.metrics},
                 }
                 for r in runs
             ],

@@ -3,7 +3,9 @@
 An upload is validated before anything is stored (413 / 422 with the exact reason), streamed
 to the `datasets` bucket with its sha256, and announced on `dataset-uploaded`. The answer
 carries the lineage's config_hash, computed from the same pipeline config preprocess reads.
-The routes are in `api.py`, what they work with in `gateway.py`.
+Rows sent for forecasting go to Kafka the same way: a file to score in the background (`POST /score`, claimed on
+`inference-data`) or live rows (`POST /measurements`, on `measurements`). The routes are in `api.py`, the status
+page and the forecast-vs-actual data in `ui.py`, what they work with in `gateway.py`.
 """
 
 from collections.abc import AsyncIterator
@@ -18,6 +20,7 @@ from flts.observability import configure_logging
 from flts.web import BodySizeLimit, service_app
 from gateway_container.api import UPLOADS, router
 from gateway_container.gateway import Gateway
+from gateway_container.ui import router as ui_router
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
@@ -31,6 +34,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app = service_app(
         "FLTS gateway", "Upload measurements, follow the pipeline, download its objects.", lifespan, router
     )
+    app.include_router(ui_router)
     # The whole request (train + test files and the multipart framing) is bounded while it streams in.
     app.add_middleware(
         BodySizeLimit,

@@ -76,6 +76,13 @@ class Champions:
         CHAMPION_VERSION.labels(identifier).set(float(model.identity.model_version))
         log.info("serving champion", extra=model.identity.__dict__)
 
+    def remember(self, identifier: str, latest: Window | None) -> None:
+        """A newer window of the identifier (a measurement landed): what a body without rows forecasts from next."""
+        if latest is None:
+            self._latest.pop(identifier, None)
+        else:
+            self._latest[identifier] = latest
+
     def all(self) -> list[ServingModel]:
         return list(self._models.values())
 

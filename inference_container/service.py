@@ -2,8 +2,10 @@
 
 The routes are in `api.py`; what they work with (the champions and the micro-batcher) in `inference.py`; how
 champions arrive from the registry and stay in agreement with it (a complete load before /readyz, event-driven
-swaps, periodic reconciliation) in `champions.py`. Each replica also keeps, per identifier, the most recent
-rows it knows (seeded from the end of the lineage's processed data), so a body without rows forecasts from there.
+swaps, periodic reconciliation) in `champions.py`. Beside them, threads score batch claims from `inference-data`
+(`scoring.py`) and forecast each live row from `measurements` (`streaming.py`) with the same champions. Each
+replica also keeps, per identifier, the most recent rows it knows (seeded from the end of the lineage's processed
+data), so a body without rows forecasts from there.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from flts.web import BodySizeLimit, service_app
 from inference_container.api import PREDICTIONS, router
 from inference_container.champions import ChampionLoader, Champions
 from inference_container.inference import Inference
+from inference_container.scoring import score_claims
+from inference_container.streaming import stream_forecasts
 
 
 def create_app(
@@ -41,6 +45,12 @@ def create_app(
         stop = threading.Event()
         if loader is not None:
             loader.start(stop)
+            threading.Thread(
+                target=score_claims, args=(settings, champions.get, stop), name="batch-scorer", daemon=True
+            ).start()
+            threading.Thread(
+                target=stream_forecasts, args=(settings, champions, stop), name="stream-forecaster", daemon=True
+            ).start()
         yield
         stop.set()
         await service.close()

@@ -104,7 +104,9 @@ class Preprocessor:
             force=upload.force,
             uploaded_at=upload.created_at,
         )
-        return claim, InferenceData(**common, data=splits["test"], metadata=meta)
+        # One scoring claim per upload: redelivered or re-published, it names the same result object.
+        scoring = InferenceData(**common, claim_id=f"{upload.dataset_id}-test", data=splits["test"], metadata=meta)
+        return claim, scoring
 
     def _put_parquet(self, uri: str, frame: pd.DataFrame) -> ObjectRef:
         buffer = io.BytesIO()

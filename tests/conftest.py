@@ -24,6 +24,7 @@ from flts.config import CommonSettings
 from flts.stack import StackConfig, down, stack_environment, status, up
 
 STACK_MARKERS = ("integration", "e2e")
+pytest_plugins = ["serving_models"]
 
 
 @pytest.fixture(scope="session")

@@ -99,7 +99,9 @@ def upload(
         answer = client.upload(train, test, identifier, force)
         console.print(
             f"Uploaded as dataset {answer['dataset_id']} for [bold]{answer['identifier']}[/]; "
-            f"lineage [bold]{answer['config_hash']}[/]"
+            f"lineage [bold]{answer['config_hash']}[/]\n"
+            f"Watch it on the status page: {gateway}/ui/identifiers/{answer['identifier']}/lineages/"
+            f"{answer['config_hash']}"
         )
         if not wait:
             return
@@ -118,13 +120,16 @@ def upload(
 
 @app.command()
 def status(
-    config_hash: Annotated[str, typer.Argument(help="The lineage (printed by upload; `flts runs` lists them).")],
+    config_hash: Annotated[
+        str | None,
+        typer.Argument(help="The lineage (printed by upload; `flts runs` lists them). Default: the newest one."),
+    ] = None,
     identifier: IdentifierOption = "global",
     gateway: Gateway = "http://127.0.0.1:8000",
     follow: Annotated[bool, typer.Option(help="Keep following until the lineage is decided.")] = False,
     timeout: float = 900.0,
 ) -> None:
-    """A lineage's stages, every model's state and the leaderboard (live with --follow)."""
+    """A lineage's stages, every model's state and epochs, and the leaderboard (live with --follow)."""
     import time
 
     from flts.client import FltsClient
@@ -133,6 +138,13 @@ def status(
     client, follower = FltsClient(gateway, ""), StageFollower(console)
     deadline = time.monotonic() + timeout
     with _explained_http_errors(gateway, ""):
+        if config_hash is None:
+            lineages = client.lineages(identifier)
+            if not lineages:
+                console.print(f"[red]{identifier!r} has no lineage yet[/]; upload data with `flts upload FILE.csv`")
+                raise typer.Exit(1)
+            config_hash = lineages[0]["config_hash"]
+            console.print(f"The newest lineage of {identifier}: [bold]{config_hash}[/]")
         while True:
             lineage = client.lineage(config_hash, identifier)
             if lineage is None:
@@ -185,13 +197,17 @@ def champion(
 def predict(
     identifier: IdentifierOption = "global",
     file: Annotated[
-        Path | None, typer.Option(exists=True, dir_okay=False, help="CSV whose last rows form the window.")
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="CSV whose last rows form the window (default: the latest rows known)."
+        ),
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Steps to forecast (default: the model's horizon).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
     inference: Inference = "http://127.0.0.1:8001",
 ) -> None:
-    """A forecast from the identifier's champion, from the last rows of --file, as a table (or --json)."""
+    """A forecast from the identifier's champion, as a table (or --json): from the last rows of --file, or
+    without it from the end of the champion's own data."""
     import pandas as pd
 
     from flts.client import FltsClient, window_request
@@ -200,10 +216,10 @@ def predict(
     client = FltsClient("", inference)
     with _explained_http_errors("", inference):
         if file is None:
-            console.print("[red]--file is required[/]: a CSV with the most recent rows (the model's columns).")
-            raise typer.Exit(2)
-        info = client.model_info(identifier, missing_ok=False)
-        body = window_request(pd.read_csv(file), int(info["rows_needed"]), identifier)
+            body: dict = {"identifier": identifier}
+        else:
+            info = client.model_info(identifier, missing_ok=False)
+            body = window_request(pd.read_csv(file), int(info["rows_needed"]), identifier)
         if steps:
             body["inference_length"] = steps
         forecast = client.predict(body)
@@ -211,6 +227,43 @@ def predict(
         console.print_json(json.dumps(forecast))
     else:
         print_forecast(console, forecast)
+
+
+@app.command()
+def plot(
+    out: Annotated[Path, typer.Option(dir_okay=False, help="Where to write the picture: .svg, or .png (matplotlib).")],
+    identifier: IdentifierOption = "global",
+    target: Annotated[str | None, typer.Option(help="The column to draw (default: the first target).")] = None,
+    config_hash: Annotated[str | None, typer.Option(help="The lineage (default: the champion's).")] = None,
+    model: Annotated[str | None, typer.Option(help="Whose forecasts, e.g. GRU (default: the champion).")] = None,
+    step: Annotated[int, typer.Option(min=1, help="Steps ahead (1 = the next step).")] = 1,
+    start: Annotated[str | None, typer.Option(help="First time drawn (ISO 8601).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last time drawn (ISO 8601).")] = None,
+    gateway: Gateway = "http://127.0.0.1:8000",
+) -> None:
+    """Draw the champion's forecasts on the test split against the actual values, persistence beside them."""
+    from flts.client import FltsClient
+    from flts.plot import forecast_figure, forecast_png
+
+    if out.suffix.lower() not in (".svg", ".png"):
+        console.print(f"[red]{out.name}: write an .svg (any browser opens it) or a .png[/]; e.g. --out forecast.svg")
+        raise typer.Exit(2)
+    query = {"target": target, "config_hash": config_hash, "model_type": model, "step": step}
+    with _explained_http_errors(gateway, ""):
+        answer = FltsClient(gateway, "").forecasts(identifier, **query, start=start, end=end)
+    if out.suffix.lower() == ".svg":
+        out.write_text(forecast_figure(answer))
+    else:
+        try:
+            forecast_png(answer, out)
+        except RuntimeError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from exc
+    drawn = len(answer["series"][0]["times"])
+    console.print(
+        f"wrote {out}: {answer['model_type']} vs actual for {answer['target']} ({drawn} times, "
+        f"lineage {answer['config_hash'][:16]}); targets: {', '.join(answer['targets'])}"
+    )
 
 
 @app.command("upload-demo")

@@ -74,6 +74,15 @@ class FltsClient:
         _raise_for_status(response)
         return response.json()["lineages"]
 
+    def forecasts(self, identifier: str = "global", **query: Any) -> dict[str, Any]:
+        """A model's test forecasts beside the actual values (`GET /forecasts/ID`; query: see `flts plot`)."""
+        params = {key: value for key, value in query.items() if value is not None}
+        response = httpx.get(
+            f"{self.gateway_url}/forecasts/{identifier}", params=params, headers=self.headers, timeout=60
+        )
+        _raise_for_status(response)
+        return response.json()
+
     def model_info(self, identifier: str = "global", missing_ok: bool = True) -> dict[str, Any] | None:
         """The champion /predict serves; None while there is none (or the service is not up), unless
         ``missing_ok`` is False: then the refusal or the connection error is raised."""

@@ -36,6 +36,9 @@ class CommonSettings(BaseSettings):
     topic_model_training: str = "model-training"
     topic_model_selected: str = "model-selected"
     topic_inference_data: str = "inference-data"
+    topic_inference_scored: str = "inference-scored"
+    topic_measurements: str = "measurements"
+    topic_forecasts: str = "forecasts"
     topic_dead_letter: str = "flts-dead-letter"
 
     s3_endpoint_url: str = "http://127.0.0.1:19000"
@@ -62,6 +65,9 @@ class CommonSettings(BaseSettings):
             self.topic_model_training,
             self.topic_model_selected,
             self.topic_inference_data,
+            self.topic_inference_scored,
+            self.topic_measurements,
+            self.topic_forecasts,
             self.topic_dead_letter,
         ]
 
@@ -157,6 +163,9 @@ class InferenceSettings(ConsumerSettings, AuthSettings):
     http_port: int = 8001
     torch_num_threads: int = 1
     model_cache_dir: Path = Path("/tmp/flts-models")
+    # A batch claim of a lineage waits this long for the lineage's decision (and champion) before it is scored
+    # with the identifier's current champion, or dead-lettered when there is none.
+    scoring_wait_seconds: float = Field(900.0, ge=0)
 
 
 # ---------------------------------------------------------------------------

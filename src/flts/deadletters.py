@@ -54,7 +54,7 @@ def _read(consumer: Consumer, topic: str, idle_seconds: float) -> Iterator[tuple
         yield Letter(msg.partition(), msg.offset(), letter), msg
 
 
-def _consumer(settings: CommonSettings, group: str) -> Consumer:
+def _consumer(settings: CommonSettings, group: str, subscribe: bool = True) -> Consumer:
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -63,7 +63,8 @@ def _consumer(settings: CommonSettings, group: str) -> Consumer:
             "enable.auto.commit": False,
         }
     )
-    consumer.subscribe([settings.topic_dead_letter])
+    if subscribe:
+        consumer.subscribe([settings.topic_dead_letter])
     return consumer
 
 
@@ -72,6 +73,40 @@ def list_letters(settings: CommonSettings, idle_seconds: float = 5.0) -> list[Le
     consumer = _consumer(settings, f"flts-dead-letter-list-{time.time_ns()}")
     try:
         return [letter for letter, _ in _read(consumer, settings.topic_dead_letter, idle_seconds) if letter]
+    finally:
+        consumer.close()
+
+
+def latest_letters(settings: CommonSettings, count: int = 5, timeout: float = 10.0) -> tuple[int, list[Letter]]:
+    """How many dead letters the topic holds, and up to ``count`` of the latest per partition (newest first):
+    read from the end of each partition without joining a group, so it costs the same for any backlog."""
+    topic = settings.topic_dead_letter
+    consumer = _consumer(settings, f"flts-dead-letter-peek-{time.time_ns()}", subscribe=False)
+    try:
+        described = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if described is None or described.error is not None:
+            return 0, []
+        total, assignments, ends = 0, [], {}
+        for partition in described.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            total += high - low
+            if high > low:
+                assignments.append(TopicPartition(topic, partition, max(low, high - count)))
+                ends[partition] = high
+        consumer.assign(assignments)
+        letters: list[Letter] = []
+        deadline = time.monotonic() + timeout
+        while ends and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                ends.pop(msg.partition(), None)
+            try:
+                letters.append(Letter(msg.partition(), msg.offset(), DeadLetter.model_validate_json(msg.value())))
+            except ValueError:
+                continue  # not a dead letter of ours
+        return total, sorted(letters, key=lambda item: item.letter.failed_at, reverse=True)[:count]
     finally:
         consumer.close()
 

@@ -60,7 +60,8 @@ def run_demo(
         table.add_row(stage, f"{seconds:.1f}")
     console.print(table)
     console.print(
-        f"Services keep running: gateway {config.gateway_url}/docs, inference {config.inference_url}/docs. "
+        f"Services keep running: the status page {config.gateway_url}/ui, gateway {config.gateway_url}/docs, "
+        f"inference {config.inference_url}/docs. "
         "Stop everything with [bold]flts stack down[/]."
     )
     return {"status": status, "forecast": forecast, "timings": timings}
@@ -85,18 +86,30 @@ class StageFollower:
             return
         if status.get("preprocessed"):
             self._once("preprocessed", f"preprocessed: {status['preprocessed']['rows']}")
+        max_epochs = (status.get("preprocessed") or {}).get("max_epochs")
         for run in status.get("training", []):
             progress = run.get("progress") or {}
             if "epoch" in progress:
                 epoch = int(progress["epoch"])
-                losses = ", ".join(f"{k} {v:.4g}" for k, v in progress.items() if k != "epoch")
-                self._once(f"{run['model_type']} epoch {epoch}", f"{run['model_type']:<15} epoch {epoch}: {losses}")
+                self._once(
+                    f"{run['model_type']} epoch {epoch}", f"{run['model_type']:<15} {epoch_line(progress, max_epochs)}"
+                )
             self._once(f"{run['model_type']} {run['status']}", f"{run['model_type']:<15} {run['status']}")
         outcome = (status.get("decision") or {}).get("outcome")
         if status.get("champion"):
             self._once("champion", f"champion promoted: {status['champion']['model_type']}")
         elif outcome:
             self._once(f"decided {outcome}", f"decided: {outcome} ({status['decision']['reason']})")
+
+
+def epoch_line(progress: dict[str, float], max_epochs: int | None, bar_width: int = 10) -> str:
+    """`epoch 3/10 ███------- train_loss 0.01, val_loss 0.02, 12.3 s`: one training progress report."""
+    epoch = int(progress["epoch"])
+    done = min(bar_width, round(bar_width * epoch / max_epochs)) if max_epochs else 0
+    bar = f"/{max_epochs} {'█' * done}{'-' * (bar_width - done)}" if max_epochs else ""
+    losses = ", ".join(f"{k} {progress[k]:.4g}" for k in ("train_loss", "val_loss") if k in progress)
+    elapsed = f", {progress['elapsed_seconds']:.1f} s" if "elapsed_seconds" in progress else ""
+    return f"epoch {epoch}{bar} {losses}{elapsed}"
 
 
 def _rows_needed(client: FltsClient) -> int:

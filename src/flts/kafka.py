@@ -105,6 +105,35 @@ class MessageProducer:
         if outcome["error"] is not None:
             raise KafkaException(outcome["error"])
 
+    def publish_many(self, topic: str, messages: Iterable[Message], timeout: float = 30.0) -> int:
+        """Publish a batch (pipelined, not one round trip each); returns once the broker acknowledged them all."""
+        failures: list[KafkaError] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                failures.append(err)
+
+        count = 0
+        for message in messages:
+            while True:
+                try:
+                    self._producer.produce(
+                        topic,
+                        value=message.to_bytes(),
+                        key=message.key,
+                        headers={"kind": message.kind},
+                        on_delivery=on_delivery,
+                    )
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    self._producer.poll(0.05)
+            count += 1
+        if self._producer.flush(timeout) > 0:
+            raise TimeoutError(f"no delivery report from Kafka for topic {topic} within {timeout}s")
+        if failures:
+            raise KafkaException(failures[0])
+        return count
+
     def close(self, timeout: float = 10.0) -> None:
         if self._client is not None:
             self._client.flush(timeout)
@@ -380,24 +409,7 @@ class ConsumerLoop(Generic[MessageT]):
         return None
 
     def _dead_letter(self, msg: Any, reason: str) -> None:
-        letter = DeadLetter(
-            source_topic=msg.topic(),
-            partition=msg.partition(),
-            offset=msg.offset(),
-            key=msg.key().decode(errors="replace") if msg.key() else None,
-            value_b64=base64.b64encode(msg.value() or b"").decode(),
-            headers={k: (v or b"").decode(errors="replace") for k, v in (msg.headers() or [])},
-            reason=reason,
-            consumer_group=self.group_id,
-        )
-        self._dead_letters.send(
-            self.settings.topic_dead_letter,
-            letter.key,
-            letter.model_dump_json().encode(),
-            {"reason": reason[:500]},
-        )
-        MESSAGES_HANDLED.labels(self.settings.service_name, self.topic, "dead_letter").inc()
-        log.error("message dead-lettered", extra={"reason": reason, "offset": msg.offset()})
+        send_dead_letter(self._dead_letters, self.settings, msg, reason, self.group_id)
 
     def _count_delivery(self, msg: Any) -> int:
         """This delivery's number, kept in the group's committed offset metadata so a crash cannot lose it:
@@ -437,6 +449,23 @@ class ConsumerLoop(Generic[MessageT]):
 
 _INTERRUPTED = object()
 DELIVERIES_METADATA = "flts-deliveries="
+
+
+def send_dead_letter(producer: MessageProducer, settings: CommonSettings, msg: Any, reason: str, group: str) -> None:
+    """Put a consumed message that cannot be handled on the dead-letter topic: the reason, the original bytes."""
+    letter = DeadLetter(
+        source_topic=msg.topic(),
+        partition=msg.partition(),
+        offset=msg.offset(),
+        key=msg.key().decode(errors="replace") if msg.key() else None,
+        value_b64=base64.b64encode(msg.value() or b"").decode(),
+        headers={k: (v or b"").decode(errors="replace") for k, v in (msg.headers() or [])},
+        reason=reason,
+        consumer_group=group,
+    )
+    producer.send(settings.topic_dead_letter, letter.key, letter.model_dump_json().encode(), {"reason": reason[:500]})
+    MESSAGES_HANDLED.labels(settings.service_name, msg.topic(), "dead_letter").inc()
+    log.error("message dead-lettered", extra={"reason": reason, "offset": msg.offset()})
 
 
 def _names(partitions: Iterable[TopicPartition]) -> list[str]:

@@ -41,6 +41,11 @@ def upload_key(identifier: str, dataset_id: str, role: str) -> str:
     return f"{identifier}/{dataset_id}/{role}.csv"
 
 
+def scoring_upload_key(identifier: str, claim_id: str) -> str:
+    """A file of rows sent for batch scoring (`POST /score`) in the datasets bucket."""
+    return f"{identifier}/scoring/{claim_id}.csv"
+
+
 def identifier_prefix(identifier: str) -> str:
     """Everything of one identifier in the datasets and the processed-data buckets."""
     return f"{identifier}/"
@@ -89,9 +94,22 @@ def decision_uri(settings: CommonSettings, identifier: str, config_hash: str) ->
     return f"s3://{settings.bucket_promotion}/{identifier}/{config_hash}/decision.json"
 
 
+def history_prefix(identifier: str) -> str:
+    """The identifier's promotion history in the promotion bucket (keys sort in time order)."""
+    return f"{identifier}/history/"
+
+
 def history_uri(settings: CommonSettings, identifier: str, at: datetime, config_hash: str) -> str:
     """One entry per promotion of the identifier, in time order."""
-    return f"s3://{settings.bucket_promotion}/{identifier}/history/{at:%Y%m%dT%H%M%S%f}-{config_hash[:12]}.json"
+    return f"s3://{settings.bucket_promotion}/{history_prefix(identifier)}{at:%Y%m%dT%H%M%S%f}-{config_hash[:12]}.json"
+
+
+# --------------------------------------------------------------- inference logs: scored batch claims
+
+
+def inference_log_uri(settings: CommonSettings, identifier: str, day: datetime, claim_id: str) -> str:
+    """A scored batch claim's result (written once: its presence means "scored")."""
+    return f"s3://{settings.bucket_inference_logs}/{identifier}/{day:%Y-%m-%d}/{claim_id}.parquet"
 
 
 # ------------------------------------------------------------------ the model bundle (MLflow artifacts)

@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flts.config import ModelType
 
@@ -117,13 +117,45 @@ class TrainingData(LineageMessage):
     uploaded_at: datetime | None = Field(None, description="When the data was uploaded: orders the lineages.")
 
 
-class InferenceData(LineageMessage):
-    """A batch-scoring claim: scaled rows to forecast with the lineage's champion."""
+ClaimId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class InferenceData(Message):
+    """A batch-scoring claim: rows to forecast, window by window, with the identifier's champion.
+
+    ``rows="processed"``: a lineage's processed split (scaled; ``metadata`` is the lineage's, to unscale it),
+    published by preprocess. ``rows="raw"``: a CSV of measurements as uploaded (``POST /score``), put on the
+    champion's grid and gap-filled as preprocessing does. The result lands once, at a key named by
+    ``claim_id``, so the same claim delivered twice writes one object. Keyed by identifier.
+    """
 
     kind: ClassVar[str] = "inference-data"
+    claim_id: ClaimId = Field(default_factory=_event_id)
     dataset_id: str
+    rows: Literal["processed", "raw"] = "processed"
+    config_hash: Sha256 | None = None
     data: ObjectRef
-    metadata: ObjectRef
+    metadata: ObjectRef | None = None
+
+    @model_validator(mode="after")
+    def _processed_rows_carry_metadata(self) -> InferenceData:
+        if self.rows == "processed" and self.metadata is None:
+            raise ValueError("processed rows need the lineage's metadata (to unscale them)")
+        return self
+
+
+class InferenceScored(Message):
+    """A batch claim was scored: where its result is, by which model, and the mean absolute error per target."""
+
+    kind: ClassVar[str] = "inference-scored"
+    claim_id: ClaimId
+    dataset_id: str
+    result: ObjectRef
+    windows: int = Field(ge=0)
+    model_type: str
+    model_version: str
+    run_id: str
+    mean_absolute_error: dict[str, float] = {}
 
 
 TrainingStatus = Literal["RUNNING", "SUCCESS", "FAILED"]
@@ -156,6 +188,35 @@ class ModelSelected(LineageMessage):
     def key(self) -> str:
         """Keyed by identifier: an identifier's promotions reach every replica in the order they were made."""
         return self.identifier
+
+
+class Measurement(Message):
+    """One new row of an identifier's series (a producer's, or the gateway's `POST /measurements`).
+
+    ``values`` holds the measured columns (null: a missing cell, filled as preprocessing fills gaps);
+    ``ts`` is the row's time on the series' grid. Keyed by identifier: one series' rows stay in order.
+    """
+
+    kind: ClassVar[str] = "measurement"
+    ts: datetime
+    values: dict[str, float | None]
+
+
+class Forecast(Message):
+    """The forecast made as a measurement landed: the next steps after ``last_observed``, original scale.
+
+    ``measured_at`` is the measurement message's ``created_at``: the end-to-end lag is ``created_at``
+    minus it.
+    """
+
+    kind: ClassVar[str] = "forecast"
+    model_type: str
+    model_version: str
+    run_id: str
+    last_observed: datetime
+    measured_at: datetime
+    ts: list[datetime]
+    values: dict[str, list[float]]
 
 
 class DeadLetter(BaseModel):

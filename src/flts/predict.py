@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 from pandas.tseries.frequencies import to_offset
 
 from flts.data.metadata import PreprocessingMetadata
-from flts.data.preprocess import GAP_COLUMN, FeatureTransform
+from flts.data.preprocess import GAP_COLUMN, FeatureTransform, on_training_grid
 from flts.layout import PREPROCESSING_FILE
 from flts.models.base import Forecaster, load_forecaster
 
@@ -64,6 +65,31 @@ class Window:
     @property
     def last_ns(self) -> int:
         return int(self.nanoseconds[-1])
+
+
+@dataclass(frozen=True)
+class Series:
+    """Consecutive steps of one series on its training grid, on the original scale, gaps filled."""
+
+    nanoseconds: np.ndarray  # int64 UTC [rows]
+    values: np.ndarray  # float64 [rows, measured columns, in the metadata's order]
+    gap: np.ndarray  # bool [rows]
+
+
+def processed_series(frame: pd.DataFrame, metadata: PreprocessingMetadata) -> Series:
+    """A processed split (scaled by its lineage, whose `metadata` this is) back on the original scale."""
+    transform = FeatureTransform.from_metadata(metadata)
+    times = pd.DatetimeIndex(frame[metadata.time_column])
+    times = times.tz_convert("UTC") if times.tz is not None else times.tz_localize("UTC")
+    scaled = frame[list(transform.measured)].to_numpy(dtype=np.float64)
+    gap = frame[GAP_COLUMN].to_numpy() > 0.5 if GAP_COLUMN in frame else np.zeros(len(frame), dtype=bool)
+    return Series(times.as_unit("ns").asi8.copy(), scaled * transform.scale + transform.center, gap)
+
+
+def raw_series(frame: pd.DataFrame, metadata: PreprocessingMetadata) -> Series:
+    """Raw measurements (read_measurements' frame) on the grid of the lineage whose `metadata` this is,
+    gaps filled as preprocessing fills them (a DataError names what is missing)."""
+    return Series(*on_training_grid(frame, metadata))
 
 
 @dataclass(frozen=True)
@@ -232,6 +258,11 @@ class ServingModel:
             )
         return self._on_grid(nanoseconds, values, where)
 
+    def window_on_grid(self, nanoseconds: np.ndarray, values: np.ndarray) -> Window:
+        """The window ending at the last of these steps (int64 ns on the grid, increasing; NaN: not measured),
+        filled as preprocessing fills gaps; a RequestError when too much of it is missing."""
+        return self._on_grid(nanoseconds, values, "")
+
     def _on_grid(self, nanoseconds: np.ndarray, values: np.ndarray, where: str) -> Window:
         """The last rows_needed grid steps up to the last row; missing steps and cells filled as in preprocess."""
         rows = self.rows_needed
@@ -268,17 +299,8 @@ class ServingModel:
         """The last rows_needed rows of a processed split (scaled features) as a window on the original scale."""
         if len(frame) < self.rows_needed:
             return None
-        tail = frame.iloc[-self.rows_needed :]
-        times = pd.DatetimeIndex(tail[self.time_column])
-        times = times.tz_convert("UTC") if times.tz is not None else times.tz_localize("UTC")
-        scaled = tail[list(self.transform.measured)].to_numpy(dtype=np.float64)
-        gap = tail[GAP_COLUMN].to_numpy() > 0.5 if GAP_COLUMN in tail else np.zeros(len(tail), dtype=bool)
-        return Window(
-            times.as_unit("ns").asi8.copy(),
-            scaled * self.transform.scale + self.transform.center,
-            gap,
-            np.zeros(len(tail), dtype=np.int64),
-        )
+        series = processed_series(frame.iloc[-self.rows_needed :], self.metadata)
+        return Window(series.nanoseconds, series.values, series.gap, np.zeros(self.rows_needed, dtype=np.int64))
 
     def filled_cells(self, window: Window) -> list[dict[str, str]]:
         """The cells of a window that were filled, as {"ts", "column"}."""
@@ -292,11 +314,45 @@ class ServingModel:
 
     def forecast(self, windows: list[Window], length: int) -> Forecasts:
         """Forecast `length` steps after each window (recursively beyond output_seq_len) in one pass per step."""
-        horizon, rows = self.output_seq_len, self.rows_needed
         nanoseconds = np.stack([w.nanoseconds for w in windows])
         values = np.stack([w.values for w in windows])
-        gap = np.stack([w.gap for w in windows])
         bad_inputs = ~np.isfinite(self.transform.scaled(values)).all(axis=(1, 2))
+        result = self._forecast_arrays(nanoseconds, values, np.stack([w.gap for w in windows]), length)
+        bad_outputs = ~np.isfinite(result.values).all(axis=(1, 2))
+        for index, window in enumerate(windows):
+            if bad_inputs[index]:
+                result.errors.append(self._input_problem(window))
+            else:
+                result.errors.append(self._output_problem(result, index) if bad_outputs[index] else None)
+        return result
+
+    def forecast_series(self, series: Series, chunk: int = 32_768) -> Forecasts:
+        """One forecast of output_seq_len steps after every step of a series on the grid that ends a window
+        (steps rows_needed-1 ... end): the batch-scoring path, one forward pass per `chunk` windows.
+
+        The windows are strided views of the series (nothing is copied per window); `errors` stays empty:
+        a window whose input or forecast is not finite has non-finite values, which the caller reports.
+        """
+        rows = self.rows_needed
+        if len(series.nanoseconds) < rows:
+            raise RequestError(f"{len(series.nanoseconds)} rows; the model needs at least {rows} for one window")
+        nanoseconds = sliding_window_view(series.nanoseconds, rows)
+        values = sliding_window_view(series.values, rows, axis=0).transpose(0, 2, 1)
+        gap = sliding_window_view(series.gap, rows)
+        parts = [
+            self._forecast_arrays(
+                nanoseconds[start : start + chunk],
+                values[start : start + chunk],
+                gap[start : start + chunk],
+                self.output_seq_len,
+            )
+            for start in range(0, len(nanoseconds), chunk)
+        ]
+        return Forecasts(np.concatenate([p.values for p in parts]), np.concatenate([p.nanoseconds for p in parts]), [])
+
+    def _forecast_arrays(self, nanoseconds: np.ndarray, values: np.ndarray, gap: np.ndarray, length: int) -> Forecasts:
+        """[N, rows] times, [N, rows, measured] values and [N, rows] gap flags -> forecasts, without error checks."""
+        horizon, rows = self.output_seq_len, self.rows_needed
         offsets = self.step_ns * np.arange(1, horizon + 1, dtype=np.int64)
         order = [self.target_columns.index(column) for column in self.measured_columns] if length > horizon else []
         outputs, times = [], []
@@ -310,14 +366,7 @@ class ServingModel:
                 nanoseconds = np.concatenate([nanoseconds, future], axis=1)[:, -rows:]
                 values = np.concatenate([values, outputs[-1][:, :, order]], axis=1)[:, -rows:]
                 gap = np.concatenate([gap, np.zeros(future.shape, dtype=bool)], axis=1)[:, -rows:]
-        result = Forecasts(np.concatenate(outputs, axis=1)[:, :length], np.concatenate(times, axis=1)[:, :length], [])
-        bad_outputs = ~np.isfinite(result.values).all(axis=(1, 2))
-        for index, window in enumerate(windows):
-            if bad_inputs[index]:
-                result.errors.append(self._input_problem(window))
-            else:
-                result.errors.append(self._output_problem(result, index) if bad_outputs[index] else None)
-        return result
+        return Forecasts(np.concatenate(outputs, axis=1)[:, :length], np.concatenate(times, axis=1)[:, :length], [])
 
     def _input_problem(self, window: Window) -> str:
         step, column = np.argwhere(~np.isfinite(self.transform.scaled(window.values)))[0]

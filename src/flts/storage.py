@@ -171,6 +171,14 @@ class ObjectStore:
             objects.extend(page.get("Contents", []))
         return objects
 
+    def folders(self, bucket: str, prefix: str = "") -> list[str]:
+        """The names of the "folders" right under ``prefix`` (common prefixes up to the next '/')."""
+        paginator = self._client.get_paginator("list_objects_v2")
+        names: list[str] = []
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            names.extend(p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", []))
+        return names
+
     def page(self, bucket: str, prefix: str, limit: int, after: str = "") -> tuple[list[dict[str, Any]], str | None]:
         """One page of keys under ``prefix`` after ``after`` (in key order); the key to continue after, if any."""
         answer = self._client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=limit, StartAfter=after)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from flts.config import CommonSettings
@@ -146,6 +147,14 @@ class Tracker:
         """Upload a model bundle (the forecaster and its preprocessing) as the run's model artifact."""
         self._client.log_artifacts(run_id, str(directory), MODEL_ARTIFACT_PATH)
 
+    def log_file(self, run_id: str, artifact_path: str, content: bytes) -> None:
+        """Upload ``content`` as the run's artifact file ``artifact_path`` (e.g. `backtest.TEST_FORECAST_ARTIFACT`)."""
+        relative = PurePosixPath(artifact_path)
+        with tempfile.TemporaryDirectory(prefix="flts-artifact-") as tmp:
+            path = Path(tmp) / relative.name
+            path.write_bytes(content)
+            self._client.log_artifact(run_id, str(path), str(relative.parent) if relative.parent.parts else None)
+
     def finish_run(self, run_id: str) -> None:
         self._client.set_terminated(run_id, status="FINISHED")
 
@@ -215,11 +224,15 @@ class Tracker:
         )
 
     def download_model(self, run_id: str, destination: str) -> str:
+        return self.download(run_id, MODEL_ARTIFACT_PATH, destination)
+
+    def download(self, run_id: str, artifact_path: str, destination: str) -> str:
+        """One artifact (file or directory) of a run into ``destination``; returns its local path."""
         from mlflow.artifacts import download_artifacts
 
         return download_artifacts(
             run_id=run_id,
-            artifact_path=MODEL_ARTIFACT_PATH,
+            artifact_path=artifact_path,
             dst_path=destination,
             tracking_uri=self.settings.mlflow_tracking_uri,
         )

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flts.backtest import TEST_FORECAST_ARTIFACT, forecast_frame, to_parquet_bytes
 from flts.config import CommonSettings, PipelineConfig
 from flts.data.metadata import MetadataError, PreprocessingMetadata
 from flts.data.windows import Windows, make_windows
@@ -105,19 +106,21 @@ def load_lineage_data(store: ObjectStore, claim: TrainingData) -> LineageData:
     return LineageData(claim, frames, windows, metadata, config)
 
 
-def score(forecaster: Forecaster, data: LineageData) -> dict[str, float]:
-    """Test metrics on windows never seen in training or early stopping, scaled and original scale."""
+def score(forecaster: Forecaster, data: LineageData) -> tuple[dict[str, float], pd.DataFrame]:
+    """Test metrics on windows never seen in training or early stopping, scaled and original scale; and the
+    test forecasts beside the actual values (original scale), which the run keeps for the plots."""
     test = data.windows["test"]
     predictions = forecaster.predict(test.inputs, test.target_times)
     scaler = data.metadata.fitted_scaler
-    naive_mae = in_sample_naive_mae(data.frames["train"][data.claim.target_columns].to_numpy(np.float64))
-    return forecast_metrics(
-        test.targets,
-        predictions,
-        data.claim.target_columns,
-        inverse=lambda values: scaler.inverse(values, data.claim.target_columns),
-        naive_mae=naive_mae,
-    )
+    targets = data.claim.target_columns
+
+    def inverse(values: np.ndarray) -> np.ndarray:
+        return scaler.inverse(values, targets)
+
+    naive_mae = in_sample_naive_mae(data.frames["train"][targets].to_numpy(np.float64))
+    metrics = forecast_metrics(test.targets, predictions, targets, inverse=inverse, naive_mae=naive_mae)
+    forecasts = forecast_frame(test.target_times, inverse(predictions), inverse(test.targets), list(targets))
+    return metrics, forecasts
 
 
 Fit = Callable[[LineageData, EpochCallback], tuple[Forecaster, dict[str, Any]]]
@@ -257,12 +260,15 @@ class TrainingJob:
         started = time.monotonic()
 
         def on_epoch(epoch: int, values: dict[str, float]) -> None:
-            self.tracker.log(run_id, values, step=epoch)
-            log.info("epoch done", extra={"epoch": epoch, **values})
+            """Each epoch's record (epoch, losses, its seconds) and the time since fitting began, as it
+            happens: step = epoch, so the page and the CLI show progress while the model trains."""
+            record = {**values, "elapsed_seconds": time.monotonic() - started}
+            self.tracker.log(run_id, record, step=epoch)
+            log.info("epoch done", extra={"epoch": epoch, **record})
 
         forecaster, params = fit(data, on_epoch)
         fit_seconds = time.monotonic() - started
-        metrics = score(forecaster, data)
+        metrics, forecasts = score(forecaster, data)
         metrics["fit_seconds"] = fit_seconds
         all_params = {
             **{f"window.{k}": v for k, v in data.config.windows.model_dump().items()},
@@ -277,6 +283,7 @@ class TrainingJob:
             forecaster.save(Path(tmp))
             (Path(tmp) / PREPROCESSING_FILE).write_text(json.dumps(data.metadata.to_json(), indent=2))
             self.tracker.log_model(run_id, Path(tmp))
+        self.tracker.log_file(run_id, TEST_FORECAST_ARTIFACT, to_parquet_bytes(forecasts))
         return metrics
 
     def _announce(

@@ -5,22 +5,22 @@ Bounded: a small dataset and a small model config, so the whole module runs in a
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
-import yaml
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
-from flts.client import FltsClient, window_request
+from flts.client import window_request
 from flts.config import CommonSettings
 from flts.data.generate import write_dataset
+from flts.messages import Forecast
 from flts.stack import manager
 from flts.storage import ObjectStore
 from flts.tracking import Tracker
@@ -28,59 +28,6 @@ from flts.tracking import Tracker
 pytestmark = pytest.mark.e2e
 
 EXPECTED = {"GRU", "LSTM", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE"}
-
-
-@pytest.fixture(scope="module")
-def pipeline_config(tmp_path_factory) -> Path:
-    """The shipped config with smaller models, so training takes seconds."""
-    config = yaml.safe_load((Path(__file__).parents[2] / "config" / "pipeline.yaml").read_text())
-    config["models"]["recurrent"].update(hidden_size=32, num_layers=1, epochs=3)
-    config["models"]["prophet"]["max_fit_rows"] = 2000
-    config["evaluation"]["decision_timeout_seconds"] = 240
-    path = tmp_path_factory.mktemp("config") / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@pytest.fixture(scope="module")
-def services(stack_config, stack_env, pipeline_config, monkeypatch_module):
-    """The services, started afresh with the small pipeline config, and stopped after the module."""
-    console = Console(stderr=True)
-    manager.down_services(stack_config, console)
-    monkeypatch_module.setenv("PIPELINE_CONFIG", str(pipeline_config))
-    monkeypatch_module.setenv("SESSION_TIMEOUT_MS", "10000")
-    manager.up(stack_config, console, services=True)
-    yield stack_config
-    manager.down_services(stack_config, console)
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
-
-
-@pytest.fixture(scope="module")
-def settings(common_settings) -> CommonSettings:
-    return common_settings
-
-
-@pytest.fixture(scope="module")
-def client(services) -> FltsClient:
-    return FltsClient(services.gateway_url, services.inference_url)
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> tuple[Path, Path]:
-    return write_dataset(tmp_path_factory.mktemp("data"), train_rows=3_000, test_rows=600, seed=5)
-
-
-@pytest.fixture(scope="module")
-def first_run(client, dataset) -> dict:
-    train, test = dataset
-    upload = client.upload(train, test)
-    status = client.wait_for_champion(upload["config_hash"], timeout=400)
-    return {"upload": upload, "status": status}
 
 
 def _history(settings: CommonSettings, identifier: str) -> list[dict]:
@@ -103,6 +50,31 @@ def test_upload_to_served_champion(first_run, settings, client, dataset):
     assert forecast["model_version"] == champion["model_version"]
     assert forecast["run_id"] == champion["run_id"]
     assert len(forecast["predictions"]) == 1
+
+
+def test_the_lineage_is_scored_once_into_inference_logs_and_new_rows_come_back_as_forecasts(
+    first_run, client, dataset, settings, read_topic
+):
+    store = ObjectStore(settings)
+    config_hash = first_run["upload"]["config_hash"]
+    # The upload that processed the lineage (a kept test stack has seen this dataset before) names the claim.
+    dataset_id = store.get_json(f"s3://{settings.bucket_processed}/global/{config_hash}/metadata.json")["dataset_id"]
+    deadline = time.monotonic() + 120
+    while not (results := [o for o in store.list(settings.bucket_inference_logs, "global/") if dataset_id in o["Key"]]):
+        assert time.monotonic() < deadline, "preprocess's claim of the test split was not scored"
+        time.sleep(2)
+    assert [o["Key"].rsplit("/", 1)[1] for o in results] == [f"{dataset_id}-test.parquet"]
+    scored = pd.read_parquet(io.BytesIO(store.get_bytes(f"s3://{settings.bucket_inference_logs}/{results[0]['Key']}")))
+    assert set(scored["model_version"].astype(str)) == {first_run["status"]["champion"]["model_version"]}
+
+    test = pd.read_csv(dataset[1])
+    last = pd.Timestamp(test["time"].iloc[-1], tz="UTC")
+    cells = {name: None if pd.isna(value) else value for name, value in test.iloc[-1].items()}
+    row = {**cells, "time": (last + pd.Timedelta("2min")).isoformat()}
+    response = httpx.post(f"{client.gateway_url}/measurements", json={"rows": [row]}, timeout=30)
+    assert response.status_code == 202, response.text
+    forecasts = read_topic(settings, settings.topic_forecasts, 1, Forecast.from_bytes)
+    assert [(f.identifier, f.last_observed) for f in forecasts] == [("global", last + pd.Timedelta("2min"))]
 
 
 def test_the_same_dataset_again_does_not_retrain(first_run, client, dataset, settings):

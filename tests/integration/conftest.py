@@ -7,7 +7,8 @@ from typing import Any, TypeVar
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from flts.config import CommonSettings, ConsumerSettings
+from flts.config import CommonSettings, ConsumerSettings, InferenceSettings
+from flts.kafka import ensure_topics
 
 SettingsT = TypeVar("SettingsT", bound=CommonSettings)
 
@@ -47,3 +48,18 @@ def topic(settings: ConsumerSettings) -> str:
     for future in admin.create_topics([NewTopic(n, num_partitions=1, replication_factor=1) for n in names]).values():
         future.result(timeout=30)
     return settings.topic_model_training
+
+
+@pytest.fixture
+def inference_settings(fresh_settings) -> InferenceSettings:
+    """Every topic fresh (created, one partition each) and a fresh group prefix; claims do not wait for eval."""
+    topics = [name for name in InferenceSettings.model_fields if name.startswith("topic_")]
+    fresh = fresh_settings(
+        InferenceSettings,
+        **{name: f"{InferenceSettings.model_fields[name].default}-{{suffix}}" for name in topics},
+        consumer_group="test-inference-{suffix}",
+        handler_backoff_seconds=0.1,
+        scoring_wait_seconds=0,
+    )
+    ensure_topics(fresh, partitions=1)
+    return fresh

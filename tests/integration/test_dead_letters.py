@@ -6,7 +6,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from flts.config import ConsumerSettings
-from flts.deadletters import REPLAYED_FROM, list_letters, replay
+from flts.deadletters import REPLAYED_FROM, latest_letters, list_letters, replay
 from flts.kafka import ConsumerLoop, MessageProducer, PermanentError
 from flts.messages import ModelTraining
 
@@ -49,3 +49,20 @@ def test_a_dead_letter_is_listed_with_its_reason_and_replayed_exactly_once(setti
     assert [e.event_id for e, _ in events] == [event.event_id, event.event_id]
     assert events[1][1][REPLAYED_FROM] == f"{settings.topic_dead_letter}/{listed.position}"
     assert events[1][1]["kind"] == "model-training", "the original headers travel with the replay"
+
+
+def test_the_status_page_counts_every_dead_letter_and_reads_only_the_latest(settings, topic):
+    """`latest_letters` (the page's dead-letter count): the count of the whole topic, the newest few read."""
+    producer = MessageProducer(settings)
+    for number in range(4):
+        event = ModelTraining(config_hash=f"{number}" * 64, model_type="GRU", status="SUCCESS")
+        producer.publish(settings.topic_model_training, event)
+
+    def refuse(event: ModelTraining) -> None:
+        raise PermanentError(f"refused {event.config_hash[0]}")
+
+    ConsumerLoop(settings, settings.topic_model_training, ModelTraining, refuse).run(max_messages=4)
+
+    total, latest = latest_letters(settings, count=2)
+    assert total == 4
+    assert [item.letter.reason for item in latest] == ["permanent failure: refused 3", "permanent failure: refused 2"]

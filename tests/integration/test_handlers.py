@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -11,13 +12,16 @@ import time
 import uuid
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from integration_support import upload_dataset
 from rich.console import Console
 
 from eval_container.service import Evaluator
+from flts.backtest import read_test_forecast, select
 from flts.config import EvalSettings, EvaluationConfig, PipelineConfig, PreprocessSettings
+from flts.data.metadata import PreprocessingMetadata
 from flts.kafka import ConsumerLoop, MessageProducer, PermanentError, committed_offsets, ensure_topics
 from flts.messages import DatasetUploaded, ModelSelected, ModelTraining, TrainingData
 from flts.models.baselines import PersistenceForecaster
@@ -90,6 +94,34 @@ def test_the_same_claim_twice_trains_once(settings, claim, read_topic):
     assert [e.status for e in events] == ["RUNNING", "SUCCESS", "SUCCESS"]
     assert events[1].run_id == events[2].run_id == runs[0].run_id
     assert events[2].model_version == events[1].model_version is not None
+
+
+def test_a_training_logs_each_epoch_as_it_happens_and_keeps_its_test_forecasts(settings, claim):
+    """The page and `flts status` show progress from these metrics; the plot draws the kept forecasts."""
+    from mlflow import MlflowClient
+
+    def fit_two_epochs(data, on_epoch):
+        for epoch in (1, 2):
+            on_epoch(epoch, {"epoch": float(epoch), "train_loss": 1.0 / epoch, "val_loss": 2.0 / epoch})
+        return PersistenceForecaster(data.layout), {}
+
+    TrainingJob(settings, {"PERSISTENCE": fit_two_epochs}).handle(claim)
+    tracker = Tracker(settings)
+    (run,) = tracker.lineage_runs(claim.config_hash, "PERSISTENCE")
+    history = MlflowClient(settings.mlflow_tracking_uri).get_metric_history(run.run_id, "elapsed_seconds")
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2]
+    assert run.metrics["val_loss"] == 1.0
+
+    kept = read_test_forecast(tracker, run.run_id)
+    store = ObjectStore(settings)
+    test = pd.read_parquet(io.BytesIO(store.get_bytes(claim.test.uri)))
+    scaler = PreprocessingMetadata.parse(store.get_json(claim.metadata.uri), claim.metadata.uri).fitted_scaler
+    target = claim.target_columns[0]
+    rows = select(kept, target, limit=len(test))
+    actual = scaler.inverse(test[claim.target_columns].to_numpy(), claim.target_columns)[:, 0]
+    assert rows["actual"].to_numpy() == pytest.approx(actual[-len(rows) :])
+    # persistence: each forecast is the value one step before
+    assert rows["forecast"].to_numpy()[1:] == pytest.approx(rows["actual"].to_numpy()[:-1])
 
 
 def test_a_failing_training_is_reported_not_retried(settings, claim, read_topic):

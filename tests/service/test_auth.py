@@ -74,12 +74,14 @@ GATEWAY_ROUTES = [
     ("GET", f"/runs/{HASH}?identifier=cell-a1"),
     ("GET", "/objects/datasets/cell-a1/0123456789abcdef/train.csv"),
     ("POST", "/datasets?identifier=cell-a1"),
+    ("POST", "/score?identifier=cell-a1"),
+    ("POST", "/measurements?identifier=cell-a1"),
 ]
 
 
 def _gateway_call(client: TestClient, method: str, path: str, headers: dict[str, str]):
     if method == "POST":
-        files = {"train": ("train.csv", io.BytesIO(b""), "text/csv")}
+        files = {name: (f"{name}.csv", io.BytesIO(b""), "text/csv") for name in ("train", "rows")}
         return client.post(path, files=files, headers=headers)
     return client.get(path, headers=headers)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
-from flts.config import GatewaySettings
+from flts.config import GatewaySettings, PipelineConfig
+from gateway_container.gateway import Gateway
 from gateway_container.service import create_app
 
 
@@ -120,3 +122,59 @@ def test_a_run_status_needs_a_real_config_hash(client):
 def test_probes(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert "/datasets" in client.get("/openapi.json").json()["paths"]
+
+
+def _score(client: TestClient, content: bytes, params: dict | None = None):
+    return client.post("/score", files={"rows": ("rows.csv", io.BytesIO(content), "text/csv")}, params=params or {})
+
+
+@pytest.mark.parametrize(
+    "content, params, fragment",
+    [
+        (b"", {}, "empty"),
+        (b"when,down\n2024-01-01,1\n", {}, "time"),
+        (b"time,down\nnot-a-date,1\n", {}, "row 1"),
+        (b"time,identifier,down\n2024-01-01,a,1\n2024-01-01T00:02:00,b,2\n", {}, "2 series"),
+        (b"time,down\n2024-01-01,1\n", {"identifier": "../etc"}, "identifier"),
+    ],
+)
+def test_rows_to_score_are_checked_as_uploads_are_and_refused_with_422(client, content, params, fragment):
+    response = _score(client, content, params)
+    assert response.status_code == 422, response.text
+    assert fragment in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "body, content_type, fragment",
+    [
+        (b'{"rows": []}', "application/json", "at least 1"),
+        (b'{"rows": [{"time": "2024-01-01T00:00:00", "down": "lots"}]}', "application/json", "down"),
+        (b'{"rows": [{"down": 1}]}', "application/json", "time"),
+        (b'{"rows": [{"time": "2024-01-01T00:00:00", "down": 1}], "extra": 1}', "application/json", "extra"),
+        (b"time,down\nnot-a-date,1\n", "text/csv", "row 1"),
+    ],
+)
+def test_malformed_measurements_are_422_with_the_reason(client, body, content_type, fragment):
+    response = client.post("/measurements", content=body, headers={"content-type": content_type})
+    assert response.status_code == 422, response.text
+    assert fragment in response.json()["detail"]
+
+
+def test_measurements_of_another_type_are_415(client):
+    response = client.post("/measurements", content=b"time,down", headers={"content-type": "text/plain"})
+    assert response.status_code == 415
+
+
+def test_json_and_csv_measurements_become_the_same_messages():
+    gateway = Gateway(GatewaySettings(), PipelineConfig())
+    rows = [{"time": "2024-01-01T00:00:00Z", "down": 1.5, "up": None}, {"time": "2024-01-01T00:02:00", "down": 2}]
+    as_json = gateway.measurements(
+        json.dumps({"identifier": "cell-7", "rows": rows}).encode(), "application/json", None
+    )
+    csv = b"time,identifier,down,up\n2024-01-01T00:00:00Z,cell-7,1.5,\n2024-01-01T00:02:00,cell-7,2,\n"
+    as_csv = gateway.measurements(csv, "text/csv", None)
+    for found in (as_json, as_csv):
+        assert [(m.identifier, m.ts.isoformat(), m.values) for m in found] == [
+            ("cell-7", "2024-01-01T00:00:00+00:00", {"down": 1.5, "up": None}),
+            ("cell-7", "2024-01-01T00:02:00+00:00", {"down": 2.0, "up": None}),
+        ]

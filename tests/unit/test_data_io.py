@@ -173,3 +173,8 @@ def test_validate_rejects_sampling_that_leaves_no_window() -> None:
     config = PipelineConfig.model_validate({"preprocessing": {"sample": {"max_train_rows": 15}}})
     with pytest.raises(DataError, match="sampling limits leave too few rows"):
         validate_measurements(_frame(1000), config)
+
+
+def test_a_header_with_a_lone_carriage_return_is_a_data_error_not_a_crash():
+    with pytest.raises(DataError, match="header line is not readable CSV"):
+        read_measurements(b"time,\r0\n2024-01-01,1\n", DataConfig())

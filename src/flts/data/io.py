@@ -169,7 +169,10 @@ def _check_header(handle: BinaryIO, limits: LimitsConfig) -> None:
     handle.seek(start)
     if len(header) > limits.max_header_bytes and not header.endswith(b"\n"):
         raise DataError(f"the header line is longer than {limits.max_header_bytes} bytes (limits.max_header_bytes)")
-    columns = len(next(csv.reader([header.decode("utf-8", errors="replace")]), []))
+    try:
+        columns = len(next(csv.reader([header.decode("utf-8", errors="replace")]), []))
+    except csv.Error as exc:  # e.g. a lone carriage return inside the header line
+        raise DataError(f"the header line is not readable CSV: {exc}") from exc
     if columns > limits.max_columns:
         raise DataError(f"the file has {columns} columns; at most {limits.max_columns} (limits.max_columns)")
 

@@ -364,6 +364,17 @@ def _identifier(frame: pd.DataFrame, column: str | None) -> str | None:
     return str(values[0]) if len(values) == 1 else None
 
 
+def _check_rows(raw: pd.DataFrame, metadata: PreprocessingMetadata) -> tuple[str, list[str]]:
+    """The time column and measured columns a model reads; a DataError when raw lacks any or has no rows."""
+    time_column, measured = metadata.time_column, metadata.measured_columns
+    missing = [name for name in [time_column, *measured] if name not in raw.columns]
+    if missing:
+        raise DataError(f"missing columns: {', '.join(missing)} (expected {time_column} and {', '.join(measured)})")
+    if raw.empty:
+        raise DataError("no rows to forecast from")
+    return time_column, measured
+
+
 def prepare_for_inference(raw: pd.DataFrame, metadata: PreprocessingMetadata) -> pd.DataFrame:
     """Raw recent rows -> time column + feature columns (metadata order, float32), as in training.
 
@@ -371,12 +382,7 @@ def prepare_for_inference(raw: pd.DataFrame, metadata: PreprocessingMetadata) ->
     every measured column present and finite. With lag features the first max(lag) rows only feed
     the lags and are not returned.
     """
-    time_column, measured = metadata.time_column, metadata.measured_columns
-    missing = [name for name in [time_column, *measured] if name not in raw.columns]
-    if missing:
-        raise DataError(f"missing columns: {', '.join(missing)} (expected {time_column} and {', '.join(measured)})")
-    if raw.empty:
-        raise DataError("no rows to forecast from")
+    time_column, measured = _check_rows(raw, metadata)
     rows = raw.reset_index(drop=True)
     nanoseconds = pd.DatetimeIndex(parse_times(rows[time_column], time_column)).asi8
     values = numeric_values(rows, measured)
@@ -386,6 +392,20 @@ def prepare_for_inference(raw: pd.DataFrame, metadata: PreprocessingMetadata) ->
     frame = pd.DataFrame(matrix, columns=metadata.feature_columns)
     frame.insert(0, time_column, pd.to_datetime(nanoseconds[order][skip:], utc=True))
     return frame
+
+
+def on_training_grid(raw: pd.DataFrame, metadata: PreprocessingMetadata) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw rows (as read_measurements returns them) -> the series on the training grid, filled as preprocess
+    fills a split: int64 UTC nanoseconds [steps], float64 measured values [steps, measured], is_gap [steps]."""
+    time_column, measured = _check_rows(raw, metadata)
+    parsed = _parsed(raw, time_column)
+    step = pd.Timedelta(to_offset(metadata.frequency))
+    series = _regularise(parsed, time_column, measured, step, pd.Timestamp(metadata.grid_anchor))
+    empty = [name for name, gone in zip(measured, np.isnan(series.values).all(axis=0), strict=True) if gone]
+    if empty:
+        raise DataError(f"columns without a single value: {', '.join(empty)}")
+    filled = FeatureTransform.from_metadata(metadata).fill(series.values)
+    return series.times.as_unit("ns").asi8.copy(), filled, series.gap
 
 
 def inference_features(

@@ -1,4 +1,5 @@
-"""Real (small) models for the service tests: generated data, real preprocessing, real training."""
+"""Real (small) served models for the service and integration tests: generated data, real preprocessing, real
+training. A plugin of the root conftest, so every test directory can ask for them."""
 
 from __future__ import annotations
 

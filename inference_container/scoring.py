@@ -1,0 +1,212 @@
+"""Kafka scoring inside the inference service: batch claims from `inference-data` into `inference-logs`.
+
+Why here and not in a scorer service of its own: scoring needs exactly what an inference replica
+already holds (every identifier's champion, hot-swapped on `model-selected`), so a seventh container
+would only load the same models a second time and follow the same promotions. The replicas share one
+consumer group for claims (`<CONSUMER_GROUP>-scoring`), so each claim is scored by one replica, and
+the HPA that scales /predict scales scoring with it. The cost: a large claim takes CPU from /predict
+on the replica that scores it (one forward pass per chunk of windows; ~10k windows/s on one core).
+
+A claim is scored once: its result object (`inference-logs/<identifier>/<date>/<claim_id>.parquet`,
+one row per window and forecast step, with the actual value and the error where the series has one)
+is looked for before anything is computed; a claim delivered again only announces it again on
+`inference-scored`. A missing or altered object behind a claim, or rows the champion cannot read, are
+dead-lettered with the reason (`PermanentError`).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC
+
+import numpy as np
+import pandas as pd
+from prometheus_client import Counter, Histogram
+
+from flts.config import InferenceSettings, load_pipeline_config
+from flts.data.io import DataError, read_measurements
+from flts.data.metadata import PreprocessingMetadata
+from flts.kafka import ConsumerLoop, ConsumerStalled, MessageProducer, PermanentError
+from flts.layout import decision_uri, inference_log_uri
+from flts.messages import InferenceData, InferenceScored, ObjectRef
+from flts.predict import Forecasts, RequestError, Series, ServingModel, processed_series, raw_series
+from flts.storage import ObjectNotFound, ObjectStore, sha256_bytes
+
+log = logging.getLogger(__name__)
+
+SCORED_WINDOWS = Counter("flts_scoring_windows_total", "Windows forecast for batch claims.")
+SCORED_CLAIMS = Counter("flts_scoring_claims_total", "Batch claims by outcome: scored, already_scored.", ["outcome"])
+SCORING_SECONDS = Histogram(
+    "flts_scoring_claim_seconds",
+    "Time to score one batch claim (read, forecast, write).",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+
+
+class BatchScorer:
+    """Handles one `inference-data` claim: score every window of its rows with the identifier's champion."""
+
+    def __init__(
+        self,
+        settings: InferenceSettings,
+        champion: Callable[[str], ServingModel | None],
+        store: ObjectStore | None = None,
+        producer: MessageProducer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.champion = champion
+        self.store = store or ObjectStore(settings)
+        self.producer = producer or MessageProducer(settings)
+        self.data_config = load_pipeline_config(settings.pipeline_config)
+
+    def handle(self, claim: InferenceData) -> None:
+        started = time.perf_counter()
+        uri = inference_log_uri(self.settings, claim.identifier, claim.created_at.astimezone(UTC), claim.claim_id)
+        if self.store.exists(uri):
+            data = self.store.get_bytes(uri)
+            log.info("claim already scored; announcing its result again", extra={"result": uri})
+            self._announce(claim, uri, data, pd.read_parquet(io.BytesIO(data)))
+            SCORED_CLAIMS.labels("already_scored").inc()
+            return
+        model = self._wait_for_champion(claim)
+        series = self._series(claim, model)
+        try:
+            forecasts = model.forecast_series(series)
+        except RequestError as exc:
+            raise PermanentError(f"{claim.data.uri}: {exc}") from exc
+        table = result_table(model, series, forecasts)
+        buffer = io.BytesIO()
+        table.to_parquet(buffer, index=False)
+        self.store.put_bytes(uri, buffer.getvalue())
+        self._announce(claim, uri, buffer.getvalue(), table)
+        SCORED_WINDOWS.inc(len(forecasts.values))
+        SCORED_CLAIMS.labels("scored").inc()
+        seconds = time.perf_counter() - started
+        SCORING_SECONDS.observe(seconds)
+        log.info(
+            "claim scored",
+            extra={"result": uri, "windows": len(forecasts.values), "seconds": round(seconds, 3), "by": model.identity},
+        )
+
+    def _announce(self, claim: InferenceData, uri: str, data: bytes, table: pd.DataFrame) -> None:
+        targets = [c.removesuffix("_error") for c in table.columns if c.endswith("_error")]
+        errors = {t: float(table[f"{t}_error"].abs().mean()) for t in targets if table[f"{t}_error"].notna().any()}
+        scored = InferenceScored(
+            identifier=claim.identifier,
+            claim_id=claim.claim_id,
+            dataset_id=claim.dataset_id,
+            result=ObjectRef(uri=uri, sha256=sha256_bytes(data), size_bytes=len(data), rows=len(table)),
+            windows=int(table["window_end"].nunique()) if len(table) else 0,
+            model_type=str(table["model_type"].iloc[0]) if len(table) else "",
+            model_version=str(table["model_version"].iloc[0]) if len(table) else "",
+            run_id=str(table["run_id"].iloc[0]) if len(table) else "",
+            mean_absolute_error=errors,
+        )
+        self.producer.publish(self.settings.topic_inference_scored, scored)
+
+    def _wait_for_champion(self, claim: InferenceData) -> ServingModel:
+        """The champion to score with: for a lineage's claim, wait (up to scoring_wait_seconds) until eval has
+        decided the lineage and, when it promoted it, until this replica serves it; else the current champion."""
+        deadline = time.monotonic() + self.settings.scoring_wait_seconds
+        while True:
+            model = self.champion(claim.identifier)
+            if model is not None and self._settled(claim, model):
+                return model
+            if time.monotonic() >= deadline:
+                if model is not None:
+                    return model
+                raise PermanentError(
+                    f"no champion for identifier {claim.identifier!r} after {self.settings.scoring_wait_seconds:g} s"
+                )
+            time.sleep(1.0)
+
+    def _settled(self, claim: InferenceData, model: ServingModel) -> bool:
+        if claim.config_hash is None or model.identity.config_hash == claim.config_hash:
+            return True
+        uri = decision_uri(self.settings, claim.identifier, claim.config_hash)
+        return self.store.exists(uri) and self.store.get_json(uri).get("outcome") != "promoted"
+
+    def _series(self, claim: InferenceData, model: ServingModel) -> Series:
+        """The claim's rows on the champion's grid and in its column order (a PermanentError says why not)."""
+        try:
+            data = self._verified(claim.data)
+            if claim.rows == "raw":
+                frame = read_measurements(data, self.data_config.data, self.data_config.limits)
+                return raw_series(frame, model.metadata)
+            assert claim.metadata is not None  # the message's validator guarantees it
+            lineage = PreprocessingMetadata.parse(self.store.get_json(claim.metadata.uri), claim.metadata.uri)
+            series = processed_series(pd.read_parquet(io.BytesIO(data)), lineage)
+        except ObjectNotFound as exc:
+            raise PermanentError(f"claimed object is missing: {exc}") from exc
+        except (DataError, KeyError, ValueError) as exc:
+            raise PermanentError(f"{claim.data.uri}: rows the champion cannot read: {exc}") from exc
+        measured = list(lineage.measured_columns)
+        absent = [name for name in model.measured_columns if name not in measured]
+        if absent:
+            raise PermanentError(f"{claim.data.uri} lacks the champion's columns {absent}")
+        order = [measured.index(name) for name in model.measured_columns]
+        return Series(series.nanoseconds, series.values[:, order], series.gap)
+
+    def _verified(self, ref: ObjectRef) -> bytes:
+        data = self.store.get_bytes(ref.uri)
+        if sha256_bytes(data) != ref.sha256:
+            raise PermanentError(f"{ref.uri} does not match the sha256 in the claim")
+        return data
+
+
+def result_table(model: ServingModel, series: Series, forecasts: Forecasts) -> pd.DataFrame:
+    """One row per (window, forecast step): the window's last observed time, the forecast time and step, and
+    per target the forecast, the actual (where the series has an observed, not gap-filled, value) and the error."""
+    windows, horizon, _ = forecasts.values.shape
+    ends = np.arange(model.rows_needed - 1, model.rows_needed - 1 + windows)
+    positions = ends[:, None] + np.arange(1, horizon + 1)  # [windows, horizon]: the series row of each step
+    observed = positions < len(series.nanoseconds)
+    clipped = np.minimum(positions, len(series.nanoseconds) - 1)
+    observed &= ~series.gap[clipped]
+    columns: dict[str, object] = {
+        "window_end": pd.to_datetime(np.repeat(series.nanoseconds[ends], horizon), utc=True),
+        "ts": pd.to_datetime(forecasts.nanoseconds.ravel(), utc=True),
+        "step": np.tile(np.arange(1, horizon + 1), windows),
+    }
+    for index, target in enumerate(model.target_columns):
+        forecast = forecasts.values[:, :, index]
+        actual = np.where(observed, series.values[clipped, model.measured_columns.index(target)], np.nan)
+        columns[target] = forecast.ravel()
+        columns[f"{target}_actual"] = actual.ravel()
+        columns[f"{target}_error"] = (forecast - actual).ravel()
+    identity = model.identity
+    for name in ("model_type", "model_version", "run_id"):
+        columns[name] = pd.Categorical([getattr(identity, name)] * (windows * horizon))
+    return pd.DataFrame(columns)
+
+
+def score_claims(
+    settings: InferenceSettings, champion: Callable[[str], ServingModel | None], stop: threading.Event
+) -> None:
+    """Consume `inference-data` in the replicas' shared scoring group until `stop`; a stalled loop is replaced."""
+    scorer: BatchScorer | None = None
+    while not stop.is_set():
+        try:
+            scorer = scorer or BatchScorer(settings, champion)
+        except Exception:
+            log.exception("the batch scorer could not start; retrying")
+            stop.wait(5)
+            continue
+        loop = ConsumerLoop(
+            settings, settings.topic_inference_data, InferenceData, scorer.handle, group_id=scoring_group(settings)
+        )
+        threading.Thread(target=lambda current=loop: (stop.wait(), current.stop()), daemon=True).start()
+        try:
+            loop.run()
+            return
+        except ConsumerStalled:
+            log.error("the batch scorer stalled; starting a new consumer")
+
+
+def scoring_group(settings: InferenceSettings) -> str:
+    """One group for all replicas: each claim is scored by one of them."""
+    return f"{settings.consumer_group}-scoring"

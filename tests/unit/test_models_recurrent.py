@@ -10,8 +10,8 @@ import torch
 
 from flts.config import RecurrentConfig
 from flts.data.windows import Windows
-from flts.models.base import load_forecaster
-from flts.models.recurrent import RecurrentForecaster, train_recurrent
+from flts.models.base import WindowLayout, load_forecaster
+from flts.models.recurrent import RecurrentForecaster, RecurrentNet, train_recurrent
 
 FEATURES = ["s", "phase", "c"]
 TARGETS = ["s", "c"]
@@ -101,9 +101,22 @@ def test_early_stopping_stops_and_restores_the_best_epoch() -> None:
     assert restored == pytest.approx(losses[best], rel=1e-5)
 
 
-@pytest.mark.parametrize("model_type", ["GRU", "LSTM"])
-def test_save_and_load_round_trip(model_type: str, tmp_path: Path) -> None:
-    model, _ = _train(model_type, SMALL.model_copy(update={"epochs": 1}))
+@pytest.mark.parametrize(("residual", "expected"), [(True, "last input value"), (False, "zero")])
+def test_an_untrained_net_forecasts_the_last_value_in_residual_form_and_zero_in_direct_form(
+    residual: bool, expected: str
+) -> None:
+    layout = WindowLayout.build(FEATURES, TARGETS, 8, 2, TARGET_INDICES)
+    net = RecurrentNet("GRU", layout, hidden_size=8, num_layers=1, dropout=0.0, residual=residual)
+    windows = _sine_windows(16)
+    with torch.inference_mode():
+        forecast = net(torch.from_numpy(windows.inputs)).numpy()
+    last = np.repeat(windows.inputs[:, -1:, TARGET_INDICES], 2, axis=1)
+    np.testing.assert_array_equal(forecast, last if expected == "last input value" else np.zeros_like(last))
+
+
+@pytest.mark.parametrize(("model_type", "residual"), [("GRU", True), ("LSTM", True), ("GRU", False)])
+def test_save_and_load_round_trip(model_type: str, residual: bool, tmp_path: Path) -> None:
+    model, _ = _train(model_type, SMALL.model_copy(update={"epochs": 1, "residual": residual}))
     windows = _sine_windows(16, offset=200)
     model.save(tmp_path)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.json", "weights.safetensors"]
@@ -111,9 +124,17 @@ def test_save_and_load_round_trip(model_type: str, tmp_path: Path) -> None:
     assert isinstance(loaded, RecurrentForecaster)
     assert loaded.model_type == model_type
     assert loaded.layout == model.layout
+    assert loaded.net.residual is residual
     np.testing.assert_array_equal(
         loaded.predict(windows.inputs, windows.target_times), model.predict(windows.inputs, windows.target_times)
     )
+
+
+def test_a_model_saved_before_the_residual_option_loads_in_residual_form(tmp_path: Path) -> None:
+    model, _ = _train("GRU", SMALL.model_copy(update={"epochs": 1}))
+    model.params["architecture"].pop("residual")
+    model.save(tmp_path)
+    assert load_forecaster(tmp_path).net.residual is True  # type: ignore[attr-defined]
 
 
 def test_prediction_in_chunks_matches_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,10 @@
 """GRU and LSTM forecasters (PyTorch): a recurrent encoder over the input window and a linear head.
 
-The head forecasts the change from each target's last input value (a residual on persistence,
-the head starting at zero), so an untrained model is exactly persistence: the floor on this
-kind of data, which training then has to improve on the validation split to be kept.
+In the residual form (`models.recurrent.residual`, the default) the head forecasts the change from
+each target's last input value (a skip connection from it, the head starting at zero), so an
+untrained model is exactly persistence and a level never seen in training is carried forward
+instead of pulled back to the training level. The direct form forecasts the scaled values
+themselves.
 
 Training is built for a small CPU budget (one thread per trainer, two trainers on two cores):
 the windows become tensors once, batches are gathered from them with a seeded permutation (no
@@ -43,7 +45,8 @@ class WindowArrays(Protocol):
 
 
 class RecurrentNet(nn.Module):
-    """Encoder GRU/LSTM over all features of the window; the last hidden state forecasts the whole horizon."""
+    """Encoder GRU/LSTM over all features of the window; the last hidden state forecasts the whole horizon
+    (as the change from each target's last input value when `residual`)."""
 
     def __init__(
         self,
@@ -52,6 +55,7 @@ class RecurrentNet(nn.Module):
         hidden_size: int,
         num_layers: int,
         dropout: float,
+        residual: bool = True,
     ) -> None:
         super().__init__()
         recurrent_class = {"GRU": nn.GRU, "LSTM": nn.LSTM}[cell]
@@ -67,12 +71,13 @@ class RecurrentNet(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.horizon = layout.output_seq_len
         self.n_targets = layout.n_targets
+        self.residual = residual
         self.register_buffer("target_indices", torch.tensor(layout.target_indices), persistent=False)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         encoded, _ = self.encoder(inputs)
-        change = self.head(encoded[:, -1]).view(-1, self.horizon, self.n_targets)
-        return inputs[:, -1:, self.target_indices] + change
+        output = self.head(encoded[:, -1]).view(-1, self.horizon, self.n_targets)
+        return inputs[:, -1:, self.target_indices] + output if self.residual else output
 
 
 def resolve_device(device: str) -> torch.device:
@@ -187,7 +192,12 @@ def train_recurrent(
     np.random.seed(config.seed)
     batch_order = torch.Generator().manual_seed(config.seed)
 
-    architecture = {"hidden_size": config.hidden_size, "num_layers": config.num_layers, "dropout": config.dropout}
+    architecture = {
+        "hidden_size": config.hidden_size,
+        "num_layers": config.num_layers,
+        "dropout": config.dropout,
+        "residual": config.residual,
+    }
     net = RecurrentNet(model_type, layout, **architecture).to(target_device)
     # The fused kernel (CPU and CUDA) updates every tensor at once: 3x cheaper steps than the default.
     optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate, fused=True)

@@ -1,7 +1,7 @@
 """Forecast quality relative to persistence, per target column, on the bundled data and its scenarios.
 
-For each scenario (`flts generate --scenario`): GRU and LSTM in the residual form (the change from each
-target's last input value) and in the direct form, trained as the pipeline trains them (default
+For each scenario (`flts generate --scenario`): GRU and LSTM in each form (`models.recurrent.form`:
+direct, residual, relative; see flts.models.recurrent), trained as the pipeline trains them (default
 config, one thread), scored on the validation and the test windows: each column's scaled RMSE
 divided by persistence's (below 1: better than "the last value"), their mean, and the training time.
 
@@ -27,7 +27,7 @@ from flts.models.base import Forecaster
 from flts.models.baselines import PersistenceForecaster
 from flts.models.recurrent import train_recurrent
 
-FORMS = {"residual": True, "direct": False}
+FORMS = ("residual", "relative", "direct")
 
 
 def _column_rmse(model: Forecaster, windows: Windows) -> np.ndarray:
@@ -52,7 +52,7 @@ def scenario_quality(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
     runs = []
     for model_type in args.models:
         for form in args.forms:
-            hyper = config.models.recurrent.model_copy(update={"epochs": args.epochs, "residual": FORMS[form]})
+            hyper = config.models.recurrent.model_copy(update={"epochs": args.epochs, "form": form})
             started = time.perf_counter()
             model, history = train_recurrent(
                 model_type,

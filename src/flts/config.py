@@ -243,8 +243,8 @@ class RecurrentConfig(_Strict):
     learning_rate: float = 1e-3
     early_stopping_patience: int = 3
     seed: int = 42
-    # True: the networks forecast the change from each target's last input value (see flts.models.recurrent).
-    residual: bool = True
+    # direct | residual | relative: what the networks read and forecast (see flts.models.recurrent).
+    form: Literal["direct", "residual", "relative"] = "residual"
 
 
 class ProphetConfig(_Strict):

@@ -101,12 +101,12 @@ def test_early_stopping_stops_and_restores_the_best_epoch() -> None:
     assert restored == pytest.approx(losses[best], rel=1e-5)
 
 
-@pytest.mark.parametrize(("residual", "expected"), [(True, "last input value"), (False, "zero")])
-def test_an_untrained_net_forecasts_the_last_value_in_residual_form_and_zero_in_direct_form(
-    residual: bool, expected: str
-) -> None:
+@pytest.mark.parametrize(
+    ("form", "expected"), [("residual", "last input value"), ("relative", "last input value"), ("direct", "zero")]
+)
+def test_an_untrained_net_forecasts_the_last_value_unless_in_direct_form(form: str, expected: str) -> None:
     layout = WindowLayout.build(FEATURES, TARGETS, 8, 2, TARGET_INDICES)
-    net = RecurrentNet("GRU", layout, hidden_size=8, num_layers=1, dropout=0.0, residual=residual)
+    net = RecurrentNet("GRU", layout, hidden_size=8, num_layers=1, dropout=0.0, form=form)  # type: ignore[arg-type]
     windows = _sine_windows(16)
     with torch.inference_mode():
         forecast = net(torch.from_numpy(windows.inputs)).numpy()
@@ -114,9 +114,11 @@ def test_an_untrained_net_forecasts_the_last_value_in_residual_form_and_zero_in_
     np.testing.assert_array_equal(forecast, last if expected == "last input value" else np.zeros_like(last))
 
 
-@pytest.mark.parametrize(("model_type", "residual"), [("GRU", True), ("LSTM", True), ("GRU", False)])
-def test_save_and_load_round_trip(model_type: str, residual: bool, tmp_path: Path) -> None:
-    model, _ = _train(model_type, SMALL.model_copy(update={"epochs": 1, "residual": residual}))
+@pytest.mark.parametrize(
+    ("model_type", "form"), [("GRU", "residual"), ("LSTM", "residual"), ("GRU", "direct"), ("LSTM", "relative")]
+)
+def test_save_and_load_round_trip(model_type: str, form: str, tmp_path: Path) -> None:
+    model, _ = _train(model_type, SMALL.model_copy(update={"epochs": 1, "form": form}))
     windows = _sine_windows(16, offset=200)
     model.save(tmp_path)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.json", "weights.safetensors"]
@@ -124,17 +126,27 @@ def test_save_and_load_round_trip(model_type: str, residual: bool, tmp_path: Pat
     assert isinstance(loaded, RecurrentForecaster)
     assert loaded.model_type == model_type
     assert loaded.layout == model.layout
-    assert loaded.net.residual is residual
+    assert loaded.net.form == form
     np.testing.assert_array_equal(
         loaded.predict(windows.inputs, windows.target_times), model.predict(windows.inputs, windows.target_times)
     )
 
 
-def test_a_model_saved_before_the_residual_option_loads_in_residual_form(tmp_path: Path) -> None:
-    model, _ = _train("GRU", SMALL.model_copy(update={"epochs": 1}))
-    model.params["architecture"].pop("residual")
+def test_a_model_saved_before_the_form_option_loads_in_residual_form(tmp_path: Path) -> None:
+    model, _ = _train("GRU", SMALL.model_copy(update={"epochs": 1, "form": "relative"}))
+    model.params["architecture"].pop("form")
     model.save(tmp_path)
-    assert load_forecaster(tmp_path).net.residual is True  # type: ignore[attr-defined]
+    assert load_forecaster(tmp_path).net.form == "residual"  # type: ignore[attr-defined]
+
+
+def test_the_relative_form_forecasts_a_shifted_and_shrunk_window_the_same_way_shifted_and_shrunk() -> None:
+    model, _ = _train("GRU", SMALL.model_copy(update={"epochs": 2, "form": "relative"}))
+    windows = _sine_windows(16)
+    moved = windows.inputs.copy()
+    moved[:, :, TARGET_INDICES] = 0.2 * moved[:, :, TARGET_INDICES] + 0.7
+    change = model.predict(windows.inputs, windows.target_times) - windows.inputs[:, -1:, TARGET_INDICES]
+    moved_change = model.predict(moved, windows.target_times) - moved[:, -1:, TARGET_INDICES]
+    np.testing.assert_allclose(moved_change, 0.2 * change, atol=1e-4)
 
 
 def test_prediction_in_chunks_matches_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:

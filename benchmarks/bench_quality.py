@@ -52,7 +52,7 @@ def scenario_quality(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
     runs = []
     for model_type in args.models:
         for form in args.forms:
-            hyper = config.models.recurrent.model_copy(update={"epochs": args.epochs, "form": form})
+            hyper = config.models.recurrent.model_copy(update={"epochs": args.epochs, "form": form, "seed": args.seed})
             started = time.perf_counter()
             model, history = train_recurrent(
                 model_type,
@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=16_000, help="train-file rows (split into train/validation)")
     parser.add_argument("--test-rows", type=int, default=4_000)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=42, help="the networks' seed (weights and batch order)")
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
 

@@ -244,7 +244,7 @@ class RecurrentConfig(_Strict):
     early_stopping_patience: int = 3
     seed: int = 42
     # direct | residual | relative: what the networks read and forecast (see flts.models.recurrent).
-    form: Literal["direct", "residual", "relative"] = "residual"
+    form: Literal["direct", "residual", "relative"] = "relative"
 
 
 class ProphetConfig(_Strict):

@@ -272,12 +272,14 @@ def _live_context(gw: Gateway, identifier: str, config_hash: str, column: str) -
     status = gw.lineage_status(config_hash, identifier)
     runs = [r for r in gw.tracker.lineage_runs(config_hash) if r.identifier == identifier]
     suffix = f"__{column}" if column else ""
+    wins = {record["run_id"]: record["column_wins"] for record in status["leaderboard"]}
     board = [
         {
             "model_type": c.model_type,
             "run_id": c.run_id,
             "score": c.score,
             "values": {m: c.metrics.get(f"test_{m}{suffix}") for m in LEADERBOARD_METRICS},
+            "column_wins": wins.get(c.run_id, []),
         }
         for c in leaderboard(runs, gw.config.evaluation)
     ]

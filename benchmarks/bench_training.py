@@ -34,9 +34,12 @@ from flts.scoring import forecast_metrics  # noqa: E402
 TARGET_SECONDS = 60.0
 
 
-def _dataset(train_rows: int, test_rows: int) -> tuple[PipelineConfig, ProcessedDataset, dict[str, Windows]]:
+def bundled_dataset(
+    train_rows: int, test_rows: int, scenario: str = "default"
+) -> tuple[PipelineConfig, ProcessedDataset, dict[str, Windows]]:
+    """The generated dataset preprocessed and windowed as the pipeline does it (default config)."""
     config = PipelineConfig()
-    train, test = generate_lte_dataset(train_rows=train_rows, test_rows=test_rows)
+    train, test = generate_lte_dataset(train_rows=train_rows, test_rows=test_rows, scenario=scenario)
     processed = preprocess(train, test, config)
     meta = processed.metadata
     windows = {
@@ -53,7 +56,7 @@ def _dataset(train_rows: int, test_rows: int) -> tuple[PipelineConfig, Processed
     return config, processed, windows
 
 
-def _layout(processed: ProcessedDataset, config: PipelineConfig) -> WindowLayout:
+def window_layout(processed: ProcessedDataset, config: PipelineConfig) -> WindowLayout:
     meta = processed.metadata
     return WindowLayout.build(
         meta.feature_columns, meta.target_columns, config.windows.input_seq_len, config.windows.output_seq_len
@@ -84,8 +87,8 @@ def train_worker(model_type: str, args: argparse.Namespace) -> dict[str, Any]:
 
     from flts.models.recurrent import train_recurrent
 
-    config, processed, windows = _dataset(args.rows, args.test_rows)
-    layout = _layout(processed, config)
+    config, processed, windows = bundled_dataset(args.rows, args.test_rows)
+    layout = window_layout(processed, config)
     recurrent = config.models.recurrent.model_copy(update={"epochs": args.epochs, "early_stopping_patience": 0})
     ready = time.perf_counter()
     cpu_before = time.process_time()
@@ -142,9 +145,9 @@ def prophet_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     from flts.models.prophet import fit_prophet
 
     import_seconds = time.perf_counter() - import_started
-    config, processed, windows = _dataset(args.rows, args.test_rows)
+    config, processed, windows = bundled_dataset(args.rows, args.test_rows)
     meta = processed.metadata
-    layout = _layout(processed, config)
+    layout = window_layout(processed, config)
     cpu_before = time.process_time()
     started = time.perf_counter()
     model = fit_prophet(
@@ -203,8 +206,8 @@ def main() -> None:
         results["concurrent"] = _spawn_workers(["GRU", "LSTM"], args)
     if "prophet" not in args.skip:
         results["prophet"] = prophet_benchmark(args)
-    config, processed, windows = _dataset(args.rows, args.test_rows)
-    persistence = PersistenceForecaster(_layout(processed, config))
+    config, processed, windows = bundled_dataset(args.rows, args.test_rows)
+    persistence = PersistenceForecaster(window_layout(processed, config))
     results["persistence"] = {"test": _test_scores(persistence, windows["test"], processed.metadata.target_columns)}
     results["load_average_after"] = os.getloadavg()
 

@@ -135,6 +135,7 @@ class Evaluator:
             "decided_at": now.isoformat(),
             "decided_at_ms": int(now.timestamp() * 1000),
             "leaderboard": decision.leaderboard_records(),
+            "column_winners": decision.column_winners,
         }
         self.store.put_json(history_uri(self.settings, identifier, now, config_hash), record)
         pointer = self.pointer_uri(identifier, config_hash)

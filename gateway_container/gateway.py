@@ -216,6 +216,8 @@ class Gateway:
                 "ready": decision.ready,
                 "reason": decision.reason,
                 "outcome": (recorded or {}).get("outcome"),
+                # Each target column's best promotable model type on the validation split.
+                "column_winners": decision.column_winners,
             },
             "leaderboard": decision.leaderboard_records(),
             "champion": champion,

@@ -272,6 +272,7 @@ def _live_context(gw: Gateway, identifier: str, config_hash: str, column: str) -
     status = gw.lineage_status(config_hash, identifier)
     runs = [r for r in gw.tracker.lineage_runs(config_hash) if r.identifier == identifier]
     suffix = f"__{column}" if column else ""
+    wins = {record["run_id"]: record["column_wins"] for record in status["leaderboard"]}
     board = [
         {
             "model_type": c.model_type,
@@ -279,6 +280,7 @@ def _live_context(gw: Gateway, identifier: str, config_hash: str, column: str) -
             "score": c.score,
             "values": {m: c.metrics.get(f"test_{m}{suffix}") for m in LEADERBOARD_METRICS},
             "not_servable_because": c.not_servable_because,
+            "column_wins": wins.get(c.run_id, []),
         }
         for c in leaderboard(runs, gw.config.evaluation)
     ]

@@ -43,11 +43,14 @@ def generate(
     train_rows: int = 16_000,
     test_rows: int = 4_000,
     seed: int = 7,
+    scenario: Annotated[
+        str, typer.Option(help="default, level_shift, outages, uplink_bursts or idle (README: the bundled dataset).")
+    ] = "default",
 ) -> None:
     """Write the bundled (generated, deterministic) LTE dataset."""
     from flts.data.generate import write_dataset
 
-    train, test = write_dataset(directory, train_rows=train_rows, test_rows=test_rows, seed=seed)
+    train, test = write_dataset(directory, train_rows=train_rows, test_rows=test_rows, seed=seed, scenario=scenario)
     console.print(f"wrote {train} and {test}")
 
 

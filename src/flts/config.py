@@ -243,6 +243,8 @@ class RecurrentConfig(_Strict):
     learning_rate: float = 1e-3
     early_stopping_patience: int = 3
     seed: int = 42
+    # direct | residual | relative: what the networks read and forecast (see flts.models.recurrent).
+    form: Literal["direct", "residual", "relative"] = "relative"
 
 
 class ProphetConfig(_Strict):

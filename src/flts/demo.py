@@ -122,7 +122,7 @@ def print_leaderboard(console: Console, status: dict[str, Any]) -> None:
     board = status["leaderboard"]
     persistence = next((c for c in board if c["model_type"] == "PERSISTENCE"), None)
     table = Table(title=f"Leaderboard for lineage {status['config_hash'][:16]}", title_justify="left")
-    for column in ("rank", "model", "score", *SCORE_COLUMNS, "vs persistence", "train s", "servable"):
+    for column in ("rank", "model", "score", *SCORE_COLUMNS, "vs persistence", "columns won", "train s", "servable"):
         table.add_column(column.removeprefix("test_"), justify="right")
     seconds = {run["run_id"]: run.get("seconds") for run in status["training"]}
     for rank, candidate in enumerate(board, start=1):
@@ -134,6 +134,7 @@ def print_leaderboard(console: Console, status: dict[str, Any]) -> None:
             f"{candidate['score']:.5f}",
             *(f"{values[c]:.4g}" if c in values else "-" for c in SCORE_COLUMNS),
             relative,
+            str(len(candidate.get("column_wins", []))),
             f"{seconds[candidate['run_id']]:.1f}" if seconds.get(candidate["run_id"]) else "-",
             "yes" if candidate.get("servable", True) else "no",
         )
@@ -141,6 +142,9 @@ def print_leaderboard(console: Console, status: dict[str, Any]) -> None:
     for candidate in board:
         if "not_servable_because" in candidate:
             console.print(f"{candidate['model_type']} cannot be served: {candidate['not_servable_because']}")
+    winners = (status.get("decision") or {}).get("column_winners") or {}
+    if winners:
+        console.print("Best per column (validation): " + ", ".join(f"{c} {m}" for c, m in winners.items()))
     champion = status["champion"]
     console.print(
         f"[bold green]Champion[/]: {champion['model_type']} version {champion['model_version']} "

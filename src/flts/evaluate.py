@@ -3,14 +3,20 @@
 A lineage is ready when every expected model type has finished (or failed), or when the
 timeout since its first run has passed; then the finished runs are ranked by the composite
 score on the scaled test set, lower is better, with a deterministic tie-break.
+
+Each target column is also chosen on its own: the promotable model type with the lowest composite
+score of that column on the validation split (persistence included, so a column no model forecasts
+better than "the last value" shows it). The leaderboard shows which columns each model wins and each
+column's test RMSE relative to persistence's.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from flts.config import EvaluationConfig
+from flts.config import EvaluationConfig, ScoreWeights
 from flts.scoring import composite_score
 from flts.tracking import RunSummary
 
@@ -46,6 +52,9 @@ class Candidate:
         order = TIE_BREAK_ORDER.index(self.model_type) if self.model_type in TIE_BREAK_ORDER else len(TIE_BREAK_ORDER)
         return (self.score, order, self.run_id)
 
+    def target_score(self, target: str, weights: ScoreWeights, prefix: str) -> float:
+        return composite_score(self.metrics, weights, prefix=prefix, target=target)
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -53,10 +62,13 @@ class Decision:
     reason: str
     leaderboard: list[Candidate]
     winner: Candidate | None
+    column_winners: dict[str, str] = field(default_factory=dict)
 
-    def leaderboard_records(self) -> list[dict[str, str | float]]:
-        """The leaderboard as eval records it and the gateway and /model-info show it: model type, run, score and
-        whether it can be served (why not, when not), best first."""
+    def leaderboard_records(self) -> list[dict[str, Any]]:
+        """The leaderboard as eval records it and the gateway and /model-info show it, best first: model type,
+        run, score, whether it can be served (why not, when not), the target columns it wins (validation) and
+        each column's test RMSE over persistence's."""
+        persistence = next((c.metrics for c in self.leaderboard if c.model_type == "PERSISTENCE"), {})
         return [
             {
                 "model_type": c.model_type,
@@ -64,9 +76,36 @@ class Decision:
                 "score": c.score,
                 "servable": c.not_servable_because is None,
                 **({"not_servable_because": c.not_servable_because} if c.not_servable_because else {}),
+                "column_wins": [column for column, winner in self.column_winners.items() if winner == c.model_type],
+                "rmse_vs_persistence": _relative_rmse(c.metrics, persistence),
             }
             for c in self.leaderboard
         ]
+
+
+def _relative_rmse(metrics: dict[str, float], persistence: dict[str, float]) -> dict[str, float]:
+    """Test RMSE over persistence's, per target column both runs have (persistence's RMSE above 0)."""
+    prefix = "test_rmse__"
+    return {
+        key.removeprefix(prefix): value / persistence[key]
+        for key, value in metrics.items()
+        if key.startswith(prefix) and persistence.get(key, 0.0) > 0
+    }
+
+
+def column_winners(board: list[Candidate], config: EvaluationConfig) -> dict[str, str]:
+    """Each target column's promotable model type with the lowest composite score of that column on the
+    validation split; a tie goes to the simpler model. Columns in name order."""
+    promotable = [c for c in board if c.model_type in config.promotable_model_types]
+    prefix = "validation_rmse__"
+    columns = sorted({key.removeprefix(prefix) for c in promotable for key in c.metrics if key.startswith(prefix)})
+    winners: dict[str, str] = {}
+    for column in columns:
+        scored = [(c.target_score(column, config.score_weights, "validation"), c.rank_key[1:], c) for c in promotable]
+        finite = [entry for entry in scored if math.isfinite(entry[0])]
+        if finite:
+            winners[column] = min(finite, key=lambda entry: entry[:2])[2].model_type
+    return winners
 
 
 def latest_per_model_type(runs: list[RunSummary]) -> dict[str, RunSummary]:
@@ -103,8 +142,9 @@ def decide(runs: list[RunSummary], config: EvaluationConfig, now_ms: int) -> Dec
     board = leaderboard(runs, config)
     started_ms = min((r.start_time_ms for r in runs), default=now_ms)
     timed_out = (now_ms - started_ms) / 1000 >= config.decision_timeout_seconds
+    columns = column_winners(board, config)
     if pending and not timed_out:
-        return Decision(False, f"waiting for {', '.join(pending)}", board, None)
+        return Decision(False, f"waiting for {', '.join(pending)}", board, None, columns)
     winner = next((c for c in board if c.not_servable_because is None), None)
     reason = "every expected model type finished" if not pending else f"timed out waiting for {', '.join(pending)}"
     if winner is None:
@@ -114,4 +154,4 @@ def decide(runs: list[RunSummary], config: EvaluationConfig, now_ms: int) -> Dec
         reason += f"; {', '.join(passed_over)} ranked higher but cannot be served (see the leaderboard)"
         if winner is not None:
             reason += f": {winner.model_type} is the best servable model"
-    return Decision(True, reason, board, winner)
+    return Decision(True, reason, board, winner, columns)

@@ -111,11 +111,15 @@ def forecast_metrics(
     return out
 
 
-def composite_score(metrics: Mapping[str, float], weights: ScoreWeights, *, prefix: str = "test") -> float:
-    """The number eval ranks by (lower is better); inf when a scaled component is missing or not finite."""
+def composite_score(
+    metrics: Mapping[str, float], weights: ScoreWeights, *, prefix: str = "test", target: str | None = None
+) -> float:
+    """The number eval ranks by (lower is better), averaged over the targets or of one `target`; inf when a
+    scaled component is missing or not finite."""
+    suffix = "" if target is None else f"__{target}"
     total = 0.0
     for name, weight in (("rmse", weights.rmse), ("mae", weights.mae), ("mse", weights.mse)):
-        value = metrics.get(f"{prefix}_{name}")
+        value = metrics.get(f"{prefix}_{name}{suffix}")
         if value is None or not math.isfinite(value):
             return math.inf
         total += weight * value

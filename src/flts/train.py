@@ -107,8 +107,9 @@ def load_lineage_data(store: ObjectStore, claim: TrainingData) -> LineageData:
 
 
 def score(forecaster: Forecaster, data: LineageData) -> tuple[dict[str, float], pd.DataFrame]:
-    """Test metrics on windows never seen in training or early stopping, scaled and original scale; and the
-    test forecasts beside the actual values (original scale), which the run keeps for the plots."""
+    """Test metrics on windows never seen in training or early stopping, scaled and original scale; the
+    scaled validation metrics eval chooses each target column's model by (`validation_<metric>__<target>`);
+    and the test forecasts beside the actual values (original scale), which the run keeps for the plots."""
     test = data.windows["test"]
     predictions = forecaster.predict(test.inputs, test.target_times)
     scaler = data.metadata.fitted_scaler
@@ -119,6 +120,10 @@ def score(forecaster: Forecaster, data: LineageData) -> tuple[dict[str, float], 
 
     naive_mae = in_sample_naive_mae(data.frames["train"][targets].to_numpy(np.float64))
     metrics = forecast_metrics(test.targets, predictions, targets, inverse=inverse, naive_mae=naive_mae)
+    validation = data.windows["validation"]
+    if len(validation):
+        forecast = forecaster.predict(validation.inputs, validation.target_times)
+        metrics |= forecast_metrics(validation.targets, forecast, targets, prefix="validation")
     forecasts = forecast_frame(test.target_times, inverse(predictions), inverse(test.targets), list(targets))
     return metrics, forecasts
 

@@ -39,6 +39,13 @@ def test_upload_to_served_champion(first_run, settings, client, dataset):
     finished = {r["model_type"] for r in status["training"] if r["status"] == "FINISHED"}
     assert finished == EXPECTED
     assert {c["model_type"] for c in status["leaderboard"]} == EXPECTED
+    # Every target column chosen on validation among the servable models, persistence the unit of comparison.
+    targets = status["preprocessed"]["target_columns"]
+    assert sorted(status["decision"]["column_winners"]) == sorted(targets)
+    assert set(status["decision"]["column_winners"].values()) <= {"GRU", "LSTM", "PERSISTENCE"}
+    assert sum(len(c["column_wins"]) for c in status["leaderboard"]) == len(targets)
+    persistence = next(c for c in status["leaderboard"] if c["model_type"] == "PERSISTENCE")
+    assert persistence["rmse_vs_persistence"] == dict.fromkeys(targets, 1.0)
     champion = status["champion"]
     tracker = Tracker(settings)
     alias = tracker.champion("global")

@@ -211,6 +211,16 @@ def test_the_leaderboard_shows_one_columns_metrics(client):
     assert "<td>0.3</td>" in page.text  # GRU's test_rmse__down, not its mean test_rmse of 0.1
 
 
+def test_the_leaderboard_shows_the_columns_each_model_wins_on_validation(client, gateway):
+    per_column = {"validation_rmse__down": 0.1, "validation_mae__down": 0.1, "validation_mse__down": 0.01}
+    worse_up = {"validation_rmse__up": 0.5, "validation_mae__up": 0.5, "validation_mse__up": 0.25}
+    better_up = {"validation_rmse__up": 0.2, "validation_mae__up": 0.2, "validation_mse__up": 0.04}
+    gateway.tracker.runs[:] = [_run("GRU", 0.1, **per_column, **worse_up), _run("PERSISTENCE", 0.3, **better_up)]
+    page = client.get(f"/ui/identifiers/cell-7/lineages/{HASH}/live")
+    wins = re.findall(r'<td class="wins">([^<]*)</td>', page.text.split('id="leaderboard"')[1])
+    assert wins == ["down", "up"]  # GRU ranks first and wins down; persistence wins up
+
+
 def test_a_training_network_shows_its_epoch_progress_and_keeps_the_page_polling(client, gateway):
     gateway.tracker.runs.append(
         _run("LSTM", 0.0, status="RUNNING", epoch=4, train_loss=0.02, val_loss=0.03, elapsed_seconds=12.5)

@@ -1,5 +1,7 @@
 import math
 
+import pytest
+
 from flts.config import EvaluationConfig, ScoreWeights
 from flts.evaluate import decide, latest_per_model_type, leaderboard
 from flts.tracking import RunSummary
@@ -117,3 +119,45 @@ def test_prophet_is_ranked_but_promoted_only_when_configured():
     assert decide(runs, default, 2_000).winner.model_type == "GRU"
     allowed = default.model_copy(update={"promotable_model_types": ["PROPHET", "GRU"]})
     assert decide(runs, allowed, 2_000).winner.model_type == "PROPHET"
+
+
+def _per_column_run(model_type: str, validation: dict[str, float], test: dict[str, float]) -> RunSummary:
+    """A finished run with per-column RMSE (MAE equal, MSE its square) on validation and test."""
+    metrics: dict[str, float] = {}
+    for prefix, values in (("validation", validation), ("test", test)):
+        for name, power in (("rmse", 1), ("mae", 1), ("mse", 2)):
+            metrics[f"{prefix}_{name}"] = sum(v**power for v in values.values()) / len(values)
+            metrics |= {f"{prefix}_{name}__{column}": v**power for column, v in values.items()}
+    return RunSummary(f"{model_type.lower()}-run", model_type, "global", "FINISHED", metrics, 1, 2, None)
+
+
+PER_COLUMN_RUNS = [
+    _per_column_run("GRU", {"down": 0.1, "up": 0.5}, {"down": 0.08, "up": 1.3}),
+    _per_column_run("LSTM", {"down": 0.2, "up": 0.4}, {"down": 0.09, "up": 1.2}),
+    _per_column_run("PERSISTENCE", {"down": 0.3, "up": 0.3}, {"down": 0.1, "up": 0.1}),
+    _per_column_run("PROPHET", {"down": 0.01, "up": 0.01}, {"down": 0.01, "up": 0.01}),
+]
+
+
+def test_each_column_goes_to_the_promotable_model_that_wins_it_on_validation() -> None:
+    decision = decide(PER_COLUMN_RUNS, CONFIG, now_ms=2_000)
+    assert decision.column_winners == {"down": "GRU", "up": "PERSISTENCE"}
+    assert decision.winner is not None and decision.winner.model_type == "PERSISTENCE"
+
+
+def test_a_column_tie_goes_to_the_simpler_model() -> None:
+    runs = [_per_column_run(t, {"down": 0.2}, {"down": 0.2}) for t in ("LSTM", "GRU", "PERSISTENCE")]
+    assert decide(runs, CONFIG, now_ms=2_000).column_winners == {"down": "PERSISTENCE"}
+
+
+def test_runs_without_validation_metrics_have_no_column_winners() -> None:
+    assert decide([run("GRU", 0.2), run("PERSISTENCE", 0.3)], CONFIG, now_ms=2_000).column_winners == {}
+
+
+def test_the_leaderboard_shows_column_wins_and_rmse_relative_to_persistence() -> None:
+    records = {r["model_type"]: r for r in decide(PER_COLUMN_RUNS, CONFIG, now_ms=2_000).leaderboard_records()}
+    assert records["GRU"]["column_wins"] == ["down"]
+    assert records["PERSISTENCE"]["column_wins"] == ["up"]
+    assert records["LSTM"]["column_wins"] == records["PROPHET"]["column_wins"] == []
+    assert records["GRU"]["rmse_vs_persistence"] == pytest.approx({"down": 0.8, "up": 13.0})
+    assert records["PERSISTENCE"]["rmse_vs_persistence"] == {"down": 1.0, "up": 1.0}

@@ -10,8 +10,8 @@ import torch
 
 from flts.config import RecurrentConfig
 from flts.data.windows import Windows
-from flts.models.base import load_forecaster
-from flts.models.recurrent import RecurrentForecaster, train_recurrent
+from flts.models.base import WindowLayout, load_forecaster
+from flts.models.recurrent import RecurrentForecaster, RecurrentNet, train_recurrent
 
 FEATURES = ["s", "phase", "c"]
 TARGETS = ["s", "c"]
@@ -101,9 +101,24 @@ def test_early_stopping_stops_and_restores_the_best_epoch() -> None:
     assert restored == pytest.approx(losses[best], rel=1e-5)
 
 
-@pytest.mark.parametrize("model_type", ["GRU", "LSTM"])
-def test_save_and_load_round_trip(model_type: str, tmp_path: Path) -> None:
-    model, _ = _train(model_type, SMALL.model_copy(update={"epochs": 1}))
+@pytest.mark.parametrize(
+    ("form", "expected"), [("residual", "last input value"), ("relative", "last input value"), ("direct", "zero")]
+)
+def test_an_untrained_net_forecasts_the_last_value_unless_in_direct_form(form: str, expected: str) -> None:
+    layout = WindowLayout.build(FEATURES, TARGETS, 8, 2, TARGET_INDICES)
+    net = RecurrentNet("GRU", layout, hidden_size=8, num_layers=1, dropout=0.0, form=form)  # type: ignore[arg-type]
+    windows = _sine_windows(16)
+    with torch.inference_mode():
+        forecast = net(torch.from_numpy(windows.inputs)).numpy()
+    last = np.repeat(windows.inputs[:, -1:, TARGET_INDICES], 2, axis=1)
+    np.testing.assert_array_equal(forecast, last if expected == "last input value" else np.zeros_like(last))
+
+
+@pytest.mark.parametrize(
+    ("model_type", "form"), [("GRU", "residual"), ("LSTM", "residual"), ("GRU", "direct"), ("LSTM", "relative")]
+)
+def test_save_and_load_round_trip(model_type: str, form: str, tmp_path: Path) -> None:
+    model, _ = _train(model_type, SMALL.model_copy(update={"epochs": 1, "form": form}))
     windows = _sine_windows(16, offset=200)
     model.save(tmp_path)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.json", "weights.safetensors"]
@@ -111,9 +126,27 @@ def test_save_and_load_round_trip(model_type: str, tmp_path: Path) -> None:
     assert isinstance(loaded, RecurrentForecaster)
     assert loaded.model_type == model_type
     assert loaded.layout == model.layout
+    assert loaded.net.form == form
     np.testing.assert_array_equal(
         loaded.predict(windows.inputs, windows.target_times), model.predict(windows.inputs, windows.target_times)
     )
+
+
+def test_a_model_saved_before_the_form_option_loads_in_residual_form(tmp_path: Path) -> None:
+    model, _ = _train("GRU", SMALL.model_copy(update={"epochs": 1, "form": "relative"}))
+    model.params["architecture"].pop("form")
+    model.save(tmp_path)
+    assert load_forecaster(tmp_path).net.form == "residual"  # type: ignore[attr-defined]
+
+
+def test_the_relative_form_forecasts_a_shifted_and_shrunk_window_the_same_way_shifted_and_shrunk() -> None:
+    model, _ = _train("GRU", SMALL.model_copy(update={"epochs": 2, "form": "relative"}))
+    windows = _sine_windows(16)
+    moved = windows.inputs.copy()
+    moved[:, :, TARGET_INDICES] = 0.2 * moved[:, :, TARGET_INDICES] + 0.7
+    change = model.predict(windows.inputs, windows.target_times) - windows.inputs[:, -1:, TARGET_INDICES]
+    moved_change = model.predict(moved, windows.target_times) - moved[:, -1:, TARGET_INDICES]
+    np.testing.assert_allclose(moved_change, 0.2 * change, atol=1e-4)
 
 
 def test_prediction_in_chunks_matches_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:

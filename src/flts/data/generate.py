@@ -5,10 +5,17 @@ matters: daily and weekly cycles, columns driven by a shared user count, heavy-t
 slowly varying AR(1)-like noise (persistence is a strong but beatable baseline), and the defects
 preprocessing must handle (scattered NaNs, an outage of missing rows, duplicate timestamps).
 Everything is seeded and vectorised.
+
+Named scenarios (`SCENARIOS`) add, on top of the default data, the phenomena real telemetry has and
+the models must survive: a level shift of the uplink between training and test, outages (runs of
+zeros and of missing cells), heavy-tailed uplink bursts, and idle periods where the per-user columns
+are missing. A scenario draws from a generator of its own, so every column it leaves alone holds the
+same values as in the default data of the same seed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +39,11 @@ MEASURED_COLUMNS: tuple[str, ...] = (
 NAN_FRACTION = 0.0005
 MAX_OUTAGE_ROWS = 15
 MAX_DUPLICATES = 3
+UPLINK_COLUMNS: tuple[str, ...] = ("up", "rb_up")
+LEVEL_SHIFT_FACTOR = 0.2  # the test period's uplink level relative to what training saw
+# What a cell without users reports: no traffic and no resource blocks, and nothing measured per user.
+IDLE_ZERO_COLUMNS: tuple[str, ...] = ("down", "up", "rnti_count", "rb_down", "rb_up")
+IDLE_MISSING_COLUMNS: tuple[str, ...] = tuple(c for c in MEASURED_COLUMNS if c.startswith("mcs_") or c.endswith("_var"))
 
 
 def _smooth_noise(rng: np.random.Generator, n: int, phi: float, sigma: float) -> np.ndarray:
@@ -104,6 +116,72 @@ def _measurements(rng: np.random.Generator, times: pd.DatetimeIndex) -> pd.DataF
     )
 
 
+Scenario = Callable[[np.random.Generator, pd.DatetimeIndex, pd.DataFrame, int], pd.DataFrame]
+
+
+def _level_shift(
+    rng: np.random.Generator, times: pd.DatetimeIndex, values: pd.DataFrame, test_start: int
+) -> pd.DataFrame:
+    """The uplink drops to LEVEL_SHIFT_FACTOR of its level where the test period starts (a re-planned cell)."""
+    values.loc[test_start:, list(UPLINK_COLUMNS)] *= LEVEL_SHIFT_FACTOR
+    return values.round(3)
+
+
+def _runs(rng: np.random.Generator, start: int, stop: int, count: int, shortest: int, longest: int) -> list[slice]:
+    """`count` runs of `shortest`..`longest` rows at random places within [start, stop) (they may overlap)."""
+    starts = rng.integers(start, max(stop - longest, start + 1), count)
+    lengths = rng.integers(shortest, longest + 1, count)
+    return [slice(int(first), int(first + length)) for first, length in zip(starts, lengths, strict=True)]
+
+
+def _outages(rng: np.random.Generator, times: pd.DatetimeIndex, values: pd.DataFrame, test_start: int) -> pd.DataFrame:
+    """A failing station, in training and in test: runs of zeros in every column (one per ~1,500 rows) and
+    runs of missing cells in single columns (one per ~500 rows)."""
+    cells = values.to_numpy(copy=True)
+    for start, stop in ((0, test_start), (test_start, len(cells))):
+        for run in _runs(rng, start, stop, max((stop - start) // 1500, 1), 10, 60):
+            cells[run] = 0.0
+        missing_runs = _runs(rng, start, stop, max((stop - start) // 500, 1), 3, 40)
+        for run, column in zip(missing_runs, rng.integers(0, cells.shape[1], len(missing_runs)), strict=True):
+            cells[run, column] = np.nan
+    return pd.DataFrame(cells, columns=values.columns)
+
+
+def _uplink_bursts(
+    rng: np.random.Generator, times: pd.DatetimeIndex, values: pd.DataFrame, test_start: int
+) -> pd.DataFrame:
+    """Short heavy-tailed uplink bursts (uploads, backups): Pareto shocks decaying fast, one per ~2 hours."""
+    burst = _bursts(rng, len(values), rate=1 / 60, decay=0.6) * 3.0
+    values["up"] = np.round(values["up"] * (1.0 + burst), 1)
+    values["rb_up"] = np.round(np.clip(values["rb_up"] * (1.0 + burst), 0.0, 100.0), 2)
+    return values
+
+
+def _idle(rng: np.random.Generator, times: pd.DatetimeIndex, values: pd.DataFrame, test_start: int) -> pd.DataFrame:
+    """Nights without users on about half the days: 1 to 3 hours from between 01:30 and 03:00 where traffic,
+    users and resource blocks are 0 and the per-user columns (MCS, variances) are missing."""
+    days = times.normalize()
+    _, day = np.unique(days.asi8, return_inverse=True)
+    n_days = int(day.max()) + 1
+    idle_day = rng.random(n_days) < 0.5
+    begin = rng.uniform(1.5, 3.0, n_days)[day]
+    end = begin + rng.uniform(1.0, 3.0, n_days)[day]
+    hours = (times.asi8 - days.asi8) / 3.6e12
+    idle = idle_day[day] & (hours >= begin) & (hours < end)
+    values.loc[idle, list(IDLE_ZERO_COLUMNS)] = 0.0
+    values.loc[idle, list(IDLE_MISSING_COLUMNS)] = np.nan
+    return values
+
+
+SCENARIOS: dict[str, Scenario | None] = {
+    "default": None,
+    "level_shift": _level_shift,
+    "outages": _outages,
+    "uplink_bursts": _uplink_bursts,
+    "idle": _idle,
+}
+
+
 def _with_time(times: pd.DatetimeIndex, values: pd.DataFrame, identifier: str | None) -> pd.DataFrame:
     frame = values.copy()
     frame.insert(0, "time", np.datetime_as_string(times.to_numpy(), unit="s"))
@@ -118,21 +196,29 @@ def generate_lte_dataset(
     seed: int = 7,
     start: str = "2024-01-01",
     identifier: str | None = None,
+    scenario: str = "default",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, test) frames with exactly ``train_rows`` and ``test_rows`` rows; test continues train.
 
     The train frame carries the defects: ~0.05 % NaN cells, an outage of up to 15 missing rows and
     up to 3 duplicated timestamps (a re-sent row with different values; the later one is right).
-    The test frame is clean. ``time`` holds naive ISO-8601 strings (UTC).
+    The test frame is clean unless the ``scenario`` (a key of SCENARIOS) puts defects there too.
+    ``time`` holds naive ISO-8601 strings (UTC).
     """
     if train_rows < 1 or test_rows < 1:
         raise ValueError("train_rows and test_rows must be positive")
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
     rng = np.random.default_rng(seed)
     outage = min(MAX_OUTAGE_ROWS, train_rows // 200)
     duplicates = min(MAX_DUPLICATES, train_rows // 1000)
     train_steps = train_rows + outage - duplicates
     times = pd.date_range(start, periods=train_steps + test_rows, freq=FREQUENCY)
     values = _measurements(rng, times)
+    apply_scenario = SCENARIOS[scenario]
+    if apply_scenario is not None:
+        scenario_rng = np.random.default_rng([seed, list(SCENARIOS).index(scenario)])
+        values = apply_scenario(scenario_rng, times, values, train_steps)
 
     train_values = values.iloc[:train_steps]
     keep = np.ones(train_steps, dtype=bool)

@@ -1,8 +1,12 @@
 """GRU and LSTM forecasters (PyTorch): a recurrent encoder over the input window and a linear head.
 
-The head forecasts the change from each target's last input value (a residual on persistence,
-the head starting at zero), so an untrained model is exactly persistence: the floor on this
-kind of data, which training then has to improve on the validation split to be kept.
+`models.recurrent.form` chooses what the network reads and forecasts. "direct": the scaled window in,
+the scaled values out. "residual": the head forecasts the change from each target's last input value (a
+skip connection from it, the head starting at zero), so an untrained model is exactly persistence.
+"relative": residual, but the encoder reads each target column relative to its last input value and in
+units of the window's mean absolute step, and the head forecasts the change in those units: the window's
+level and scale are invisible to it, so a level never seen in training (the uplink of a re-planned cell
+at a fifth of its old level) is forecast like any other instead of pulled back to the training level.
 
 Training is built for a small CPU budget (one thread per trainer, two trainers on two cores):
 the windows become tensors once, batches are gathered from them with a seeded permutation (no
@@ -28,8 +32,11 @@ from flts.models.base import WindowLayout, read_model_json, write_model_json
 WEIGHTS_FILE = "weights.safetensors"
 RECURRENT_MODEL_TYPES = ("GRU", "LSTM")
 PREDICT_CHUNK = 8192
+# Added to the window's mean absolute step in the relative form: a flat window (an idle column) reads 0, not 0/0.
+RELATIVE_STEP_FLOOR = 1e-4
 
 RecurrentType = Literal["GRU", "LSTM"]
+RecurrentForm = Literal["direct", "residual", "relative"]
 
 
 class WindowArrays(Protocol):
@@ -43,7 +50,8 @@ class WindowArrays(Protocol):
 
 
 class RecurrentNet(nn.Module):
-    """Encoder GRU/LSTM over all features of the window; the last hidden state forecasts the whole horizon."""
+    """Encoder GRU/LSTM over all features of the window; the last hidden state forecasts the whole horizon
+    (`form`: see the module docstring)."""
 
     def __init__(
         self,
@@ -52,6 +60,7 @@ class RecurrentNet(nn.Module):
         hidden_size: int,
         num_layers: int,
         dropout: float,
+        form: RecurrentForm = "residual",
     ) -> None:
         super().__init__()
         recurrent_class = {"GRU": nn.GRU, "LSTM": nn.LSTM}[cell]
@@ -67,12 +76,25 @@ class RecurrentNet(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.horizon = layout.output_seq_len
         self.n_targets = layout.n_targets
+        self.form = form
         self.register_buffer("target_indices", torch.tensor(layout.target_indices), persistent=False)
+        target_mask = torch.zeros(layout.n_features)
+        target_mask[list(layout.target_indices)] = 1.0
+        self.register_buffer("target_mask", target_mask, persistent=False)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        last = inputs[:, -1:]
+        if self.form == "relative":
+            step = (inputs[:, 1:] - inputs[:, :-1]).abs().mean(dim=1, keepdim=True) + RELATIVE_STEP_FLOOR
+            step = torch.where(self.target_mask.bool(), step, torch.ones_like(step))
+            inputs = (inputs - last * self.target_mask) / step
         encoded, _ = self.encoder(inputs)
-        change = self.head(encoded[:, -1]).view(-1, self.horizon, self.n_targets)
-        return inputs[:, -1:, self.target_indices] + change
+        output = self.head(encoded[:, -1]).view(-1, self.horizon, self.n_targets)
+        if self.form == "direct":
+            return output
+        if self.form == "relative":
+            output = output * step[:, :, self.target_indices]
+        return last[:, :, self.target_indices] + output
 
 
 def resolve_device(device: str) -> torch.device:
@@ -187,7 +209,12 @@ def train_recurrent(
     np.random.seed(config.seed)
     batch_order = torch.Generator().manual_seed(config.seed)
 
-    architecture = {"hidden_size": config.hidden_size, "num_layers": config.num_layers, "dropout": config.dropout}
+    architecture = {
+        "hidden_size": config.hidden_size,
+        "num_layers": config.num_layers,
+        "dropout": config.dropout,
+        "form": config.form,
+    }
     net = RecurrentNet(model_type, layout, **architecture).to(target_device)
     # The fused kernel (CPU and CUDA) updates every tensor at once: 3x cheaper steps than the default.
     optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate, fused=True)

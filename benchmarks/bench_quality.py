@@ -1,0 +1,122 @@
+"""Forecast quality relative to persistence, per target column, on the bundled data and its scenarios.
+
+For each scenario (`flts generate --scenario`): GRU and LSTM in each form (`models.recurrent.form`:
+direct, residual, relative; see flts.models.recurrent), trained as the pipeline trains them (default
+config, one thread), scored on the validation and the test windows: each column's scaled RMSE
+divided by persistence's (below 1: better than "the last value"), their mean, and the training time.
+
+    .venv/bin/python benchmarks/bench_quality.py --scenarios default level_shift --output quality.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from bench_training import bundled_dataset, window_layout
+
+from flts.data.windows import Windows
+from flts.models.base import Forecaster
+from flts.models.baselines import PersistenceForecaster
+from flts.models.recurrent import train_recurrent
+
+FORMS = ("residual", "relative", "direct")
+
+
+def _column_rmse(model: Forecaster, windows: Windows) -> np.ndarray:
+    error = model.predict(windows.inputs, windows.target_times) - windows.targets
+    return np.sqrt(np.mean(error.astype(np.float64) ** 2, axis=(0, 1)))
+
+
+def _relative(model: Forecaster, persistence: Forecaster, windows: dict[str, Windows]) -> dict[str, list[float]]:
+    """Per-column RMSE over persistence's, on validation and test."""
+    return {
+        split: [
+            round(float(r), 4) for r in _column_rmse(model, windows[split]) / _column_rmse(persistence, windows[split])
+        ]
+        for split in ("validation", "test")
+    }
+
+
+def scenario_quality(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
+    config, processed, windows = bundled_dataset(args.rows, args.test_rows, scenario)
+    layout = window_layout(processed, config)
+    persistence = PersistenceForecaster(layout)
+    runs = []
+    for model_type in args.models:
+        for form in args.forms:
+            hyper = config.models.recurrent.model_copy(update={"epochs": args.epochs, "form": form, "seed": args.seed})
+            started = time.perf_counter()
+            model, history = train_recurrent(
+                model_type,
+                windows["train"],
+                windows["validation"],
+                layout.feature_columns,
+                layout.target_columns,
+                layout.target_indices,
+                hyper,
+                device="cpu",
+            )
+            relative = _relative(model, persistence, windows)
+            runs.append(
+                {
+                    "model_type": model_type,
+                    "form": form,
+                    "train_s": round(time.perf_counter() - started, 1),
+                    "epochs": len(history),
+                    "relative_rmse": relative,
+                    "mean_relative_rmse": {split: round(float(np.mean(v)), 4) for split, v in relative.items()},
+                }
+            )
+            print(json.dumps(runs[-1]), file=sys.stderr)
+    return {"scenario": scenario, "targets": list(layout.target_columns), "runs": runs}
+
+
+def markdown(result: dict[str, Any], split: str = "test") -> str:
+    """One table per scenario: a row per model and form, a column per target, then the mean."""
+    targets = result["targets"]
+    lines = [
+        f"| {result['scenario']} ({split}) | " + " | ".join(targets) + " | mean | train s |",
+        "| --- |" + " ---: |" * (len(targets) + 2),
+    ]
+    for run in result["runs"]:
+        cells = " | ".join(f"{value:.3f}" for value in run["relative_rmse"][split])
+        mean = run["mean_relative_rmse"][split]
+        lines.append(f"| {run['model_type']} {run['form']} | {cells} | {mean:.3f} | {run['train_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenarios", nargs="+", default=["default", "level_shift"])
+    parser.add_argument("--models", nargs="+", default=["GRU", "LSTM"], choices=["GRU", "LSTM"])
+    parser.add_argument("--forms", nargs="+", default=list(FORMS), choices=list(FORMS))
+    parser.add_argument("--rows", type=int, default=16_000, help="train-file rows (split into train/validation)")
+    parser.add_argument("--test-rows", type=int, default=4_000)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=42, help="the networks' seed (weights and batch order)")
+    parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    args = parser.parse_args()
+
+    results = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {"nproc": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "load_average_before": os.getloadavg(),
+        "scenarios": [scenario_quality(scenario, args) for scenario in args.scenarios],
+        "load_average_after": os.getloadavg(),
+    }
+    for result in results["scenarios"]:
+        print(markdown(result, "validation"), markdown(result), sep="\n\n", end="\n\n")
+    if args.output:
+        args.output.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

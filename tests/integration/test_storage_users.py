@@ -11,11 +11,13 @@ import uuid
 
 import pytest
 from botocore.exceptions import ClientError
+from pydantic import SecretStr
 
 from flts.config import CommonSettings
 from flts.stack import StackConfig
 from flts.stack import common_settings as stack_settings
 from flts.storage import ObjectStore
+from flts.storage_users import ensure_service_users
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +127,31 @@ def test_each_service_does_its_own_job_with_its_own_user(
     assert mlflow.get_bytes(uris["model"]) == b"model"
     mlflow.delete(uris["model"])
     assert not root.exists(uris["model"])
+
+
+def test_init_creates_the_users_with_the_secrets_it_is_given_as_compose_and_the_chart_run_it(
+    stack_config: StackConfig, stack_env: dict[str, str], uris: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`flts init` (compose's init service, the chart's Job): root key and each user's secret from its env."""
+    from typer.testing import CliRunner
+
+    from flts.cli import app
+
+    for key, value in stack_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("EVAL_S3_SECRET_KEY", "rotated-eval-secret")
+    try:
+        result = CliRunner().invoke(app, ["init"])
+        assert result.exit_code == 0, result.output
+        assert "flts-eval" in result.output and "flts-gateway" not in result.output  # only the users given
+        settings = stack_settings(stack_config, "eval")
+        rotated = ObjectStore(settings.model_copy(update={"aws_secret_access_key": SecretStr("rotated-eval-secret")}))
+        assert rotated.get_bytes(uris["decision"]) == b"decision"
+        with pytest.raises(ClientError) as refused:
+            rotated.get_bytes(uris["upload"])
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"
+        with pytest.raises(ClientError):
+            ObjectStore(settings).get_bytes(uris["decision"])  # the old secret no longer works
+    finally:
+        derived = stack_settings(stack_config, "eval").aws_secret_access_key.get_secret_value()
+        ensure_service_users(stack_settings(stack_config), {"eval": derived})  # as `up` made it

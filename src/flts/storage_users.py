@@ -74,12 +74,14 @@ def ensure_service_users(settings: CommonSettings, secrets: dict[str, str]) -> l
 
     ``settings`` hold the root key. Returns the access keys made, in ``SERVICES`` order.
     """
-    from minio import MinioAdmin
-    from minio.credentials import StaticProvider
-
     unknown = sorted(set(secrets) - set(SERVICES))
     if unknown:
         raise ValueError(f"no S3 policy for service(s) {unknown}; known: {list(SERVICES)}")
+    if not secrets:
+        return []  # external S3: no users to make here (its own IAM scopes the key the services are given)
+    from minio import MinioAdmin
+    from minio.credentials import StaticProvider
+
     endpoint = urlsplit(settings.s3_endpoint_url)
     admin = MinioAdmin(
         endpoint=endpoint.netloc,

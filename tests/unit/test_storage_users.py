@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatch
+
 import pytest
 
 from flts.config import CommonSettings, InitSettings
+from flts.layout import scoring_upload_key, upload_key
 from flts.storage_users import SERVICES, access_key, ensure_service_users, service_policy
 
 
@@ -20,7 +23,10 @@ def test_only_the_mlflow_server_reaches_the_mlflow_bucket() -> None:
 
 def test_inference_reads_rows_sent_for_scoring_but_not_training_uploads() -> None:
     reads = resources(service_policy(CommonSettings(), "inference"), "s3:GetObject")
-    assert "arn:aws:s3:::datasets/*/scoring/*" in reads and "arn:aws:s3:::datasets/*" not in reads
+    prefix = "arn:aws:s3:::datasets/"
+    (datasets,) = [arn.removeprefix(prefix) for arn in reads if arn.startswith(prefix)]
+    assert fnmatch(scoring_upload_key("cell-1", "c0ffee"), datasets)  # IAM's * also spans '/'
+    assert not fnmatch(upload_key("cell-1", "d1", "train"), datasets)
 
 
 def test_trainers_and_eval_write_nowhere_but_their_own_buckets() -> None:

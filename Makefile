@@ -21,7 +21,7 @@ lint: venv
 
 test: venv lint
 	$(BIN)/pytest $(PYTEST_ARGS)
-	$(BIN)/pytest -m cluster tests/cluster $(PYTEST_ARGS)
+	$(BIN)/pytest -m "cluster or cluster_chart" tests/cluster $(PYTEST_ARGS)
 
 unit: venv
 	$(BIN)/pytest tests/unit tests/service $(PYTEST_ARGS)
@@ -39,13 +39,14 @@ compose-images: venv
 	$(BIN)/python tests/compose/harness.py
 
 # A real single-node Kubernetes node (root; builds and caches its binaries under ~/.cache/flts/k8s): pods,
-# cluster DNS, metrics and an HPA scaling out under load, then a teardown that must leave nothing behind.
+# cluster DNS, metrics and an HPA scaling out under load; then the whole chart on it (test-cluster-chart);
+# then a teardown that must leave nothing behind.
 test-cluster: venv
-	$(BIN)/pytest -m cluster tests/cluster $(PYTEST_ARGS)
+	$(BIN)/pytest -m "cluster or cluster_chart" tests/cluster $(PYTEST_ARGS)
 
-# `helm install` of the whole chart on that node with the compose harness's images, end to end: upload,
-# champion on every inference replica, helm test, HPA scale-out under Locust, a trainer pod deleted
-# mid-training, upgrade, uninstall. Not in `make test` yet: a code change re-imports ~13 GB (see README).
+# `helm install` of the whole chart on that node with the compose harness's images (pushed to the node's
+# registry), end to end: upload, champion on every inference replica, helm test, HPA scale-out under
+# Locust, a trainer pod deleted mid-training, upgrade, uninstall.
 test-cluster-chart: venv
 	$(BIN)/pytest -m cluster_chart tests/cluster $(PYTEST_ARGS)
 

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # A real single-node Kubernetes cluster on this machine, for the chart's cluster tests.
 #   scripts/cluster.sh build            build (or reuse cached) binaries and images
-#   scripts/cluster.sh up               start etcd, control plane, containerd, kubelet, kube-proxy, CoreDNS, metrics-server
+#   scripts/cluster.sh up               start the image registry, etcd, control plane, containerd, kubelet,
+#                                       kube-proxy, CoreDNS, metrics-server
 #   scripts/cluster.sh down [--purge]   stop everything, remove iptables chains, mounts and the cni0 bridge (idempotent);
-#                                       --purge also deletes the imported images
+#                                       --purge also deletes the pulled images and the registry's storage
 #   scripts/cluster.sh status           what runs, node and pods
-#   scripts/cluster.sh import X...      import docker images (names) or image tarballs into the cluster's containerd
+#   scripts/cluster.sh push IMAGE...    push docker images to the node's registry (localhost:5000/IMAGE)
 #   scripts/cluster.sh smoke            Deployment + Service + HPA through cluster DNS and metrics
 #   scripts/cluster.sh env              export lines (KUBECONFIG, PATH) for a shell
 # Binaries are cached under ~/.cache/flts/k8s/bin; cluster state lives under ~/.cache/flts/k8s-state.
-# Everything runs as local processes (needs root: containerd, iptables, mounts); nothing is pulled from a registry.
+# Everything runs as local processes (needs root: containerd, iptables, mounts). Images come from a registry
+# of our own on loopback (distribution): a push and a pull move only the layers that changed, so a code change
+# costs seconds even though the PyTorch images are GBs.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,6 +22,7 @@ K8S_VERSION="${K8S_VERSION:-v1.33.13}"
 COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
 METRICS_SERVER_VERSION="${METRICS_SERVER_VERSION:-v0.9.0}"
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
+REGISTRY_VERSION="${REGISTRY_VERSION:-v3.1.2}"
 BIN="$CACHE/k8s/bin"
 IMAGES="$CACHE/k8s/images"
 LOGS="$CACHE/k8s/logs"
@@ -144,6 +148,8 @@ cmd_build() {
     timed helm go_install helm "$hp/cmd/helm@$HELM_VERSION" "-X $hp/internal/version.version=$HELM_VERSION \
       -X $hp/pkg/chartutil.k8sVersionMajor=1 -X $hp/pkg/chartutil.k8sVersionMinor=${minor%%.*}"
   fi
+  [ -x "$BIN/registry" ] || timed registry go_install registry \
+    "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
   [ -x "$BIN/pause" ] || timed pause build_local_go pause "$LIB/pause"
   [ -x "$BIN/smoke" ] || timed smoke build_local_go smoke "$LIB/smoke"
   build_images
@@ -163,7 +169,9 @@ CNI_NET=flts-k8s
 FW_COMMENT=flts-k8s                    # marks our FORWARD rules so `down` removes exactly those
 CTR_SOCK="$STATE/containerd/containerd.sock"
 PAUSE_IMAGE=registry.k8s.io/pause:3.10
-COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+# The node's image registry: loopback only, plain HTTP (Docker and containerd both allow that for localhost).
+REGISTRY="localhost:${FLTS_REGISTRY_PORT:-5000}"
+COMPONENTS=(registry containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 
 node_ip() { ip -4 route get 1.1.1.1 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "src") print $(i + 1)}'; }
 node_name() { hostname | tr '[:upper:]' '[:lower:]'; }
@@ -306,11 +314,15 @@ state = "$d/state"
   netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
+    # Containers run from the unpacked snapshots: a pulled layer's blob is dropped (our images are GBs).
+    discard_unpacked_layers = true
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."$REGISTRY"]
+    endpoint = ["http://$REGISTRY"]
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$STATE/cni/net.d"
@@ -353,7 +365,8 @@ clusterDNS: ["$DNS_IP"]
 clusterDomain: cluster.local
 resolvConf: /etc/resolv.conf
 podLogsDir: "$STATE/pod-logs"
-# Images cannot be pulled again (no registry): never garbage-collect them; evict only when nearly full.
+# Pulls from the local registry are cheap but the images are GBs: never garbage-collect them; evict only
+# when nearly full.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "100Mi", nodefs.available: "2%", imagefs.available: "2%"}
@@ -406,6 +419,11 @@ cmd_up() {
   write_containerd_config
   write_component_configs "$ip" "$node"
   host_network_setup
+
+  say "starting the image registry on $REGISTRY (storage $STATE/registry, kept across up/down)"
+  write_registry_config
+  start registry "$BIN/registry" serve "$STATE/registry.yml"
+  wait_for "registry" 30 curl -fsS "http://$REGISTRY/v2/"
 
   say "starting containerd (socket $CTR_SOCK)"
   start containerd containerd --config "$STATE/containerd/config.toml"
@@ -662,7 +680,7 @@ cmd_down() {
     wait
     [ "$quiet" = --quiet ] || say "  $(wc -w <<<"$ids") containers removed ($((SECONDS - t0)) s)"
   fi
-  stop_components containerd
+  stop_components containerd registry
   for pid in $(our_shims); do kill -KILL "$pid" 2>/dev/null || true; done
   kill_pod_processes
   # Mounts: kubelet's bind mount of its root dir, pod volumes, container rootfs/shm, pinned netns.
@@ -673,8 +691,8 @@ cmd_down() {
   remove_cgroups
   # Container state (not the image store) and IP allocations go, so the next `up` starts clean.
   rm -rf "$STATE/containerd/state" "$STATE/cni/ipam" "$STATE/volumes" /var/lib/cni/results/"$CNI_NET"-* 2>/dev/null || true
-  # --purge: the imported images too (GBs; the next `up`/`import` imports them again).
-  if [ -n "$purge" ]; then rm -rf "$STATE/containerd/root" && say "  image store removed"; fi
+  # --purge: the pulled images and the registry's storage too (GBs; the next push and pull move them again).
+  if [ -n "$purge" ]; then rm -rf "$STATE/containerd/root" "$STATE/registry" && say "  image stores removed"; fi
   [ "$quiet" = --quiet ] || { say "down in $((SECONDS - t0)) s"; check_clean; }
 }
 
@@ -703,82 +721,36 @@ cmd_status() {
   if alive kube-apiserver; then kctl get nodes -o wide 2>&1 || true; kctl get pods -A 2>&1 || true; fi
 }
 
-# After unpacking, drop an image's layer blobs from containerd's content store: containers run from the
-# unpacked snapshots, and no registry means nothing is ever pushed or re-pulled. This is what containerd's
-# CRI `discard_unpacked_layers` does for pulls; it halves the disk an import takes (our images are GBs).
-discard_layers() {  # discard_layers IMAGE_REF
-  local manifest
-  manifest="$(ctrk images ls 2>/dev/null | awk -v ref="$1" '$1 == ref {print $3}')"
-  [ -n "$manifest" ] || return 0
-  ctrk content get "$manifest" \
-    | python3 -c 'import json,sys; print("\n".join(l["digest"] for l in json.load(sys.stdin).get("layers", [])))' \
-    | xargs -r ctr --address "$CTR_SOCK" -n k8s.io content rm >/dev/null 2>&1 || true
-}
-
-# The image ID (config digest) of REF in the cluster's containerd; empty when absent. Docker's image ID is
-# the same digest, so an image rebuilt by docker (new code) is told apart from the one imported earlier.
-cluster_image_id() {  # cluster_image_id IMAGE_REF
-  local manifest
-  manifest="$(ctrk images ls 2>/dev/null | awk -v ref="$1" '$1 == ref {print $3}')"
-  [ -n "$manifest" ] || return 0
-  ctrk content get "$manifest" 2>/dev/null \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["config"]["digest"])' 2>/dev/null || true
-}
-
-# How many of docker image IMAGE's layers containerd has unpacked already (snapshot keys are chain IDs).
-unpacked_layers() {  # unpacked_layers IMAGE
-  docker image inspect -f '{{json .RootFS.Layers}}' "$1" | python3 -c '
-import hashlib, json, sys
-have = set(sys.argv[1].split())
-chain, count = None, 0
-for diff_id in json.load(sys.stdin):
-    chain = diff_id if chain is None else "sha256:" + hashlib.sha256(f"{chain} {diff_id}".encode()).hexdigest()
-    count += chain in have
-print(count)' "$(ctr --address "$CTR_SOCK" -n k8s.io snapshots ls 2>/dev/null | awk 'NR > 1 {print $1}')"
-}
-
-free_bytes() { df --output=avail -B1 "$STATE" | tail -1; }
-
-# Full reference as containerd names an image docker saved: docker.io/library/postgres:17, quay.io/x/y:z.
-docker_ref() {
-  local ref="$1" first="${1%%/*}"
-  [[ "$ref" == */* ]] || ref="library/$ref"
-  [[ "$first" == *.* || "$first" == *:* || "$first" == localhost ]] && [[ "$1" == */* ]] || ref="docker.io/$ref"
-  echo "$ref"
-}
-
-cmd_import() {
-  [ $# -gt 0 ] || die "usage: $0 import <image tarball | docker image>..."
-  alive containerd || die "the cluster's containerd is not running: '$0 up' first"
-  local a id layers size need ref t0=$SECONDS t1 refs=()
-  for a in "$@"; do
-    if [ -f "$a" ]; then import_tarball "$a"; continue; fi
-    ref="$(docker_ref "$a")"
-    id="$(docker image inspect -f '{{.Id}}' "$a")" || die "no docker image $a"
-    layers="$(docker image inspect -f '{{len .RootFS.Layers}}' "$a")"
-    if [ "$(cluster_image_id "$ref")" = "$id" ] && [ "$(unpacked_layers "$a")" = "$layers" ] \
-      && [ "${FLTS_REIMPORT:-0}" != 1 ]; then
-      say "$a already in the cluster's containerd, same image ($id)"; continue
-    fi
-    size="$(docker image inspect -f '{{.Size}}' "$a")"
-    # Room for its blobs while importing (dropped afterwards), for unpacking the layers containerd does not
-    # have yet (all of them, unless its base layers are unpacked already: a rebuild with new code
-    # unpacks only the top ones), and 3 GB to spare for everyone else.
-    need=$(( size + 3 * 1024 ** 3 ))
-    (( $(unpacked_layers "$a") > 0 )) || need=$(( need + size ))
-    if (( $(free_bytes) < need )); then
-      die "not enough disk for $a ($((size / 1024 ** 2)) MiB): $(( $(free_bytes) / 1024 ** 2 )) MiB free under $STATE"
-    fi
+# Push docker images to the node's registry as localhost:5000/<name>: only layers the registry lacks are
+# sent (the first push of a PyTorch image compresses GBs once; a code change sends its top layers). Pods
+# pull them with the registry prefix (the chart's image.registry), and containerd fetches only the layers
+# whose snapshots it lacks.
+cmd_push() {
+  [ $# -gt 0 ] || die "usage: $0 push <docker image>..."
+  alive registry || die "the node's registry is not running: '$0 up' first"
+  local image target t0=$SECONDS t1 log="$STATE/logs/push.log"
+  for image in "$@"; do
+    docker image inspect "$image" >/dev/null || die "no docker image $image"
+    target="$REGISTRY/$image"
     t1=$SECONDS
-    say "docker save $a | ctr import ($((size / 1024 ** 2)) MiB, $(unpacked_layers "$a") layers already unpacked)"
-    docker save "$a" | ctrk images import - >/dev/null
-    discard_layers "$ref"
-    refs+=("$ref")
-    say "  $a imported in $((SECONDS - t1)) s ($(( $(free_bytes) / 1024 ** 3 )) GiB free)"
+    docker tag "$image" "$target"
+    docker push "$target" >>"$log" 2>&1 || { tail -5 "$log"; die "docker push $target failed (log: $log)"; }
+    say "  $image pushed in $((SECONDS - t1)) s"
   done
-  # Once more: a blob still held by the import's lease right after it is not removed the first time.
-  for ref in "${refs[@]}"; do discard_layers "$ref"; done
-  say "imported in $((SECONDS - t0)) s"
+  say "pushed in $((SECONDS - t0)) s"
+}
+
+write_registry_config() {
+  mkdir -p "$STATE/registry"
+  cat > "$STATE/registry.yml" <<YAML
+version: 0.1
+log: {level: warn, accesslog: {disabled: true}}
+storage:
+  filesystem: {rootdirectory: "$STATE/registry"}
+  delete: {enabled: true}
+http:
+  addr: "$REGISTRY"
+YAML
 }
 
 # ------------------------------------------------------------------ smoke
@@ -848,7 +820,7 @@ cmd_smoke() {
 
 # ---------------------------------------------------------------------------------------------- main
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 
 main() {
   local cmd="${1:-}"; shift || true
@@ -857,7 +829,7 @@ main() {
     up) cmd_build && cmd_up "$@" ;;
     down) cmd_down "$@" ;;
     status) cmd_status "$@" ;;
-    import) cmd_import "$@" ;;
+    push) cmd_push "$@" ;;
     smoke) cmd_smoke "$@" ;;
     env) cmd_env ;;
     -h|--help|help|"") usage ;;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,8 @@ CLUSTER_SH = ROOT / "scripts" / "cluster.sh"
 CHART = ROOT / ".helm"
 VALUES = Path(__file__).with_name("values-cluster.yaml")
 VERSION = "0.1.0"
+# The node's image registry (scripts/cluster.sh starts it): the test pushes IMAGES there and installs from it.
+REGISTRY = f"localhost:{os.environ.get('FLTS_REGISTRY_PORT', '5000')}"
 # The images the compose harness (tests/compose) builds into the local Docker engine.
 IMAGES = [
     *(f"flts/{name}:{VERSION}" for name in ("gateway", "train", "nonml", "eval", "inference", "preprocess", "mlflow")),

@@ -64,13 +64,13 @@ def node(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="session")
 def cluster(node: dict[str, str], pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory):
-    """The node with FLTS's images imported into its containerd: built by the compose harness exactly as
-    `docker compose build` builds them (seconds when cached), on a Docker engine started if none runs."""
+    """The node with FLTS's images in its registry: built by the compose harness exactly as `docker compose
+    build` builds them (seconds when cached), on a Docker engine started if none runs, then pushed."""
     engine = DockerEngine().start()
     try:
         with live_output(pytestconfig):
             build_images(Compose.with_env(PROJECT, tmp_path_factory.mktemp("build"), {"TORCH_INDEX_URL": ""}))
-            cluster_sh("import", *IMAGES)
+            cluster_sh("push", *IMAGES)
     finally:
         engine.stop()  # only if this fixture started it; the images stay in Docker's data root
     return node

@@ -23,12 +23,12 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from cluster_support import CHART, ROOT, VALUES
+from cluster_support import CHART, REGISTRY, ROOT, VALUES
 
 from flts.client import FltsClient, window_request
 from flts.data.generate import write_dataset
 
-# The first run imports ~15 GB of images into the node (35-40 min here); later runs only changed ones.
+# The first run pushes ~15 GB of images to the node's registry; later runs push and pull only changed layers.
 pytestmark = [pytest.mark.cluster_chart, pytest.mark.timeout(5400)]
 
 NS = "flts-cluster-test"
@@ -36,7 +36,7 @@ RELEASE = "flts"
 # Workloads that must become Ready without a model (inference waits for a champion).
 DEPLOYMENTS = ["mlflow", "gateway", "preprocess", "train-gru", "train-lstm", "nonml", "eval"]
 STATEFULSETS = ["kafka", "minio", "postgresql"]
-HELM_ARGS = [str(CHART), "-n", NS, "-f", str(VALUES), "--timeout", "15m"]
+HELM_ARGS = [str(CHART), "-n", NS, "-f", str(VALUES), "--set", f"image.registry={REGISTRY}", "--timeout", "15m"]
 # Small datasets: the point is the cluster's behaviour, not the models' (2 cores serve every pod).
 SMALL = {"train_rows": 2_000, "test_rows": 400}
 
@@ -254,8 +254,7 @@ def locust_job(duration_s: int, users: int, identifier: str) -> dict[str, Any]:
                     "containers": [
                         {
                             "name": "locust",
-                            "image": "locustio/locust:2.47.0",
-                            "imagePullPolicy": "Never",
+                            "image": f"{REGISTRY}/locustio/locust:2.47.0",
                             "args": args,
                             "env": [
                                 {"name": "HOME", "value": "/tmp"},

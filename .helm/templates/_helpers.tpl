@@ -184,17 +184,41 @@ A generated secret value that survives upgrades: the value already in the cluste
 {{- end }}
 {{- end }}
 
+{{/* The services' own MinIO users (flts/storage_users.py SERVICES; tests/deploy checks they agree): each,
+flts-<user>, is allowed only its buckets. `init` creates them with the root key. */}}
+{{- define "flts.s3Users" -}}
+gateway preprocess train nonml eval inference mlflow
+{{- end }}
+
+{{/* The Secret with each user's secret (key <user>-secret-key). */}}
+{{- define "flts.s3Users.secretName" -}}
+{{ .Values.s3.usersExistingSecret | default (include "flts.componentName" (dict "root" . "component" "s3-users")) }}
+{{- end }}
+
+{{/* A process's S3 key. With the chart's MinIO each FLTS service and MLflow has its own user and only `init`
+(user "root") holds the root key; with external S3 every process uses the s3 Secret's key.
+(dict "root" $ "user" "gateway"|...|"root") */}}
 {{- define "flts.s3CredentialsEnv" -}}
+{{- if and .root.Values.minio.enabled (ne .user "root") }}
 - name: AWS_ACCESS_KEY_ID
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "flts.s3.secretName" . }}
-      key: {{ .Values.s3.accessKeyIdKey }}
+  value: flts-{{ .user }}
 - name: AWS_SECRET_ACCESS_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ include "flts.s3.secretName" . }}
-      key: {{ .Values.s3.secretAccessKeyKey }}
+      name: {{ include "flts.s3Users.secretName" .root }}
+      key: {{ .user }}-secret-key
+{{- else }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "flts.s3.secretName" .root }}
+      key: {{ .root.Values.s3.accessKeyIdKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "flts.s3.secretName" .root }}
+      key: {{ .root.Values.s3.secretAccessKeyKey }}
+{{- end }}
 {{- end }}
 
 {{/* The HTTP APIs' keys: the switch, the principals file (mounted at /etc/flts-auth) and the admin key. */}}

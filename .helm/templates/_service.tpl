@@ -75,7 +75,9 @@ spec:
           envFrom:
             {{- include "flts.envFrom" (dict "root" $root "consumer" .consumer) | nindent 12 }}
           env:
-            {{- include "flts.s3CredentialsEnv" $root | nindent 12 }}
+            {{- /* every trainer type shares the train user */}}
+            {{- $user := ternary "train" .component (hasPrefix "train-" .component) }}
+            {{- include "flts.s3CredentialsEnv" (dict "root" $root "user" $user) | nindent 12 }}
             {{- if $http }}
             - name: HTTP_HOST
               value: "0.0.0.0"

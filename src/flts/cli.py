@@ -282,15 +282,17 @@ def upload_demo(
 
 @app.command()
 def init() -> None:
-    """Create the topics and buckets (idempotent): the one-shot init of docker compose and Helm."""
-    from flts.config import CommonSettings
+    """Create the topics, buckets and per-service S3 users (idempotent): the one-shot init of compose and Helm."""
+    from flts.config import InitSettings
     from flts.kafka import ensure_topics
     from flts.storage import ObjectStore
+    from flts.storage_users import SERVICES, ensure_service_users
 
-    settings = CommonSettings()
+    settings = InitSettings()
     ensure_topics(settings)
     ObjectStore(settings).ensure_buckets()
-    console.print(f"topics {settings.topics} and buckets {settings.buckets} are in place")
+    users = ensure_service_users(settings, settings.service_s3_secrets(SERVICES))
+    console.print(f"topics {settings.topics}, buckets {settings.buckets} and S3 users {users} are in place")
 
 
 @dead_letters_app.command("list")

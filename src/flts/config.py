@@ -82,6 +82,25 @@ class CommonSettings(BaseSettings):
         ]
 
 
+class InitSettings(CommonSettings):
+    """`flts init`, the one process given the root S3 key: topics, buckets, and each service's own S3 user
+    (flts.storage_users) with the secret set here. An empty secret leaves that user alone (external S3)."""
+
+    service_name: str = "init"
+    gateway_s3_secret_key: SecretStr = SecretStr("")
+    preprocess_s3_secret_key: SecretStr = SecretStr("")
+    train_s3_secret_key: SecretStr = SecretStr("")
+    nonml_s3_secret_key: SecretStr = SecretStr("")
+    eval_s3_secret_key: SecretStr = SecretStr("")
+    inference_s3_secret_key: SecretStr = SecretStr("")
+    mlflow_s3_secret_key: SecretStr = SecretStr("")
+
+    def service_s3_secrets(self, services: tuple[str, ...]) -> dict[str, str]:
+        """The secrets that are set, by service."""
+        given = {service: getattr(self, f"{service}_s3_secret_key").get_secret_value() for service in services}
+        return {service: secret for service, secret in given.items() if secret}
+
+
 class ConsumerSettings(CommonSettings):
     """A Kafka-consuming service: its group, retry policy and poll limits."""
 

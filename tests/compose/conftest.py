@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import pytest
 from harness import PROJECT, Compose, DockerEngine, build_images
 
+from flts.storage_users import SERVICES as STORAGE_SERVICES
+
 # Not started by the test (no stand-ins for them); the compose file starts them for users.
 OBSERVABILITY = ("prometheus", "grafana")
 HOST_PORTS = ("GATEWAY", "INFERENCE", "MLFLOW", "MINIO", "MINIO_CONSOLE", "PROMETHEUS", "GRAFANA", "LOCUST")
@@ -39,6 +41,7 @@ def compose_project(docker_engine: DockerEngine, tmp_path_factory: pytest.TempPa
     values = {
         "S3_ACCESS_KEY": f"flts-{secrets.token_hex(4)}",
         "S3_SECRET_KEY": secrets.token_hex(20),
+        **{f"{service.upper()}_S3_SECRET_KEY": secrets.token_hex(20) for service in STORAGE_SERVICES},
         "POSTGRES_PASSWORD": secrets.token_hex(16),
         "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(16),
         "FLTS_ADMIN_API_KEY": secrets.token_urlsafe(32),

@@ -38,8 +38,8 @@ SERVICE_SETTINGS = {
     "nonml": "NonmlSettings",
     "eval": "EvalSettings",
     "inference": "InferenceSettings",
-    # The one-shot topic/bucket init (`python -m flts.cli init`) reads CommonSettings.
-    "init": "CommonSettings",
+    # The one-shot topic/bucket/S3-user init (`python -m flts.cli init`).
+    "init": "InitSettings",
 }
 CONTAINER_DIRS = sorted(p.parent.name for p in REPO.glob("*_container/__init__.py"))
 

@@ -13,6 +13,9 @@ import pytest
 import yaml
 from deploy_support import CHART, EXTERNAL_VALUES, KUBE_VERSION, RENDERS, REPO
 
+from flts.storage_users import SERVICES as STORAGE_SERVICES
+from flts.storage_users import access_key
+
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"}
 RUN_TO_COMPLETION = {"Job", "CronJob", "Pod"}  # the init Job and the `helm test` pod
 STANDARD_LABELS = (
@@ -342,6 +345,7 @@ def test_hpa_values_drive_the_hpa(render: Callable[..., list[dict[str, Any]]]) -
 # ------------------------------------------------------------------------------------------- config and secrets
 
 
+S3_USER_NAMES = {access_key(service) for service in STORAGE_SERVICES}
 SECRET_LIKE = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY|CREDENTIAL|PRIVATE)", re.IGNORECASE)
 
 
@@ -366,10 +370,51 @@ def test_credentials_come_from_secrets(rendered: list[dict[str, Any]]) -> None:
     for obj in workloads(rendered):
         for container in containers(obj):
             for env in container.get("env", []):
+                if env["name"] == "AWS_ACCESS_KEY_ID" and env.get("value") in S3_USER_NAMES:
+                    continue  # a service's own MinIO user name; its secret is a secretKeyRef
                 if SECRET_LIKE.search(env["name"]) and not env["name"].endswith("_KEY"):
                     assert "valueFrom" in env, f"{obj['metadata']['name']}: {env['name']} is a literal"
                 if env["name"] in {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MINIO_ROOT_PASSWORD", "PGPASSWORD"}:
                     assert "secretKeyRef" in env.get("valueFrom", {}), f"{obj['metadata']['name']}: {env['name']}"
+
+
+def s3_env(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each workload's S3 key: {workload name: {AWS_ACCESS_KEY_ID: value or secretKeyRef, ...}}."""
+    return {
+        obj["metadata"]["name"]: {
+            env["name"]: env.get("value") or env["valueFrom"]["secretKeyRef"]
+            for env in obj["spec"]["template"]["spec"]["containers"][0].get("env", [])
+            if env["name"].startswith("AWS_") or env["name"].endswith("_S3_SECRET_KEY")
+        }
+        for obj in objects
+        if obj["kind"] in {"Deployment", "Job"}
+    }
+
+
+def test_with_minio_each_service_has_its_own_s3_user_and_only_init_the_root_key(
+    render: Callable[..., list[dict[str, Any]]],
+) -> None:
+    objects = render()
+    users_secret = one(objects, "Secret", "flts-s3-users")
+    assert set(users_secret["data"]) == {f"{service}-secret-key" for service in STORAGE_SERVICES}
+    env = s3_env(objects)
+    root = {"name": "flts-s3", "key": "access-key-id"}
+    assert [name for name, e in env.items() if e.get("AWS_ACCESS_KEY_ID") == root] == ["flts-init-1"]
+    for workload, user in [("flts-gateway", "gateway"), ("flts-train-gru", "train"), ("flts-mlflow", "mlflow")]:
+        assert env[workload]["AWS_ACCESS_KEY_ID"] == access_key(user)
+        assert env[workload]["AWS_SECRET_ACCESS_KEY"] == {"name": "flts-s3-users", "key": f"{user}-secret-key"}
+    for service in STORAGE_SERVICES:  # init creates every user with the secret the service is given
+        secret = {"name": "flts-s3-users", "key": f"{service}-secret-key"}
+        assert env["flts-init-1"][f"{service.upper()}_S3_SECRET_KEY"] == secret
+
+
+def test_with_external_s3_every_process_uses_the_given_key(render: Callable[..., list[dict[str, Any]]]) -> None:
+    objects = render("-f", str(EXTERNAL_VALUES))
+    assert not [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"].endswith("s3-users")]
+    for name, env in s3_env(objects).items():
+        if "AWS_ACCESS_KEY_ID" in env:
+            assert env["AWS_ACCESS_KEY_ID"]["key"] == "access-key-id", name
+            assert not any(key.endswith("_S3_SECRET_KEY") for key in env), name
 
 
 def test_generated_secrets_have_no_default_and_are_kept_with_lookup(
@@ -377,7 +422,7 @@ def test_generated_secrets_have_no_default_and_are_kept_with_lookup(
 ) -> None:
     first = {s["metadata"]["name"]: s["data"] for s in by_kind(render(), "Secret")}
     second = {s["metadata"]["name"]: s["data"] for s in by_kind(render("--set", "commonLabels.x=y"), "Secret")}
-    assert set(first) == {"flts-s3", "flts-postgresql", "flts-auth"}
+    assert set(first) == {"flts-s3", "flts-s3-users", "flts-postgresql", "flts-auth"}
     assert first["flts-auth"]["admin-api-key"] != second["flts-auth"]["admin-api-key"]
     assert first != second, "generated credentials must be random, not a default"
     template = (CHART / "templates" / "_helpers.tpl").read_text()

@@ -12,6 +12,9 @@ import pytest
 import yaml
 from deploy_support import CHART, COMPOSE_FILE, ENV_EXAMPLE, REPO
 
+from flts.storage_users import SERVICES as STORAGE_SERVICES
+from flts.storage_users import access_key
+
 FLTS_SERVICES = ("gateway", "preprocess", "train-gru", "train-lstm", "nonml", "eval", "inference")
 ONE_SHOTS = ("init", "upload-demo")
 RAW = yaml.safe_load(COMPOSE_FILE.read_text())
@@ -31,6 +34,7 @@ def test_compose_config_is_valid(compose: Callable[..., Any]) -> None:
         "POSTGRES_PASSWORD",
         "GRAFANA_ADMIN_PASSWORD",
         "FLTS_ADMIN_API_KEY",
+        *(f"{service.upper()}_S3_SECRET_KEY" for service in STORAGE_SERVICES),
     ],
 )
 def test_credentials_must_come_from_the_env_file(compose: Callable[..., Any], credential: str, tmp_path: Path) -> None:
@@ -45,9 +49,12 @@ def test_credentials_must_come_from_the_env_file(compose: Callable[..., Any], cr
 
 def test_no_literal_credentials_in_the_compose_file() -> None:
     text = COMPOSE_FILE.read_text()
+    user_names = {access_key(service) for service in STORAGE_SERVICES}  # a service's S3 user name is no secret
     for match in re.finditer(
-        r"^\s*([A-Z_]*(PASSWORD|SECRET|ACCESS_KEY|ROOT_USER|API_KEY|ADMIN_KEY)[A-Z_]*):\s*(\S.*)$", text, re.M
+        r"^\s*([A-Z_]*(PASSWORD|SECRET|ACCESS_KEY|ROOT_USER|API_KEY|ADMIN_KEY)[A-Z_]*):\s*(\S+)", text, re.M
     ):
+        if match.group(1) == "AWS_ACCESS_KEY_ID" and match.group(3) in user_names:
+            continue
         assert "${" in match.group(3), f"{match.group(1)} is a literal in docker-compose.yaml"
     example = dict(
         line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#")
@@ -55,6 +62,26 @@ def test_no_literal_credentials_in_the_compose_file() -> None:
     for key in ("S3_ACCESS_KEY", "S3_SECRET_KEY", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "FLTS_ADMIN_API_KEY"):
         assert key in example, f".env.example lacks {key}"
     assert (REPO / ".gitignore").read_text().count(".env") >= 1, ".env must be git-ignored"
+
+
+def test_only_init_holds_the_s3_root_key_and_each_service_has_its_own_user() -> None:
+    services = RAW["services"]
+    assert services["init"]["environment"]["AWS_ACCESS_KEY_ID"].startswith("${S3_ACCESS_KEY:?")
+    assert set(STORAGE_SERVICES) == {name.split("-")[0] for name in FLTS_SERVICES} | {"mlflow"}
+    for name in (*FLTS_SERVICES, "mlflow"):
+        user = name.split("-")[0]  # train-gru and train-lstm share the train user
+        env = services[name]["environment"]
+        assert env["AWS_ACCESS_KEY_ID"] == access_key(user), name
+        assert env["AWS_SECRET_ACCESS_KEY"].startswith(f"${{{user.upper()}_S3_SECRET_KEY:?"), name
+        secret_var = f"{user.upper()}_S3_SECRET_KEY"
+        assert services["init"]["environment"][secret_var].startswith(f"${{{secret_var}:?"), name
+    root_key_holders = [
+        name
+        for name, service in services.items()
+        for value in (service.get("environment") or {}).values()
+        if str(value).startswith(("${S3_ACCESS_KEY", "${S3_SECRET_KEY"))
+    ]
+    assert sorted(set(root_key_holders)) == ["init", "minio"]
 
 
 def test_images_are_versioned_never_latest(compose_model: dict[str, Any]) -> None:

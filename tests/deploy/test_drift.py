@@ -19,6 +19,7 @@ import yaml
 from deploy_support import CHART, RENDERS, REPO, SERVICE_SETTINGS
 
 from flts import config as flts_config
+from flts.storage_users import SERVICES
 
 # Set although no settings field reads them: each read by a library, with the reason.
 ALLOWED_EXTRA_ENV = {
@@ -222,11 +223,13 @@ def test_chart_copies_are_identical(copy: str) -> None:
 
 
 def test_secrets_never_reach_the_compared_values(render: Callable[..., list[dict[str, Any]]]) -> None:
-    """The chart's S3 credentials are secretKeyRefs; their generated values are not in any ConfigMap."""
+    """The chart's S3 secrets are secretKeyRefs (a service user's access key id is its name, flts-<user>);
+    their generated values are not in any ConfigMap."""
     objects = render()
-    (secret,) = [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == "flts-s3"]
-    values = {base64.b64decode(v).decode() for v in secret["data"].values()}
+    secrets = [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] in {"flts-s3", "flts-s3-users"}]
+    values = {base64.b64decode(v).decode() for secret in secrets for v in secret["data"].values()}
+    assert len(values) == 2 + len(SERVICES)  # the root key and each service user's secret
     for service in SERVICE_SETTINGS:
         env = chart_env(objects, service)
-        assert env["AWS_SECRET_ACCESS_KEY"] is SECRET and env["AWS_ACCESS_KEY_ID"] is SECRET
+        assert env["AWS_SECRET_ACCESS_KEY"] is SECRET
         assert not values & {v for v in env.values() if isinstance(v, str)}

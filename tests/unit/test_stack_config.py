@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from flts.config import REPO_ROOT, CommonSettings
 from flts.stack import StackConfig, common_settings, load_or_create_credentials, stack_environment
 from flts.stack.cli import app
-from flts.stack.parts import KafkaPart, MinioPart, new_cluster_id, render_server_properties
+from flts.stack.config import service_credentials
+from flts.stack.parts import KafkaPart, MinioPart, MlflowPart, new_cluster_id, render_server_properties
 from flts.stack.procs import group_members, owned_by, signal_group, wait_for
 from flts.stack.services import service_parts
 
@@ -145,6 +146,18 @@ def test_services_get_the_stack_env_and_their_own_settings(config: StackConfig) 
     assert gateway.env()["HTTP_PORT"] == str(config.gateway_port) and gateway.endpoint == config.gateway_url
     assert services["inference"].ports == (config.inference_port,)
     assert len({service.home for service in services.values()}) == len(services)
+
+
+def test_each_local_service_gets_its_own_s3_user_and_never_the_root_key(config: StackConfig) -> None:
+    root = load_or_create_credentials(config)
+    keys = {name: part.env()["AWS_ACCESS_KEY_ID"] for name, part in service_parts(config).items()}
+    assert keys["train-gru"] == keys["train-lstm"] == "flts-train" and keys["gateway"] == "flts-gateway"
+    secrets = {part.env()["AWS_SECRET_ACCESS_KEY"] for part in service_parts(config).values()}
+    assert len(secrets) == 6 and root.secret_access_key not in secrets  # GRU and LSTM share the train user
+    mlflow = MlflowPart(config).env()
+    assert mlflow["AWS_ACCESS_KEY_ID"] == "flts-mlflow" and mlflow["AWS_SECRET_ACCESS_KEY"] not in secrets
+    assert service_credentials(config, "eval") == service_credentials(config, "eval")  # the same on every `up`
+    assert stack_environment(config)["AWS_ACCESS_KEY_ID"] == root.access_key_id
 
 
 def test_the_local_stack_runs_its_apis_without_auth_unless_auth_enabled_says_so(

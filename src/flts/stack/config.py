@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flts.config import CommonSettings
+from flts.storage_users import access_key
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"
@@ -110,9 +113,20 @@ def load_or_create_credentials(config: StackConfig) -> Credentials:
     return Credentials(values["AWS_ACCESS_KEY_ID"], values["AWS_SECRET_ACCESS_KEY"])
 
 
-def stack_environment(config: StackConfig) -> dict[str, str]:
-    """The variables a service (or a test) sets to talk to this stack; names are CommonSettings fields."""
-    credentials = load_or_create_credentials(config)
+def service_credentials(config: StackConfig, service: str) -> Credentials:
+    """A service's own S3 user (flts.storage_users): its secret derived from the root secret, so nothing more
+    is stored and every `up` creates the same users."""
+    root = load_or_create_credentials(config)
+    secret = hmac.new(root.secret_access_key.encode(), f"s3-user:{service}".encode(), hashlib.sha256).hexdigest()
+    return Credentials(access_key(service), secret)
+
+
+def stack_environment(config: StackConfig, service: str | None = None) -> dict[str, str]:
+    """The variables a service (or a test) sets to talk to this stack; names are CommonSettings fields.
+
+    With ``service``, its own S3 user; without, the root key (the stack itself, tests, an operator's shell).
+    """
+    credentials = service_credentials(config, service) if service else load_or_create_credentials(config)
     return {
         "KAFKA_BOOTSTRAP_SERVERS": config.kafka_bootstrap,
         "S3_ENDPOINT_URL": config.s3_endpoint,
@@ -123,7 +137,8 @@ def stack_environment(config: StackConfig) -> dict[str, str]:
     }
 
 
-def common_settings(config: StackConfig) -> CommonSettings:
+def common_settings(config: StackConfig, service: str | None = None) -> CommonSettings:
     """CommonSettings pointing at this stack (topic and bucket names still come from the environment)."""
     fields = CommonSettings.model_fields
-    return CommonSettings(**{k.lower(): v for k, v in stack_environment(config).items() if k.lower() in fields})
+    environment = stack_environment(config, service)
+    return CommonSettings(**{k.lower(): v for k, v in environment.items() if k.lower() in fields})

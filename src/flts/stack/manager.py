@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from rich.console import Console
 
-from flts.stack.config import StackConfig, common_settings
+from flts.stack.config import StackConfig, common_settings, service_credentials
 from flts.stack.parts import KafkaPart, MinioPart, MlflowPart, Part
 from flts.stack.procs import (
     alive,
@@ -83,7 +83,7 @@ def versions(config: StackConfig | None = None) -> dict[str, str]:
 
 
 def up(config: StackConfig | None = None, console: Console | None = None, services: bool = False) -> list[PartStatus]:
-    """Start whatever is not running, wait until every part answers, create topics and buckets.
+    """Start whatever is not running, wait until every part answers, create topics, buckets and S3 users.
 
     With ``services`` the pipeline's services start too, once the infrastructure answers.
     """
@@ -124,12 +124,14 @@ def up(config: StackConfig | None = None, console: Console | None = None, servic
 
     from flts.kafka import ensure_topics
     from flts.storage import ObjectStore
+    from flts.storage_users import SERVICES, ensure_service_users
 
     settings = common_settings(config)
     # MinIO answers in about a second; MLflow is the slowest to start, so it goes next, then Kafka.
     launch(infrastructure["minio"])
     wait_ready(infrastructure["minio"])
     ObjectStore(settings).ensure_buckets()  # MLflow's artifact bucket must exist before it starts
+    ensure_service_users(settings, {s: service_credentials(config, s).secret_access_key for s in SERVICES})
     launch(infrastructure["mlflow"])
     launch(infrastructure["kafka"])
     wait_ready(infrastructure["kafka"])

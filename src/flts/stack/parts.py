@@ -345,7 +345,7 @@ class MlflowPart(Part):
         ]
 
     def env(self) -> dict[str, str]:
-        settings = common_settings(self.config)
+        settings = common_settings(self.config, "mlflow")  # its own S3 user: the only one of the mlflow bucket
         return {
             **os.environ,
             "MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint_url,

@@ -67,11 +67,13 @@ class ServicePart(Part):
         return [sys.executable, "-m", self.module]
 
     def env(self) -> dict[str, str]:
-        """The local stack serves on loopback for a demo: auth is off unless AUTH_ENABLED says otherwise."""
+        """The local stack serves on loopback for a demo: auth is off unless AUTH_ENABLED says otherwise.
+
+        The service's own S3 user, not the root key (flts.storage_users)."""
         return {
             "AUTH_ENABLED": "false",
             **os.environ,
-            **stack_environment(self.config),
+            **stack_environment(self.config, self.settings.service_name),
             **self.overrides,
             "PYTHONUNBUFFERED": "1",
         }

@@ -109,14 +109,16 @@ class BatchScorer:
         self.producer.publish(self.settings.topic_inference_scored, scored)
 
     def _wait_for_champion(self, claim: InferenceData) -> ServingModel:
-        """The champion to score with: for a lineage's claim, wait (up to scoring_wait_seconds) until eval has
-        decided the lineage and, when it promoted it, until this replica serves it; else the current champion."""
-        deadline = time.monotonic() + self.settings.scoring_wait_seconds
+        """The champion to score with: for a lineage's claim, wait until eval has decided the lineage and, when it
+        promoted it, until this replica serves it; else the current champion. The wait ends scoring_wait_seconds
+        after the claim was published, not after it was read: a replica replaying old claims (a new consumer
+        group, a lineage eval never decided) does not hold every claim behind them for the full wait again."""
+        deadline = claim.created_at.timestamp() + self.settings.scoring_wait_seconds
         while True:
             model = self.champion(claim.identifier)
             if model is not None and self._settled(claim, model):
                 return model
-            if time.monotonic() >= deadline:
+            if time.time() >= deadline:
                 if model is not None:
                     return model
                 raise PermanentError(

@@ -124,7 +124,12 @@ def test_a_claim_whose_partition_moves_mid_training_is_trained_once_and_not_comm
     group gives its partition to the other: the new owner waits for the live run instead of training a second
     one, and the old owner, thawed, finishes but does not commit an offset it no longer owns."""
     run = uuid.uuid4().hex[:8]
-    lineage = {"topic_training_data": f"rb-training-{run}", "mlflow_experiment": f"rb-{run}"}
+    # Its own claim topics: the test stack's inference service must not meet a lineage eval never decides.
+    lineage = {
+        "topic_training_data": f"rb-training-{run}",
+        "topic_inference_data": f"rb-inference-{run}",
+        "mlflow_experiment": f"rb-{run}",
+    }
     fields = {k: v for k, v in settings.model_dump().items() if k in PreprocessSettings.model_fields}
     trainer = PreprocessSettings(**{**fields, **lineage, "topic_model_training": settings.topic_model_training})
     ensure_topics(trainer, partitions=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -35,23 +36,26 @@ def _score(settings: InferenceSettings, champions: dict, messages: list[bytes]) 
     assert not worker.is_alive(), "the scorer did not handle every message within 60 s"
 
 
-def test_a_claim_delivered_twice_is_scored_once_and_bad_claims_are_dead_lettered(
-    inference_settings, gru_model, processed, read_topic
-):
-    settings, store = inference_settings, ObjectStore(inference_settings)
+def _test_split_claim(settings: InferenceSettings, processed, dataset_id: str) -> InferenceData:
+    """A claim of the processed test split, stored under a new identifier's prefix."""
+    store = ObjectStore(settings)
     identifier = f"it-{uuid.uuid4().hex[:8]}"
     buffer = io.BytesIO()
     processed.test.to_parquet(buffer, index=False)
     prefix = f"s3://{settings.bucket_processed}/{identifier}/scoring-test"
     data = _ref(store.put_bytes(f"{prefix}/test.parquet", buffer.getvalue()), rows=len(processed.test))
     metadata = _ref(store.put_json(f"{prefix}/metadata.json", processed.metadata.to_json()))
-    claim = InferenceData(identifier=identifier, dataset_id="d1", data=data, metadata=metadata)
-    missing = InferenceData(
-        identifier=identifier,
-        dataset_id="d2",
-        data=data.model_copy(update={"uri": f"{prefix}/gone.parquet"}),
-        metadata=metadata,
-    )
+    return InferenceData(identifier=identifier, dataset_id=dataset_id, data=data, metadata=metadata)
+
+
+def test_a_claim_delivered_twice_is_scored_once_and_bad_claims_are_dead_lettered(
+    inference_settings, gru_model, processed, read_topic
+):
+    settings, store = inference_settings, ObjectStore(inference_settings)
+    claim = _test_split_claim(settings, processed, "d1")
+    identifier = claim.identifier
+    gone = claim.data.model_copy(update={"uri": claim.data.uri + ".gone"})
+    missing = InferenceData(identifier=identifier, dataset_id="d2", data=gone, metadata=claim.metadata)
 
     _score(settings, {identifier: gru_model}, [claim.to_bytes(), claim.to_bytes(), missing.to_bytes(), b"{not json"])
 
@@ -67,7 +71,7 @@ def test_a_claim_delivered_twice_is_scored_once_and_bad_claims_are_dead_lettered
     letters = read_topic(settings, settings.topic_dead_letter, 3, DeadLetter.model_validate_json)
     reasons = sorted(letter.reason for letter in letters)
     assert len(reasons) == 2
-    assert "claimed object is missing" in reasons[1] and "gone.parquet" in reasons[1]
+    assert "claimed object is missing" in reasons[1] and "test.parquet.gone" in reasons[1]
     assert reasons[0].startswith("invalid message")
 
 
@@ -85,3 +89,21 @@ def test_raw_rows_are_put_on_the_champions_grid_and_scored(inference_settings, p
     steps = len(rows.drop_duplicates(subset="time"))
     assert scored.windows == steps - persistence_model.rows_needed + 1
     assert scored.result.uri.endswith(f"/{identifier}/{claim.created_at:%Y-%m-%d}/c1.parquet")
+
+
+def test_a_claim_older_than_the_scoring_wait_with_no_champion_is_dead_lettered_at_once(
+    inference_settings, processed, read_topic
+):
+    """The wait for a lineage's champion counts from the claim's publication: a replica replaying old claims
+    (one eval never decided) does not hold the claims behind them for the full wait again."""
+    settings = inference_settings.model_copy(update={"scoring_wait_seconds": 600})
+    store = ObjectStore(settings)
+    published = datetime.now(UTC) - timedelta(seconds=2 * settings.scoring_wait_seconds)
+    claim = _test_split_claim(settings, processed, "d3").model_copy(update={"created_at": published})
+    identifier = claim.identifier
+
+    _score(settings, {}, [claim.to_bytes()])  # fails unless handled within 60 s
+
+    (letter,) = read_topic(settings, settings.topic_dead_letter, 1, DeadLetter.model_validate_json)
+    assert f"no champion for identifier {identifier!r}" in letter.reason
+    assert store.list(settings.bucket_inference_logs, f"{identifier}/") == []

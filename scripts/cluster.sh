@@ -495,7 +495,8 @@ cmd_up() {
   say "deploying CoreDNS and metrics-server"
   sed -e "s#@COREDNS_IMAGE@#flts.local/coredns:$COREDNS_VERSION#" \
       -e "s#@METRICS_SERVER_IMAGE@#flts.local/metrics-server:$METRICS_SERVER_VERSION#" \
-      "$LIB/addons.yaml" | kctl apply -f - >/dev/null
+      "$LIB/addons.yaml" > "$STATE/addons.yaml"
+  wait_for "CoreDNS and metrics-server applied" 120 kctl apply -f "$STATE/addons.yaml"
   wait_for "CoreDNS ready" 180 kctl -n kube-system rollout status deploy/coredns --timeout=5s
   wait_for "DNS answers from a pod network" 60 dns_answers
   wait_for "metrics-server ready" 180 kctl -n kube-system rollout status deploy/metrics-server --timeout=5s
@@ -540,8 +541,10 @@ spec:
   hostPath: {path: "$dir", type: Directory}
 PV
     done
-  } | kctl apply -f - >/dev/null
-  say "  default StorageClass local-hostpath with $PV_COUNT hostPath PersistentVolumes"
+  } > "$STATE/volumes.yaml"
+  # Applied until it succeeds: a loaded disk can make etcd time a write out ("etcdserver: request timed out").
+  wait_for "default StorageClass local-hostpath with $PV_COUNT hostPath PersistentVolumes" 120 \
+    kctl apply -f "$STATE/volumes.yaml"
 }
 
 # CoreDNS answers for kubernetes.default through the kube-dns Service (host -> ClusterIP -> pod: kube-proxy).

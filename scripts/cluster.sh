@@ -804,7 +804,14 @@ cmd_smoke() {
   kctl apply -f "$LIB/smoke.yaml" >/dev/null
   wait_for "deployment web ready" 120 kctl -n flts-smoke rollout status deploy/web --timeout=5s
   say "smoke: a pod resolves web.flts-smoke.svc.cluster.local through cluster DNS and gets an answer"
-  smoke_pod dns-client 90 get http://web.flts-smoke.svc.cluster.local/
+  # kube-proxy programs the Service a moment after its endpoints are ready (seconds after a busy test):
+  # until then the ClusterIP refuses connections, so the client gets three tries.
+  local try
+  for try in 1 2 3; do
+    smoke_pod dns-client 90 get http://web.flts-smoke.svc.cluster.local/ && break
+    [ "$try" -lt 3 ] || die "no answer through the Service after 3 tries"
+    sleep 5
+  done
   wait_for "HPA reading metrics" 180 hpa_has_metrics
   kctl -n flts-smoke get hpa web
   say "smoke: load from a pod (burn 50 ms per request) until the HPA scales web out"

@@ -245,7 +245,7 @@ def stream_forecasts(settings: InferenceSettings, champions: Champions, stop: th
     while not stop.is_set():
         consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                **settings.kafka_client_config(),
                 "group.id": forecaster.group,
                 "client.id": settings.service_name,
                 "enable.auto.commit": False,

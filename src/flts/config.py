@@ -31,6 +31,13 @@ class CommonSettings(BaseSettings):
     pipeline_config: Path = DEFAULT_PIPELINE_CONFIG
 
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    # PLAINTEXT inside a trusted network, or SASL/SCRAM: each service logs in as its own Kafka user, whose
+    # ACLs name only the topics and groups it uses (flts.kafka_users; README, Security).
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_ca_location: str = ""  # SASL_SSL: the CA bundle that signed the broker's certificate
     topic_dataset_uploaded: str = "dataset-uploaded"
     topic_training_data: str = "training-data"
     topic_model_training: str = "model-training"
@@ -56,6 +63,33 @@ class CommonSettings(BaseSettings):
     registered_model_prefix: str = "flts"
 
     metrics_port: int = 0
+
+    @model_validator(mode="after")
+    def _sasl_needs_a_login(self) -> CommonSettings:
+        if self.kafka_sasl and not (self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs KAFKA_SASL_USERNAME and "
+                "KAFKA_SASL_PASSWORD (README, Security)"
+            )
+        return self
+
+    @property
+    def kafka_sasl(self) -> bool:
+        return self.kafka_security_protocol.startswith("SASL_")
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """librdkafka's connection settings, the same for every producer, consumer and admin client."""
+        config: dict[str, Any] = {"bootstrap.servers": self.kafka_bootstrap_servers}
+        if self.kafka_sasl:
+            config |= {
+                "security.protocol": self.kafka_security_protocol,
+                "sasl.mechanism": self.kafka_sasl_mechanism,
+                "sasl.username": self.kafka_sasl_username,
+                "sasl.password": self.kafka_sasl_password.get_secret_value(),
+            }
+        if self.kafka_ssl_ca_location:
+            config["ssl.ca.location"] = self.kafka_ssl_ca_location
+        return config
 
     @property
     def topics(self) -> list[str]:
@@ -83,8 +117,9 @@ class CommonSettings(BaseSettings):
 
 
 class InitSettings(CommonSettings):
-    """`flts init`, the one process given the root S3 key: topics, buckets, and each service's own S3 user
-    (flts.storage_users) with the secret set here. An empty secret leaves that user alone (external S3)."""
+    """`flts init`, the one process given the root S3 key (and, with SASL on, Kafka's admin login): topics,
+    buckets, each service's own S3 user (flts.storage_users) and Kafka user (flts.kafka_users) with the
+    secrets set here. An empty secret leaves that user alone (external S3; Kafka without SASL)."""
 
     service_name: str = "init"
     gateway_s3_secret_key: SecretStr = SecretStr("")
@@ -94,10 +129,23 @@ class InitSettings(CommonSettings):
     eval_s3_secret_key: SecretStr = SecretStr("")
     inference_s3_secret_key: SecretStr = SecretStr("")
     mlflow_s3_secret_key: SecretStr = SecretStr("")
+    gateway_kafka_password: SecretStr = SecretStr("")
+    preprocess_kafka_password: SecretStr = SecretStr("")
+    train_kafka_password: SecretStr = SecretStr("")
+    nonml_kafka_password: SecretStr = SecretStr("")
+    eval_kafka_password: SecretStr = SecretStr("")
+    inference_kafka_password: SecretStr = SecretStr("")
 
     def service_s3_secrets(self, services: tuple[str, ...]) -> dict[str, str]:
-        """The secrets that are set, by service."""
-        given = {service: getattr(self, f"{service}_s3_secret_key").get_secret_value() for service in services}
+        """The S3 secrets that are set, by service."""
+        return self._secrets(services, "s3_secret_key")
+
+    def service_kafka_passwords(self, services: tuple[str, ...]) -> dict[str, str]:
+        """The Kafka passwords that are set, by service."""
+        return self._secrets(services, "kafka_password")
+
+    def _secrets(self, services: tuple[str, ...], suffix: str) -> dict[str, str]:
+        given = {service: getattr(self, f"{service}_{suffix}").get_secret_value() for service in services}
         return {service: secret for service, secret in given.items() if secret}
 
 

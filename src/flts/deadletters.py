@@ -57,7 +57,7 @@ def _read(consumer: Consumer, topic: str, idle_seconds: float) -> Iterator[tuple
 def _consumer(settings: CommonSettings, group: str, subscribe: bool = True) -> Consumer:
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **settings.kafka_client_config(),
             "group.id": group,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,

@@ -45,7 +45,7 @@ class ConsumerStalled(RuntimeError):
 
 def ensure_topics(settings: CommonSettings, partitions: int = 3, timeout: float = 30.0) -> None:
     """Create the pipeline's topics if they do not exist (idempotent)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient(settings.kafka_client_config())
     existing = set(admin.list_topics(timeout=timeout).topics)
     missing = [t for t in settings.topics if t not in existing]
     if not missing:
@@ -68,7 +68,7 @@ class MessageProducer:
 
     def __init__(self, settings: CommonSettings, **overrides: Any) -> None:
         self._config = {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **settings.kafka_client_config(),
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
@@ -178,7 +178,7 @@ class ConsumerLoop(Generic[MessageT]):
         self.stalled: str | None = None
         self.interrupted = False  # stopped while a handler ran: its message was left uncommitted
         config = {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **settings.kafka_client_config(),
             "group.id": self.group_id,
             "client.id": settings.service_name,
             "enable.auto.commit": False,
@@ -474,7 +474,7 @@ def _names(partitions: Iterable[TopicPartition]) -> list[str]:
 
 def committed_offsets(settings: CommonSettings, group_id: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
     """The committed offset per partition of a group (-1 where none), for status pages and tests."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": group_id})
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": group_id})
     try:
         tps = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
         return {tp.partition: (tp.offset if tp.offset != OFFSET_INVALID else -1) for tp in tps}

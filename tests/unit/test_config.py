@@ -5,6 +5,7 @@ from pydantic import ValidationError
 
 from flts.config import (
     DEFAULT_PIPELINE_CONFIG,
+    CommonSettings,
     PipelineConfig,
     TrainSettings,
     load_pipeline_config,
@@ -39,3 +40,29 @@ def test_settings_reject_an_unknown_model_type(monkeypatch):
     monkeypatch.setenv("MODEL_TYPE", "XGBOOST")
     with pytest.raises(ValidationError):
         TrainSettings()
+
+
+def test_kafka_clients_connect_in_plaintext_unless_sasl_is_asked_for():
+    assert CommonSettings(kafka_bootstrap_servers="kafka:9092").kafka_client_config() == {
+        "bootstrap.servers": "kafka:9092"
+    }
+
+
+def test_sasl_settings_reach_every_kafka_client_and_stay_out_of_reprs(monkeypatch):
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "flts-train")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "kafka-s3cr3t")
+    settings = TrainSettings()
+    assert settings.kafka_client_config() == {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "flts-train",
+        "sasl.password": "kafka-s3cr3t",
+    }
+    assert "kafka-s3cr3t" not in repr(settings)
+
+
+def test_sasl_without_a_login_is_refused_at_start_with_the_variables_named():
+    with pytest.raises(ValidationError, match="KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"):
+        CommonSettings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="flts-eval")

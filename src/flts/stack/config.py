@@ -13,6 +13,8 @@ from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flts.config import CommonSettings
+from flts.kafka_users import ADMIN_USER, kafka_user
+from flts.kafka_users import SERVICES as KAFKA_SERVICES
 from flts.storage_users import access_key
 
 KAFKA_VERSION = "4.1.1"
@@ -38,6 +40,9 @@ class StackConfig(BaseSettings):
     inference_port: int = 8001
     metrics_base_port: int = 9100
     kafka_heap: str = "512m"
+    # SASL/SCRAM on the broker: every service logs in as its own Kafka user with ACLs (flts.kafka_users).
+    # Takes effect on a new broker (`flts stack down --purge` first): the admin user is formatted into storage.
+    kafka_sasl: bool = False
     start_timeout_s: float = 180.0
     stop_grace_s: float = 20.0
 
@@ -113,21 +118,30 @@ def load_or_create_credentials(config: StackConfig) -> Credentials:
     return Credentials(values["AWS_ACCESS_KEY_ID"], values["AWS_SECRET_ACCESS_KEY"])
 
 
-def service_credentials(config: StackConfig, service: str) -> Credentials:
-    """A service's own S3 user (flts.storage_users): its secret derived from the root secret, so nothing more
-    is stored and every `up` creates the same users."""
+def derived_secret(config: StackConfig, purpose: str) -> str:
+    """A secret derived from the root secret, so nothing more is stored and every `up` makes the same users."""
     root = load_or_create_credentials(config)
-    secret = hmac.new(root.secret_access_key.encode(), f"s3-user:{service}".encode(), hashlib.sha256).hexdigest()
-    return Credentials(access_key(service), secret)
+    return hmac.new(root.secret_access_key.encode(), purpose.encode(), hashlib.sha256).hexdigest()
+
+
+def service_credentials(config: StackConfig, service: str) -> Credentials:
+    """A service's own S3 user (flts.storage_users)."""
+    return Credentials(access_key(service), derived_secret(config, f"s3-user:{service}"))
+
+
+def kafka_password(config: StackConfig, user: str) -> str:
+    """A Kafka user's SCRAM password (with ``kafka_sasl``): the admin's, or a service's (flts.kafka_users)."""
+    return derived_secret(config, f"kafka-user:{user}")
 
 
 def stack_environment(config: StackConfig, service: str | None = None) -> dict[str, str]:
     """The variables a service (or a test) sets to talk to this stack; names are CommonSettings fields.
 
-    With ``service``, its own S3 user; without, the root key (the stack itself, tests, an operator's shell).
+    With ``service``, its own S3 user (and Kafka user, with ``kafka_sasl``); without, the root key and Kafka's
+    admin (the stack itself, tests, an operator's shell).
     """
     credentials = service_credentials(config, service) if service else load_or_create_credentials(config)
-    return {
+    environment = {
         "KAFKA_BOOTSTRAP_SERVERS": config.kafka_bootstrap,
         "S3_ENDPOINT_URL": config.s3_endpoint,
         "AWS_ACCESS_KEY_ID": credentials.access_key_id,
@@ -135,6 +149,14 @@ def stack_environment(config: StackConfig, service: str | None = None) -> dict[s
         "MLFLOW_TRACKING_URI": config.mlflow_uri,
         "MLFLOW_S3_ENDPOINT_URL": config.s3_endpoint,
     }
+    if config.kafka_sasl and (service is None or service in KAFKA_SERVICES):
+        user = kafka_user(service) if service else ADMIN_USER
+        environment |= {
+            "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "KAFKA_SASL_USERNAME": user,
+            "KAFKA_SASL_PASSWORD": kafka_password(config, user),
+        }
+    return environment
 
 
 def common_settings(config: StackConfig, service: str | None = None) -> CommonSettings:

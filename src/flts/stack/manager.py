@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from rich.console import Console
 
-from flts.stack.config import StackConfig, common_settings, service_credentials
+from flts.stack.config import StackConfig, common_settings, kafka_password, service_credentials
 from flts.stack.parts import KafkaPart, MinioPart, MlflowPart, Part
 from flts.stack.procs import (
     alive,
@@ -123,6 +123,8 @@ def up(config: StackConfig | None = None, console: Console | None = None, servic
         raise StackError(f"{part.name} {problem}; last lines of {part.log_file}:\n{log_tail}")
 
     from flts.kafka import ensure_topics
+    from flts.kafka_users import SERVICES as KAFKA_SERVICES
+    from flts.kafka_users import ensure_kafka_users, kafka_user
     from flts.storage import ObjectStore
     from flts.storage_users import SERVICES, ensure_service_users
 
@@ -136,6 +138,8 @@ def up(config: StackConfig | None = None, console: Console | None = None, servic
     launch(infrastructure["kafka"])
     wait_ready(infrastructure["kafka"])
     ensure_topics(settings)
+    if config.kafka_sasl:
+        ensure_kafka_users(settings, {s: kafka_password(config, kafka_user(s)) for s in KAFKA_SERVICES})
     wait_ready(infrastructure["mlflow"])
     services_wanted = [part for name, part in wanted.items() if name not in infrastructure]
     for part in services_wanted:

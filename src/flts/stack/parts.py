@@ -19,8 +19,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from flts.kafka_users import ADMIN_USER
 from flts.stack import install
-from flts.stack.config import KAFKA_VERSION, StackConfig, common_settings, load_or_create_credentials
+from flts.stack.config import KAFKA_VERSION, StackConfig, common_settings, kafka_password, load_or_create_credentials
 from flts.stack.procs import port_open
 
 # Console only: the stack captures each part's output in <state>/logs/<part>.log.
@@ -54,9 +55,18 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
-def render_server_properties(config: StackConfig, data_dir: Path) -> str:
-    """A single-node KRaft broker+controller on loopback, sized for one machine."""
-    broker = f"PLAINTEXT://{config.host}:{config.kafka_port}"
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+
+
+def render_server_properties(config: StackConfig, data_dir: Path, admin_password: str | None = None) -> str:
+    """A single-node KRaft broker+controller on loopback, sized for one machine.
+
+    With ``admin_password`` (``kafka_sasl``) clients log in with SASL/SCRAM and the StandardAuthorizer
+    allows only what ACLs grant (flts.kafka_users). The controller listener stays PLAINTEXT on loopback: the
+    broker talks to its own controller as ANONYMOUS, so that principal is a super user, reachable only there.
+    """
+    client = "SASL_PLAINTEXT" if admin_password else "PLAINTEXT"
+    broker = f"{client}://{config.host}:{config.kafka_port}"
     controller = f"CONTROLLER://{config.host}:{config.kafka_controller_port}"
     properties = {
         "process.roles": "broker,controller",
@@ -65,8 +75,8 @@ def render_server_properties(config: StackConfig, data_dir: Path) -> str:
         "listeners": f"{broker},{controller}",
         "advertised.listeners": f"{broker},{controller}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "inter.broker.listener.name": client,
+        "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{client}:{client}",
         "log.dirs": str(data_dir),
         "num.partitions": "3",
         "auto.create.topics.enable": "false",
@@ -79,6 +89,17 @@ def render_server_properties(config: StackConfig, data_dir: Path) -> str:
         "group.initial.rebalance.delay.ms": "0",
         "log.retention.hours": "168",
     }
+    if admin_password:
+        properties |= {
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+            f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{ADMIN_USER}" password="{admin_password}";'
+            ),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{ADMIN_USER};User:ANONYMOUS",
+        }
     return "".join(f"{key}={value}\n" for key, value in properties.items())
 
 
@@ -176,10 +197,13 @@ class KafkaPart(Part):
 
     def configure(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.properties_file.write_text(render_server_properties(self.config, self.data_dir))
+        admin_password = kafka_password(self.config, ADMIN_USER) if self.config.kafka_sasl else None
+        self.properties_file.write_text(render_server_properties(self.config, self.data_dir, admin_password))
         self.log4j_file.write_text(KAFKA_LOG4J2)
         if (self.data_dir / "meta.properties").exists():
             return
+        # With SASL the admin is formatted into the storage: the only user that can exist before the broker runs.
+        add_admin = ["--add-scram", f"{SCRAM_MECHANISM}=[name={ADMIN_USER},password={admin_password}]"]
         formatted = subprocess.run(
             self._java(
                 "kafka.tools.StorageTool",
@@ -189,6 +213,7 @@ class KafkaPart(Part):
                 new_cluster_id(),
                 "-c",
                 str(self.properties_file),
+                *(add_admin if admin_password else []),
             ),
             capture_output=True,
             text=True,
@@ -208,7 +233,7 @@ class KafkaPart(Part):
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.endpoint, "log_level": 0})
+        admin = AdminClient({**common_settings(self.config).kafka_client_config(), "log_level": 0})
         try:
             admin.list_topics(timeout=3)
         except KafkaException:

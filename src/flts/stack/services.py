@@ -18,7 +18,7 @@ from flts.config import (
     PreprocessSettings,
     TrainSettings,
 )
-from flts.stack.config import StackConfig, stack_environment
+from flts.stack.config import StackConfig, common_settings, stack_environment
 from flts.stack.parts import Part, http_ok
 
 
@@ -82,7 +82,7 @@ class ServicePart(Part):
         if self.http_port:
             return http_ok(f"{self.endpoint}/healthz")
         return isinstance(self.settings, ConsumerSettings) and _group_has_members(
-            self.config.kafka_bootstrap, self.settings.consumer_group
+            self.config, self.settings.consumer_group
         )
 
     def version(self) -> str:
@@ -93,11 +93,11 @@ class ServicePart(Part):
         return ""
 
 
-def _group_has_members(bootstrap: str, group: str) -> bool:
+def _group_has_members(config: StackConfig, group: str) -> bool:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = AdminClient({**common_settings(config).kafka_client_config(), "log_level": 0})
     try:
         return bool(admin.describe_consumer_groups([group], request_timeout=3)[group].result().members)
     except KafkaException:

@@ -1,0 +1,187 @@
+"""Least privilege in Kafka, on a real broker with SASL/SCRAM and the StandardAuthorizer: each service's own
+Kafka user can do what its code does and is refused everything else.
+
+The broker is the local stack's (`FLTS_STACK_KAFKA_SASL`: the admin formatted into its storage) on ports of
+its own; `ensure_kafka_users` (what `flts init` runs) makes the users and ACLs of flts.kafka_users. It needs
+Kafka's jars only, not the rest of the test stack, so it carries no `integration` marker.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException
+from pydantic import SecretStr
+from rich.console import Console
+
+from flts.config import CommonSettings, EvalSettings
+from flts.kafka import ConsumerLoop, MessageProducer, ensure_topics
+from flts.kafka_users import SERVICE_GRANTS, SERVICES, ensure_kafka_users, kafka_user
+from flts.messages import DeadLetter, ModelTraining
+from flts.stack import StackConfig, common_settings, stack_environment
+from flts.stack.config import kafka_password
+from flts.stack.manager import stop_part
+from flts.stack.parts import KafkaPart
+from flts.stack.procs import spawn, wait_for
+
+# A port pair beside the test stack's (FLTS_TEST_PORT_OFFSET moves both).
+SASL_PORT_SHIFT = 50
+
+
+@pytest.fixture(scope="module")
+def sasl_stack(stack_config: StackConfig) -> Iterator[StackConfig]:
+    """A fresh SASL/SCRAM broker with the pipeline's topics and every service's user and ACLs."""
+    config = stack_config.model_copy(
+        update={
+            "state_dir": stack_config.state_dir.with_name(f"{stack_config.state_dir.name}-sasl-{uuid.uuid4().hex[:6]}"),
+            "kafka_port": stack_config.kafka_port + SASL_PORT_SHIFT,
+            "kafka_controller_port": stack_config.kafka_controller_port + SASL_PORT_SHIFT,
+            "kafka_sasl": True,
+        }
+    )
+    for directory in (config.logs_dir, config.run_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    kafka = KafkaPart(config)
+    kafka.install(Console(stderr=True))
+    kafka.configure()
+    pid = spawn(kafka.command(), kafka.env(), kafka.log_file, kafka.home)
+    kafka.pid_file.write_text(f"{pid}\n")
+    try:
+        assert wait_for(kafka.ready, 120, interval=0.5), kafka.log_file.read_text()[-3000:]
+        admin = common_settings(config)
+        ensure_topics(admin)
+        passwords = {service: kafka_password(config, kafka_user(service)) for service in SERVICES}
+        assert ensure_kafka_users(admin, passwords) == [kafka_user(s) for s in SERVICES]
+        assert ensure_kafka_users(admin, passwords) == [kafka_user(s) for s in SERVICES]  # idempotent
+        yield config
+    finally:
+        stop_part(config, "kafka")
+        shutil.rmtree(config.state_dir, ignore_errors=True)
+
+
+def as_service(config: StackConfig, service: str) -> CommonSettings:
+    return common_settings(config, service)
+
+
+def produce_error(settings: CommonSettings, topic: str) -> int | None:
+    """None when the broker took the message; the error code otherwise."""
+    try:
+        MessageProducer(settings, **{"message.timeout.ms": 10000}).send(topic, "k", b"{}", None, timeout=15)
+    except KafkaException as exc:
+        return exc.args[0].code()
+    return None
+
+
+def consume_error(settings: CommonSettings, topic: str, group: str) -> int | None:
+    """None when a message came back through ``group``; the error code the broker answered otherwise."""
+    consumer = Consumer(
+        {**settings.kafka_client_config(), "group.id": group, "auto.offset.reset": "earliest", "log_level": 0}
+    )
+    consumer.subscribe([topic])
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                return msg.error().code()
+            consumer.commit(message=msg, asynchronous=False)  # what the consumer loop does after its work
+            return None
+        raise AssertionError(f"neither a message nor an error from {topic} within 30 s")
+    finally:
+        consumer.close()
+
+
+@pytest.fixture(scope="module")
+def one_message_everywhere(sasl_stack: StackConfig) -> StackConfig:
+    """One message in every topic, written by the admin, so every read below has something to return."""
+    admin = common_settings(sasl_stack)
+    for topic in admin.topics:
+        assert produce_error(admin, topic) is None
+    return sasl_stack
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_may_write_only_the_topics_its_code_produces(sasl_stack: StackConfig, service: str) -> None:
+    settings = as_service(sasl_stack, service)
+    allowed = {getattr(settings, field) for field in SERVICE_GRANTS[service].produces}
+    outcomes = {topic: produce_error(settings, topic) for topic in settings.topics}
+    assert {topic for topic, error in outcomes.items() if error is None} == allowed
+    assert {error for topic, error in outcomes.items() if topic not in allowed} == {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED
+    }
+
+
+@pytest.mark.parametrize("service", [s for s in SERVICES if SERVICE_GRANTS[s].groups])
+def test_a_consumer_reads_its_topics_in_its_own_group_and_nothing_else(
+    one_message_everywhere: StackConfig, service: str
+) -> None:
+    settings = as_service(one_message_everywhere, service)
+    grants = SERVICE_GRANTS[service]
+    own_group = f"{grants.groups[0]}{uuid.uuid4().hex[:6]}"
+    for field in grants.consumes:
+        assert consume_error(settings, getattr(settings, field), own_group) is None, field
+    not_consumed = next(t for t in ("topic_forecasts", "topic_dataset_uploaded") if t not in grants.consumes)
+    assert consume_error(settings, getattr(settings, not_consumed), own_group) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    other_group = f"flts-someone-else-{uuid.uuid4().hex[:6]}"
+    assert (
+        consume_error(settings, getattr(settings, grants.consumes[0]), other_group)
+        == KafkaError.GROUP_AUTHORIZATION_FAILED
+    )
+
+
+def test_the_consumer_loop_handles_and_dead_letters_with_a_scoped_user(sasl_stack: StackConfig) -> None:
+    """Eval's own user: its group, offset commits with the delivery count, and a poison message dead-lettered."""
+    settings = EvalSettings(**{k.lower(): v for k, v in stack_environment(sasl_stack, "eval").items()})
+    admin = common_settings(sasl_stack)
+    poison = f"not json {uuid.uuid4().hex}".encode()
+    MessageProducer(admin).send(settings.topic_model_training, None, poison, None)
+    loop = ConsumerLoop(settings, settings.topic_model_training, ModelTraining, lambda _message: None)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    try:
+        assert _dead_lettered(admin, poison, timeout=60), "eval's user did not dead-letter the poison message"
+    finally:
+        loop.stop()
+        thread.join(30)
+
+
+def _dead_lettered(admin: CommonSettings, original: bytes, timeout: float) -> bool:
+    consumer = Consumer(
+        {**admin.kafka_client_config(), "group.id": f"test-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([admin.topic_dead_letter])
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            try:
+                letter = DeadLetter.model_validate_json(msg.value())
+            except ValueError:
+                continue
+            if base64.b64decode(letter.value_b64) == original:
+                return True
+        return False
+    finally:
+        consumer.close()
+
+
+def test_a_wrong_password_is_refused(sasl_stack: StackConfig) -> None:
+    gateway = as_service(sasl_stack, "gateway")
+    settings = gateway.model_copy(update={"kafka_sasl_password": SecretStr("not-the-password")})
+    assert produce_error(settings, settings.topic_dataset_uploaded) in {
+        KafkaError._AUTHENTICATION,
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+    }

@@ -1,0 +1,51 @@
+"""The Kafka ACL table (flts.kafka_users) names what the services' code really uses."""
+
+import pytest
+
+from flts.config import (
+    CommonSettings,
+    EvalSettings,
+    InferenceSettings,
+    NonmlSettings,
+    PreprocessSettings,
+    TrainSettings,
+)
+from flts.kafka_users import SERVICE_GRANTS, service_acls
+from flts.storage_users import SERVICES as S3_SERVICES
+from inference_container.scoring import scoring_group
+from inference_container.streaming import streaming_group
+
+CONSUMERS = {
+    "preprocess": [PreprocessSettings()],
+    "train": [TrainSettings(model_type="GRU"), TrainSettings(model_type="LSTM")],
+    "nonml": [NonmlSettings()],
+    "eval": [EvalSettings()],
+    "inference": [InferenceSettings()],
+}
+
+
+@pytest.mark.parametrize("service", CONSUMERS)
+def test_every_consumer_group_a_service_joins_is_granted_to_it(service):
+    prefixes = SERVICE_GRANTS[service].groups
+    groups = [settings.consumer_group for settings in CONSUMERS[service]]
+    if service == "inference":
+        settings = CONSUMERS[service][0]
+        groups += [scoring_group(settings), streaming_group(settings), f"{settings.consumer_group}-host-1a2b"]
+    for group in groups:
+        assert any(group.startswith(prefix) for prefix in prefixes), group
+
+
+def test_grants_name_only_topic_settings_and_only_services_that_have_an_s3_user():
+    topic_fields = {name for name in CommonSettings.model_fields if name.startswith("topic_")}
+    for service, grants in SERVICE_GRANTS.items():
+        assert service in S3_SERVICES
+        assert set(grants.produces) | set(grants.consumes) <= topic_fields
+
+
+def test_only_eval_may_announce_a_champion_and_only_the_gateway_accepts_uploads():
+    def writers(topic: str) -> set[str]:
+        return {s for s in SERVICE_GRANTS if ("TOPIC", topic, "LITERAL", "WRITE") in service_acls(CommonSettings(), s)}
+
+    assert writers("model-selected") == {"eval"}
+    assert writers("dataset-uploaded") == {"gateway"}
+    assert writers("model-training") == {"train", "nonml"}

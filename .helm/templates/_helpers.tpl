@@ -221,6 +221,34 @@ gateway preprocess train nonml eval inference mlflow
 {{- end }}
 {{- end }}
 
+{{/* The services' own Kafka users with kafka.sasl.enabled (flts/kafka_users.py SERVICES; tests/deploy checks
+they agree): each, flts-<user>, has ACLs for only its topics and groups. `init` (user "admin") creates them. */}}
+{{- define "flts.kafkaUsers" -}}
+gateway preprocess train nonml eval inference
+{{- end }}
+
+{{/* The Secret with the admin's and each user's Kafka password (keys admin-password, <user>-password). */}}
+{{- define "flts.kafkaUsers.secretName" -}}
+{{ .Values.kafka.sasl.existingSecret | default (include "flts.componentName" (dict "root" . "component" "kafka-users")) }}
+{{- end }}
+
+{{/* A process's Kafka login with kafka.sasl.enabled (nothing without). (dict "root" $ "user" "gateway"|...|"admin") */}}
+{{- define "flts.kafkaCredentialsEnv" -}}
+{{- if .root.Values.kafka.sasl.enabled }}
+- name: KAFKA_SECURITY_PROTOCOL
+  value: SASL_PLAINTEXT
+- name: KAFKA_SASL_MECHANISM
+  value: SCRAM-SHA-512
+- name: KAFKA_SASL_USERNAME
+  value: flts-{{ .user }}
+- name: KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "flts.kafkaUsers.secretName" .root }}
+      key: {{ .user }}-password
+{{- end }}
+{{- end }}
+
 {{/* The HTTP APIs' keys: the switch, the principals file (mounted at /etc/flts-auth) and the admin key. */}}
 {{- define "flts.authEnv" -}}
 - name: AUTH_ENABLED

@@ -78,6 +78,7 @@ spec:
             {{- /* every trainer type shares the train user */}}
             {{- $user := ternary "train" .component (hasPrefix "train-" .component) }}
             {{- include "flts.s3CredentialsEnv" (dict "root" $root "user" $user) | nindent 12 }}
+            {{- include "flts.kafkaCredentialsEnv" (dict "root" $root "user" $user) | nindent 12 }}
             {{- if $http }}
             - name: HTTP_HOST
               value: "0.0.0.0"

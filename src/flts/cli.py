@@ -282,9 +282,12 @@ def upload_demo(
 
 @app.command()
 def init() -> None:
-    """Create the topics, buckets and per-service S3 users (idempotent): the one-shot init of compose and Helm."""
+    """Create the topics, buckets, per-service S3 users and (with SASL) Kafka users and ACLs (idempotent): the
+    one-shot init of compose and Helm."""
     from flts.config import InitSettings
     from flts.kafka import ensure_topics
+    from flts.kafka_users import SERVICES as KAFKA_SERVICES
+    from flts.kafka_users import ensure_kafka_users
     from flts.storage import ObjectStore
     from flts.storage_users import SERVICES, ensure_service_users
 
@@ -292,7 +295,11 @@ def init() -> None:
     ensure_topics(settings)
     ObjectStore(settings).ensure_buckets()
     users = ensure_service_users(settings, settings.service_s3_secrets(SERVICES))
-    console.print(f"topics {settings.topics}, buckets {settings.buckets} and S3 users {users} are in place")
+    kafka_users = ensure_kafka_users(settings, settings.service_kafka_passwords(KAFKA_SERVICES))
+    console.print(
+        f"topics {settings.topics}, buckets {settings.buckets}, S3 users {users} and Kafka users {kafka_users} "
+        "are in place"
+    )
 
 
 @dead_letters_app.command("list")

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / ".helm"
 EXTERNAL_VALUES = CHART / "ci" / "external-values.yaml"
 COMPOSE_FILE = REPO / "docker-compose.yaml"
+COMPOSE_SASL_FILE = REPO / "docker-compose.sasl.yaml"
 ENV_EXAMPLE = REPO / ".env.example"
 CACHE = Path(os.environ.get("FLTS_CACHE", Path.home() / ".cache" / "flts"))
 KUBE_VERSION = "1.31"
@@ -122,6 +123,7 @@ RENDERS: dict[str, tuple[str, ...]] = {
         "--set",
         "externalMlflow.trackingUri=http://mlflow.data.svc:5000",
     ),
+    "kafka-sasl": ("--set", "kafka.sasl.enabled=true"),
     "everything": (
         "--set",
         "prometheus.enabled=true",
@@ -155,13 +157,14 @@ def compose_binary() -> Path:
 
 @pytest.fixture(scope="session")
 def compose() -> Callable[..., subprocess.CompletedProcess[str]]:
-    def _compose(*args: str, env_file: Path | None = ENV_EXAMPLE, check: bool = True):
+    def _compose(*args: str, env_file: Path | None = ENV_EXAMPLE, check: bool = True, overrides: tuple[Path, ...] = ()):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_"))}
         # Only the env file named here may feed interpolation: not the shell, not a developer's .env.
         for key in list(env):
             if key in _compose_variables():
                 del env[key]
         cmd = [str(compose_binary()), "--project-directory", str(REPO), "-f", str(COMPOSE_FILE)]
+        cmd += [arg for override in overrides for arg in ("-f", str(override))]
         cmd += ["--env-file", str(env_file)] if env_file else ["--env-file", os.devnull]
         return run([*cmd, *args], check=check, env=env, cwd=REPO, timeout=120)
 
@@ -172,7 +175,8 @@ def compose() -> Callable[..., subprocess.CompletedProcess[str]]:
 def _compose_variables() -> frozenset[str]:
     import re
 
-    return frozenset(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", COMPOSE_FILE.read_text()))
+    text = COMPOSE_FILE.read_text() + COMPOSE_SASL_FILE.read_text()
+    return frozenset(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
 
 
 @pytest.fixture(scope="session")

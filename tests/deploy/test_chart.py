@@ -13,6 +13,8 @@ import pytest
 import yaml
 from deploy_support import CHART, EXTERNAL_VALUES, KUBE_VERSION, RENDERS, REPO
 
+from flts.kafka_users import ADMIN_USER, kafka_user
+from flts.kafka_users import SERVICES as KAFKA_SERVICES
 from flts.storage_users import SERVICES as STORAGE_SERVICES
 from flts.storage_users import access_key
 
@@ -406,6 +408,51 @@ def test_with_minio_each_service_has_its_own_s3_user_and_only_init_the_root_key(
     for service in STORAGE_SERVICES:  # init creates every user with the secret the service is given
         secret = {"name": "flts-s3-users", "key": f"{service}-secret-key"}
         assert env["flts-init-1"][f"{service.upper()}_S3_SECRET_KEY"] == secret
+
+
+def test_with_kafka_sasl_each_service_logs_in_as_its_own_kafka_user_and_only_init_as_the_admin(
+    render: Callable[..., list[dict[str, Any]]],
+) -> None:
+    objects = render("--set", "kafka.sasl.enabled=true")
+    assert set(one(objects, "Secret", "flts-kafka-users")["data"]) == {
+        f"{user}-password" for user in ("admin", *KAFKA_SERVICES)
+    }
+    logins = {
+        obj["metadata"]["name"]: _env(obj["spec"]["template"]["spec"]["containers"][0])
+        for obj in objects
+        if obj["kind"] in {"Deployment", "Job"} and obj["metadata"]["name"] != "flts-mlflow"
+    }
+    for workload, user in [(f"flts-{s}", s) for s in KAFKA_SERVICES if s != "train"] + [
+        ("flts-train-gru", "train"),
+        ("flts-train-lstm", "train"),
+        ("flts-init-1", "admin"),
+    ]:
+        env = logins[workload]
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT", workload
+        assert env["KAFKA_SASL_USERNAME"] == (ADMIN_USER if user == "admin" else kafka_user(user)), workload
+        password = {"secretKeyRef": {"name": "flts-kafka-users", "key": f"{user}-password"}}
+        assert env["KAFKA_SASL_PASSWORD"] == password, workload
+    for service in KAFKA_SERVICES:  # init creates every user with the password the service is given
+        password = {"secretKeyRef": {"name": "flts-kafka-users", "key": f"{service}-password"}}
+        assert logins["flts-init-1"][f"{service.upper()}_KAFKA_PASSWORD"] == password
+    properties = one(objects, "ConfigMap", "flts-kafka")["data"]["server.properties"]
+    assert "listeners=SASL_PLAINTEXT://:9092,CONTROLLER://127.0.0.1:9093" in properties
+    assert "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer" in properties
+    assert f"super.users=User:{ADMIN_USER};User:ANONYMOUS" in properties
+    assert "password" not in properties, "the admin's password must not be in a ConfigMap"
+    broker = one(objects, "StatefulSet", "flts-kafka")["spec"]["template"]["spec"]["containers"][0]
+    assert _env(broker)["FLTS_KAFKA_ADMIN_PASSWORD"] == {
+        "secretKeyRef": {"name": "flts-kafka-users", "key": "admin-password"}
+    }
+    assert "--add-scram" in broker["args"][0]
+
+
+def test_without_kafka_sasl_nothing_logs_in(render: Callable[..., list[dict[str, Any]]]) -> None:
+    objects = render()
+    assert not [o for o in objects if o["metadata"]["name"] == "flts-kafka-users"]
+    for obj in objects:
+        if obj["kind"] in {"Deployment", "Job", "StatefulSet"}:
+            assert not any(k.startswith("KAFKA_SASL") for k in _env(obj["spec"]["template"]["spec"]["containers"][0]))
 
 
 def test_with_external_s3_every_process_uses_the_given_key(render: Callable[..., list[dict[str, Any]]]) -> None:

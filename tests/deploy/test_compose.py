@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import CHART, COMPOSE_FILE, ENV_EXAMPLE, REPO
+from deploy_support import CHART, COMPOSE_FILE, COMPOSE_SASL_FILE, ENV_EXAMPLE, REPO
 
+from flts.kafka_users import ADMIN_USER, kafka_user
+from flts.kafka_users import SERVICES as KAFKA_SERVICES
 from flts.storage_users import SERVICES as STORAGE_SERVICES
 from flts.storage_users import access_key
 
@@ -215,3 +217,47 @@ def test_the_shipped_keys_file_is_valid_and_grants_nothing() -> None:
     from flts.auth import KeysFile
 
     assert KeysFile.model_validate(yaml.safe_load((REPO / "config" / "api-keys.yaml").read_text())).principals == []
+
+
+# ------------------------------------------------------------------------- docker-compose.sasl.yaml
+
+
+@pytest.fixture(scope="module")
+def sasl_model(compose: Callable[..., Any]) -> dict[str, Any]:
+    return json.loads(compose("config", "--format", "json", overrides=(COMPOSE_SASL_FILE,)).stdout)
+
+
+def test_with_the_sasl_override_every_kafka_client_logs_in_as_its_own_user(sasl_model: dict[str, Any]) -> None:
+    """Each service's Kafka user is the one flts.kafka_users grants its ACLs to, with its own password."""
+    services = sasl_model["services"]
+    for name in FLTS_SERVICES:
+        env = services[name]["environment"]
+        service = "train" if name.startswith("train-") else name
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT", name
+        assert env["KAFKA_SASL_USERNAME"] == kafka_user(service), name
+        assert env["KAFKA_SASL_PASSWORD"] == _example_value(f"{service.upper()}_KAFKA_PASSWORD"), name
+    init = services["init"]["environment"]
+    assert init["KAFKA_SASL_USERNAME"] == ADMIN_USER
+    assert {f"{s.upper()}_KAFKA_PASSWORD" for s in KAFKA_SERVICES} <= set(init)
+    broker = services["kafka"]["environment"]
+    assert broker["KAFKA_SUPER_USERS"] == f"User:{ADMIN_USER};User:ANONYMOUS"
+    assert broker["KAFKA_LISTENERS"].endswith("CONTROLLER://127.0.0.1:9093"), "the controller must stay on loopback"
+    assert "PLAINTEXT://:" not in broker["KAFKA_LISTENERS"].replace("SASL_PLAINTEXT", "")
+    assert services["upload-demo"]["environment"].get("KAFKA_SASL_USERNAME") is None  # it speaks HTTP only
+
+
+KAFKA_PASSWORDS = ["KAFKA_ADMIN_PASSWORD", *(f"{s.upper()}_KAFKA_PASSWORD" for s in KAFKA_SERVICES)]
+
+
+@pytest.mark.parametrize("credential", KAFKA_PASSWORDS)
+def test_the_sasl_override_needs_every_kafka_password(compose: Callable[..., Any], credential: str, tmp_path: Path):
+    env_file = tmp_path / ".env"
+    lines = ENV_EXAMPLE.read_text().splitlines()
+    env_file.write_text("\n".join(line for line in lines if not line.startswith(f"{credential}=")) + "\n")
+    result = compose("config", "-q", env_file=env_file, check=False, overrides=(COMPOSE_SASL_FILE,))
+    assert result.returncode != 0, f"compose accepted a missing {credential}"
+    assert credential in result.stderr, result.stderr
+
+
+def _example_value(name: str) -> str:
+    return next(line.split("=", 1)[1] for line in ENV_EXAMPLE.read_text().splitlines() if line.startswith(f"{name}="))

@@ -19,12 +19,23 @@ import yaml
 from deploy_support import CHART, RENDERS, REPO, SERVICE_SETTINGS
 
 from flts import config as flts_config
+from flts.kafka_users import SERVICES as KAFKA_SERVICES
 from flts.storage_users import SERVICES
 
 # Set although no settings field reads them: each read by a library, with the reason.
 ALLOWED_EXTRA_ENV = {
     "MLFLOW_S3_ENDPOINT_URL": "read by MLflow's S3 artifact client, for a client that reaches S3 directly",
     "PYTHONUNBUFFERED": "read by the Python interpreter: logs leave the container at once",
+}
+# Read by every service but set only with an option on: Kafka's SASL login (docker-compose.sasl.yaml,
+# kafka.sasl.enabled; tests/deploy checks each service's login there) and a CA for SASL_SSL.
+OPTION_ENV = {
+    "KAFKA_SECURITY_PROTOCOL",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD",
+    "KAFKA_SSL_CA_LOCATION",
+    *(f"{service.upper()}_KAFKA_PASSWORD" for service in KAFKA_SERVICES),  # init's, to make the users
 }
 # Values that differ by nature between compose and a cluster: where things are, and the credentials.
 PER_ENVIRONMENT = {
@@ -66,7 +77,7 @@ def env_drift(service: str, compose_env: dict[str, Any], chart_env: dict[str, An
     expected = settings_env(service)
     problems = []
     for where, env in (("docker-compose.yaml", compose_env), ("the Helm chart", chart_env)):
-        for name in sorted(expected - set(env)):
+        for name in sorted(expected - set(env) - OPTION_ENV):
             problems.append(f"{service}: {name} is read by {SERVICE_SETTINGS[service]} but not set in {where}")
         for name in sorted(set(env) - expected - set(ALLOWED_EXTRA_ENV)):
             problems.append(f"{service}: {name} is set in {where} but {SERVICE_SETTINGS[service]} does not read it")

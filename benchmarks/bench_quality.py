@@ -58,9 +58,7 @@ def scenario_quality(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
                 model_type,
                 windows["train"],
                 windows["validation"],
-                layout.feature_columns,
-                layout.target_columns,
-                layout.target_indices,
+                layout,
                 hyper,
                 device="cpu",
             )

@@ -96,9 +96,7 @@ def train_worker(model_type: str, args: argparse.Namespace) -> dict[str, Any]:
         model_type,  # type: ignore[arg-type]
         windows["train"],
         windows["validation"],
-        layout.feature_columns,
-        layout.target_columns,
-        layout.target_indices,
+        layout,
         recurrent,
         device=args.device,
         num_threads=args.threads,

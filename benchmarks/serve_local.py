@@ -22,6 +22,7 @@ from flts.data.generate import generate_lte_dataset
 from flts.data.preprocess import preprocess
 from flts.data.windows import make_windows
 from flts.layout import PREPROCESSING_FILE
+from flts.models.base import WindowLayout
 from flts.predict import ModelIdentity, ServingModel
 
 
@@ -46,9 +47,7 @@ def build(directory: Path, config: PipelineConfig) -> None:
     forecaster, _ = train_recurrent(
         "GRU",
         *windows,
-        meta.feature_columns,
-        targets,
-        [meta.feature_columns.index(t) for t in targets],
+        WindowLayout.build(meta.feature_columns, targets, config.windows.input_seq_len, config.windows.output_seq_len),
         config.models.recurrent.model_copy(update={"epochs": 1}),
     )
     forecaster.save(directory)

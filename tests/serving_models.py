@@ -73,9 +73,7 @@ def gru_model(processed, layout, tmp_path_factory) -> ServingModel:
         "GRU",
         windows["train"],
         windows["validation"],
-        meta.feature_columns,
-        meta.target_columns,
-        layout.target_indices,
+        layout,
         RecurrentConfig(hidden_size=16, num_layers=1, epochs=2),
     )
     return _serve(forecaster, processed, tmp_path_factory.mktemp("gru"), "GRU", "1")

@@ -1,8 +1,10 @@
 """Fixtures of the compose end-to-end tests: a real Docker engine, the images, one compose project.
 
-The project is the repository's docker-compose.yaml, untouched, with a generated env file (fresh
-credentials, free host ports, PyTorch from PyPI since its CPU index is not reachable here). It is brought
-up once per module and always taken down with its volumes; its logs are printed when a test fails.
+The project is the repository's docker-compose.yaml, untouched, with docker-compose.sasl.yaml layered over
+it (Kafka with SASL/SCRAM and every service's ACLs: the strictest way to run it, so the whole pipeline is
+proven under least privilege), a generated env file (fresh credentials, free host ports, PyTorch from PyPI
+since its CPU index is not reachable here). It is brought up once per module and always taken down with its
+volumes; its logs are printed when a test fails.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from harness import PROJECT, Compose, DockerEngine, build_images
+from harness import COMPOSE_SASL_FILE, PROJECT, Compose, DockerEngine, build_images
 
+from flts.kafka_users import SERVICES as KAFKA_SERVICES
 from flts.storage_users import SERVICES as STORAGE_SERVICES
 
 # Not started by the test (no stand-ins for them); the compose file starts them for users.
@@ -45,10 +48,12 @@ def compose_project(docker_engine: DockerEngine, tmp_path_factory: pytest.TempPa
         "POSTGRES_PASSWORD": secrets.token_hex(16),
         "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(16),
         "FLTS_ADMIN_API_KEY": secrets.token_urlsafe(32),
+        "KAFKA_ADMIN_PASSWORD": secrets.token_hex(20),
+        **{f"{service.upper()}_KAFKA_PASSWORD": secrets.token_hex(20) for service in KAFKA_SERVICES},
         "TORCH_INDEX_URL": "",
         **{f"FLTS_{name}_PORT": str(_free_port()) for name in HOST_PORTS},
     }
-    project = Compose.with_env(PROJECT, tmp_path_factory.mktemp("compose"), values)
+    project = Compose.with_env(PROJECT, tmp_path_factory.mktemp("compose"), values, overrides=(COMPOSE_SASL_FILE,))
     project("down", "--volumes", "--remove-orphans", check=False)  # whatever a killed run left behind
     started = time.monotonic()
     build_seconds = build_images(project)

@@ -34,6 +34,7 @@ from flts.stack.parts import KAFKA_LOG4J2
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
+COMPOSE_SASL_FILE = REPO / "docker-compose.sasl.yaml"
 STANDINS = Path(__file__).resolve().parent / "standins"
 CACHE = Path(os.environ.get("FLTS_CACHE", "~/.cache/flts")).expanduser()
 DOCKER_SOCKET = Path("/var/run/docker.sock")
@@ -233,9 +234,12 @@ class Compose:
     project: str
     env_file: Path
     env: dict[str, str] = field(default_factory=dict)
+    overrides: tuple[Path, ...] = ()  # compose files layered over the main one
 
     @classmethod
-    def with_env(cls, project: str, directory: Path, values: dict[str, str]) -> Compose:
+    def with_env(
+        cls, project: str, directory: Path, values: dict[str, str], overrides: tuple[Path, ...] = ()
+    ) -> Compose:
         """A project whose .env starts from .env.example with `values` (credentials, ports) set."""
         lines = [
             line
@@ -245,12 +249,13 @@ class Compose:
         env_file = directory / f"{project}.env"
         env_file.write_text("\n".join([*lines, *(f"{k}={v}" for k, v in values.items())]) + "\n")
         env_file.chmod(0o600)
-        return cls(project, env_file, values)
+        return cls(project, env_file, values, overrides)
 
     def __call__(self, *args: str, check: bool = True, capture: bool = True, timeout: float = 1800):
         # Only the env file feeds interpolation: nothing from the shell or a developer's own .env.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "FLTS_", "S3_", "POSTGRES_"))}
         cmd = [str(compose_binary()), "-p", self.project, "--project-directory", str(REPO), "-f", str(COMPOSE_FILE)]
+        cmd += [arg for override in self.overrides for arg in ("-f", str(override))]
         result = run(
             [*cmd, "--env-file", str(self.env_file), *args],
             check=False,

@@ -79,6 +79,34 @@ def test_compose_up_alone_ends_with_a_champion_answering_predict(
     assert forecast["predictions"] and all(len(row) > 1 for row in forecast["predictions"])
 
 
+# Run inside the gateway's container, with its own environment: its Kafka login and the services' code.
+_PUBLISH_AS_GATEWAY = """
+import sys
+from confluent_kafka import KafkaException
+from flts.config import GatewaySettings
+from flts.kafka import MessageProducer
+settings = GatewaySettings()
+try:
+    MessageProducer(settings).send(getattr(settings, sys.argv[1]), "acl-probe", b"{}", None, timeout=30)
+except KafkaException as exc:
+    print(exc.args[0].name())
+else:
+    print("ACCEPTED")
+"""
+
+
+@pytest.mark.parametrize(
+    ("topic", "outcome"),
+    [("topic_model_selected", "TOPIC_AUTHORIZATION_FAILED"), ("topic_training_data", "TOPIC_AUTHORIZATION_FAILED")],
+)
+def test_the_gateways_kafka_user_cannot_announce_a_champion_or_feed_the_trainers(
+    compose_project: Compose, demo_lineage: dict, topic: str, outcome: str
+) -> None:
+    """Kafka's ACLs hold in compose: the internet-facing gateway's login may publish only its own topics."""
+    probe = compose_project("exec", "-T", "gateway", "python", "-c", _PUBLISH_AS_GATEWAY, topic)
+    assert probe.stdout.strip().splitlines()[-1] == outcome, probe.stdout + probe.stderr
+
+
 def test_loadtest_profile_locust_loads_inference_without_a_failure(compose_project: Compose, demo_lineage) -> None:
     """The profile's own Locust image and locustfile, headless, bounded to 20 s, inside the compose network."""
     result = compose_project(

@@ -65,9 +65,7 @@ def test_no_column_is_chosen_worse_than_persistence(scenario: str) -> None:
             model_type,  # type: ignore[arg-type]
             windows["train"],
             windows["validation"],
-            layout.feature_columns,
-            layout.target_columns,
-            layout.target_indices,
+            layout,
             hyper,
             device="cpu",
         )

@@ -16,6 +16,7 @@ from flts.models.recurrent import RecurrentForecaster, RecurrentNet, train_recur
 FEATURES = ["s", "phase", "c"]
 TARGETS = ["s", "c"]
 TARGET_INDICES = [0, 2]
+LAYOUT = WindowLayout.build(FEATURES, TARGETS, 8, 2, TARGET_INDICES)
 SMALL = RecurrentConfig(hidden_size=16, num_layers=2, batch_size=32, epochs=3, learning_rate=0.01, seed=3)
 
 
@@ -34,7 +35,7 @@ def _sine_windows(n: int, input_len: int = 8, horizon: int = 2, offset: int = 0)
 def _train(model_type: str, config: RecurrentConfig = SMALL, **windows: Windows):
     train = windows.get("train", _sine_windows(96))
     validation = windows.get("validation", _sine_windows(32, offset=96))
-    return train_recurrent(model_type, train, validation, FEATURES, TARGETS, TARGET_INDICES, config, device="cpu")
+    return train_recurrent(model_type, train, validation, LAYOUT, config, device="cpu")
 
 
 def _mse(forecast: np.ndarray, windows: Windows) -> float:
@@ -49,9 +50,7 @@ def test_forecast_shape_history_and_callbacks(model_type: str) -> None:
         model_type,
         train,
         validation,
-        FEATURES,
-        TARGETS,
-        TARGET_INDICES,
+        LAYOUT,
         SMALL,
         device="cpu",
         on_epoch=lambda epoch, record: seen.append(epoch),

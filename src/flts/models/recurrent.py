@@ -17,7 +17,7 @@ large batches under inference mode.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -174,9 +174,7 @@ def train_recurrent(
     model_type: RecurrentType,
     train: WindowArrays,
     validation: WindowArrays,
-    feature_columns: Sequence[str],
-    target_columns: Sequence[str],
-    target_indices: Sequence[int],
+    layout: WindowLayout,
     config: RecurrentConfig,
     *,
     device: str = "auto",
@@ -193,9 +191,6 @@ def train_recurrent(
     """
     if model_type not in RECURRENT_MODEL_TYPES:
         raise ValueError(f"model_type must be one of {RECURRENT_MODEL_TYPES}, got {model_type!r}")
-    layout = WindowLayout.build(
-        feature_columns, target_columns, train.inputs.shape[1], train.targets.shape[1], target_indices
-    )
     _check_windows("train", train, layout)
     _check_windows("validation", validation, layout)
     if train.inputs.shape[0] == 0:

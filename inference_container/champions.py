@@ -17,6 +17,7 @@ A swap replaces one dict entry: requests in flight finish on the model they star
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import socket
@@ -34,6 +35,8 @@ from flts.config import InferenceSettings, load_pipeline_config
 from flts.kafka import ConsumerLoop, ConsumerStalled
 from flts.layout import champion_pointer_uri, processed_uri, split_file
 from flts.messages import ModelSelected
+from flts.models.base import load_forecaster
+from flts.models.composite import ColumnComposite
 from flts.outages import is_outage
 from flts.predict import ModelIdentity, ServingModel, Window
 from flts.storage import ObjectStore
@@ -114,6 +117,7 @@ class ChampionLoader:
         inference = load_pipeline_config(settings.pipeline_config).inference
         self.max_inference_length = inference.max_inference_length
         self.reconcile_seconds = inference.champion_reconcile_seconds
+        self.serve_column_winners = inference.serve_column_winners
         self.cache = Path(settings.model_cache_dir)
         self.page_size = REGISTRY_PAGE_SIZE
         self._store: ObjectStore | None = None
@@ -187,7 +191,9 @@ class ChampionLoader:
         current = self.champions.get(identifier)
         if current is not None and current.identity.model_version == model_version:
             if self.champions.selection(identifier) is None:  # eval writes its record just after the event
-                self.champions.explain(identifier, self.selection(current.identity))
+                selection = self.selection(current.identity)
+                if selection is not None:  # now the columns' winners are known too
+                    self.champions.install(self.with_column_winners(current, selection), selection=selection)
             CHAMPION_LOADS.labels("unchanged").inc()
             return
         run = self.tracker.run_summary(run_id)
@@ -199,11 +205,38 @@ class ChampionLoader:
             config_hash=run.config_hash,
         )
         self.cache.mkdir(parents=True, exist_ok=True)
+        selection = self.selection(identity)
         with tempfile.TemporaryDirectory(dir=self.cache) as tmp:
             directory = Path(self.tracker.download_model(run_id, tmp))
             model = ServingModel.load(directory, identity, self.max_inference_length)
-        self.champions.install(model, self.latest_rows(model), self.selection(identity))
+        model = self.with_column_winners(model, selection)
+        self.champions.install(model, self.latest_rows(model), selection)
         CHAMPION_LOADS.labels("installed").inc()
+
+    def with_column_winners(self, model: ServingModel, selection: dict[str, Any] | None) -> ServingModel:
+        """The champion with each target column forecast by the servable model that won it on validation (the
+        leaderboard's `column_wins`; flts.models.composite). Members are runs of the champion's lineage (the
+        selection names its run), so they read the same windows."""
+        if not self.serve_column_winners or not selection:
+            return model
+        champion_type = model.identity.model_type
+        won = {
+            entry["model_type"]: entry
+            for entry in selection.get("leaderboard", [])
+            if entry.get("column_wins") and entry.get("servable", True)
+        }
+        if not set(won) - {champion_type}:
+            return model
+        members = {}
+        with tempfile.TemporaryDirectory(dir=self.cache) as tmp:
+            for model_type, entry in won.items():
+                if model_type != champion_type:
+                    directory = self.tracker.download_model(entry["run_id"], tempfile.mkdtemp(dir=tmp))
+                    members[model_type] = load_forecaster(Path(directory))
+        winners = {column: model_type for model_type, entry in won.items() for column in entry["column_wins"]}
+        composite = ColumnComposite(model.forecaster, members, winners)
+        log.info("serving columns by their validation winners", extra={"column_models": composite.column_models})
+        return dataclasses.replace(model, forecaster=composite)
 
     @property
     def store(self) -> ObjectStore:

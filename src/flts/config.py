@@ -361,6 +361,9 @@ class InferenceConfig(_Strict):
     model_thread: bool = False  # the forward pass on a thread of its own (default: on the event loop)
     # Every replica re-reads the registry's champion aliases this often and installs what differs (a lost
     # model-selected event, a failed download, an operator's rollback).
+    # Serve each target column with the model that won it on validation (eval's column_wins, persistence
+    # included); false: the promoted model forecasts every column.
+    serve_column_winners: bool = True
     champion_reconcile_seconds: float = Field(60.0, gt=0)
 
 

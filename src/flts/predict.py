@@ -179,7 +179,14 @@ class ServingModel:
             "frequency": self.metadata.frequency,
             "max_inference_length": self.max_inference_length,
             "max_missing_share": MAX_MISSING_SHARE,
+            "column_models": self.column_models,
         }
+
+    @property
+    def column_models(self) -> dict[str, str]:
+        """Which model type forecasts each target column (several with a ColumnComposite champion)."""
+        served_by = getattr(self.forecaster, "column_models", None)
+        return served_by or dict.fromkeys(self.target_columns, self.identity.model_type)
 
     # ------------------------------------------------------------------ per request: parse and check
 

@@ -16,14 +16,17 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
-from flts.config import InferenceSettings, PipelineConfig
+from flts.client import window_request
+from flts.config import InferenceSettings, PipelineConfig, RecurrentConfig
 from flts.data.generate import generate_lte_dataset
 from flts.data.preprocess import ProcessedDataset, preprocess
+from flts.data.windows import make_windows
 from flts.kafka import MessageProducer, ensure_topics
 from flts.layout import PREPROCESSING_FILE, champion_pointer_uri, processed_uri, split_file
 from flts.messages import ModelSelected
 from flts.models.base import WindowLayout
 from flts.models.baselines import PersistenceForecaster
+from flts.models.recurrent import train_recurrent
 from flts.storage import ObjectStore
 from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker, registered_model_name
 from inference_container.service import create_app
@@ -32,6 +35,7 @@ pytestmark = pytest.mark.integration
 
 CONFIG_HASH = "c" * 64
 RECONCILE_SECONDS = 3.0
+SMALL_GRU = RecurrentConfig(hidden_size=8, num_layers=1, epochs=1)
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +236,57 @@ def test_a_body_without_rows_forecasts_from_the_lineage_s_last_rows_and_model_in
         assert response.status_code == 200, response.text
         assert response.json()["last_row_ts"] == last_row
         assert len(response.json()["predictions"]) == steps
+
+
+def test_each_column_is_served_by_the_model_that_won_it_once_eval_has_said_so(
+    settings, registry, replica, processed, tmp_path
+):
+    """The champion is PERSISTENCE; eval's record says a GRU run of the lineage won the first target column on
+    validation: the replica downloads that run too and forecasts that column with it, the rest by persistence."""
+    identifier = "cell-columns"
+    meta, windows_config = processed.metadata, PipelineConfig().windows
+    layout = WindowLayout.build(
+        meta.feature_columns, meta.target_columns, windows_config.input_seq_len, windows_config.output_seq_len
+    )
+    windows = {
+        split: make_windows(frame, meta.time_column, meta.feature_columns, meta.target_columns, layout.input_seq_len, 1)
+        for split, frame in (("train", processed.train), ("validation", processed.validation))
+    }
+    gru, _ = train_recurrent("GRU", windows["train"], windows["validation"], layout, SMALL_GRU, device="cpu")
+    gru.save(tmp_path / "gru")
+    (tmp_path / "gru" / PREPROCESSING_FILE).write_text(json.dumps(meta.to_json()))
+    gru_run = registry.tracker.start_run(CONFIG_HASH, "GRU", "any", "dataset")
+    registry.tracker.log_model(gru_run, tmp_path / "gru")
+    champion_run = registry.run()
+    registry.promote(identifier, champion_run)
+    assert _until(lambda: _served(replica, identifier) == "1")
+    first, *rest = meta.target_columns
+    info = replica.get("/model-info", params={"identifier": identifier}).json()
+    assert info["column_models"] == dict.fromkeys(meta.target_columns, "PERSISTENCE")  # no record from eval yet
+
+    ObjectStore(settings).put_json(
+        champion_pointer_uri(settings, identifier, CONFIG_HASH),
+        {
+            "run_id": champion_run,
+            "reason": "every expected model type finished",
+            "leaderboard": [
+                {"model_type": "PERSISTENCE", "run_id": champion_run, "servable": True, "column_wins": rest},
+                {"model_type": "GRU", "run_id": gru_run, "servable": True, "column_wins": [first]},
+                {"model_type": "PROPHET", "run_id": "p", "servable": False, "column_wins": []},
+            ],
+        },
+    )
+    expected = {first: "GRU", **dict.fromkeys(rest, "PERSISTENCE")}
+    assert _until(
+        lambda: replica.get("/model-info", params={"identifier": identifier}).json()["column_models"] == expected,
+        RECONCILE_SECONDS * 4,
+    )
+    _, test = generate_lte_dataset(train_rows=300, test_rows=100, seed=4)
+    body = {**window_request(test, rows=info["rows_needed"]), "identifier": identifier}
+    forecast = replica.post("/predict", json=body)
+    assert forecast.status_code == 200, forecast.text
+    step = forecast.json()["predictions"][0]
+    last = test.iloc[-1]
+    for column in rest:  # persistence: the last value, on the original scale
+        assert step[column] == pytest.approx(float(last[column]), rel=1e-4, abs=1e-4), column
+    assert step[first] != pytest.approx(float(last[first]), rel=1e-4, abs=1e-4), "the GRU did not serve its column"

@@ -23,7 +23,8 @@ from harness import Compose, run
 from flts.client import FltsClient, window_request
 from flts.data.generate import write_dataset
 
-pytestmark = pytest.mark.compose
+# The first test builds the images (on a fresh machine: Debian stand-ins, PyTorch; 20-30 min).
+pytestmark = [pytest.mark.compose, pytest.mark.timeout(3600)]
 
 EXPECTED_RUNS = {"GRU", "LSTM", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE"}
 HEALTHY = ("kafka", "minio", "postgres", "mlflow", "gateway", "preprocess", "train-gru", "train-lstm", "nonml", "eval")

@@ -1,6 +1,7 @@
 """`helm install` of the whole chart on a real single-node cluster (scripts/cluster.sh), as users install it.
 
-Only image pull policy, replica range and sizes differ from the defaults (values-cluster.yaml). The tests
+Kafka runs with its SASL/SCRAM option on (every service its own user and ACLs); only image pull policy, replica
+range and sizes differ from the defaults otherwise (values-cluster.yaml). The tests
 run in file order against one release: install (init Job, every workload Ready), an upload through the
 gateway Service ending with a champion served by every inference replica, `helm test`, Locust load making
 the HPA scale inference out (the new replica serves the same champion), a trainer pod deleted mid-training,

@@ -136,6 +136,7 @@ class Evaluator:
             "decided_at_ms": int(now.timestamp() * 1000),
             "leaderboard": decision.leaderboard_records(),
             "column_winners": decision.column_winners,
+            "column_composite": decision.column_composite(self.config.score_weights),
         }
         self.store.put_json(history_uri(self.settings, identifier, now, config_hash), record)
         pointer = self.pointer_uri(identifier, config_hash)

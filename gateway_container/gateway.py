@@ -218,6 +218,8 @@ class Gateway:
                 "outcome": (recorded or {}).get("outcome"),
                 # Each target column's best promotable model type on the validation split.
                 "column_winners": decision.column_winners,
+                # What inference serves with each column by its winner, scored on the test split.
+                "column_composite": decision.column_composite(self.config.evaluation.score_weights),
             },
             "leaderboard": decision.leaderboard_records(),
             "champion": champion,

@@ -145,6 +145,13 @@ def print_leaderboard(console: Console, status: dict[str, Any]) -> None:
     winners = (status.get("decision") or {}).get("column_winners") or {}
     if winners:
         console.print("Best per column (validation): " + ", ".join(f"{c} {m}" for c, m in winners.items()))
+    served = (status.get("decision") or {}).get("column_composite") or {}
+    if "score_vs_persistence" in served:
+        console.print(
+            f"Served column by column: test score {served['score']:.5f}, "
+            f"{served['score_vs_persistence']:.3f} x persistence's"
+            + (f", {served['score_vs_champion']:.3f} x the champion's alone" if "score_vs_champion" in served else "")
+        )
     champion = status["champion"]
     console.print(
         f"[bold green]Champion[/]: {champion['model_type']} version {champion['model_version']} "

@@ -82,6 +82,32 @@ class Decision:
             for c in self.leaderboard
         ]
 
+    def column_composite(self, weights: ScoreWeights) -> dict[str, Any]:
+        """What inference serves with `inference.serve_column_winners` (flts.models.composite), scored on the test
+        split like every model: each column's metrics are its winner's, the overall ones their means over the
+        columns (as flts.scoring averages them). Empty while a column has no winner or a winner no metrics."""
+        by_type = {c.model_type: c.metrics for c in self.leaderboard}
+        metrics: dict[str, float] = {}
+        for column, model_type in self.column_winners.items():
+            for name in ("rmse", "mae", "mse"):
+                key = f"test_{name}__{column}"
+                if key not in by_type.get(model_type, {}):
+                    return {}
+                metrics[key] = by_type[model_type][key]
+        if not metrics:
+            return {}
+        for name in ("rmse", "mae", "mse"):
+            per_column = [metrics[f"test_{name}__{column}"] for column in self.column_winners]
+            metrics[f"test_{name}"] = sum(per_column) / len(per_column)
+        score = composite_score(metrics, weights)
+        persistence = next((c.score for c in self.leaderboard if c.model_type == "PERSISTENCE"), None)
+        return {
+            "column_models": dict(self.column_winners),
+            "score": score,
+            **({"score_vs_persistence": score / persistence} if persistence else {}),
+            **({"score_vs_champion": score / self.winner.score} if self.winner and self.winner.score else {}),
+        }
+
 
 def _relative_rmse(metrics: dict[str, float], persistence: dict[str, float]) -> dict[str, float]:
     """Test RMSE over persistence's, per target column both runs have (persistence's RMSE above 0)."""

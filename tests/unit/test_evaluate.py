@@ -161,3 +161,20 @@ def test_the_leaderboard_shows_column_wins_and_rmse_relative_to_persistence() ->
     assert records["LSTM"]["column_wins"] == records["PROPHET"]["column_wins"] == []
     assert records["GRU"]["rmse_vs_persistence"] == pytest.approx({"down": 0.8, "up": 13.0})
     assert records["PERSISTENCE"]["rmse_vs_persistence"] == {"down": 1.0, "up": 1.0}
+
+
+def test_the_column_composite_is_scored_on_test_from_each_columns_winner() -> None:
+    """GRU serves `down` (test RMSE 0.08), persistence `up` (0.1): the composite beats persistence alone."""
+    decision = decide(PER_COLUMN_RUNS, CONFIG, now_ms=2_000)
+    served = decision.column_composite(CONFIG.score_weights)
+    weights = CONFIG.score_weights
+    rmse, mae, mse = (0.08 + 0.1) / 2, (0.08 + 0.1) / 2, (0.08**2 + 0.1**2) / 2
+    assert served["column_models"] == {"down": "GRU", "up": "PERSISTENCE"}
+    assert served["score"] == pytest.approx(weights.rmse * rmse + weights.mae * mae + weights.mse * mse)
+    assert served["score_vs_persistence"] < 1.0
+    assert served["score_vs_champion"] == pytest.approx(served["score_vs_persistence"])  # persistence is champion
+
+
+def test_no_column_composite_without_column_winners() -> None:
+    decision = decide([run("GRU", 0.2), run("PERSISTENCE", 0.3)], CONFIG, now_ms=2_000)
+    assert decision.column_composite(CONFIG.score_weights) == {}

@@ -169,3 +169,7 @@ def test_the_local_stack_runs_its_apis_without_auth_unless_auth_enabled_says_so(
     monkeypatch.setenv("AUTH_ADMIN_KEY", "flts_local-admin-key")
     env = service_parts(config)["inference"].env()
     assert env["AUTH_ENABLED"] == "true" and env["AUTH_ADMIN_KEY"] == "flts_local-admin-key"
+
+
+def test_a_cluster_id_never_starts_with_a_dash_which_the_storage_tool_reads_as_an_option() -> None:
+    assert not any(new_cluster_id().startswith("-") for _ in range(2_000))  # 1 in 64 would, unchecked

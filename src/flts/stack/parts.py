@@ -51,8 +51,11 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id in Kafka's own Uuid text form (url-safe base64 of 16 bytes, no padding)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A Kafka cluster id in Kafka's own Uuid text form (url-safe base64 of 16 bytes, no padding). Like Kafka's
+    Uuid.randomUuid, never one that starts with "-": the storage tool would read it as an option (1 in 64)."""
+    while (cluster_id := base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()).startswith("-"):
+        pass
+    return cluster_id
 
 
 SCRAM_MECHANISM = "SCRAM-SHA-512"
@@ -209,8 +212,7 @@ class KafkaPart(Part):
                 "kafka.tools.StorageTool",
                 "format",
                 "--standalone",
-                "-t",
-                new_cluster_id(),
+                f"--cluster-id={new_cluster_id()}",
                 "-c",
                 str(self.properties_file),
                 *(add_admin if admin_password else []),

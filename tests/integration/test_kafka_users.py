@@ -71,10 +71,13 @@ def as_service(config: StackConfig, service: str) -> CommonSettings:
 
 def produce_error(settings: CommonSettings, topic: str) -> int | None:
     """None when the broker took the message; the error code otherwise."""
+    producer = MessageProducer(settings, **{"message.timeout.ms": 10000})
     try:
-        MessageProducer(settings, **{"message.timeout.ms": 10000}).send(topic, "k", b"{}", None, timeout=15)
+        producer.send(topic, "k", b"{}", None, timeout=15)
     except KafkaException as exc:
         return exc.args[0].code()
+    finally:
+        producer.close(timeout=1)
     return None
 
 

@@ -360,8 +360,17 @@ STOP_LIMIT_S = 10
 
 
 def _child_processes(pid: int) -> list[str]:
-    """The pids of a process's children (Prophet's CmdStan optimiser runs as one)."""
-    return [c for task in Path(f"/proc/{pid}/task").glob("*") for c in (task / "children").read_text().split()]
+    """The pids of a process's children (Prophet's CmdStan optimiser runs as one).
+
+    Threads come and go while we look, so a task that vanished between listing and reading counts as none.
+    """
+    children: list[str] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += (task / "children").read_text().split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return children
 
 
 def test_sigterm_while_prophet_fits_stops_the_trainer_in_seconds_and_leaves_the_claim_to_the_next_owner(

@@ -1,15 +1,15 @@
 # One Dockerfile for every FLTS service image; build args pick the service. From the repository root:
 #   docker build --build-arg SERVICE=gateway -t flts/gateway:0.1.0 .
 #   docker build --build-arg SERVICE=train --build-arg PYTORCH=yes -t flts/train:0.1.0 .
-# (docker-compose.yaml and `tests/compose/images.py` pass the same arguments.) SERVICE is the extra of
-# pyproject.toml the image installs, from its fully pinned deploy/requirements/<SERVICE>.txt
-# (deploy/lock.sh), and the *_container module it runs. Images that need PyTorch (train, inference) share
-# one layer with it, built and stored once. Needs BuildKit (the default builder of Docker >= 23 and of
+# (docker-compose.yaml passes the same arguments.) SERVICE is the extra of pyproject.toml the image installs,
+# from its fully pinned deploy/requirements/<SERVICE>.txt (deploy/lock.sh), and the *_container module it runs.
+# Only the trainers need PyTorch (PYTORCH=yes, a layer of its own); inference serves the networks' exported
+# ONNX graphs without it. Needs BuildKit (the default builder of Docker >= 23 and of
 # compose v2); no `# syntax=` line, so the built-in frontend is used and nothing is pulled for it.
 
 # The base image, pinned by version.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
-# "yes" for the services that run PyTorch models (train, inference).
+# "yes" for the services that train PyTorch models (train).
 ARG PYTORCH=no
 
 FROM ${PYTHON_IMAGE} AS python
@@ -23,7 +23,7 @@ RUN groupadd --system --gid 10001 flts \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin flts \
  && python -m venv /opt/venv
 
-# PyTorch alone, so train and inference share this layer. The CPU index keeps the images small; any
+# PyTorch alone, in a layer of its own. The CPU index keeps the images small; any
 # index that serves torch works (empty: PyPI only, whose Linux wheel is the CUDA build).
 FROM python AS deps-pytorch-yes
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu

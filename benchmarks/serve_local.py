@@ -85,15 +85,14 @@ def main() -> None:
         args.model_dir.mkdir(parents=True, exist_ok=True)
         build(args.model_dir, config)
 
-    import torch
-
+    from flts.models.exported import configure_threads
     from inference_container.champions import Champions
     from inference_container.service import create_app
 
     # With FLTS_API_KEY set, auth is on and that key is the admin's (Locust sends the same variable).
     api_key = os.environ.get("FLTS_API_KEY", "")
     settings = InferenceSettings(http_port=args.port, auth_enabled=bool(api_key), auth_admin_key=api_key)
-    torch.set_num_threads(settings.torch_num_threads)
+    configure_threads(settings.model_threads)
     champions = Champions()
     identity = ModelIdentity("global", "GRU", "1", "bench-run", "0" * 64)
     champions.install(ServingModel.load(args.model_dir, identity, config.inference.max_inference_length))

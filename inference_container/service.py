@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from flts import auth
 from flts.auth import GLOBAL
 from flts.config import InferenceConfig, InferenceSettings, load_pipeline_config
+from flts.models.exported import configure_threads
 from flts.observability import configure_logging
 from flts.web import BodySizeLimit, service_app
 from inference_container.api import PREDICTIONS, predict_body, router
@@ -91,9 +92,7 @@ def publish_served_constraints(app: FastAPI, champions: Champions, limits: Infer
 def main() -> None:
     settings = InferenceSettings()
     configure_logging(settings.service_name, settings.log_level)
-    import torch
-
-    torch.set_num_threads(settings.torch_num_threads)
+    configure_threads(settings.model_threads)
     uvicorn.run(
         create_app(settings),
         host=settings.http_host,

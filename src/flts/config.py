@@ -228,7 +228,7 @@ class InferenceSettings(ConsumerSettings, AuthSettings):
     consumer_group: str = "flts-inference"
     http_host: str = "127.0.0.1"
     http_port: int = 8001
-    torch_num_threads: int = 1
+    model_threads: int = 1  # ONNX Runtime threads per forward pass (flts.models.exported)
     model_cache_dir: Path = Path("/tmp/flts-models")
     # A batch claim of a lineage waits this long for the lineage's decision (and champion) before it is scored
     # with the identifier's current champion, or dead-lettered when there is none.

@@ -119,3 +119,5 @@ MODEL_ARTIFACT_PATH = "model"
 # In the bundle: the forecaster (type, layout and weights' description) and the preprocessing it was trained on.
 MODEL_FILE = "model.json"
 PREPROCESSING_FILE = "preprocessing.json"
+# A network's forward pass exported as an ONNX graph: what inference runs (ONNX Runtime, no PyTorch).
+GRAPH_FILE = "model.onnx"

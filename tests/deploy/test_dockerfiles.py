@@ -27,7 +27,8 @@ SERVICE_EXTRAS = {
     "inference_container": "inference",
 }
 HTTP_SERVICES = {"gateway_container", "inference_container"}
-TORCH_SERVICES = {"train_container", "inference_container"}
+# Inference serves exported ONNX graphs (flts.models.exported): only the trainers carry PyTorch.
+TORCH_SERVICES = {"train_container"}
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERFILES = [DOCKERFILE, REPO / "deploy" / "mlflow" / "Dockerfile"]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -239,6 +240,7 @@ def test_service_images_carry_only_their_own_heavy_dependencies() -> None:
     assert not {"mlflow", "flask", "sqlalchemy", "alembic"} & locks["inference"], (
         "the inference image carries the MLflow client (mlflow-skinny), not the training/server stack"
     )
-    for extra in ("gateway", "preprocess", "eval", "nonml"):
+    for extra in ("gateway", "preprocess", "eval", "nonml", "inference"):
         assert "torch" not in locks[extra], f"torch in the {extra} image"
-    assert "torch" in locks["train"] and "torch" in locks["inference"]
+    assert "torch" in locks["train"] and "onnx" in locks["train"], "trainers train and export the networks"
+    assert "onnxruntime" in locks["inference"], "inference runs the exported graphs"

@@ -10,7 +10,7 @@ import torch
 
 from flts.config import RecurrentConfig
 from flts.data.windows import Windows
-from flts.models.base import WindowLayout, load_forecaster
+from flts.models.base import WindowLayout
 from flts.models.recurrent import RecurrentForecaster, RecurrentNet, train_recurrent
 
 FEATURES = ["s", "phase", "c"]
@@ -120,9 +120,8 @@ def test_save_and_load_round_trip(model_type: str, form: str, tmp_path: Path) ->
     model, _ = _train(model_type, SMALL.model_copy(update={"epochs": 1, "form": form}))
     windows = _sine_windows(16, offset=200)
     model.save(tmp_path)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.json", "weights.safetensors"]
-    loaded = load_forecaster(tmp_path)
-    assert isinstance(loaded, RecurrentForecaster)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.json", "model.onnx", "weights.safetensors"]
+    loaded = RecurrentForecaster.load(tmp_path)
     assert loaded.model_type == model_type
     assert loaded.layout == model.layout
     assert loaded.net.form == form
@@ -135,7 +134,7 @@ def test_a_model_saved_before_the_form_option_loads_in_residual_form(tmp_path: P
     model, _ = _train("GRU", SMALL.model_copy(update={"epochs": 1, "form": "relative"}))
     model.params["architecture"].pop("form")
     model.save(tmp_path)
-    assert load_forecaster(tmp_path).net.form == "residual"  # type: ignore[attr-defined]
+    assert RecurrentForecaster.load(tmp_path).net.form == "residual"
 
 
 def test_the_relative_form_forecasts_a_shifted_and_shrunk_window_the_same_way_shifted_and_shrunk() -> None:

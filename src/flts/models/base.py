@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from flts.layout import MODEL_FILE
+from flts.layout import GRAPH_FILE, MODEL_FILE
 
 FORMAT_VERSION = 1
 
@@ -149,13 +149,21 @@ def read_model_json(
 
 
 def load_forecaster(directory: Path) -> Forecaster:
-    """Load a saved model of any type, importing only what its type needs."""
+    """Load a saved model of any type, importing only what its type needs: a bundle with an exported graph
+    (`GRAPH_FILE`) runs on ONNX Runtime whatever its type (flts.models.exported), so serving needs no PyTorch."""
     model_type, _, _ = read_model_json(directory)
-    target = _LOADERS.get(model_type)
+    exported = (Path(directory) / GRAPH_FILE).is_file()
+    target = "flts.models.exported:ExportedForecaster" if exported else _LOADERS.get(model_type)
     if target is None:
         raise ValueError(f"unknown model_type {model_type!r} in {Path(directory) / MODEL_FILE}")
     module_name, class_name = target.split(":")
-    forecaster_class = getattr(importlib.import_module(module_name), class_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        older = "" if exported else f"; a bundle without an exported graph ({GRAPH_FILE}) needs a retrain to be "
+        older += "served by an image without PyTorch (`flts upload --force`)" if older else ""
+        raise RuntimeError(f"this process cannot load the {model_type} model in {directory}: {exc}{older}") from exc
+    forecaster_class = getattr(module, class_name)
     return forecaster_class.load(Path(directory))
 
 

@@ -16,6 +16,7 @@ large batches under inference mode.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ from torch import nn
 
 from flts.config import RecurrentConfig
 from flts.models.base import WindowLayout, read_model_json, write_model_json
+from flts.models.exported import export_graph
 
 WEIGHTS_FILE = "weights.safetensors"
 RECURRENT_MODEL_TYPES = ("GRU", "LSTM")
@@ -132,6 +134,7 @@ class RecurrentForecaster:
         write_model_json(directory, self.model_type, self.layout, self.params)
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.net.state_dict().items()}
         save_file(state, str(directory / WEIGHTS_FILE))
+        export_graph(copy.deepcopy(self.net).cpu(), self.layout, directory)
 
     @classmethod
     def load(cls, directory: Path) -> RecurrentForecaster:

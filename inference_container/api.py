@@ -148,8 +148,8 @@ def model_info(
 
 @router.get("/models", tags=["models"])
 def models(principal: Caller, inference: InferenceDep) -> list[dict[str, Any]]:
-    """The champions the caller may use (an admin: all of them)."""
-    return [inference.describe(m) for m in inference.champions.all() if principal.may_use(m.identity.identifier)]
+    """The champions the caller may use (an admin: all of them); those not held in memory say `loaded: false`."""
+    return inference.listing(principal)
 
 
 def _refuse(status: int, outcome: str, message: str, headers: dict[str, str] | None = None) -> HTTPException:
@@ -173,7 +173,7 @@ async def predict(request: Request) -> Response:
             for error in exc.errors(include_url=False)
         ]
         raise RequestValidationError(errors) from None
-    model = inference.champion_for(principal, body.identifier)
+    model = await inference.champion(principal, body.identifier)
     with log_context(request_id=request_id, identifier=model.identity.identifier):
         try:
             length = model.check_length(body.inference_length)

@@ -2,7 +2,8 @@
 
 The registry's `champion` aliases are the truth; `model-selected` events only make a replica hear of a
 promotion sooner. So:
-- a replica is ready only after one complete load of every alias (paged: any number of identifiers);
+- a replica is ready only after one complete read of every alias (paged: any number of identifiers), with
+  every champion loaded up to `max_loaded_champions`; the rest load on their first request (`Champions`);
 - loads and event-driven swaps take one lock, so they never interleave;
 - an event installs its version only when it is newer than the one served (eval's promotions only move
   forward, and a replica may hear an older event last); an event that is not newer makes the replica
@@ -25,6 +26,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,23 +51,84 @@ log = logging.getLogger(__name__)
 CHAMPION_VERSION = Gauge("flts_champion_version", "Model version being served, by identifier.", ["identifier"])
 CHAMPION_LOADS = Counter(
     "flts_champion_loads_total",
-    "Champion loads by outcome: installed, unchanged (already served), stale (an older event), failed.",
+    "Champion loads by outcome: installed, on_demand (a dropped or not yet held champion asked for), unchanged "
+    "(already served), stale (an older event), failed.",
     ["outcome"],
+)
+HELD_CHAMPIONS = Gauge("flts_champions_held", "Champions held in memory by this replica.")
+KNOWN_CHAMPIONS = Gauge("flts_champions_known", "Identifiers with a champion in the registry, held or not.")
+CHAMPIONS_DROPPED = Counter(
+    "flts_champions_dropped_total", "Least recently used champions dropped to stay within max_loaded_champions."
 )
 # A failed load is retried after this long, doubling up to the reconcile period.
 RETRY_FIRST_SECONDS = 2.0
 
 
-class Champions:
-    """The models being served, by identifier."""
+@dataclass(frozen=True)
+class ChampionRef:
+    """What the registry's alias names for an identifier: enough to load its champion when it is first asked for."""
 
-    def __init__(self) -> None:
-        self._models: dict[str, ServingModel] = {}
+    model_version: str
+    run_id: str
+
+
+class Champions:
+    """The models being served, by identifier.
+
+    Every champion the registry names is known; at most `capacity` are held in memory (0: all). Beyond it the least
+    recently used one is dropped, and a known champion that is not held is loaded when it is next asked for
+    (`load_on_demand`, set by the loader), so memory stays bounded however many identifiers a replica serves.
+    The latest rows of an identifier (small) are kept when its model is dropped.
+    """
+
+    def __init__(self, capacity: int = 0) -> None:
+        self.capacity = capacity
+        self.load_on_demand: Callable[[str], ServingModel | None] | None = None
+        self._models: OrderedDict[str, ServingModel] = OrderedDict()  # least recently used first
+        self._known: dict[str, ChampionRef] = {}
         self._latest: dict[str, Window] = {}
         self._selection: dict[str, dict[str, Any]] = {}
+        self._guard = threading.Lock()
 
     def get(self, identifier: str) -> ServingModel | None:
+        """The identifier's champion, loaded first when it is known but not held (blocks for the download)."""
+        model = self.loaded(identifier)
+        if model is None and identifier in self._known and self.load_on_demand is not None:
+            model = self.load_on_demand(identifier)
+        return model
+
+    def holds(self, identifier: str) -> bool:
+        """Whether the identifier's champion is in memory (not counted as a use)."""
+        return identifier in self._models
+
+    def peek(self, identifier: str) -> ServingModel | None:
+        """The champion if it is held in memory, not counted as a use (listings)."""
         return self._models.get(identifier)
+
+    def loaded(self, identifier: str) -> ServingModel | None:
+        """The champion if it is held in memory (counts as a use), else None."""
+        with self._guard:
+            model = self._models.get(identifier)
+            if model is not None:
+                self._models.move_to_end(identifier)
+            return model
+
+    def known(self, identifier: str) -> ChampionRef | None:
+        """The version the registry names for the identifier (held in memory or not)."""
+        return self._known.get(identifier)
+
+    def know(self, identifier: str, ref: ChampionRef) -> None:
+        """The registry names `ref` for the identifier; a held model of another version is kept until replaced."""
+        self._known[identifier] = ref
+        KNOWN_CHAMPIONS.set(len(self._known))
+
+    def has_room(self) -> bool:
+        """Whether one more champion can be held without dropping another."""
+        return not self.capacity or len(self._models) < self.capacity
+
+    def identifiers(self) -> list[str]:
+        """Every identifier with a champion, held or not."""
+        return sorted(self._known.keys() | self._models.keys())
 
     def latest(self, identifier: str) -> Window | None:
         """The most recent rows known for the identifier (what a body without rows forecasts from)."""
@@ -83,16 +148,29 @@ class Champions:
     def install(
         self, model: ServingModel, latest: Window | None = None, selection: dict[str, Any] | None = None
     ) -> None:
-        """Serve `model`; `latest`: the identifier's most recent rows (kept from before when not given and they fit);
-        `selection`: eval's record of why this model won (None: unknown)."""
+        """Serve `model`; `latest`: the identifier's most recent rows from the lineage's data (the newer of these
+        and the rows kept from before is kept, when it fits the model); `selection`: eval's record of why this
+        model won (None: unknown). Holding it may drop the least recently used champion."""
         identifier = model.identity.identifier
         self.explain(identifier, selection)
-        known = latest or self._latest.get(identifier)
-        if known is not None and known.values.shape == (model.rows_needed, len(model.measured_columns)):
-            self._latest[identifier] = known
+        shape = (model.rows_needed, len(model.measured_columns))
+        fitting = [w for w in (latest, self._latest.get(identifier)) if w is not None and w.values.shape == shape]
+        if fitting:
+            self._latest[identifier] = max(fitting, key=lambda window: int(window.nanoseconds[-1]))
         else:
             self._latest.pop(identifier, None)
-        self._models[identifier] = model
+        self.know(identifier, ChampionRef(model.identity.model_version, model.identity.run_id))
+        with self._guard:
+            self._models[identifier] = model
+            self._models.move_to_end(identifier)
+            dropped = []
+            while self.capacity and len(self._models) > self.capacity:
+                dropped.append(self._models.popitem(last=False)[0])
+            HELD_CHAMPIONS.set(len(self._models))
+        for old in dropped:
+            self._selection.pop(old, None)
+            CHAMPIONS_DROPPED.inc()
+            log.info("dropped the least recently used champion", extra={"identifier": old, "held": self.capacity})
         CHAMPION_VERSION.labels(identifier).set(float(model.identity.model_version))
         log.info("serving champion", extra=model.identity.__dict__)
 
@@ -104,7 +182,9 @@ class Champions:
             self._latest[identifier] = latest
 
     def all(self) -> list[ServingModel]:
-        return list(self._models.values())
+        """The champions held in memory."""
+        with self._guard:
+            return list(self._models.values())
 
 
 class ChampionLoader:
@@ -123,7 +203,8 @@ class ChampionLoader:
         self._store: ObjectStore | None = None
         self._lock = threading.RLock()
         self._reconcile_now = threading.Event()
-        self.loaded = threading.Event()  # set by the first complete load of every alias
+        self.loaded = threading.Event()  # set by the first complete read of every alias
+        champions.load_on_demand = self.load_on_demand
         self.follower: threading.Thread | None = None
         self.loop: ConsumerLoop[ModelSelected] | None = None
 
@@ -164,20 +245,43 @@ class ChampionLoader:
         self.loaded.set()
 
     def load_alias(self, identifier: str) -> None:
-        """Install the version the identifier's alias names, whatever the order of events."""
+        """Know the version the identifier's alias names, whatever the order of events, and install it when its
+        champion is held or there is room (else it loads on its first request)."""
         with self._lock:
             version = self.tracker.champion(identifier)
             if version is not None:
-                self._install(identifier, str(version.version), version.run_id)
+                self._know_and_install(identifier, ChampionRef(str(version.version), version.run_id))
+
+    def load_on_demand(self, identifier: str) -> ServingModel | None:
+        """Load a known champion that is not held (dropped, or beyond the capacity at start-up); None when it is
+        unknown or its load failed (retried by the next reconcile and the next request)."""
+        with self._lock:
+            model = self.champions.loaded(identifier)
+            ref = self.champions.known(identifier)
+            if model is not None or ref is None:
+                return model
+            try:
+                self._install(identifier, ref.model_version, ref.run_id, outcome="on_demand")
+            except Exception:
+                CHAMPION_LOADS.labels("failed").inc()
+                log.exception("loading a champion on demand failed", extra={"identifier": identifier})
+                self._reconcile_now.set()
+                return None
+            return self.champions.loaded(identifier)
+
+    def _know_and_install(self, identifier: str, ref: ChampionRef) -> None:
+        self.champions.know(identifier, ref)
+        if self.champions.holds(identifier) or self.champions.has_room():
+            self._install(identifier, ref.model_version, ref.run_id)
 
     def on_model_selected(self, event: ModelSelected) -> None:
         """A version newer than the one served is installed at once; otherwise (an older event, or nothing served
         yet) the alias decides. A failure is left to the reconciler: a replica's private group never dead-letters."""
         try:
             with self._lock:
-                current = self.champions.get(event.identifier)
-                if current is not None and _newer(event.model_version, current.identity.model_version):
-                    self._install(event.identifier, event.model_version, event.run_id)
+                known = self.champions.known(event.identifier)
+                if known is not None and _newer(event.model_version, known.model_version):
+                    self._know_and_install(event.identifier, ChampionRef(event.model_version, event.run_id))
                 else:
                     CHAMPION_LOADS.labels("stale").inc()
                     log.info("re-reading the alias for a model-selected event", extra={"event": event.model_version})
@@ -187,8 +291,8 @@ class ChampionLoader:
             log.exception("loading a selected champion failed; reconciling", extra={"identifier": event.identifier})
             self._reconcile_now.set()
 
-    def _install(self, identifier: str, model_version: str, run_id: str) -> None:
-        current = self.champions.get(identifier)
+    def _install(self, identifier: str, model_version: str, run_id: str, outcome: str = "installed") -> None:
+        current = self.champions.loaded(identifier)
         if current is not None and current.identity.model_version == model_version:
             if self.champions.selection(identifier) is None:  # eval writes its record just after the event
                 selection = self.selection(current.identity)
@@ -211,7 +315,7 @@ class ChampionLoader:
             model = ServingModel.load(directory, identity, self.max_inference_length)
         model = self.with_column_winners(model, selection)
         self.champions.install(model, self.latest_rows(model), selection)
-        CHAMPION_LOADS.labels("installed").inc()
+        CHAMPION_LOADS.labels(outcome).inc()
 
     def with_column_winners(self, model: ServingModel, selection: dict[str, Any] | None) -> ServingModel:
         """The champion with each target column forecast by the servable model that won it on validation (the

@@ -6,13 +6,15 @@ Concurrent requests share one forward pass through the micro-batcher (bounded qu
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import HTTPException
 from prometheus_client import Gauge, Histogram
 
-from flts.auth import Principal, require_identifier
+from flts.auth import GLOBAL, Principal, require_identifier
 from flts.batching import MicroBatcher
 from flts.config import InferenceConfig
 from flts.predict import Forecasts, RequestError, ServingModel, Window, iso_times
@@ -86,15 +88,49 @@ class Inference:
         await self.batcher.close()
 
     def champion_for(self, principal: Principal, identifier: str | None) -> ServingModel:
-        """The identifier's champion, once the caller may use it (so a 404 tells nothing of other tenants)."""
-        identifier = identifier or "global"
+        """The identifier's champion, once the caller may use it (so a 404 tells nothing of other tenants); one that
+        is known but not held is loaded first (blocking: for sync routes and threads)."""
+        identifier = self._allowed(principal, identifier)
+        return self._found(identifier, self.champions.get(identifier))
+
+    async def champion(self, principal: Principal, identifier: str | None) -> ServingModel:
+        """`champion_for` for the event loop: a champion that must be loaded first is loaded on a worker thread,
+        so the requests for held champions go on meanwhile."""
+        identifier = self._allowed(principal, identifier)
+        model = self.champions.loaded(identifier)
+        if model is None and self.champions.known(identifier) is not None:
+            model = await asyncio.to_thread(self.champions.get, identifier)
+        return self._found(identifier, model)
+
+    @staticmethod
+    def _allowed(principal: Principal, identifier: str | None) -> str:
+        identifier = identifier or GLOBAL
         require_identifier(principal, identifier)
-        model = self.champions.get(identifier)
+        return identifier
+
+    def _found(self, identifier: str, model: ServingModel | None) -> ServingModel:
         if model is not None:
             return model
+        if self.champions.known(identifier) is not None:
+            raise HTTPException(503, f"the champion of {identifier!r} could not be loaded yet", {"Retry-After": "5"})
         if not self.champions.all():
             raise HTTPException(503, "no model loaded yet", headers={"Retry-After": "5"})
         raise HTTPException(404, f"no champion for identifier {identifier!r} (yet)")
+
+    def listing(self, principal: Principal) -> list[dict[str, Any]]:
+        """Every champion the caller may use (an admin: all): held ones described in full, the others by the
+        version the registry names (`loaded: false`; they load on their first request)."""
+        entries = []
+        for identifier in self.champions.identifiers():
+            if not principal.may_use(identifier):
+                continue
+            model = self.champions.peek(identifier)
+            ref = self.champions.known(identifier)
+            if model is not None:
+                entries.append({**self.describe(model), "loaded": True})
+            elif ref is not None:
+                entries.append({"identifier": identifier, **dataclasses.asdict(ref), "loaded": False})
+        return entries
 
     def describe(self, model: ServingModel) -> dict[str, Any]:
         identifier = model.identity.identifier

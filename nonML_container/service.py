@@ -11,18 +11,18 @@ import pandas as pd
 
 from flts.config import NonmlSettings
 from flts.messages import TrainingData
-from flts.models.base import Forecaster
+from flts.models.base import TrainedForecaster
 from flts.runtime import run_consumer
 from flts.train import EpochCallback, LineageData, TrainingJob
 
 
-def fit_persistence(data: LineageData, _: EpochCallback) -> tuple[Forecaster, dict[str, Any]]:
+def fit_persistence(data: LineageData, _: EpochCallback) -> tuple[TrainedForecaster, dict[str, Any]]:
     from flts.models.baselines import PersistenceForecaster
 
     return PersistenceForecaster(data.layout), {}
 
 
-def fit_seasonal_naive(data: LineageData, _: EpochCallback) -> tuple[Forecaster, dict[str, Any]]:
+def fit_seasonal_naive(data: LineageData, _: EpochCallback) -> tuple[TrainedForecaster, dict[str, Any]]:
     from flts.models.baselines import SeasonalNaiveForecaster, default_season_length
 
     season = data.config.models.baselines.season_length_steps or default_season_length(data.claim.frequency)
@@ -33,7 +33,9 @@ def fit_seasonal_naive(data: LineageData, _: EpochCallback) -> tuple[Forecaster,
     return forecaster, {"season_length_steps": season}
 
 
-def fit_prophet(settings: NonmlSettings, data: LineageData, _: EpochCallback) -> tuple[Forecaster, dict[str, Any]]:
+def fit_prophet(
+    settings: NonmlSettings, data: LineageData, _: EpochCallback
+) -> tuple[TrainedForecaster, dict[str, Any]]:
     from flts.models.prophet import fit_prophet as fit
 
     hyper = data.config.models.prophet

@@ -39,9 +39,14 @@ def processed(raw_data):
     return preprocess(train, test, CONFIG)
 
 
+# run id -> the bundle directory a fixture's model was loaded from
+BUNDLES: dict[str, Path] = {}
+
+
 def _serve(forecaster, processed, directory: Path, model_type: str, version: str) -> ServingModel:
     directory.mkdir(parents=True, exist_ok=True)
     forecaster.save(directory)
+    BUNDLES[f"run-{model_type.lower()}"] = directory
     (directory / PREPROCESSING_FILE).write_text(json.dumps(processed.metadata.to_json()))
     identity = ModelIdentity("global", model_type, version, f"run-{model_type.lower()}", "f" * 64)
     return ServingModel.load(directory, identity, CONFIG.inference.max_inference_length)
@@ -53,6 +58,12 @@ def layout(processed) -> WindowLayout:
     return WindowLayout.build(
         meta.feature_columns, meta.target_columns, CONFIG.windows.input_seq_len, CONFIG.windows.output_seq_len
     )
+
+
+@pytest.fixture(scope="session")
+def gru_bundle(gru_model) -> Path:
+    """The directory gru_model was loaded from (a trained model's bundle: model.json, weights, graph, preprocessing)."""
+    return BUNDLES[gru_model.identity.run_id]
 
 
 @pytest.fixture(scope="session")

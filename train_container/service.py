@@ -6,14 +6,14 @@ from typing import Any
 
 from flts.config import TrainSettings
 from flts.messages import TrainingData
-from flts.models.base import Forecaster
+from flts.models.base import TrainedForecaster
 from flts.runtime import run_consumer
 from flts.train import EpochCallback, LineageData, TrainingJob
 
 
 def fit_recurrent(
     settings: TrainSettings, data: LineageData, on_epoch: EpochCallback
-) -> tuple[Forecaster, dict[str, Any]]:
+) -> tuple[TrainedForecaster, dict[str, Any]]:
     from flts.models.recurrent import train_recurrent
 
     hyper = data.config.models.recurrent

@@ -359,12 +359,15 @@ class InferenceConfig(_Strict):
     queue_max_requests: int = Field(256, ge=1)
     request_timeout_seconds: float = Field(2.0, gt=0)
     model_thread: bool = False  # the forward pass on a thread of its own (default: on the event loop)
-    # Every replica re-reads the registry's champion aliases this often and installs what differs (a lost
-    # model-selected event, a failed download, an operator's rollback).
     # Serve each target column with the model that won it on validation (eval's column_wins, persistence
     # included); false: the promoted model forecasts every column.
     serve_column_winners: bool = True
+    # Every replica re-reads the registry's champion aliases this often and installs what differs (a lost
+    # model-selected event, a failed download, an operator's rollback).
     champion_reconcile_seconds: float = Field(60.0, gt=0)
+    # Champions a replica holds in memory (about 1-2 MiB each); beyond it the least recently used is dropped
+    # and loaded again on its next request. 0: no limit.
+    max_loaded_champions: int = Field(500, ge=0)
 
 
 class PipelineConfig(_Strict):

@@ -29,7 +29,7 @@ from flts.data.windows import Windows, make_windows
 from flts.kafka import MessageProducer, PermanentError
 from flts.layout import PREPROCESSING_FILE
 from flts.messages import ModelTraining, ObjectRef, TrainingData
-from flts.models.base import Forecaster, WindowLayout
+from flts.models.base import Forecaster, TrainedForecaster, WindowLayout
 from flts.observability import log_context
 from flts.outages import is_outage
 from flts.scoring import forecast_metrics, in_sample_naive_mae
@@ -128,7 +128,7 @@ def score(forecaster: Forecaster, data: LineageData) -> tuple[dict[str, float], 
     return metrics, forecasts
 
 
-Fit = Callable[[LineageData, EpochCallback], tuple[Forecaster, dict[str, Any]]]
+Fit = Callable[[LineageData, EpochCallback], tuple[TrainedForecaster, dict[str, Any]]]
 
 
 class TrainingJob:

@@ -158,6 +158,51 @@ def test_a_replica_turns_ready_only_once_every_champion_is_loaded_page_by_page(s
         assert sorted(model["identifier"] for model in client.get("/models").json()) == identifiers
 
 
+def _held() -> float:
+    return REGISTRY.get_sample_value("flts_champions_held") or 0.0
+
+
+def test_a_replica_holds_at_most_max_loaded_champions_and_loads_any_other_on_its_first_request(settings, registry):
+    """Memory stays bounded however many identifiers: the least recently used champion is dropped, and a dropped
+    or never loaded one is downloaded when it is asked for (a promotion of it is served on that request too)."""
+    run_id = registry.run()
+    identifiers = [f"cell-{n}" for n in range(4)]
+    for identifier in identifiers:
+        registry.promote(identifier, run_id)
+    limits = PipelineConfig().inference.model_copy(update={"max_loaded_champions": 2})
+    rows = window_request(generate_lte_dataset(train_rows=300, test_rows=100, seed=4)[1], 10)
+    app = create_app(settings, inference=limits)
+    app.state.loader.reconcile_seconds = RECONCILE_SECONDS
+
+    with TestClient(app) as client:
+        assert _until(lambda: client.get("/readyz").status_code == 200), client.get("/readyz").text
+        assert client.get("/readyz").json()["models"] == 2 and _held() == 2
+        listed = {model["identifier"]: model for model in client.get("/models").json()}
+        assert sorted(listed) == identifiers, "every champion is listed, held or not"
+        not_held = sorted(identifier for identifier, model in listed.items() if not model["loaded"])
+        assert len(not_held) == 2 and all(listed[i]["model_version"] == "1" for i in not_held)
+
+        on_demand, dropped = _loads("on_demand"), REGISTRY.get_sample_value("flts_champions_dropped_total") or 0.0
+        for identifier in not_held:
+            response = client.post("/predict", json={**rows, "identifier": identifier})
+            assert response.status_code == 200, response.text
+            assert response.json()["model_version"] == "1"
+        assert _loads("on_demand") == on_demand + 2
+        assert (REGISTRY.get_sample_value("flts_champions_dropped_total") or 0.0) == dropped + 2
+        assert client.get("/readyz").json()["models"] == 2, "more than max_loaded_champions held"
+        held_now = {model["identifier"] for model in client.get("/models").json() if model["loaded"]}
+        assert held_now == set(not_held), "the least recently used were not the ones dropped"
+
+        dropped_one = sorted(set(identifiers) - held_now)[0]
+        version = registry.promote(dropped_one, registry.run())
+        registry.announce(dropped_one, run_id, version)
+        assert _until(
+            lambda: {m["identifier"]: m for m in client.get("/models").json()}[dropped_one]["model_version"] == version
+        ), "a promotion of a champion that is not held was not heard"
+        response = client.post("/predict", json={**rows, "identifier": dropped_one})
+        assert response.status_code == 200 and response.json()["model_version"] == version, response.text
+
+
 def test_an_older_event_does_not_replace_a_newer_champion_and_a_missed_one_is_reconciled(registry, replica):
     first = registry.run()
     registry.promote("cell-a", first)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -293,9 +294,9 @@ def test_a_loaded_champion_is_seeded_from_the_end_of_its_lineages_processed_data
 # ------------------------------------------------------------------------------ bundles of other versions
 
 
-def _bundle(model: ServingModel, directory: Path, edit: Callable[[dict], None]) -> Path:
+def _bundle(model: ServingModel, bundle: Path, directory: Path, edit: Callable[[dict], None]) -> Path:
     """The model's bundle as another version might have written it: its preprocessing.json edited."""
-    model.forecaster.save(directory)
+    shutil.copytree(bundle, directory, dirs_exist_ok=True)
     document = model.metadata.to_json()
     edit(document)
     (directory / PREPROCESSING_FILE).write_text(json.dumps(document))
@@ -303,14 +304,14 @@ def _bundle(model: ServingModel, directory: Path, edit: Callable[[dict], None]) 
 
 
 def test_a_bundle_without_the_lineage_fields_and_with_unknown_keys_loads_and_forecasts_the_same(
-    gru_model, tmp_path, rows
+    gru_model, gru_bundle, tmp_path, rows
 ):
     def older(document: dict) -> None:
         for key in ("config_hash", "dataset_id"):
             document.pop(key, None)
         document["a_key_since_removed"] = {"any": "value"}
 
-    model = ServingModel.load(_bundle(gru_model, tmp_path, older), gru_model.identity, 10)
+    model = ServingModel.load(_bundle(gru_model, gru_bundle, tmp_path, older), gru_model.identity, 10)
     window = [model.window_from_rows(rows)]
     expected = gru_model.forecast([gru_model.window_from_rows(rows)], 1)
     np.testing.assert_allclose(model.forecast(window, 1).values, expected.values)
@@ -325,9 +326,9 @@ def test_a_bundle_without_the_lineage_fields_and_with_unknown_keys_loads_and_for
     ],
 )
 def test_a_bundle_this_version_cannot_use_is_refused_at_load_naming_the_file_and_field(
-    gru_model, tmp_path, edit, named
+    gru_model, gru_bundle, tmp_path, edit, named
 ):
-    directory = _bundle(gru_model, tmp_path, edit)
+    directory = _bundle(gru_model, gru_bundle, tmp_path, edit)
     with pytest.raises(MetadataError, match=re.escape(named)) as refused:
         ServingModel.load(directory, gru_model.identity, 10)
     assert str(directory / PREPROCESSING_FILE) in str(refused.value)

@@ -61,18 +61,6 @@ def test_a_served_graph_checks_the_window_shape_like_the_network(tmp_path: Path)
         load_forecaster(tmp_path).predict(windows.inputs[:, :5], windows.target_times)
 
 
-def test_an_exported_forecaster_saves_a_bundle_that_serves_the_same(tmp_path: Path) -> None:
-    _saved("LSTM", "residual", tmp_path / "trained")
-    served = load_forecaster(tmp_path / "trained")
-    served.save(tmp_path / "copy")
-    assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == ["model.json", GRAPH_FILE]
-    windows = _windows(5, 3)
-    np.testing.assert_array_equal(
-        load_forecaster(tmp_path / "copy").predict(windows.inputs, windows.target_times),
-        served.predict(windows.inputs, windows.target_times),
-    )
-
-
 def test_thread_counts_below_one_are_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         configure_threads(0)

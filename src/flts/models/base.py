@@ -99,7 +99,7 @@ class WindowLayout:
 
 @runtime_checkable
 class Forecaster(Protocol):
-    """A trained model of any type, as trainers, eval and inference see it."""
+    """A model of any type, as eval and inference see it (served ones include exported graphs and composites)."""
 
     model_type: str
     layout: WindowLayout
@@ -108,6 +108,11 @@ class Forecaster(Protocol):
         """Forecast [N, output_seq_len, n_targets] float32 (scaled) from [N, input_seq_len, n_features] scaled
         inputs; `target_times` [N, output_seq_len] datetime64 are the times being forecast."""
         ...
+
+
+@runtime_checkable
+class TrainedForecaster(Forecaster, Protocol):
+    """A model as its trainer made it: it also writes the bundle every other process loads."""
 
     def save(self, directory: Path) -> None:
         """Write `model.json` and the model's weights (JSON or safetensors) into `directory`."""

@@ -87,7 +87,11 @@ def main() -> None:
         bare.terminate()
         bare.wait(timeout=10)
     results["ratio_rps"] = results["inference"]["rps"] / results["bare_fastapi"]["rps"]
-    results["settings"] = {"users": args.users, "seconds": args.seconds, "server": "uvicorn, 1 worker, 1 torch thread"}
+    results["settings"] = {
+        "users": args.users,
+        "seconds": args.seconds,
+        "server": "uvicorn, 1 worker, 1 ONNX Runtime thread",
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))

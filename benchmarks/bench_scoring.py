@@ -41,7 +41,9 @@ def long_series(model: ServingModel, steps: int) -> Series:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=100_000)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (the inference default is 1)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="ONNX Runtime threads (the inference default, MODEL_THREADS, is 1)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/flts-bench-model"))
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "scoring.json")

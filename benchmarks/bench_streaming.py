@@ -164,7 +164,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000, help="measurements offered per second")
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--identifiers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (the inference default is 1)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="ONNX Runtime threads (the inference default, MODEL_THREADS, is 1)"
+    )
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/flts-bench-model"))
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "streaming.json")
     args = parser.parse_args()

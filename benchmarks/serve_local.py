@@ -21,7 +21,7 @@ from flts.config import InferenceSettings, PipelineConfig, load_pipeline_config
 from flts.data.generate import generate_lte_dataset
 from flts.data.preprocess import preprocess
 from flts.data.windows import make_windows
-from flts.layout import PREPROCESSING_FILE
+from flts.layout import GRAPH_FILE, PREPROCESSING_FILE
 from flts.models.base import WindowLayout
 from flts.predict import ModelIdentity, ServingModel
 
@@ -55,13 +55,13 @@ def build(directory: Path, config: PipelineConfig) -> None:
 
 
 def bench_model(directory: Path, config: PipelineConfig, threads: int) -> ServingModel:
-    """The benchmarks' GRU, built into ``directory`` the first time, served on ``threads`` torch threads."""
-    import torch
+    """The benchmarks' GRU, built into ``directory`` the first time, served on ``threads`` ONNX Runtime threads."""
+    from flts.models.exported import configure_threads
 
-    if not (directory / PREPROCESSING_FILE).exists():
+    if not (directory / GRAPH_FILE).exists():  # a bundle from before graphs were exported is rebuilt
         directory.mkdir(parents=True, exist_ok=True)
         build(directory, config)
-    torch.set_num_threads(threads)
+    configure_threads(threads)
     identity = ModelIdentity("bench", "GRU", "1", "bench", "0" * 64)
     return ServingModel.load(directory, identity, config.inference.max_inference_length)
 
@@ -81,7 +81,7 @@ def main() -> None:
         config = config.model_copy(
             update={"inference": config.inference.model_copy(update={"micro_batch_wait_ms": args.wait_ms})}
         )
-    if not (args.model_dir / PREPROCESSING_FILE).exists():
+    if not (args.model_dir / GRAPH_FILE).exists():  # a bundle from before graphs were exported is rebuilt
         args.model_dir.mkdir(parents=True, exist_ok=True)
         build(args.model_dir, config)
 

@@ -22,7 +22,7 @@ from flts.auth import Caller
 from flts.batching import Overloaded, TimedOut
 from flts.config import InferenceConfig
 from flts.observability import log_context
-from flts.predict import RequestError, ServingModel, Window, iso_times
+from flts.predict import Forecasts, RequestError, ServingModel, Window, iso_times
 from inference_container.inference import Inference, Job
 
 log = logging.getLogger(__name__)
@@ -152,10 +152,28 @@ def models(principal: Caller, inference: InferenceDep) -> list[dict[str, Any]]:
     return inference.listing(principal)
 
 
-def _refuse(status: int, outcome: str, message: str, headers: dict[str, str] | None = None) -> HTTPException:
+def refuse(status: int, outcome: str, message: str, headers: dict[str, str] | None = None) -> HTTPException:
     PREDICTIONS.labels(outcome).inc()
     log.info("predict refused", extra={"status": status, "reason": message})
     return HTTPException(status, message, headers=headers)
+
+
+async def forecast(
+    inference: Inference, model: ServingModel, windows: list[Window], length: int | None
+) -> tuple[Forecasts, int]:
+    """The windows' forecasts from one micro-batch (and where this request's start in it); a refusal is an
+    HTTPException, counted: 422 for what the model cannot serve, 429 when the queue is full, 504 when too slow."""
+    try:
+        steps = model.check_length(length)
+        for position, window in enumerate(windows):
+            model.check_horizon(window, steps, f"window {position}: " if position else "")
+        return await inference.batcher.submit(Job(model, windows, steps))
+    except RequestError as exc:
+        raise refuse(422, "rejected", str(exc)) from exc
+    except Overloaded as exc:
+        raise refuse(429, "overloaded", f"the model is busy ({exc}); retry shortly", {"Retry-After": "1"}) from exc
+    except TimedOut as exc:
+        raise refuse(504, "timed_out", f"the forecast took too long ({exc})") from exc
 
 
 async def predict(request: Request) -> Response:
@@ -176,17 +194,10 @@ async def predict(request: Request) -> Response:
     model = await inference.champion(principal, body.identifier)
     with log_context(request_id=request_id, identifier=model.identity.identifier):
         try:
-            length = model.check_length(body.inference_length)
             windows = inference.windows_of(model, body.rows, body.windows, body.data, body.index_col)
-            for position, window in enumerate(windows):
-                model.check_horizon(window, length, f"window {position}: " if position else "")
-            forecasts, start = await inference.batcher.submit(Job(model, windows, length))
         except RequestError as exc:
-            raise _refuse(422, "rejected", str(exc)) from exc
-        except Overloaded as exc:
-            raise _refuse(429, "overloaded", f"the model is busy ({exc}); retry shortly", {"Retry-After": "1"}) from exc
-        except TimedOut as exc:
-            raise _refuse(504, "timed_out", f"the forecast took too long ({exc})") from exc
+            raise refuse(422, "rejected", str(exc)) from exc
+        forecasts, start = await forecast(inference, model, windows, body.inference_length)
     records = [model.records(forecasts, start + i) for i in range(len(windows))]
     content: dict[str, Any] = {
         **model.identity.__dict__,

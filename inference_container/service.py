@@ -28,6 +28,7 @@ from flts.web import BodySizeLimit, service_app
 from inference_container.api import PREDICTIONS, predict_body, router
 from inference_container.champions import ChampionLoader, Champions
 from inference_container.inference import Inference
+from inference_container.oip import router as open_inference_protocol
 from inference_container.scoring import score_claims
 from inference_container.streaming import stream_forecasts
 
@@ -66,6 +67,7 @@ def create_app(
         router,
         liveness_failure=loader.liveness_failure if loader is not None else None,
     )
+    app.include_router(open_inference_protocol)  # /v2: KServe-style clients (inference_container/oip.py)
     app.state.loader = loader
     publish_served_constraints(app, champions, limits)
     app.add_middleware(

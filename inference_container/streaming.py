@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,7 @@ from prometheus_client import Counter, Histogram
 
 from flts.config import InferenceSettings
 from flts.kafka import MessageProducer, send_dead_letter
-from flts.messages import Forecast, Measurement, MessageError
+from flts.messages import SCHEMA_VERSION, Forecast, Measurement, MessageError
 from flts.observability import log_context
 from flts.predict import RequestError, ServingModel, Window
 
@@ -55,6 +56,11 @@ STREAM_ROWS = Counter(
     "Measurements consumed, by outcome: forecast, late, too_old, no_champion, incomplete, not_finite, dead_letter.",
     ["outcome"],
 )
+# Each outcome's child counter, looked up once (a labels() call per row was 5 % of the forecaster's time).
+ROWS_BY_OUTCOME = {
+    outcome: STREAM_ROWS.labels(outcome)
+    for outcome in ("forecast", "late", "too_old", "no_champion", "incomplete", "not_finite", "dead_letter")
+}
 FORECASTS_PUBLISHED = Counter("flts_stream_forecasts_total", "Forecast events published on the forecasts topic.")
 STREAM_LAG = Histogram(
     "flts_stream_lag_seconds",
@@ -115,10 +121,10 @@ class StreamForecaster:
                     outcome = self.apply(row)
             except (MessageError, RowError) as exc:
                 send_dead_letter(self.producer, self.settings, msg, f"invalid measurement: {exc}", self.group)
-                STREAM_ROWS.labels("dead_letter").inc()
+                ROWS_BY_OUTCOME["dead_letter"].inc()
                 continue
             if isinstance(outcome, str):
-                STREAM_ROWS.labels(outcome).inc()
+                ROWS_BY_OUTCOME[outcome].inc()
             else:
                 due.append(outcome)
         events = self._forecasts(due)
@@ -190,17 +196,23 @@ class StreamForecaster:
         for index, (model, _, _) in enumerate(due):
             by_model.setdefault(id(model), []).append(index)
         events: list[Forecast] = []
+        made_at = datetime.now(UTC)
         for indices in by_model.values():
             model = due[indices[0]][0]
             forecasts = model.forecast([due[i][1] for i in indices], model.output_seq_len)
             identity = model.identity
             for position, index in enumerate(indices):
                 if forecasts.errors[position] is not None:
-                    STREAM_ROWS.labels("not_finite").inc()
+                    ROWS_BY_OUTCOME["not_finite"].inc()
                     continue
                 _, window, row = due[index]
                 events.append(
-                    Forecast(
+                    # Built from validated rows and our own forecasts: no re-validation, and every field given
+                    # (pydantic inspects a default factory's signature each time it calls it).
+                    Forecast.model_construct(
+                        schema_version=SCHEMA_VERSION,
+                        event_id=uuid.uuid4().hex,
+                        created_at=made_at,
                         identifier=row.identifier,
                         model_type=identity.model_type,
                         model_version=identity.model_version,
@@ -214,7 +226,7 @@ class StreamForecaster:
                         },
                     )
                 )
-                STREAM_ROWS.labels("forecast").inc()
+                ROWS_BY_OUTCOME["forecast"].inc()
         return events
 
 

@@ -1,6 +1,7 @@
 """Forecast quality relative to persistence, per target column, on the bundled data and its scenarios.
 
-For each scenario (`flts generate --scenario`): GRU and LSTM in each form (`models.recurrent.form`:
+For each scenario (`flts generate --scenario`): the networks (`--models`: GRU and LSTM by default; TCN and
+TRANSFORMER too) in each form (`models.recurrent.form`:
 direct, residual, relative; see flts.models.recurrent), trained as the pipeline trains them (default
 config, one thread), scored on the validation and the test windows: each column's scaled RMSE
 divided by persistence's (below 1: better than "the last value"), their mean, and the training time.
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 from bench_training import bundled_dataset, window_layout
 
+from flts.config import NETWORK_MODEL_TYPES
 from flts.data.windows import Windows
 from flts.models.base import Forecaster
 from flts.models.baselines import PersistenceForecaster
@@ -132,7 +134,7 @@ def markdown(result: dict[str, Any], split: str = "test") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenarios", nargs="+", default=["default", "level_shift"])
-    parser.add_argument("--models", nargs="+", default=["GRU", "LSTM"], choices=["GRU", "LSTM"])
+    parser.add_argument("--models", nargs="+", default=["GRU", "LSTM"], choices=list(NETWORK_MODEL_TYPES))
     parser.add_argument("--forms", nargs="+", default=list(FORMS), choices=list(FORMS))
     parser.add_argument("--rows", type=int, default=16_000, help="train-file rows (split into train/validation)")
     parser.add_argument("--test-rows", type=int, default=4_000)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -18,7 +18,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PIPELINE_CONFIG = REPO_ROOT / "config" / "pipeline.yaml"
 
-ModelType = Literal["GRU", "LSTM", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE"]
+# The neural model types (flts.models.recurrent): one trainer each (train_container, MODEL_TYPE).
+NetworkType = Literal["GRU", "LSTM", "TCN", "TRANSFORMER"]
+NETWORK_MODEL_TYPES: tuple[str, ...] = get_args(NetworkType)
+ModelType = Literal["GRU", "LSTM", "TCN", "TRANSFORMER", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE"]
 
 
 class CommonSettings(BaseSettings):
@@ -197,7 +200,7 @@ class PreprocessSettings(ConsumerSettings):
 
 class TrainSettings(ConsumerSettings):
     service_name: str = "train"
-    model_type: Literal["GRU", "LSTM"] = "GRU"
+    model_type: NetworkType = "GRU"
     consumer_group: str = ""
     torch_num_threads: int = 1
     device: str = "auto"

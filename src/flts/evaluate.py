@@ -22,7 +22,7 @@ from flts.tracking import RunSummary
 
 TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
 # A tie goes to the simpler model.
-TIE_BREAK_ORDER = ("PERSISTENCE", "SEASONAL_NAIVE", "PROPHET", "GRU", "LSTM")
+TIE_BREAK_ORDER = ("PERSISTENCE", "SEASONAL_NAIVE", "PROPHET", "GRU", "LSTM", "TCN", "TRANSFORMER")
 # Why a model type ranked on the leaderboard is not served, unless evaluation.promotable_model_types lists it.
 NOT_SERVABLE_BECAUSE = {
     "PROPHET": "the inference image carries no Prophet (its Stan backend and plotting stack would double the "

@@ -42,7 +42,7 @@ def _mse(forecast: np.ndarray, windows: Windows) -> float:
     return float(np.mean((forecast - windows.targets) ** 2))
 
 
-@pytest.mark.parametrize("model_type", ["GRU", "LSTM"])
+@pytest.mark.parametrize("model_type", ["GRU", "LSTM", "TCN", "TRANSFORMER"])
 def test_forecast_shape_history_and_callbacks(model_type: str) -> None:
     seen: list[int] = []
     train, validation = _sine_windows(96), _sine_windows(32, offset=96)
@@ -72,7 +72,7 @@ def test_training_is_reproducible() -> None:
     assert [r["val_loss"] for r in first_history] == [r["val_loss"] for r in second_history]
 
 
-@pytest.mark.parametrize("model_type", ["GRU", "LSTM"])
+@pytest.mark.parametrize("model_type", ["GRU", "LSTM", "TCN", "TRANSFORMER"])
 def test_a_small_model_learns_the_sine_well_below_persistence(model_type: str) -> None:
     train = _sine_windows(96)
     config = SMALL.model_copy(update={"epochs": 40, "early_stopping_patience": 0})
@@ -159,4 +159,9 @@ def test_mismatched_windows_are_rejected() -> None:
     with pytest.raises(ValueError, match=r"validation windows are \[10, 5, 3\].*expected \[N, 8, 3\]"):
         _train("GRU", validation=_sine_windows(10, input_len=5))
     with pytest.raises(ValueError, match="model_type must be one of"):
-        _train("TRANSFORMER")
+        _train("PROPHET")
+
+
+def test_a_transformer_needs_a_hidden_size_its_heads_divide() -> None:
+    with pytest.raises(ValueError, match="divisible by 4"):
+        RecurrentNet("TRANSFORMER", LAYOUT, 18, 1, 0.0)

@@ -148,6 +148,20 @@ def test_services_get_the_stack_env_and_their_own_settings(config: StackConfig) 
     assert len({service.home for service in services.values()}) == len(services)
 
 
+def test_a_network_type_listed_in_the_expected_model_types_gets_a_trainer_of_its_own(
+    config: StackConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = (REPO_ROOT / "config" / "pipeline.yaml").read_text()
+    assert "expected_model_types: [GRU, LSTM, PROPHET" in pipeline
+    custom = tmp_path / "pipeline.yaml"
+    custom.write_text(pipeline.replace("expected_model_types: [GRU, LSTM,", "expected_model_types: [TRANSFORMER, TCN,"))
+    monkeypatch.setenv("PIPELINE_CONFIG", str(custom))
+    trainers = {name: part for name, part in service_parts(config).items() if name.startswith("train-")}
+    assert sorted(trainers) == ["train-tcn", "train-transformer"]
+    tcn = trainers["train-tcn"]
+    assert tcn.env()["MODEL_TYPE"] == "TCN" and tcn.endpoint == "group flts-train-tcn"
+
+
 def test_each_local_service_gets_its_own_s3_user_and_never_the_root_key(config: StackConfig) -> None:
     root = load_or_create_credentials(config)
     keys = {name: part.env()["AWS_ACCESS_KEY_ID"] for name, part in service_parts(config).items()}

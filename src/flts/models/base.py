@@ -27,6 +27,8 @@ FORMAT_VERSION = 1
 _LOADERS: dict[str, str] = {
     "GRU": "flts.models.recurrent:RecurrentForecaster",
     "LSTM": "flts.models.recurrent:RecurrentForecaster",
+    "TCN": "flts.models.recurrent:RecurrentForecaster",
+    "TRANSFORMER": "flts.models.recurrent:RecurrentForecaster",
     "PROPHET": "flts.models.prophet:ProphetForecaster",
     "PERSISTENCE": "flts.models.baselines:PersistenceForecaster",
     "SEASONAL_NAIVE": "flts.models.baselines:SeasonalNaiveForecaster",

@@ -1,4 +1,9 @@
-"""GRU and LSTM forecasters (PyTorch): a recurrent encoder over the input window and a linear head.
+"""The neural forecasters (PyTorch): an encoder over the input window and a linear head.
+
+The encoder is the model type: a GRU or an LSTM (recurrent), a temporal convolutional network ("TCN": causal
+dilated convolutions with residual connections) or a Transformer encoder ("TRANSFORMER": self-attention over
+the window's steps with learned positions). Everything else (the forms below, training, saving, the exported
+graph inference serves) is shared, so each family trains on the same windows and is scored the same way.
 
 `models.recurrent.form` chooses what the network reads and forecasts. "direct": the scaled window in,
 the scaled values out. "residual": the head forecasts the change from each target's last input value (a
@@ -27,17 +32,20 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from flts.config import RecurrentConfig
+from flts.config import NETWORK_MODEL_TYPES, NetworkType, RecurrentConfig
 from flts.models.base import WindowLayout, read_model_json, write_model_json
 from flts.models.exported import export_graph
 
 WEIGHTS_FILE = "weights.safetensors"
-RECURRENT_MODEL_TYPES = ("GRU", "LSTM")
+RECURRENT_MODEL_TYPES = NETWORK_MODEL_TYPES
 PREDICT_CHUNK = 8192
 # Added to the window's mean absolute step in the relative form: a flat window (an idle column) reads 0, not 0/0.
 RELATIVE_STEP_FLOOR = 1e-4
 
-RecurrentType = Literal["GRU", "LSTM"]
+RecurrentType = NetworkType
+# Attention heads of the Transformer encoder (hidden_size must be a multiple) and the TCN's kernel width.
+TRANSFORMER_HEADS = 4
+TCN_KERNEL = 3
 RecurrentForm = Literal["direct", "residual", "relative"]
 
 
@@ -51,8 +59,46 @@ class WindowArrays(Protocol):
     def targets(self) -> np.ndarray: ...
 
 
+class TemporalConvEncoder(nn.Module):
+    """Causal dilated 1-D convolutions (dilations 1, 2, 4, ...) with residual connections; the last step's
+    channels summarise the window."""
+
+    def __init__(self, n_features: int, hidden_size: int, num_layers: int, dropout: float) -> None:
+        super().__init__()
+        self.project = nn.Conv1d(n_features, hidden_size, 1)
+        self.blocks = nn.ModuleList(
+            nn.Conv1d(hidden_size, hidden_size, TCN_KERNEL, dilation=2**layer) for layer in range(num_layers)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        hidden = self.project(inputs.transpose(1, 2))
+        for block in self.blocks:
+            padded = nn.functional.pad(hidden, ((TCN_KERNEL - 1) * block.dilation[0], 0))  # causal: the past only
+            hidden = hidden + self.dropout(torch.relu(block(padded)))
+        return hidden[:, :, -1]
+
+
+class TransformerWindowEncoder(nn.Module):
+    """A Transformer encoder over the window's steps, with learned positions; the last step summarises."""
+
+    def __init__(self, n_features: int, hidden_size: int, num_layers: int, dropout: float, steps: int) -> None:
+        super().__init__()
+        if hidden_size % TRANSFORMER_HEADS:
+            raise ValueError(f"TRANSFORMER needs hidden_size divisible by {TRANSFORMER_HEADS}, got {hidden_size}")
+        self.project = nn.Linear(n_features, hidden_size)
+        self.position = nn.Parameter(torch.zeros(1, steps, hidden_size))
+        layer = nn.TransformerEncoderLayer(
+            hidden_size, TRANSFORMER_HEADS, 2 * hidden_size, dropout, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.project(inputs) + self.position)[:, -1]
+
+
 class RecurrentNet(nn.Module):
-    """Encoder GRU/LSTM over all features of the window; the last hidden state forecasts the whole horizon
+    """An encoder (the model type) over all features of the window; its summary forecasts the whole horizon
     (`form`: see the module docstring)."""
 
     def __init__(
@@ -65,14 +111,22 @@ class RecurrentNet(nn.Module):
         form: RecurrentForm = "residual",
     ) -> None:
         super().__init__()
-        recurrent_class = {"GRU": nn.GRU, "LSTM": nn.LSTM}[cell]
-        self.encoder = recurrent_class(
-            layout.n_features,
-            hidden_size,
-            num_layers,
-            batch_first=True,
-            dropout=dropout if num_layers > 1 else 0.0,
-        )
+        self.recurrent = cell in ("GRU", "LSTM")
+        self.encoder: nn.Module
+        if cell == "TCN":
+            self.encoder = TemporalConvEncoder(layout.n_features, hidden_size, num_layers, dropout)
+        elif cell == "TRANSFORMER":
+            self.encoder = TransformerWindowEncoder(
+                layout.n_features, hidden_size, num_layers, dropout, layout.input_seq_len
+            )
+        else:
+            self.encoder = {"GRU": nn.GRU, "LSTM": nn.LSTM}[cell](
+                layout.n_features,
+                hidden_size,
+                num_layers,
+                batch_first=True,
+                dropout=dropout if num_layers > 1 else 0.0,
+            )
         self.head = nn.Linear(hidden_size, layout.output_seq_len * layout.n_targets)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
@@ -90,8 +144,12 @@ class RecurrentNet(nn.Module):
             step = (inputs[:, 1:] - inputs[:, :-1]).abs().mean(dim=1, keepdim=True) + RELATIVE_STEP_FLOOR
             step = torch.where(self.target_mask.bool(), step, torch.ones_like(step))
             inputs = (inputs - last * self.target_mask) / step
-        encoded, _ = self.encoder(inputs)
-        output = self.head(encoded[:, -1]).view(-1, self.horizon, self.n_targets)
+        if self.recurrent:
+            encoded, _ = self.encoder(inputs)
+            summary = encoded[:, -1]
+        else:
+            summary = self.encoder(inputs)
+        output = self.head(summary).view(-1, self.horizon, self.n_targets)
         if self.form == "direct":
             return output
         if self.form == "relative":

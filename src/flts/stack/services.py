@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from flts.config import (
+    NETWORK_MODEL_TYPES,
     CommonSettings,
     ConsumerSettings,
     EvalSettings,
@@ -17,6 +18,7 @@ from flts.config import (
     NonmlSettings,
     PreprocessSettings,
     TrainSettings,
+    load_pipeline_config,
 )
 from flts.stack.config import StackConfig, common_settings, stack_environment
 from flts.stack.parts import Part, http_ok
@@ -104,13 +106,22 @@ def _group_has_members(config: StackConfig, group: str) -> bool:
         return False
 
 
+def network_trainers(config: StackConfig) -> list[str]:
+    """The neural model types eval expects (`evaluation.expected_model_types`): one trainer each. GRU and LSTM
+    by default; listing TCN or TRANSFORMER there switches their trainer on."""
+    expected = load_pipeline_config(common_settings(config).pipeline_config).evaluation.expected_model_types
+    return [model_type for model_type in NETWORK_MODEL_TYPES if model_type in expected]
+
+
 def service_parts(config: StackConfig) -> dict[str, ServicePart]:
-    """Every service once; GRU and LSTM train side by side, one torch thread each."""
+    """Every service once; the network trainers train side by side, one torch thread each."""
     host = {"http_host": config.host}
     consumers = [
         ("preprocess", "preprocess_container.service", PreprocessSettings, {}),
-        ("train-gru", "train_container.service", TrainSettings, {"model_type": "GRU"}),
-        ("train-lstm", "train_container.service", TrainSettings, {"model_type": "LSTM"}),
+        *(
+            (f"train-{model_type.lower()}", "train_container.service", TrainSettings, {"model_type": model_type})
+            for model_type in network_trainers(config)
+        ),
         ("nonml", "nonML_container.service", NonmlSettings, {}),
         ("eval", "eval_container.service", EvalSettings, {}),
     ]

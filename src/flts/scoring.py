@@ -74,7 +74,8 @@ def forecast_metrics(
 ) -> dict[str, float]:
     """Score [N, H, K] forecasts against the truth, on the scaled scale and (with `inverse`) the original one.
 
-    Keys: `<prefix>_<metric>` averaged over targets and `<prefix>_<metric>__<target>` per target,
+    Keys: `<prefix>_<metric>` averaged over targets and `<prefix>_<metric>__<target>` per target, and for a
+    horizon of more than one step `<prefix>_mae_step<k>` and `<prefix>_rmse_step<k>` (scaled, k from 1),
     for mae, rmse, mse, smape, and mase when `naive_mae` (per-target in-sample one-step naive MAE on
     the training split, scaled) is given; then the same with `_original` after the metric name for
     mae, rmse, mse and smape computed after `inverse`, which maps a [M, K] array of scaled target
@@ -97,6 +98,11 @@ def forecast_metrics(
     out: dict[str, float] = {}
     scaled = _per_target(truth, forecast)
     _emit(out, prefix, "", scaled, target_names)
+    if truth.shape[1] > 1:  # a multi-step horizon: how the error grows with the step (scaled, averaged over targets)
+        for step in range(truth.shape[1]):
+            per_step = _per_target(truth[:, step : step + 1], forecast[:, step : step + 1])
+            for metric in ("mae", "rmse"):
+                out[f"{prefix}_{metric}_step{step + 1}"] = float(np.mean(per_step[metric]))
     if naive_mae is not None:
         denominator = np.asarray(naive_mae, dtype=np.float64)
         if denominator.shape != (truth.shape[2],):

@@ -35,6 +35,17 @@ def test_scaled_metrics_per_target_and_averaged() -> None:
     assert not any(key.startswith("test_mase") or "_original" in key for key in metrics)
 
 
+def test_a_multi_step_horizon_is_also_scored_step_by_step() -> None:
+    # The two windows above as step 1, and a step 2 whose errors are twice as large.
+    truth = np.concatenate([Y_TRUE, Y_TRUE], axis=1)
+    forecast = np.concatenate([Y_PRED, Y_TRUE + 2 * (Y_PRED - Y_TRUE)], axis=1)
+    metrics = forecast_metrics(truth, forecast, TARGETS)
+    assert metrics["test_mae_step1"] == pytest.approx((1.5 + 0.5) / 2)
+    assert metrics["test_mae_step2"] == pytest.approx((3.0 + 1.0) / 2)
+    assert metrics["test_rmse_step2"] == pytest.approx((math.sqrt(10.0) + math.sqrt(2.0)) / 2)
+    assert "test_mae_step1" not in forecast_metrics(Y_TRUE, Y_PRED, TARGETS), "one step is the whole horizon"
+
+
 def test_smape_is_zero_when_truth_and_forecast_are_both_zero() -> None:
     zeros = np.zeros((3, 2, 1))
     metrics = forecast_metrics(zeros, zeros, ["z"])

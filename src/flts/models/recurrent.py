@@ -37,15 +37,13 @@ from flts.models.base import WindowLayout, read_model_json, write_model_json
 from flts.models.exported import export_graph
 
 WEIGHTS_FILE = "weights.safetensors"
-RECURRENT_MODEL_TYPES = NETWORK_MODEL_TYPES
 PREDICT_CHUNK = 8192
 # Added to the window's mean absolute step in the relative form: a flat window (an idle column) reads 0, not 0/0.
 RELATIVE_STEP_FLOOR = 1e-4
-
-RecurrentType = NetworkType
 # Attention heads of the Transformer encoder (hidden_size must be a multiple) and the TCN's kernel width.
 TRANSFORMER_HEADS = 4
 TCN_KERNEL = 3
+
 RecurrentForm = Literal["direct", "residual", "relative"]
 
 
@@ -103,7 +101,7 @@ class RecurrentNet(nn.Module):
 
     def __init__(
         self,
-        cell: RecurrentType,
+        cell: NetworkType,
         layout: WindowLayout,
         hidden_size: int,
         num_layers: int,
@@ -168,7 +166,7 @@ class RecurrentForecaster:
     """A trained GRU or LSTM with its window layout; predicts on CPU unless moved."""
 
     def __init__(
-        self, model_type: RecurrentType, layout: WindowLayout, net: RecurrentNet, params: dict[str, Any]
+        self, model_type: NetworkType, layout: WindowLayout, net: RecurrentNet, params: dict[str, Any]
     ) -> None:
         self.model_type = model_type
         self.layout = layout
@@ -196,7 +194,7 @@ class RecurrentForecaster:
 
     @classmethod
     def load(cls, directory: Path) -> RecurrentForecaster:
-        model_type, layout, params = read_model_json(directory, RECURRENT_MODEL_TYPES)
+        model_type, layout, params = read_model_json(directory, NETWORK_MODEL_TYPES)
         net = RecurrentNet(model_type, layout, **params["architecture"])  # type: ignore[arg-type]
         net.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device="cpu"))
         return cls(model_type, layout, net, params)  # type: ignore[arg-type]
@@ -232,7 +230,7 @@ def _check_windows(name: str, windows: WindowArrays, layout: WindowLayout) -> No
 
 
 def train_recurrent(
-    model_type: RecurrentType,
+    model_type: NetworkType,
     train: WindowArrays,
     validation: WindowArrays,
     layout: WindowLayout,
@@ -250,8 +248,8 @@ def train_recurrent(
     validation windows the training loss is monitored instead. `on_epoch(epoch, record)` gets
     each epoch's record: epoch, train_loss, val_loss, seconds.
     """
-    if model_type not in RECURRENT_MODEL_TYPES:
-        raise ValueError(f"model_type must be one of {RECURRENT_MODEL_TYPES}, got {model_type!r}")
+    if model_type not in NETWORK_MODEL_TYPES:
+        raise ValueError(f"model_type must be one of {NETWORK_MODEL_TYPES}, got {model_type!r}")
     _check_windows("train", train, layout)
     _check_windows("validation", validation, layout)
     if train.inputs.shape[0] == 0:

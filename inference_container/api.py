@@ -203,6 +203,8 @@ async def predict(request: Request) -> Response:
         **model.identity.__dict__,
         "predictions": records[0],
         "last_row_ts": iso_times(windows[0].nanoseconds[-1:])[0],
+        # Steps beyond the model's horizon, forecast from its own earlier steps (their error compounds).
+        "recursive_steps": max(0, forecasts.values.shape[1] - model.output_seq_len),
         "filled": [
             {**({"window": position} if body.windows is not None else {}), **cell}
             for position, window in enumerate(windows)

@@ -142,7 +142,12 @@ async def infer(name: ModelName, body: InferRequest, principal: Caller, inferenc
     values = forecasts.values[start]
     outputs = [_tensor(model.time_column, "BYTES", iso_times(forecasts.nanoseconds[start]))]
     outputs += [_tensor(column, "FP64", values[:, i].tolist()) for i, column in enumerate(model.target_columns)]
-    answer: dict[str, Any] = {"model_name": name, "model_version": model.identity.model_version, "outputs": outputs}
+    answer: dict[str, Any] = {
+        "model_name": name,
+        "model_version": model.identity.model_version,
+        "parameters": {"recursive_steps": max(0, len(values) - model.output_seq_len)},
+        "outputs": outputs,
+    }
     if body.id is not None:
         answer["id"] = body.id
     return answer

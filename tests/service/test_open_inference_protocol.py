@@ -55,7 +55,9 @@ def test_infer_forecasts_what_predict_forecasts(client, rows) -> None:
     body = answer.json()
     assert body["id"] == "req-7" and body["model_name"] == "global"
     outputs = {tensor["name"]: tensor for tensor in body["outputs"]}
-    predicted = client.post("/predict", json={"rows": rows, "inference_length": 3}).json()["predictions"]
+    answered = client.post("/predict", json={"rows": rows, "inference_length": 3}).json()
+    predicted = answered["predictions"]
+    assert answered["recursive_steps"] == body["parameters"]["recursive_steps"] == 2, "horizon 1, 3 steps asked"
     assert outputs["time"]["data"] == [step["ts"] for step in predicted]
     for name, tensor in outputs.items():
         assert tensor["shape"] == [3]

@@ -97,12 +97,8 @@ class Champions:
             model = self.load_on_demand(identifier)
         return model
 
-    def holds(self, identifier: str) -> bool:
-        """Whether the identifier's champion is in memory (not counted as a use)."""
-        return identifier in self._models
-
     def peek(self, identifier: str) -> ServingModel | None:
-        """The champion if it is held in memory, not counted as a use (listings)."""
+        """The champion if it is held in memory, not counted as a use (listings, the loader's own checks)."""
         return self._models.get(identifier)
 
     def loaded(self, identifier: str) -> ServingModel | None:
@@ -271,7 +267,7 @@ class ChampionLoader:
 
     def _know_and_install(self, identifier: str, ref: ChampionRef) -> None:
         self.champions.know(identifier, ref)
-        if self.champions.holds(identifier) or self.champions.has_room():
+        if self.champions.peek(identifier) is not None or self.champions.has_room():
             self._install(identifier, ref.model_version, ref.run_id)
 
     def on_model_selected(self, event: ModelSelected) -> None:
@@ -292,7 +288,7 @@ class ChampionLoader:
             self._reconcile_now.set()
 
     def _install(self, identifier: str, model_version: str, run_id: str, outcome: str = "installed") -> None:
-        current = self.champions.loaded(identifier)
+        current = self.champions.peek(identifier)  # a reconcile is not a use: it must not reorder the LRU
         if current is not None and current.identity.model_version == model_version:
             if self.champions.selection(identifier) is None:  # eval writes its record just after the event
                 selection = self.selection(current.identity)

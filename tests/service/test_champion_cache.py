@@ -29,8 +29,11 @@ def test_the_least_recently_used_champion_is_dropped_and_stays_known(gru_model) 
     assert champions.loaded("a") is not None  # a use: b is now the least recently used
     champions.install(_as(gru_model, "c"))
     assert [m.identity.identifier for m in champions.all()] == ["a", "c"]
-    assert not champions.holds("b") and champions.known("b") == ChampionRef("1", "b")
+    assert champions.peek("b") is None and champions.known("b") == ChampionRef("1", "b")
     assert champions.identifiers() == ["a", "b", "c"]
+    assert champions.peek("a") is not None  # a look (listings, the reconciler) is not a use: a stays oldest
+    champions.install(_as(gru_model, "d"))
+    assert [m.identity.identifier for m in champions.all()] == ["c", "d"]
 
 
 def test_a_known_champion_that_is_not_held_is_loaded_on_demand_and_an_unknown_one_is_not(gru_model) -> None:

@@ -54,7 +54,10 @@ def create_app(
                 target=score_claims, args=(settings, champions.get, stop), name="batch-scorer", daemon=True
             ).start()
             threading.Thread(
-                target=stream_forecasts, args=(settings, champions, stop), name="stream-forecaster", daemon=True
+                target=stream_forecasts,
+                args=(settings, champions, stop, loader.loaded),
+                name="stream-forecaster",
+                daemon=True,
             ).start()
         yield
         stop.set()

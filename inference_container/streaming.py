@@ -8,9 +8,14 @@ its window and publishes its forecasts (another replica's /predict without rows 
 answers from the end of its processed data, or the last window it owned).
 
 Each poll takes up to `BATCH_ROWS` rows; every row updates its series' window in arrival order, and
-the windows of all the rows that advanced a series go through one forward pass per model. Offsets
-are committed once the batch's forecasts are acknowledged (at-least-once: a replica killed mid-batch
-publishes the batch's forecasts again). Rows are handled deterministically:
+the windows of all the rows that advanced a series go through one forward pass per model. Exactly once:
+a batch's forecasts and dead letters are published in one Kafka transaction with the batch's offsets
+(`TransactionalProducer`), so a replica killed mid-batch leaves nothing that `read_committed` readers
+see, and the batch is forecast again by the partition's next owner. That owner first rebuilds the
+windows of the partitions it is given from the rows before their committed offsets (at most
+`stream_lookback_rows` per partition), so the forecasts it makes are the ones the dead replica would
+have made. The stream starts once the replica's champions are loaded (`ready`): a row read before
+then would be dropped as `no_champion`. Rows are handled deterministically:
 
 - a row is snapped to the champion's grid as preprocessing snaps it; steps no row covered, and
   missing cells, are filled as preprocessing fills gaps (a window more than half missing: no forecast);
@@ -28,18 +33,20 @@ for the previous champion carries over when the new one reads the same columns a
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import Counter, Histogram
 
 from flts.config import InferenceSettings
-from flts.kafka import MessageProducer, send_dead_letter
+from flts.kafka import TransactionalProducer, send_dead_letter
 from flts.messages import SCHEMA_VERSION, Forecast, Measurement, MessageError
 from flts.observability import log_context
 from flts.predict import RequestError, ServingModel, Window
@@ -50,6 +57,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 2000
+# A replica killed mid-transaction holds its partitions' offsets pending this long at most (when it comes back
+# under another name; under the same one, it aborts its own leftover at once).
+TRANSACTION_TIMEOUT_MS = 10_000
+REBUILD_TIMEOUT_S = 60.0
 
 STREAM_ROWS = Counter(
     "flts_stream_rows_total",
@@ -61,6 +72,9 @@ ROWS_BY_OUTCOME = {
     outcome: STREAM_ROWS.labels(outcome)
     for outcome in ("forecast", "late", "too_old", "no_champion", "incomplete", "not_finite", "dead_letter")
 }
+ROWS_REPLAYED = Counter(
+    "flts_stream_rows_replayed_total", "Measurements read again to rebuild the windows of partitions assigned."
+)
 FORECASTS_PUBLISHED = Counter("flts_stream_forecasts_total", "Forecast events published on the forecasts topic.")
 STREAM_LAG = Histogram(
     "flts_stream_lag_seconds",
@@ -89,28 +103,48 @@ def _layout(model: ServingModel) -> tuple[Any, ...]:
 class StreamForecaster:
     """Turns batches of measurement messages into forecast events; keeps the windows between batches."""
 
-    def __init__(self, settings: InferenceSettings, champions: Champions, producer: MessageProducer | None = None):
+    def __init__(
+        self, settings: InferenceSettings, champions: Champions, producer: TransactionalProducer | None = None
+    ) -> None:
         self.settings = settings
         self.champions = champions
-        self.producer = producer or MessageProducer(settings)
         self.group = streaming_group(settings)
+        self.producer = producer or TransactionalProducer(settings, transactional_id(settings), TRANSACTION_TIMEOUT_MS)
         self._steps: dict[str, RecentSteps] = {}
         self._latest_before: dict[str, Window | None] = {}  # this batch's changes to the windows /predict uses
 
-    def handle_batch(self, messages: list[Any]) -> int:
-        """Apply every row in order, forecast the windows that advanced, publish; returns forecasts published.
+    def handle_batch(self, messages: list[Any], consumer: Consumer) -> int:
+        """Apply every row in order, forecast the windows that advanced, publish, and commit the batch's offsets
+        in the same transaction; returns forecasts published.
 
-        When the batch fails (the broker, a forecast), the windows are put back as they were before it, so the
-        batch delivered again (from the committed offsets) advances them again and is forecast again.
+        When the batch fails (the broker, a forecast), the transaction is aborted and the windows are put back as
+        they were before it, so the batch delivered again (from the committed offsets) advances them again and is
+        forecast again.
         """
         kept_steps, self._latest_before = dict(self._steps), {}
+        self.producer.begin()
         try:
-            return self._handle(messages)
+            published = self._handle(messages)
+            self.producer.commit(consumer, messages)
+            return published
         except Exception:
             self._steps = kept_steps
             for identifier, window in self._latest_before.items():
                 self.champions.remember(identifier, window)
+            try:
+                self.producer.abort()
+            except Exception:
+                log.warning("aborting the batch's transaction failed: the broker aborts it", exc_info=True)
             raise
+
+    def replay(self, messages: list[Any]) -> None:
+        """Rows already forecast (before the committed offsets): they only put the windows back as they were."""
+        for msg in messages:
+            try:
+                self.apply(Measurement.from_bytes(msg.value()))
+            except (MessageError, RowError):
+                continue  # dead-lettered when it was first read
+        ROWS_REPLAYED.inc(len(messages))
 
     def _handle(self, messages: list[Any]) -> int:
         due: list[tuple[ServingModel, Window, Measurement]] = []
@@ -248,13 +282,66 @@ def streaming_group(settings: InferenceSettings) -> str:
     return f"{settings.consumer_group}-measurements"
 
 
-def stream_forecasts(settings: InferenceSettings, champions: Champions, stop: threading.Event) -> None:
-    """Consume `measurements` until `stop`: a batch at a time, committed once its forecasts are acknowledged.
+def transactional_id(settings: InferenceSettings) -> str:
+    """Stable for a replica's slot (its host name and port: a restarted process, a pod of a StatefulSet or a
+    compose container keeps it), unique among live replicas; under the group's prefix, which the ACLs grant."""
+    return f"{streaming_group(settings)}@{socket.gethostname()}:{settings.http_port}"
+
+
+def rows_before_committed(
+    settings: InferenceSettings, consumer: Consumer, partitions: list[TopicPartition]
+) -> list[Any]:
+    """The last `stream_lookback_rows` messages before each partition's committed offset, in offset order."""
+    ranges = {
+        (tp.topic, tp.partition): (max(0, tp.offset - settings.stream_lookback_rows), tp.offset)
+        for tp in consumer.committed(partitions, timeout=30)
+        if tp.offset > 0 and settings.stream_lookback_rows > 0  # OFFSET_INVALID (< 0): nothing committed yet
+    }
+    if not ranges:
+        return []
+    reader = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"{streaming_group(settings)}-rebuild",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    found: list[Any] = []
+    try:
+        reader.assign([TopicPartition(topic, partition, start) for (topic, partition), (start, _) in ranges.items()])
+        waiting, deadline = set(ranges), time.monotonic() + REBUILD_TIMEOUT_S
+        while waiting and time.monotonic() < deadline:
+            for msg in reader.consume(BATCH_ROWS, 0.5):
+                key = (msg.topic(), msg.partition())
+                if key not in waiting:
+                    continue
+                if msg.error() is None and msg.offset() < ranges[key][1]:
+                    found.append(msg)
+                if msg.error() is not None or msg.offset() >= ranges[key][1] - 1:
+                    waiting.discard(key)  # at the committed offset, or the end (compacted, deleted)
+        if waiting:
+            raise TimeoutError(f"rebuilding the windows of {sorted(waiting)} took over {REBUILD_TIMEOUT_S:.0f}s")
+    finally:
+        reader.close()
+    return found
+
+
+def stream_forecasts(
+    settings: InferenceSettings, champions: Champions, stop: threading.Event, ready: threading.Event | None = None
+) -> None:
+    """Once `ready` (the replica's champions loaded), consume `measurements` until `stop`: a batch at a time, its
+    forecasts and offsets committed in one transaction; partitions assigned have their windows rebuilt first.
 
     A failure (the broker or a forecast) closes the consumer and starts again from the committed offsets.
     """
+    while ready is not None and not ready.wait(1.0):
+        if stop.is_set():
+            return
     forecaster = StreamForecaster(settings, champions)
+    assigned: list[TopicPartition] = []  # partitions given by the last rebalance, their windows not yet rebuilt
     while not stop.is_set():
+        assigned.clear()
         consumer = Consumer(
             {
                 **settings.kafka_client_config(),
@@ -262,19 +349,25 @@ def stream_forecasts(settings: InferenceSettings, champions: Champions, stop: th
                 "client.id": settings.service_name,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
                 "session.timeout.ms": settings.session_timeout_ms,
                 "partition.assignment.strategy": "cooperative-sticky",
             }
         )
-        consumer.subscribe([settings.topic_measurements])
+        consumer.subscribe(
+            [settings.topic_measurements], on_assign=lambda _consumer, partitions: assigned.extend(partitions)
+        )
         try:
             while not stop.is_set():
                 batch = [m for m in consumer.consume(BATCH_ROWS, 0.2) if not m.error()]
+                if assigned:
+                    forecaster.replay(rows_before_committed(settings, consumer, assigned))
+                    assigned.clear()
                 if batch:
-                    forecaster.handle_batch(batch)
-                    consumer.commit(asynchronous=False)
+                    forecaster.handle_batch(batch, consumer)
         except Exception:
             log.exception("the measurement stream failed; resuming from the committed offsets")
+            forecaster.producer = TransactionalProducer(settings, transactional_id(settings), TRANSACTION_TIMEOUT_MS)
             stop.wait(2)
         finally:
             consumer.close()

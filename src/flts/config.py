@@ -236,6 +236,9 @@ class InferenceSettings(ConsumerSettings, AuthSettings):
     # A batch claim of a lineage waits this long for the lineage's decision (and champion) before it is scored
     # with the identifier's current champion, or dead-lettered when there is none.
     scoring_wait_seconds: float = Field(900.0, ge=0)
+    # A replica given a `measurements` partition rebuilds its series' windows from at most this many rows before
+    # the committed offset (inference_container.streaming); 0: it starts from the end of each lineage's data.
+    stream_lookback_rows: int = Field(10_000, ge=0)
 
 
 # ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ class KafkaGrants:
     produces: tuple[str, ...] = ()  # topic settings fields
     consumes: tuple[str, ...] = ()  # topic settings fields
     groups: tuple[str, ...] = ()  # consumer group name prefixes (each service's `consumer_group` and its suffixes)
+    transactions: tuple[str, ...] = ()  # transactional id prefixes (a producer committing with consumed offsets)
 
 
 # Every consumer may dead-letter what it cannot handle.
@@ -54,11 +55,12 @@ SERVICE_GRANTS: dict[str, KafkaGrants] = {
         consumes=("topic_model_training",),
         groups=("flts-eval",),
     ),
-    # Follows promotions (a group per replica), scores claims and live rows.
+    # Follows promotions (a group per replica), scores claims and live rows (those exactly once: transactions).
     "inference": KafkaGrants(
         produces=("topic_inference_scored", "topic_forecasts", *_CONSUMER_PRODUCES),
         consumes=("topic_model_selected", "topic_inference_data", "topic_measurements"),
         groups=("flts-inference",),
+        transactions=("flts-inference",),
     ),
 }
 SERVICES = tuple(SERVICE_GRANTS)
@@ -73,11 +75,13 @@ def kafka_user(service: str) -> str:
 
 def service_acls(settings: CommonSettings, service: str) -> list[tuple[str, str, str, str]]:
     """(resource type, name, pattern type, operation) of every ALLOW rule of one service, with the topic names
-    of ``settings``. Read on a topic or group implies Describe; Write on any topic allows an idempotent producer."""
+    of ``settings``. Read on a topic or group implies Describe; Write on any topic allows an idempotent producer,
+    Write on a transactional id its transactions."""
     grants = SERVICE_GRANTS[service]
     rules = [("TOPIC", getattr(settings, field), "LITERAL", "WRITE") for field in grants.produces]
     rules += [("TOPIC", getattr(settings, field), "LITERAL", "READ") for field in grants.consumes]
     rules += [("GROUP", prefix, "PREFIXED", "READ") for prefix in grants.groups]
+    rules += [("TRANSACTIONAL_ID", prefix, "PREFIXED", "WRITE") for prefix in grants.transactions]
     return rules
 
 

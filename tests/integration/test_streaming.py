@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from datetime import UTC
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from flts.config import InferenceSettings
 from flts.kafka import MessageProducer
 from flts.messages import DeadLetter, Forecast, Measurement
 from inference_container.champions import Champions
-from inference_container.streaming import stream_forecasts
+from inference_container.streaming import StreamForecaster, stream_forecasts
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +90,92 @@ def test_rows_in_forecasts_out_per_champion_and_a_promotion_switches_on_the_next
     unknown_column, not_a_message = sorted((letter.reason for letter in letters), key=lambda r: "Invalid JSON" in r)
     assert "not read by the champion" in unknown_column and "temperature" in unknown_column
     assert "Invalid JSON" in not_a_message
+
+
+class _Kept:
+    """What a transactional producer would publish, kept in memory: the reference run's forecasts."""
+
+    def __init__(self) -> None:
+        self.events: list[Forecast] = []
+
+    def begin(self) -> None:
+        pass
+
+    def publish_many(self, topic, events) -> None:
+        self.events.extend(events)
+
+    def commit(self, consumer, messages) -> None:
+        pass
+
+
+class _Row:
+    def __init__(self, row: Measurement) -> None:
+        self._value = row.to_bytes()
+
+    def value(self) -> bytes:
+        return self._value
+
+
+def test_a_forecaster_killed_mid_stream_and_restarted_loses_and_duplicates_no_forecast(
+    inference_settings, gru_bundle, gru_model, raw_data, read_topic, stack_env, tmp_path
+):
+    """kill -9 of a replica mid-stream; its successor rebuilds the windows from the rows before the committed
+    offsets and goes on: each row gets exactly one forecast, the one an uninterrupted replica makes."""
+    settings = inference_settings
+    identifiers = [f"k{i}-{uuid.uuid4().hex[:6]}" for i in range(2)]
+    per_identifier = 400
+    rows = [row for start in range(0, per_identifier, 10) for i in identifiers for row in _rows(raw_data, i, start, 10)]
+    env = {
+        **os.environ,
+        **stack_env,
+        **{name.upper(): str(getattr(settings, name)) for name in InferenceSettings.model_fields if "topic" in name},
+        "CONSUMER_GROUP": settings.consumer_group,
+    }
+    worker = str(Path(__file__).with_name("stream_worker.py"))
+    command = [sys.executable, worker, str(gru_bundle), ",".join(identifiers)]
+    log = (tmp_path / "worker.log").open("w")
+    producer = MessageProducer(settings)
+
+    def publish(chunk: list[Measurement]) -> None:
+        producer.publish_many(settings.topic_measurements, chunk)
+
+    first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        half = len(rows) // 2
+        for start in range(0, half, 20):  # paced: many small transactions, so the kill lands mid-stream
+            publish(rows[start : start + 20])
+            time.sleep(0.05)
+        assert read_topic(settings, settings.topic_forecasts, 50, Forecast.from_bytes, timeout=60)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        second = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            for start in range(half, len(rows), 20):
+                publish(rows[start : start + 20])
+                time.sleep(0.05)
+            reference = StreamForecaster(settings, _champions_serving(gru_model, identifiers), producer=_Kept())
+            reference.handle_batch([_Row(row) for row in rows], consumer=None)
+            expected = {(f.identifier, f.last_observed): f.values for f in reference.producer.events}
+            read_topic(settings, settings.topic_forecasts, len(expected), Forecast.from_bytes, timeout=90)
+            got = read_topic(settings, settings.topic_forecasts, len(expected) + 1, Forecast.from_bytes, timeout=5)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        log.close()
+    keys = [(f.identifier, f.last_observed) for f in got]
+    assert len(keys) == len(set(keys)), "a forecast was published twice"
+    assert set(keys) == set(expected), (tmp_path / "worker.log").read_text()[-3000:]
+    for forecast in got:
+        made = expected[(forecast.identifier, forecast.last_observed)]
+        for column, values in forecast.values.items():
+            assert values == pytest.approx(made[column], rel=1e-4, abs=1e-6)
+
+
+def _champions_serving(model, identifiers: list[str]) -> Champions:
+    champions = Champions()
+    for identifier in identifiers:
+        champions.install(_as(model, identifier, "1"))
+    return champions

@@ -85,8 +85,19 @@ class _Message:
 
 
 class _BrokerDown:
+    """A transactional producer whose broker went away after the transaction began."""
+
+    def __init__(self) -> None:
+        self.aborted = False
+
+    def begin(self):
+        pass
+
     def publish_many(self, topic, events):
         raise ConnectionError("broker unreachable")
+
+    def abort(self):
+        self.aborted = True
 
 
 def test_a_batch_that_cannot_be_published_leaves_the_windows_as_they_were_so_its_redelivery_is_forecast(
@@ -94,9 +105,10 @@ def test_a_batch_that_cannot_be_published_leaves_the_windows_as_they_were_so_its
 ):
     forecaster, champions = stream
     before = champions.latest("a")
-    forecaster.producer = _BrokerDown()
+    forecaster.producer = producer = _BrokerDown()
     with pytest.raises(ConnectionError):
-        forecaster.handle_batch([_Message(_row(raw_data, 50)), _Message(_row(raw_data, 49, down=1.0))])
+        forecaster.handle_batch([_Message(_row(raw_data, 50)), _Message(_row(raw_data, 49, down=1.0))], consumer=None)
+    assert producer.aborted
     assert champions.latest("a") is before
     _, window, _ = forecaster.apply(_row(raw_data, 50))  # delivered again: advances and is forecast
     assert window.last_ns > before.last_ns

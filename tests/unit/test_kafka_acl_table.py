@@ -13,7 +13,7 @@ from flts.config import (
 from flts.kafka_users import SERVICE_GRANTS, service_acls
 from flts.storage_users import SERVICES as S3_SERVICES
 from inference_container.scoring import scoring_group
-from inference_container.streaming import streaming_group
+from inference_container.streaming import streaming_group, transactional_id
 
 CONSUMERS = {
     "preprocess": [PreprocessSettings()],
@@ -49,3 +49,10 @@ def test_only_eval_may_announce_a_champion_and_only_the_gateway_accepts_uploads(
     assert writers("model-selected") == {"eval"}
     assert writers("dataset-uploaded") == {"gateway"}
     assert writers("model-training") == {"train", "nonml"}
+
+
+def test_the_stream_forecasters_transactions_are_granted_to_inference_only():
+    settings = InferenceSettings()
+    for service, grants in SERVICE_GRANTS.items():
+        granted = any(transactional_id(settings).startswith(prefix) for prefix in grants.transactions)
+        assert granted == (service == "inference"), service

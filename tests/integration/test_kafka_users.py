@@ -9,26 +9,31 @@ Kafka's jars only, not the rest of the test stack, so it carries no `integration
 from __future__ import annotations
 
 import base64
+import dataclasses
 import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC
 
+import pandas as pd
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException
 from pydantic import SecretStr
 from rich.console import Console
 
-from flts.config import CommonSettings, EvalSettings
-from flts.kafka import ConsumerLoop, MessageProducer, ensure_topics
+from flts.config import CommonSettings, EvalSettings, InferenceSettings
+from flts.kafka import ConsumerLoop, MessageProducer, TransactionalProducer, ensure_topics
 from flts.kafka_users import SERVICE_GRANTS, SERVICES, ensure_kafka_users, kafka_user
-from flts.messages import DeadLetter, ModelTraining
+from flts.messages import DeadLetter, Measurement, ModelTraining
 from flts.stack import StackConfig, common_settings, stack_environment
 from flts.stack.config import kafka_password
 from flts.stack.manager import stop_part
 from flts.stack.parts import KafkaPart
 from flts.stack.procs import spawn, wait_for
+from inference_container.champions import Champions
+from inference_container.streaming import stream_forecasts, transactional_id
 
 # A port pair beside the test stack's (FLTS_TEST_PORT_OFFSET moves both).
 SASL_PORT_SHIFT = 50
@@ -188,3 +193,54 @@ def test_a_wrong_password_is_refused(sasl_stack: StackConfig) -> None:
         KafkaError._MSG_TIMED_OUT,
         KafkaError.SASL_AUTHENTICATION_FAILED,
     }
+
+
+def test_the_inference_user_forecasts_live_rows_in_transactions_and_others_may_not_use_its_ids(
+    one_message_everywhere: StackConfig, persistence_model, processed, raw_data
+) -> None:
+    """The stream forecaster's transactions (forecasts with the offsets they answer) under inference's ACLs."""
+    settings = InferenceSettings(
+        **{k.lower(): v for k, v in stack_environment(one_message_everywhere, "inference").items()},
+        consumer_group=f"flts-inference-{uuid.uuid4().hex[:6]}",
+    )
+    admin = common_settings(one_message_everywhere)
+    identifier = f"sasl-{uuid.uuid4().hex[:6]}"
+    champions = Champions()
+    identity = dataclasses.replace(persistence_model.identity, identifier=identifier)
+    model = dataclasses.replace(persistence_model, identity=identity)
+    champions.install(model, model.window_from_processed(processed.test.iloc[:100]))
+    row = raw_data[1].iloc[100]
+    measurement = Measurement(
+        identifier=identifier,
+        ts=pd.Timestamp(row["time"]).tz_localize(UTC),
+        values={name: float(row[name]) for name in raw_data[1].columns if name != "time"},
+    )
+    stop = threading.Event()
+    worker = threading.Thread(target=stream_forecasts, args=(settings, champions, stop), daemon=True)
+    worker.start()
+    try:
+        MessageProducer(admin).publish(settings.topic_measurements, measurement)
+        assert _forecast_for(admin, identifier, timeout=60), "no committed forecast from inference's user"
+    finally:
+        stop.set()
+        worker.join(30)
+    gateway = TransactionalProducer(as_service(one_message_everywhere, "gateway"), transactional_id(settings))
+    with pytest.raises(KafkaException) as refused:
+        gateway.begin(timeout=15)
+    assert refused.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+
+
+def _forecast_for(admin: CommonSettings, identifier: str, timeout: float) -> bool:
+    consumer = Consumer(
+        {**admin.kafka_client_config(), "group.id": f"test-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([admin.topic_forecasts])
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error() and msg.key() == identifier.encode():
+                return True
+        return False
+    finally:
+        consumer.close()

@@ -14,12 +14,12 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC
 
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from pydantic import SecretStr
 from rich.console import Console
 
@@ -164,21 +164,26 @@ def test_the_consumer_loop_handles_and_dead_letters_with_a_scoped_user(sasl_stac
 
 
 def _dead_lettered(admin: CommonSettings, original: bytes, timeout: float) -> bool:
+    def is_original(msg: Message) -> bool:
+        try:
+            return base64.b64decode(DeadLetter.model_validate_json(msg.value()).value_b64) == original
+        except ValueError:
+            return False
+
+    return _committed_message(admin, admin.topic_dead_letter, is_original, timeout)
+
+
+def _committed_message(admin: CommonSettings, topic: str, wanted: Callable[[Message], bool], timeout: float) -> bool:
+    """Whether a committed message of ``topic`` satisfies ``wanted`` within ``timeout`` s (read as the admin)."""
     consumer = Consumer(
         {**admin.kafka_client_config(), "group.id": f"test-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
     )
-    consumer.subscribe([admin.topic_dead_letter])
+    consumer.subscribe([topic])
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            try:
-                letter = DeadLetter.model_validate_json(msg.value())
-            except ValueError:
-                continue
-            if base64.b64decode(letter.value_b64) == original:
+            if msg is not None and not msg.error() and wanted(msg):
                 return True
         return False
     finally:
@@ -220,7 +225,8 @@ def test_the_inference_user_forecasts_live_rows_in_transactions_and_others_may_n
     worker.start()
     try:
         MessageProducer(admin).publish(settings.topic_measurements, measurement)
-        assert _forecast_for(admin, identifier, timeout=60), "no committed forecast from inference's user"
+        made = _committed_message(admin, admin.topic_forecasts, lambda msg: msg.key() == identifier.encode(), 60)
+        assert made, "no committed forecast from inference's user"
     finally:
         stop.set()
         worker.join(30)
@@ -228,19 +234,3 @@ def test_the_inference_user_forecasts_live_rows_in_transactions_and_others_may_n
     with pytest.raises(KafkaException) as refused:
         gateway.begin(timeout=15)
     assert refused.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
-
-
-def _forecast_for(admin: CommonSettings, identifier: str, timeout: float) -> bool:
-    consumer = Consumer(
-        {**admin.kafka_client_config(), "group.id": f"test-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
-    )
-    consumer.subscribe([admin.topic_forecasts])
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is not None and not msg.error() and msg.key() == identifier.encode():
-                return True
-        return False
-    finally:
-        consumer.close()

@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 2000
+# How long a poll waits to fill a batch: the floor of the lag at a low rate; one transaction per wait at most.
+BATCH_WAIT_S = 0.05
 # A replica killed mid-transaction holds its partitions' offsets pending this long at most (when it comes back
 # under another name; under the same one, it aborts its own leftover at once).
 TRANSACTION_TIMEOUT_MS = 10_000
@@ -359,7 +361,7 @@ def stream_forecasts(
         )
         try:
             while not stop.is_set():
-                batch = [m for m in consumer.consume(BATCH_ROWS, 0.2) if not m.error()]
+                batch = [m for m in consumer.consume(BATCH_ROWS, BATCH_WAIT_S) if not m.error()]
                 if assigned:
                     forecaster.replay(rows_before_committed(settings, consumer, assigned))
                     assigned.clear()

@@ -4,6 +4,9 @@ Nothing is held in memory that MLflow and the promotion bucket do not already sa
 thread re-derives every undecided lineage, so a restarted eval, or one that missed a message,
 still promotes once the expected model types have finished or the timeout has passed.
 Promotion = registry alias `champion` + history entry + `model-selected` + lineage pointer.
+While expected models still train, the best promotable model finished so far is promoted as the interim
+champion (its pointer says `interim`; no decision is recorded), so the first forecast is served seconds
+after preprocessing (persistence) and upgraded as better models finish (`evaluation.promote_interim`).
 Every decision is recorded in the lineage's `decision.json` (written last: its presence means the
 lineage is decided, so a sweep neither repeats it nor logs it again). Promoting the same winner twice
 is a no-op, and promotions are monotonic per identifier: the champion only moves to a lineage whose
@@ -61,12 +64,15 @@ class Evaluator:
         with self._lock, log_context(config_hash=config_hash, identifier=identifier):
             runs = self._close_orphans(runs if runs is not None else self.tracker.lineage_runs(config_hash))
             previous = self._read(self.pointer_uri(identifier, config_hash))
-            decided = self._read(self.decision_uri(identifier, config_hash)) or previous
+            final = previous if previous is not None and not previous.get("interim") else None
+            decided = self._read(self.decision_uri(identifier, config_hash)) or final
             if decided and all((r.end_time_ms or r.start_time_ms) <= decided["decided_at_ms"] for r in runs):
                 return None
             decision = decide(runs, self.config, int(time.time() * 1000))
             if not decision.ready:
                 log.debug("lineage not ready", extra={"reason": decision.reason})
+                if decision.interim is not None and self.config.promote_interim:
+                    self._promote_interim(config_hash, identifier, decision, decision.interim, previous)
                 return decision
             if decision.winner is None:
                 log.error("no model to promote", extra={"reason": decision.reason})
@@ -109,15 +115,32 @@ class Evaluator:
             return holder
         return None
 
+    def _promote_interim(
+        self, config_hash: str, identifier: str, decision: Decision, interim: Candidate, previous: dict | None
+    ) -> None:
+        """Serve the best model finished so far, unless it is served already or a later lineage holds the alias."""
+        if previous is not None and previous.get("run_id") == interim.run_id:
+            return
+        if self._newer_champion(identifier, interim.run_id) is not None:
+            return  # the final decision records it as superseded
+        self._promote(config_hash, identifier, decision, interim, previous, interim=True)
+
     def _promote(
-        self, config_hash: str, identifier: str, decision: Decision, winner: Candidate, previous: dict | None
+        self,
+        config_hash: str,
+        identifier: str,
+        decision: Decision,
+        winner: Candidate,
+        previous: dict | None,
+        interim: bool = False,
     ) -> None:
         version = self.tracker.model_version_of_run(identifier, winner.run_id)
         if version is None:
             raise RuntimeError(f"run {winner.run_id} has no registered model version")
         current = self.tracker.champion(identifier)
         already = current is not None and str(current.version) == version
-        if already and previous is not None and previous["model_version"] == version:
+        settled = previous is not None and not previous.get("interim")
+        if already and settled and previous["model_version"] == version:
             log.info("the winner is already this lineage's promoted champion", extra={"model_version": version})
             return
         if not already:
@@ -131,7 +154,8 @@ class Evaluator:
             "registered_model": registered_model_name(self.settings, identifier),
             "model_version": version,
             "score": winner.score,
-            "reason": decision.reason,
+            "reason": f"interim, the best model finished so far ({decision.reason})" if interim else decision.reason,
+            **({"interim": True} if interim else {}),
             "decided_at": now.isoformat(),
             "decided_at_ms": int(now.timestamp() * 1000),
             "leaderboard": decision.leaderboard_records(),
@@ -155,7 +179,7 @@ class Evaluator:
         )
         self.store.put_json(pointer, record)
         log.info(
-            "champion promoted",
+            "interim champion promoted" if interim else "champion promoted",
             extra={"model_type": winner.model_type, "model_version": version, "run_id": winner.run_id},
         )
 

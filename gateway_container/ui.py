@@ -285,7 +285,7 @@ def _live_context(gw: Gateway, identifier: str, config_hash: str, column: str) -
         for c in leaderboard(runs, gw.config.evaluation)
     ]
     running = any(run["status"] == "RUNNING" for run in status["training"])
-    decided = bool(status["champion"] or status["decision"]["outcome"])
+    decided = bool(status["decision"]["outcome"] or (status["champion"] and not status["champion"].get("interim")))
     return {"status": status, "board": board, "metrics": LEADERBOARD_METRICS, "final": decided and not running}
 
 

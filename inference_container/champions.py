@@ -290,10 +290,16 @@ class ChampionLoader:
     def _install(self, identifier: str, model_version: str, run_id: str, outcome: str = "installed") -> None:
         current = self.champions.peek(identifier)  # a reconcile is not a use: it must not reorder the LRU
         if current is not None and current.identity.model_version == model_version:
-            if self.champions.selection(identifier) is None:  # eval writes its record just after the event
+            # Eval writes its record just after the event, and an interim champion's record changes when the same
+            # model is confirmed as the final one (more models ranked: the columns' winners may differ).
+            known = self.champions.selection(identifier)
+            if known is None or known.get("interim"):
                 selection = self.selection(current.identity)
-                if selection is not None:  # now the columns' winners are known too
-                    self.champions.install(self.with_column_winners(current, selection), selection=selection)
+                if selection is not None and selection != known:
+                    promoted = current
+                    if isinstance(current.forecaster, ColumnComposite):
+                        promoted = dataclasses.replace(current, forecaster=current.forecaster.base)
+                    self.champions.install(self.with_column_winners(promoted, selection), selection=selection)
             CHAMPION_LOADS.labels("unchanged").inc()
             return
         run = self.tracker.run_summary(run_id)
@@ -366,7 +372,8 @@ class ChampionLoader:
             return None
         if record is None or record.get("run_id") != identity.run_id:
             return None
-        return {"reason": record.get("reason"), "leaderboard": record.get("leaderboard", [])}
+        selection = {"reason": record.get("reason"), "leaderboard": record.get("leaderboard", [])}
+        return {**selection, "interim": True} if record.get("interim") else selection
 
     def start(self, stop: threading.Event) -> None:
         """The follower (model-selected) and the reconciler, each on a thread of its own."""

@@ -156,7 +156,8 @@ def status(
                 )
                 raise typer.Exit(1)
             follower(lineage)
-            decided = lineage.get("champion") or (lineage.get("decision") or {}).get("outcome")
+            champion = lineage.get("champion") or {}
+            decided = (lineage.get("decision") or {}).get("outcome") or (champion and not champion.get("interim"))
             if decided or not follow or time.monotonic() > deadline:
                 break
             time.sleep(2)

@@ -109,15 +109,20 @@ class FltsClient:
         identifier: str = "global",
         timeout: float = 900.0,
         on_progress: Callable[[dict[str, Any] | None], None] | None = None,
+        final: bool = True,
+        on_served: Callable[[dict[str, Any]], None] | None = None,
+        poll_seconds: float = 2.0,
     ) -> dict[str, Any]:
-        """Poll until the lineage has a champion AND inference serves that very version."""
+        """Poll until the lineage has a champion AND inference serves that very version; with ``final`` (the
+        default) the decided one, not an interim champion served while other models still train.
+        ``on_served`` hears every status whose champion, interim or final, inference serves."""
         deadline = time.monotonic() + timeout
         status: dict[str, Any] | None = None
         while time.monotonic() < deadline:
             try:
                 status = self.lineage(config_hash, identifier)
             except httpx.TimeoutException:
-                time.sleep(2)  # a slow answer (a busy gateway or MLflow) is no verdict: ask again
+                time.sleep(poll_seconds)  # a slow answer (a busy gateway or MLflow) is no verdict: ask again
                 continue
             if on_progress:
                 on_progress(status)
@@ -125,8 +130,11 @@ class FltsClient:
             if champion:
                 served = self.model_info(identifier)
                 if served and served["model_version"] == champion["model_version"]:
-                    return status or {}
-            time.sleep(2)
+                    if on_served:
+                        on_served(status or {})
+                    if not (final and champion.get("interim")):
+                        return status or {}
+            time.sleep(poll_seconds)
         raise PipelineTimeout(f"no champion served for {config_hash} within {timeout:.0f}s; last status: {status}")
 
 

@@ -349,6 +349,10 @@ class EvaluationConfig(_Strict):
     expected_model_types: list[ModelType] = ["GRU", "LSTM", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE"]
     promotable_model_types: list[ModelType] = ["GRU", "LSTM", "PERSISTENCE"]
     decision_timeout_seconds: float = 900.0
+    # While models still train, serve the best promotable one finished so far (persistence within seconds of
+    # preprocessing), then upgrade as better ones finish; the final champion is the one eval would have waited
+    # for. false: nothing is served until the lineage is decided.
+    promote_interim: bool = True
     # A RUNNING run whose trainer has not beaten its heartbeat (every 30 s) for this long died with its
     # process (SIGKILL, OOM): eval marks it KILLED, so nothing stays RUNNING and eval need not wait for it.
     orphan_after_seconds: float = Field(180.0, gt=0)

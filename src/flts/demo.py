@@ -46,7 +46,13 @@ def run_demo(
     upload = client.upload(train_path, test_path)
     console.print(f"Uploaded as dataset {upload['dataset_id']}; lineage [bold]{upload['config_hash'][:16]}[/]")
     follower = StageFollower(console)
-    status = client.wait_for_champion(upload["config_hash"], timeout=timeout, on_progress=follower)
+
+    def first_served(_status: dict[str, Any]) -> None:
+        timings.setdefault("upload -> first forecast served", time.monotonic() - uploaded_at)
+
+    status = client.wait_for_champion(
+        upload["config_hash"], timeout=timeout, on_progress=follower, on_served=first_served, poll_seconds=1.0
+    )
     timings["upload -> champion serving"] = time.monotonic() - uploaded_at
     timings.update({f"  {stage}": at for stage, at in follower.seen.items()})
 
@@ -96,8 +102,14 @@ class StageFollower:
                 )
             self._once(f"{run['model_type']} {run['status']}", f"{run['model_type']:<15} {run['status']}")
         outcome = (status.get("decision") or {}).get("outcome")
-        if status.get("champion"):
-            self._once("champion", f"champion promoted: {status['champion']['model_type']}")
+        champion = status.get("champion")
+        if champion and champion.get("interim"):
+            self._once(
+                f"interim {champion['model_type']}",
+                f"interim champion: {champion['model_type']} (the best finished so far, served while others train)",
+            )
+        elif champion:
+            self._once("champion", f"champion promoted: {champion['model_type']}")
         elif outcome:
             self._once(f"decided {outcome}", f"decided: {outcome} ({status['decision']['reason']})")
 

@@ -2,7 +2,9 @@
 
 A lineage is ready when every expected model type has finished (or failed), or when the
 timeout since its first run has passed; then the finished runs are ranked by the composite
-score on the scaled test set, lower is better, with a deterministic tie-break.
+score on the scaled test set, lower is better, with a deterministic tie-break. Until then the
+decision names the interim winner: the best promotable model finished so far, served meanwhile
+(`evaluation.promote_interim`), so the first forecast does not wait for the slowest model.
 
 Each target column is also chosen on its own: the promotable model type with the lowest composite
 score of that column on the validation split (persistence included, so a column no model forecasts
@@ -63,6 +65,7 @@ class Decision:
     leaderboard: list[Candidate]
     winner: Candidate | None
     column_winners: dict[str, str] = field(default_factory=dict)
+    interim: Candidate | None = None  # not ready: the best promotable model finished so far
 
     def leaderboard_records(self) -> list[dict[str, Any]]:
         """The leaderboard as eval records it and the gateway and /model-info show it, best first: model type,
@@ -169,9 +172,9 @@ def decide(runs: list[RunSummary], config: EvaluationConfig, now_ms: int) -> Dec
     started_ms = min((r.start_time_ms for r in runs), default=now_ms)
     timed_out = (now_ms - started_ms) / 1000 >= config.decision_timeout_seconds
     columns = column_winners(board, config)
-    if pending and not timed_out:
-        return Decision(False, f"waiting for {', '.join(pending)}", board, None, columns)
     winner = next((c for c in board if c.not_servable_because is None), None)
+    if pending and not timed_out:
+        return Decision(False, f"waiting for {', '.join(pending)}", board, None, columns, interim=winner)
     reason = "every expected model type finished" if not pending else f"timed out waiting for {', '.join(pending)}"
     if winner is None:
         reason += "; no promotable model finished with finite metrics"

@@ -287,7 +287,9 @@ def test_each_column_is_served_by_the_model_that_won_it_once_eval_has_said_so(
     settings, registry, replica, processed, tmp_path
 ):
     """The champion is PERSISTENCE; eval's record says a GRU run of the lineage won the first target column on
-    validation: the replica downloads that run too and forecasts that column with it, the rest by persistence."""
+    validation: the replica downloads that run too and forecasts that column with it, the rest by persistence.
+    Eval first said so in an interim record (persistence served while the GRU trained): the final record for the
+    same version replaces it."""
     identifier = "cell-columns"
     meta, windows_config = processed.metadata, PipelineConfig().windows
     layout = WindowLayout.build(
@@ -309,6 +311,21 @@ def test_each_column_is_served_by_the_model_that_won_it_once_eval_has_said_so(
     info = replica.get("/model-info", params={"identifier": identifier}).json()
     assert info["column_models"] == dict.fromkeys(meta.target_columns, "PERSISTENCE")  # no record from eval yet
 
+    # First an interim record (only persistence had finished), then the final one, for the same version.
+    ObjectStore(settings).put_json(
+        champion_pointer_uri(settings, identifier, CONFIG_HASH),
+        {
+            "run_id": champion_run,
+            "reason": "interim, the best model finished so far (waiting for GRU)",
+            "interim": True,
+            "leaderboard": [{"model_type": "PERSISTENCE", "run_id": champion_run, "column_wins": meta.target_columns}],
+        },
+    )
+
+    def selection() -> dict:
+        return replica.get("/model-info", params={"identifier": identifier}).json()["selection"] or {}
+
+    assert _until(lambda: selection().get("interim"), RECONCILE_SECONDS * 4)
     ObjectStore(settings).put_json(
         champion_pointer_uri(settings, identifier, CONFIG_HASH),
         {

@@ -183,6 +183,33 @@ def test_eval_promotes_once_and_a_later_equal_model_changes_nothing(settings, cl
     assert evaluator.evaluate(claim.config_hash, claim.identifier) is None
 
 
+def test_the_first_model_finished_is_served_at_once_and_confirmed_when_the_rest_finish(settings, claim, read_topic):
+    """Interim promotion: persistence serves while a network trains; when the network ties it, persistence (the
+    simpler model) stays, now as the decided champion, announced again so replicas re-read its record."""
+    evaluator = _evaluator(settings, ["PERSISTENCE", "GRU"])
+    store = ObjectStore(settings)
+    TrainingJob(settings, PERSISTENCE).handle(claim)
+    interim = evaluator.evaluate(claim.config_hash, claim.identifier)
+    assert interim is not None and not interim.ready and interim.interim.model_type == "PERSISTENCE"
+    pointer = store.get_json(evaluator.pointer_uri(claim.identifier, claim.config_hash))
+    assert pointer["interim"] is True and pointer["reason"].startswith("interim")
+    assert not store.exists(evaluator.decision_uri(claim.identifier, claim.config_hash))
+    served = Tracker(settings).champion(claim.identifier)
+    assert served is not None and served.run_id == pointer["run_id"]
+    assert evaluator.evaluate(claim.config_hash, claim.identifier).interim is not None  # nothing new: no event
+    assert _messages_on(settings, settings.topic_model_selected) == 1
+
+    TrainingJob(settings, {"GRU": lambda data, _: (PersistenceForecaster(data.layout), {})}).handle(claim)
+    final = evaluator.evaluate(claim.config_hash, claim.identifier)
+    assert final is not None and final.ready and final.winner.model_type == "PERSISTENCE"
+    pointer = store.get_json(evaluator.pointer_uri(claim.identifier, claim.config_hash))
+    assert "interim" not in pointer and [c["model_type"] for c in pointer["leaderboard"]] == ["PERSISTENCE", "GRU"]
+    assert store.get_json(evaluator.decision_uri(claim.identifier, claim.config_hash))["outcome"] == "promoted"
+    assert Tracker(settings).champion(claim.identifier).version == served.version
+    assert _messages_on(settings, settings.topic_model_selected) == 2
+    assert evaluator.evaluate(claim.config_hash, claim.identifier) is None
+
+
 def test_a_success_event_delivered_three_times_promotes_once(settings, claim, read_topic):
     """A producer retry after a broker outage can publish one run's SUCCESS event again (issue 9 saw three):
     eval makes the duplicates harmless, so the champion moves once and replicas hear of it once."""

@@ -32,6 +32,20 @@ def test_waits_until_every_expected_model_type_has_finished():
     assert decision.reason == "waiting for LSTM, PROPHET"
 
 
+def test_while_models_train_the_best_promotable_model_finished_so_far_is_the_interim_winner():
+    runs = [run("GRU", 0.2), run("LSTM", 0.1, status="RUNNING"), run("PERSISTENCE", 0.4), run("PROPHET", 0.05)]
+    decision = decide(runs, CONFIG, now_ms=2_000)
+    assert not decision.ready and decision.winner is None
+    assert decision.interim is not None and decision.interim.model_type == "GRU"  # Prophet ranks first, unservable
+
+
+def test_no_interim_winner_before_a_promotable_model_finishes_and_none_once_decided():
+    assert decide([run("GRU", 0.2, status="RUNNING"), run("PROPHET", 0.1)], CONFIG, now_ms=2_000).interim is None
+    runs = [run("GRU", 0.2), run("LSTM", 0.3), run("PROPHET", 0.1), run("PERSISTENCE", 0.4)]
+    decided = decide(runs, CONFIG, now_ms=2_000)
+    assert decided.ready and decided.interim is None and decided.winner.model_type == "GRU"
+
+
 def test_decides_on_what_it_has_after_the_timeout():
     runs = [run("GRU", 0.2), run("PERSISTENCE", 0.4)]
     decision = decide(runs, CONFIG, now_ms=1_000 + 600_000)

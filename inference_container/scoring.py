@@ -127,10 +127,17 @@ class BatchScorer:
             time.sleep(1.0)
 
     def _settled(self, claim: InferenceData, model: ServingModel) -> bool:
-        if claim.config_hash is None or model.identity.config_hash == claim.config_hash:
+        """Eval has decided the claim's lineage (an interim champion served meanwhile does not count) and, when it
+        promoted the lineage, this replica serves the promoted run."""
+        if claim.config_hash is None:
             return True
         uri = decision_uri(self.settings, claim.identifier, claim.config_hash)
-        return self.store.exists(uri) and self.store.get_json(uri).get("outcome") != "promoted"
+        if not self.store.exists(uri):
+            return False
+        decision = self.store.get_json(uri)
+        if decision.get("outcome") != "promoted":
+            return True
+        return model.identity.config_hash == claim.config_hash and model.identity.run_id == decision.get("run_id")
 
     def _series(self, claim: InferenceData, model: ServingModel) -> Series:
         """The claim's rows on the champion's grid and in its column order (a PermanentError says why not)."""

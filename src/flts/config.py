@@ -19,9 +19,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PIPELINE_CONFIG = REPO_ROOT / "config" / "pipeline.yaml"
 
 # The neural model types (flts.models.recurrent): one trainer each (train_container, MODEL_TYPE).
-NetworkType = Literal["GRU", "LSTM", "TCN", "TRANSFORMER"]
+NetworkType = Literal["GRU", "LSTM", "TCN", "TRANSFORMER", "SEQ2SEQ"]
 NETWORK_MODEL_TYPES: tuple[str, ...] = get_args(NetworkType)
-ModelType = Literal["GRU", "LSTM", "TCN", "TRANSFORMER", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE"]
+ModelType = Literal["GRU", "LSTM", "TCN", "TRANSFORMER", "SEQ2SEQ", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE"]
 
 
 class CommonSettings(BaseSettings):

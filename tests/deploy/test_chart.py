@@ -303,15 +303,16 @@ def test_one_deployment_per_service_and_trainer_type(render: Callable[..., list[
     assert "flts-mlflow" in deployments
 
 
-def test_the_tcn_and_transformer_trainers_are_off_until_enabled_and_then_train_their_type(
+def test_the_tcn_transformer_and_seq2seq_trainers_are_off_until_enabled_and_then_train_their_type(
     render: Callable[..., list[dict[str, Any]]],
 ) -> None:
-    assert not {"flts-train-tcn", "flts-train-transformer"} & {
+    families = {"tcn": "TCN", "transformer": "TRANSFORMER", "seq2seq": "SEQ2SEQ"}
+    assert not {f"flts-train-{name}" for name in families} & {
         d["metadata"]["name"] for d in by_kind(render(), "Deployment")
     }
-    objects = render("--set", "trainers.tcn.enabled=true", "--set", "trainers.transformer.enabled=true")
+    objects = render(*(arg for name in families for arg in ("--set", f"trainers.{name}.enabled=true")))
     deployments = {d["metadata"]["name"]: d for d in by_kind(objects, "Deployment")}
-    for name, model_type in (("tcn", "TCN"), ("transformer", "TRANSFORMER")):
+    for name, model_type in families.items():
         container = deployments[f"flts-train-{name}"]["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert (env["MODEL_TYPE"], env["CONSUMER_GROUP"]) == (model_type, f"flts-train-{name}")

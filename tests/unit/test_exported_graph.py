@@ -37,7 +37,7 @@ def _saved(model_type: str, form: str, directory: Path):
     return model
 
 
-@pytest.mark.parametrize("model_type", ["GRU", "LSTM", "TCN", "TRANSFORMER"])
+@pytest.mark.parametrize("model_type", ["GRU", "LSTM", "TCN", "TRANSFORMER", "SEQ2SEQ"])
 @pytest.mark.parametrize("form", ["direct", "residual", "relative"])
 def test_the_exported_graph_forecasts_what_the_network_forecasts_for_any_batch_size(
     model_type: str, form: str, tmp_path: Path

@@ -42,7 +42,7 @@ def _mse(forecast: np.ndarray, windows: Windows) -> float:
     return float(np.mean((forecast - windows.targets) ** 2))
 
 
-@pytest.mark.parametrize("model_type", ["GRU", "LSTM", "TCN", "TRANSFORMER"])
+@pytest.mark.parametrize("model_type", ["GRU", "LSTM", "TCN", "TRANSFORMER", "SEQ2SEQ"])
 def test_forecast_shape_history_and_callbacks(model_type: str) -> None:
     seen: list[int] = []
     train, validation = _sine_windows(96), _sine_windows(32, offset=96)
@@ -72,7 +72,7 @@ def test_training_is_reproducible() -> None:
     assert [r["val_loss"] for r in first_history] == [r["val_loss"] for r in second_history]
 
 
-@pytest.mark.parametrize("model_type", ["GRU", "LSTM", "TCN", "TRANSFORMER"])
+@pytest.mark.parametrize("model_type", ["GRU", "LSTM", "TCN", "TRANSFORMER", "SEQ2SEQ"])
 def test_a_small_model_learns_the_sine_well_below_persistence(model_type: str) -> None:
     train = _sine_windows(96)
     config = SMALL.model_copy(update={"epochs": 40, "early_stopping_patience": 0})

@@ -29,6 +29,7 @@ _LOADERS: dict[str, str] = {
     "LSTM": "flts.models.recurrent:RecurrentForecaster",
     "TCN": "flts.models.recurrent:RecurrentForecaster",
     "TRANSFORMER": "flts.models.recurrent:RecurrentForecaster",
+    "SEQ2SEQ": "flts.models.recurrent:RecurrentForecaster",
     "PROPHET": "flts.models.prophet:ProphetForecaster",
     "PERSISTENCE": "flts.models.baselines:PersistenceForecaster",
     "SEASONAL_NAIVE": "flts.models.baselines:SeasonalNaiveForecaster",

@@ -2,7 +2,10 @@
 
 The encoder is the model type: a GRU or an LSTM (recurrent), a temporal convolutional network ("TCN": causal
 dilated convolutions with residual connections) or a Transformer encoder ("TRANSFORMER": self-attention over
-the window's steps with learned positions). Everything else (the forms below, training, saving, the exported
+the window's steps with learned positions). "SEQ2SEQ" is the encoder-decoder LSTM: an LSTM encodes the window
+and an LSTM cell, started from its last state, decodes the horizon one step at a time, each step reading the
+previous step's output (the first: the last observed targets, or no change), through one head shared by the steps.
+Everything else (the forms below, training, saving, the exported
 graph inference serves) is shared, so each family trains on the same windows and is scored the same way.
 
 `models.recurrent.form` chooses what the network reads and forecasts. "direct": the scaled window in,
@@ -109,9 +112,15 @@ class RecurrentNet(nn.Module):
         form: RecurrentForm = "residual",
     ) -> None:
         super().__init__()
-        self.recurrent = cell in ("GRU", "LSTM")
+        self.recurrent = cell in ("GRU", "LSTM", "SEQ2SEQ")
+        self.decoder: nn.LSTMCell | None = None
         self.encoder: nn.Module
-        if cell == "TCN":
+        if cell == "SEQ2SEQ":
+            self.encoder = nn.LSTM(
+                layout.n_features, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
+            )
+            self.decoder = nn.LSTMCell(layout.n_targets, hidden_size)
+        elif cell == "TCN":
             self.encoder = TemporalConvEncoder(layout.n_features, hidden_size, num_layers, dropout)
         elif cell == "TRANSFORMER":
             self.encoder = TransformerWindowEncoder(
@@ -125,7 +134,9 @@ class RecurrentNet(nn.Module):
                 batch_first=True,
                 dropout=dropout if num_layers > 1 else 0.0,
             )
-        self.head = nn.Linear(hidden_size, layout.output_seq_len * layout.n_targets)
+        # The decoder's head forecasts one step from each decoder state; the others' the whole horizon at once.
+        outputs = layout.n_targets if self.decoder is not None else layout.output_seq_len * layout.n_targets
+        self.head = nn.Linear(hidden_size, outputs)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.horizon = layout.output_seq_len
@@ -142,17 +153,33 @@ class RecurrentNet(nn.Module):
             step = (inputs[:, 1:] - inputs[:, :-1]).abs().mean(dim=1, keepdim=True) + RELATIVE_STEP_FLOOR
             step = torch.where(self.target_mask.bool(), step, torch.ones_like(step))
             inputs = (inputs - last * self.target_mask) / step
-        if self.recurrent:
+        if self.decoder is not None:
+            output = self._decode(inputs)
+        elif self.recurrent:
             encoded, _ = self.encoder(inputs)
-            summary = encoded[:, -1]
+            output = self.head(encoded[:, -1]).view(-1, self.horizon, self.n_targets)
         else:
-            summary = self.encoder(inputs)
-        output = self.head(summary).view(-1, self.horizon, self.n_targets)
+            output = self.head(self.encoder(inputs)).view(-1, self.horizon, self.n_targets)
         if self.form == "direct":
             return output
         if self.form == "relative":
             output = output * step[:, :, self.target_indices]
         return last[:, :, self.target_indices] + output
+
+    def _decode(self, inputs: torch.Tensor) -> torch.Tensor:
+        """SEQ2SEQ: the horizon step by step from the encoder's last state, each step fed the one before."""
+        assert self.decoder is not None
+        _, (hidden, cell) = self.encoder(inputs)
+        state = (hidden[-1], cell[-1])
+        step = inputs[:, -1, self.target_indices]  # what the head forecasts: values ("direct") or changes from them
+        if self.form != "direct":
+            step = torch.zeros_like(step)
+        steps = []
+        for _ in range(self.horizon):
+            state = self.decoder(step, state)
+            step = self.head(state[0])
+            steps.append(step)
+        return torch.stack(steps, dim=1)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -111,7 +111,7 @@ class StreamForecaster:
         self.settings = settings
         self.champions = champions
         self.group = streaming_group(settings)
-        self.producer = producer or TransactionalProducer(settings, transactional_id(settings), TRANSACTION_TIMEOUT_MS)
+        self.producer = producer or stream_producer(settings)
         self._steps: dict[str, RecentSteps] = {}
         self._latest_before: dict[str, Window | None] = {}  # this batch's changes to the windows /predict uses
 
@@ -290,6 +290,10 @@ def transactional_id(settings: InferenceSettings) -> str:
     return f"{streaming_group(settings)}@{socket.gethostname()}:{settings.http_port}"
 
 
+def stream_producer(settings: InferenceSettings) -> TransactionalProducer:
+    return TransactionalProducer(settings, transactional_id(settings), TRANSACTION_TIMEOUT_MS)
+
+
 def rows_before_committed(
     settings: InferenceSettings, consumer: Consumer, partitions: list[TopicPartition]
 ) -> list[Any]:
@@ -307,6 +311,7 @@ def rows_before_committed(
             "group.id": f"{streaming_group(settings)}-rebuild",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",  # the look-back's start deleted by retention: the oldest row kept
         }
     )
     found: list[Any] = []
@@ -369,7 +374,7 @@ def stream_forecasts(
                     forecaster.handle_batch(batch, consumer)
         except Exception:
             log.exception("the measurement stream failed; resuming from the committed offsets")
-            forecaster.producer = TransactionalProducer(settings, transactional_id(settings), TRANSACTION_TIMEOUT_MS)
+            forecaster.producer = stream_producer(settings)  # a fenced or failed one cannot go on
             stop.wait(2)
         finally:
             consumer.close()

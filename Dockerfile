@@ -19,8 +19,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH
 # A fixed non-root uid/gid, so Kubernetes runAsNonRoot can verify it and volumes can be chowned to it.
+# libgomp1: the OpenMP runtime LightGBM's wheel links against (nonml); the slim image lacks it.
+# hadolint ignore=DL3008
 RUN groupadd --system --gid 10001 flts \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin flts \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1 \
+ && rm -rf /var/lib/apt/lists/* \
  && python -m venv /opt/venv
 
 # PyTorch alone, in a layer of its own. The CPU index keeps the images small; any

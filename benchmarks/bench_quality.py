@@ -1,11 +1,12 @@
 """Forecast quality relative to persistence, per target column, on the bundled data and its scenarios.
 
-For each scenario (`flts generate --scenario`): the networks (`--models`: GRU and LSTM by default; TCN and
-TRANSFORMER too) in each form (`models.recurrent.form`:
+For each scenario (`flts generate --scenario`): the model types (`--models`: GRU and LSTM by default; any network,
+LIGHTGBM, AUTOETS, AUTOARIMA, THETA), the networks in each form (`models.recurrent.form`:
 direct, residual, relative; see flts.models.recurrent), trained as the pipeline trains them (default
-config, one thread), scored on the validation and the test windows: each column's scaled RMSE
+config, one thread for the networks), scored on the validation and the test windows: each column's scaled RMSE
 divided by persistence's (below 1: better than "the last value"), their mean, and the training time.
-A COLUMNS row per form serves each column by its validation winner (the networks of that form and persistence),
+A COLUMNS row per form serves each column by its validation winner (the networks of that form, the other families
+and persistence),
 as inference serves a champion column by column.
 
     .venv/bin/python benchmarks/bench_quality.py --scenarios default level_shift --output quality.json
@@ -25,11 +26,13 @@ from typing import Any
 import numpy as np
 from bench_training import bundled_dataset, window_layout
 
-from flts.config import NETWORK_MODEL_TYPES
+from flts.config import NETWORK_MODEL_TYPES, STATISTICAL_MODEL_TYPES
 from flts.data.windows import Windows
 from flts.models.base import Forecaster
 from flts.models.baselines import PersistenceForecaster
+from flts.models.boosted import fit_boosted
 from flts.models.recurrent import train_recurrent
+from flts.models.statistical import fit_statistical
 
 FORMS = ("residual", "relative", "direct")
 
@@ -49,30 +52,33 @@ def _relative(model: Forecaster, persistence: Forecaster, windows: dict[str, Win
     }
 
 
+def _fit(model_type: str, form: str, config, processed, windows: dict[str, Windows], layout, args) -> Forecaster:
+    """`model_type` trained as the pipeline trains it; `form` applies to the networks only."""
+    if model_type == "LIGHTGBM":
+        return fit_boosted(windows["train"], windows["validation"], layout, config.models.boosted)
+    if model_type in STATISTICAL_MODEL_TYPES:
+        targets = processed.metadata.target_columns
+        return fit_statistical(model_type, processed.train, targets, config.models.statistical, layout)
+    hyper = config.models.recurrent.model_copy(update={"epochs": args.epochs, "form": form, "seed": args.seed})
+    model, _ = train_recurrent(model_type, windows["train"], windows["validation"], layout, hyper, device="cpu")
+    return model
+
+
 def scenario_quality(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
     config, processed, windows = bundled_dataset(args.rows, args.test_rows, scenario)
     layout = window_layout(processed, config)
     persistence = PersistenceForecaster(layout)
     runs = []
     for model_type in args.models:
-        for form in args.forms:
-            hyper = config.models.recurrent.model_copy(update={"epochs": args.epochs, "form": form, "seed": args.seed})
+        for form in args.forms if model_type in NETWORK_MODEL_TYPES else ["-"]:
             started = time.perf_counter()
-            model, history = train_recurrent(
-                model_type,
-                windows["train"],
-                windows["validation"],
-                layout,
-                hyper,
-                device="cpu",
-            )
+            model = _fit(model_type, form, config, processed, windows, layout, args)
             relative = _relative(model, persistence, windows)
             runs.append(
                 {
                     "model_type": model_type,
                     "form": form,
                     "train_s": round(time.perf_counter() - started, 1),
-                    "epochs": len(history),
                     "relative_rmse": relative,
                     "mean_relative_rmse": {split: round(float(np.mean(v)), 4) for split, v in relative.items()},
                 }
@@ -82,12 +88,13 @@ def scenario_quality(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def column_composites(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per form: each column served by the model with the lowest validation RMSE among the networks of that form
-    and persistence (1.0), as inference serves a champion column by column (flts.models.composite); its test
-    figures are then each column's winner's."""
+    """Per network form: each column served by the model with the lowest validation RMSE among the networks of that
+    form, the other families and persistence (1.0), as inference serves a champion column by column
+    (flts.models.composite); its test figures are then each column's winner's."""
     composites = []
-    for form in dict.fromkeys(run["form"] for run in runs):
-        members = [run for run in runs if run["form"] == form]
+    others = [run for run in runs if run["form"] == "-"]
+    for form in dict.fromkeys(run["form"] for run in runs if run["form"] != "-") or ["-"]:
+        members = [run for run in runs if run["form"] == form] + (others if form != "-" else [])
         columns = range(len(members[0]["relative_rmse"]["test"]))
         chosen = []
         for column in columns:
@@ -109,7 +116,6 @@ def column_composites(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "form": form,
                 "column_models": chosen,
                 "train_s": sum(run["train_s"] for run in members),
-                "epochs": 0,
                 "relative_rmse": relative,
                 "mean_relative_rmse": {split: round(float(np.mean(v)), 4) for split, v in relative.items()},
             }
@@ -134,7 +140,8 @@ def markdown(result: dict[str, Any], split: str = "test") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenarios", nargs="+", default=["default", "level_shift"])
-    parser.add_argument("--models", nargs="+", default=["GRU", "LSTM"], choices=list(NETWORK_MODEL_TYPES))
+    model_types = [*NETWORK_MODEL_TYPES, "LIGHTGBM", *STATISTICAL_MODEL_TYPES]
+    parser.add_argument("--models", nargs="+", default=["GRU", "LSTM"], choices=model_types)
     parser.add_argument("--forms", nargs="+", default=list(FORMS), choices=list(FORMS))
     parser.add_argument("--rows", type=int, default=16_000, help="train-file rows (split into train/validation)")
     parser.add_argument("--test-rows", type=int, default=4_000)

@@ -1,6 +1,7 @@
-"""Prophet and the baselines (persistence, seasonal naive): consumes `training-data` in its own group.
-
-The baselines run first: they take milliseconds and put the floor on the leaderboard early.
+"""Every model type that is not a network: the baselines (persistence, seasonal naive), LightGBM, AutoETS, Theta,
+AutoARIMA and Prophet. Consumes `training-data` in its own group and trains the types the pipeline config
+expects (`evaluation.expected_model_types`), fastest first: the baselines take milliseconds and put the floor on
+the leaderboard early, Prophet takes longest.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from typing import Any
 
 import pandas as pd
 
-from flts.config import NonmlSettings
+from flts.config import NonmlSettings, load_pipeline_config
 from flts.messages import TrainingData
 from flts.models.base import TrainedForecaster
 from flts.runtime import run_consumer
-from flts.train import EpochCallback, LineageData, TrainingJob
+from flts.train import EpochCallback, Fit, LineageData, TrainingJob
 
 
 def fit_persistence(data: LineageData, _: EpochCallback) -> tuple[TrainedForecaster, dict[str, Any]]:
@@ -51,15 +52,48 @@ def fit_prophet(
     return forecaster, {f"prophet.{key}": value for key, value in hyper.model_dump().items()}
 
 
+def fit_lightgbm(data: LineageData, _: EpochCallback) -> tuple[TrainedForecaster, dict[str, Any]]:
+    from flts.models.boosted import fit_boosted
+
+    hyper = data.config.models.boosted
+    forecaster = fit_boosted(data.windows["train"], data.windows["validation"], data.layout, hyper)
+    return forecaster, {f"lightgbm.{key}": value for key, value in hyper.model_dump().items()}
+
+
+def statistical_fit(model_type: str) -> Fit:
+    """Fitted on the train split only: eval chooses each column's model by its validation scores."""
+
+    def fit(data: LineageData, _: EpochCallback) -> tuple[TrainedForecaster, dict[str, Any]]:
+        from flts.models.statistical import fit_statistical
+
+        hyper = data.config.models.statistical
+        forecaster = fit_statistical(model_type, data.frames["train"], data.claim.target_columns, hyper, data.layout)
+        columns = zip(data.claim.target_columns, forecaster.columns, strict=True)
+        described = {f"column.{column}": model.description for column, model in columns}
+        return forecaster, {**{f"statistical.{k}": v for k, v in hyper.model_dump().items()}, **described}
+
+    return fit
+
+
+def expected_fits(settings: NonmlSettings, expected: list[str]) -> dict[str, Fit]:
+    """This service's model types that the pipeline expects, fastest first."""
+    fits: dict[str, Fit] = {
+        "PERSISTENCE": fit_persistence,
+        "SEASONAL_NAIVE": fit_seasonal_naive,
+        "LIGHTGBM": fit_lightgbm,
+        "AUTOETS": statistical_fit("AUTOETS"),
+        "THETA": statistical_fit("THETA"),
+        "AUTOARIMA": statistical_fit("AUTOARIMA"),
+        "PROPHET": lambda data, on_epoch: fit_prophet(settings, data, on_epoch),
+    }
+    return {model_type: fit for model_type, fit in fits.items() if model_type in expected}
+
+
 def main() -> None:
     settings = NonmlSettings()
+    fits = expected_fits(settings, load_pipeline_config(settings.pipeline_config).evaluation.expected_model_types)
 
     def make_handler():
-        fits = {
-            "PERSISTENCE": fit_persistence,
-            "SEASONAL_NAIVE": fit_seasonal_naive,
-            "PROPHET": lambda data, on_epoch: fit_prophet(settings, data, on_epoch),
-        }
         return TrainingJob(settings, fits)
 
     run_consumer(settings, settings.topic_training_data, TrainingData, make_handler)

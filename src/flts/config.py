@@ -21,7 +21,23 @@ DEFAULT_PIPELINE_CONFIG = REPO_ROOT / "config" / "pipeline.yaml"
 # The neural model types (flts.models.recurrent): one trainer each (train_container, MODEL_TYPE).
 NetworkType = Literal["GRU", "LSTM", "TCN", "TRANSFORMER", "SEQ2SEQ"]
 NETWORK_MODEL_TYPES: tuple[str, ...] = get_args(NetworkType)
-ModelType = Literal["GRU", "LSTM", "TCN", "TRANSFORMER", "SEQ2SEQ", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE"]
+# The statistical model types (flts.models.statistical): fitted by statsforecast, served without it.
+StatisticalType = Literal["AUTOETS", "AUTOARIMA", "THETA"]
+STATISTICAL_MODEL_TYPES: tuple[str, ...] = get_args(StatisticalType)
+ModelType = Literal[
+    "GRU",
+    "LSTM",
+    "TCN",
+    "TRANSFORMER",
+    "SEQ2SEQ",
+    "LIGHTGBM",
+    "AUTOETS",
+    "AUTOARIMA",
+    "THETA",
+    "PROPHET",
+    "PERSISTENCE",
+    "SEASONAL_NAIVE",
+]
 
 
 class CommonSettings(BaseSettings):
@@ -329,12 +345,36 @@ class ProphetConfig(_Strict):
     max_fit_rows: int | None = None
 
 
+class BoostedConfig(_Strict):
+    """LightGBM on the window's lags (flts.models.boosted): one booster per target column and horizon step."""
+
+    num_leaves: int = Field(31, ge=2)
+    learning_rate: float = Field(0.05, gt=0)
+    max_rounds: int = Field(300, ge=1)
+    early_stopping_rounds: int = Field(30, ge=0)  # on the validation windows; 0: all max_rounds
+    feature_fraction: float = Field(0.8, gt=0, le=1)
+    bagging_fraction: float = Field(0.8, gt=0, le=1)
+    min_data_in_leaf: int = Field(20, ge=1)
+    threads: int = Field(2, ge=1)
+    seed: int = 42
+
+
+class StatisticalConfig(_Strict):
+    """AutoETS, AutoARIMA and Theta (flts.models.statistical), non-seasonal, one per target column."""
+
+    # The most recent training rows each model is fitted on: the parameters settle long before the full
+    # series, and AutoARIMA's search grows with it (13,600 rows: 5 s per column; 2,000: under 1 s).
+    max_fit_rows: int = Field(2000, ge=10)
+
+
 class BaselineConfig(_Strict):
     season_length_steps: int | None = None
 
 
 class ModelsConfig(_Strict):
     recurrent: RecurrentConfig = RecurrentConfig()
+    boosted: BoostedConfig = BoostedConfig()
+    statistical: StatisticalConfig = StatisticalConfig()
     prophet: ProphetConfig = ProphetConfig()
     baselines: BaselineConfig = BaselineConfig()
 

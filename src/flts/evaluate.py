@@ -24,7 +24,20 @@ from flts.tracking import RunSummary
 
 TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
 # A tie goes to the simpler model.
-TIE_BREAK_ORDER = ("PERSISTENCE", "SEASONAL_NAIVE", "PROPHET", "GRU", "LSTM", "TCN", "TRANSFORMER", "SEQ2SEQ")
+TIE_BREAK_ORDER = (
+    "PERSISTENCE",
+    "SEASONAL_NAIVE",
+    "AUTOETS",
+    "THETA",
+    "AUTOARIMA",
+    "LIGHTGBM",
+    "PROPHET",
+    "GRU",
+    "LSTM",
+    "TCN",
+    "TRANSFORMER",
+    "SEQ2SEQ",
+)
 # Why a model type ranked on the leaderboard is not served, unless evaluation.promotable_model_types lists it.
 NOT_SERVABLE_BECAUSE = {
     "PROPHET": "the inference image carries no Prophet (its Stan backend and plotting stack would double the "

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from eval_container.service import Evaluator
 from flts.backtest import read_test_forecast, select
-from flts.config import EvalSettings, EvaluationConfig, PipelineConfig, PreprocessSettings
+from flts.config import EvalSettings, EvaluationConfig, NonmlSettings, PipelineConfig, PreprocessSettings
 from flts.data.metadata import PreprocessingMetadata
 from flts.kafka import ConsumerLoop, MessageProducer, PermanentError, committed_offsets, ensure_topics
 from flts.messages import DatasetUploaded, ModelSelected, ModelTraining, TrainingData
@@ -442,3 +442,29 @@ def test_sigterm_while_prophet_fits_stops_the_trainer_in_seconds_and_leaves_the_
     handed_over: list[TrainingData] = []
     ConsumerLoop(next_owner, settings.topic_training_data, TrainingData, handed_over.append).run(max_messages=1)
     assert [c.config_hash for c in handed_over] == [claim.config_hash]
+
+
+def test_lightgbm_and_the_statistical_models_train_register_and_serve_from_their_bundles(settings, claim, tmp_path):
+    """The nonML service's fits for the families beside Prophet, on a real claim: each run finishes with per-column
+    validation scores (eval's column choice), and its registered bundle forecasts what the run scored."""
+    from flts.models.base import load_forecaster
+    from flts.scoring import forecast_metrics
+    from flts.train import load_lineage_data
+    from nonML_container.service import expected_fits
+
+    families = ["LIGHTGBM", "AUTOETS", "THETA", "AUTOARIMA"]
+    fits = expected_fits(NonmlSettings(), [*families, "GRU"])
+    assert list(fits) == families
+    TrainingJob(settings, fits).handle(claim)
+
+    tracker = Tracker(settings)
+    data = load_lineage_data(ObjectStore(settings), claim)
+    test = data.windows["test"]
+    for model_type in families:
+        (run,) = tracker.lineage_runs(claim.config_hash, model_type)
+        assert run.status == "FINISHED", model_type
+        assert tracker.model_version_of_run(claim.identifier, run.run_id) is not None
+        assert all(f"validation_rmse__{column}" in run.metrics for column in claim.target_columns)
+        bundle = load_forecaster(Path(tracker.download_model(run.run_id, str(tmp_path / model_type))))
+        served = forecast_metrics(test.targets, bundle.predict(test.inputs, test.target_times), claim.target_columns)
+        assert served["test_rmse"] == pytest.approx(run.metrics["test_rmse"], rel=1e-5), model_type

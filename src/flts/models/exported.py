@@ -35,6 +35,17 @@ def configure_threads(threads: int) -> None:
     _threads = threads
 
 
+def onnx_session(graph: bytes) -> Any:
+    """An ONNX Runtime session on the CPU with `configure_threads`' threads and no memory arena (see below)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = _threads
+    options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = False
+    return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
 class ExportedForecaster:
     """Any model type whose bundle holds an ONNX graph of its forward pass (scaled window in, scaled forecast out).
 
@@ -44,16 +55,10 @@ class ExportedForecaster:
     """
 
     def __init__(self, model_type: str, layout: WindowLayout, graph: bytes, params: dict[str, Any]) -> None:
-        import onnxruntime
-
         self.model_type = model_type
         self.layout = layout
         self.params = params
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = _threads
-        options.inter_op_num_threads = 1
-        options.enable_cpu_mem_arena = False
-        self._session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self._session = onnx_session(graph)
 
     def predict(self, inputs: np.ndarray, target_times: np.ndarray) -> np.ndarray:
         self.layout.check(inputs, target_times)

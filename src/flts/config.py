@@ -386,8 +386,22 @@ class ScoreWeights(_Strict):
 
 
 class EvaluationConfig(_Strict):
-    expected_model_types: list[ModelType] = ["GRU", "LSTM", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE"]
-    promotable_model_types: list[ModelType] = ["GRU", "LSTM", "PERSISTENCE"]
+    expected_model_types: list[ModelType] = [
+        "GRU",
+        "LSTM",
+        "LIGHTGBM",
+        "AUTOETS",
+        "THETA",
+        "PERSISTENCE",
+        "SEASONAL_NAIVE",
+    ]
+    # Every type inference can serve: SEASONAL_NAIVE and PROPHET are ranked, not served (evaluate.NOT_SERVABLE_BECAUSE).
+    promotable_model_types: list[ModelType] = [
+        *NETWORK_MODEL_TYPES,
+        "LIGHTGBM",
+        *STATISTICAL_MODEL_TYPES,
+        "PERSISTENCE",
+    ]
     decision_timeout_seconds: float = 900.0
     # While models still train, serve the best promotable one finished so far (persistence within seconds of
     # preprocessing), then upgrade as better ones finish; the final champion is the one eval would have waited

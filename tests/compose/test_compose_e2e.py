@@ -21,12 +21,13 @@ import pytest
 from harness import Compose, run
 
 from flts.client import FltsClient, window_request
+from flts.config import load_pipeline_config
 from flts.data.generate import write_dataset
 
 # The first test builds the images (on a fresh machine: Debian stand-ins, PyTorch; 20-30 min).
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(3600)]
 
-EXPECTED_RUNS = {"GRU", "LSTM", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE"}
+EXPECTED_RUNS = set(load_pipeline_config().evaluation.expected_model_types)  # the file compose mounts
 HEALTHY = ("kafka", "minio", "postgres", "mlflow", "gateway", "preprocess", "train-gru", "train-lstm", "nonml", "eval")
 
 

@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
 from flts.client import window_request
-from flts.config import CommonSettings
+from flts.config import CommonSettings, PipelineConfig
 from flts.data.generate import write_dataset
 from flts.messages import Forecast
 from flts.stack import manager
@@ -27,7 +27,9 @@ from flts.tracking import Tracker
 
 pytestmark = pytest.mark.e2e
 
-EXPECTED = {"GRU", "LSTM", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE"}
+# Every family the default config trains: two networks, LightGBM, two statistical models and the baselines.
+EXPECTED = set(PipelineConfig().evaluation.expected_model_types)
+SERVABLE = EXPECTED - {"SEASONAL_NAIVE"}
 
 
 def _history(settings: CommonSettings, identifier: str) -> list[dict]:
@@ -42,7 +44,7 @@ def test_upload_to_served_champion(first_run, settings, client, dataset):
     # Every target column chosen on validation among the servable models, persistence the unit of comparison.
     targets = status["preprocessed"]["target_columns"]
     assert sorted(status["decision"]["column_winners"]) == sorted(targets)
-    assert set(status["decision"]["column_winners"].values()) <= {"GRU", "LSTM", "PERSISTENCE"}
+    assert set(status["decision"]["column_winners"].values()) <= SERVABLE
     assert sum(len(c["column_wins"]) for c in status["leaderboard"]) == len(targets)
     persistence = next(c for c in status["leaderboard"] if c["model_type"] == "PERSISTENCE")
     assert persistence["rmse_vs_persistence"] == dict.fromkeys(targets, 1.0)
@@ -69,7 +71,7 @@ def test_upload_to_served_champion(first_run, settings, client, dataset):
         time.sleep(2)
     assert selection == {"reason": champion["reason"], "leaderboard": champion["leaderboard"]}
     unservable = {c["model_type"] for c in selection["leaderboard"] if not c["servable"]}
-    assert unservable == {"PROPHET", "SEASONAL_NAIVE"}
+    assert unservable == EXPECTED - SERVABLE
     assert all(c["not_servable_because"] for c in selection["leaderboard"] if not c["servable"])
 
 

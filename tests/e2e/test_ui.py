@@ -82,7 +82,8 @@ def test_the_status_page_shows_the_lineage_its_leaderboard_and_a_forecast_plot(f
 
     url = f"{services.gateway_url}/ui/identifiers/global/lineages/{config_hash}"
     page = _browse(chromium, url, "--dump-dom", tmp_path=tmp_path)
-    for stage in ("preprocessing", "GRU", "LSTM", "PROPHET", "PERSISTENCE", "SEASONAL_NAIVE", "eval", "promotion"):
+    stages = ("preprocessing", "GRU", "LSTM", "LIGHTGBM", "THETA", "PERSISTENCE", "SEASONAL_NAIVE", "eval", "promotion")
+    for stage in stages:
         assert f'data-stage="{stage}"' in page
     assert "epoch 3/3" in page  # the networks' progress, from the metrics they logged each epoch
     board = page.split('id="leaderboard"')[1].split("</table>")[0]

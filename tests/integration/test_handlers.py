@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from confluent_kafka import Consumer, TopicPartition
 from integration_support import upload_dataset
 from rich.console import Console
@@ -405,8 +406,11 @@ def test_sigterm_while_prophet_fits_stops_the_trainer_in_seconds_and_leaves_the_
 ):
     """nonml as it runs in a pod: SIGTERM mid-fit; its run is KILLED (not FAILED), its claim not committed."""
     group = f"it-nonml-{uuid.uuid4().hex[:8]}"
+    prophet_only = tmp_path / "pipeline.yaml"
+    prophet_only.write_text(yaml.safe_dump({"evaluation": {"expected_model_types": ["PROPHET"]}}))
     env = {
         **os.environ,
+        "PIPELINE_CONFIG": str(prophet_only),
         "SERVICE_NAME": "nonml",
         "CONSUMER_GROUP": group,
         "METRICS_PORT": "0",

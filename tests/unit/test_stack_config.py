@@ -152,7 +152,7 @@ def test_a_network_type_listed_in_the_expected_model_types_gets_a_trainer_of_its
     config: StackConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pipeline = (REPO_ROOT / "config" / "pipeline.yaml").read_text()
-    assert "expected_model_types: [GRU, LSTM, PROPHET" in pipeline
+    assert "expected_model_types: [GRU, LSTM, LIGHTGBM" in pipeline
     custom = tmp_path / "pipeline.yaml"
     custom.write_text(pipeline.replace("expected_model_types: [GRU, LSTM,", "expected_model_types: [TRANSFORMER, TCN,"))
     monkeypatch.setenv("PIPELINE_CONFIG", str(custom))

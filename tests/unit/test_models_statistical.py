@@ -107,3 +107,11 @@ def test_training_rows_with_missing_values_are_refused(frame: pd.DataFrame) -> N
     holes.loc[3, "a"] = np.nan
     with pytest.raises(ValueError, match="impute"):
         fit_statistical("AUTOETS", holes, ["a", "b"], StatisticalConfig(), LAYOUT)
+
+
+@pytest.mark.parametrize("d", [0, 1])
+def test_a_level_that_moved_since_training_is_not_pulled_back(d: int) -> None:
+    """An ARIMA model reverts to the window's own level: a window shifted by 100 gets a forecast shifted by 100."""
+    model = ArimaRecursion(d, 0.01 if d else 0.0, (0.6, 0.2), (0.3,), "ARIMA(2,d,1)")
+    windows = np.random.default_rng(2).normal(size=(20, 10))
+    np.testing.assert_allclose(model.forecast(windows + 100.0, 3), model.forecast(windows, 3) + 100.0)

@@ -22,6 +22,9 @@ import pandas as pd
 from flts.layout import GRAPH_FILE, MODEL_FILE
 
 FORMAT_VERSION = 1
+# Added to a window's mean absolute step where a model reads the window relative to its last value and in units of
+# that step (the networks' relative form, LightGBM): a flat window (an idle column) reads 0, not 0/0.
+RELATIVE_STEP_FLOOR = 1e-4
 
 # Model type -> "module:class" with a `load(directory)` classmethod; imported only when asked for.
 _LOADERS: dict[str, str] = {

@@ -1,9 +1,11 @@
 """LightGBM on the window's lags: one gradient-boosted model per target column and horizon step (direct).
 
-Each window becomes one row of features: every feature at every lag, with each target column read relative to
-its last value (as the networks' `relative` form reads it), and those last values. Each model forecasts its
-column's change from that last value, so it cannot drift away from a level that moved since training, and a
-tree that knows nothing forecasts persistence.
+Each window becomes one row of features: every feature at every lag, with each target column read as the networks'
+`relative` form reads it: relative to its last value, in units of the window's mean absolute step. Each booster
+forecasts its column's change from the last value in those units, trained on the error in values (each window
+weighted by its step squared). Neither the level nor the scale of a window is visible to the trees, so a level
+that moved since training (which trees could not extrapolate to) moves the forecast with it, and a tree that
+knows nothing forecasts persistence.
 
 LightGBM trains (nonML image); each booster is saved as an ONNX graph (onnxmltools) that ONNX Runtime serves,
 so inference needs no LightGBM, and no model file can run code on load.
@@ -19,7 +21,7 @@ import numpy as np
 
 from flts.config import BoostedConfig
 from flts.data.windows import Windows
-from flts.models.base import WindowLayout, read_model_json, write_model_json
+from flts.models.base import RELATIVE_STEP_FLOOR, WindowLayout, read_model_json, write_model_json
 from flts.models.exported import onnx_session
 
 MODEL_TYPE = "LIGHTGBM"
@@ -33,18 +35,20 @@ def _graph_file(step: int, target: int) -> str:
     return f"lightgbm_step{step + 1}_target{target}.onnx"
 
 
-def lag_features(inputs: np.ndarray, layout: WindowLayout) -> np.ndarray:
-    """[N, input_seq_len * n_features + n_targets] float32: the window, its targets less their last values, then
-    those last values."""
+def lag_features(inputs: np.ndarray, layout: WindowLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The boosters' features [N, input_seq_len * n_features] (float32): the window with its targets relative to
+    their last values in units of their mean absolute step; and those last values and steps [N, n_targets]."""
     targets = list(layout.target_indices)
     window = np.array(inputs, dtype=np.float32)
     last = window[:, -1, targets]
-    window[:, :, targets] -= last[:, None, :]
-    return np.concatenate([window.reshape(len(window), layout.input_seq_len * layout.n_features), last], axis=1)
+    step = np.abs(np.diff(window[:, :, targets], axis=1)).mean(axis=1) + RELATIVE_STEP_FLOOR
+    window[:, :, targets] = (window[:, :, targets] - last[:, None, :]) / step[:, None, :]
+    return window.reshape(len(window), layout.input_seq_len * layout.n_features), last, step
 
 
 class BoostedForecaster:
-    """ONNX graphs of the fitted boosters, [horizon step][target], each forecasting a change from the last value."""
+    """ONNX graphs of the fitted boosters, [horizon step][target], each forecasting a change from the last value
+    in units of the window's step."""
 
     model_type = MODEL_TYPE
 
@@ -59,13 +63,13 @@ class BoostedForecaster:
 
     def predict(self, inputs: np.ndarray, target_times: np.ndarray) -> np.ndarray:
         self.layout.check(inputs, target_times)
-        features = lag_features(inputs, self.layout)
-        last = features[:, -self.layout.n_targets :]
+        features, last, step = lag_features(inputs, self.layout)
         changes = [
-            [session.run(None, {self._input_name: features})[0].reshape(-1) for session in step]
-            for step in self._sessions
+            [session.run(None, {self._input_name: features})[0].reshape(-1) for session in horizon_step]
+            for horizon_step in self._sessions
         ]
-        return (np.asarray(changes, dtype=np.float32).transpose(2, 0, 1) + last[:, None, :]).astype(np.float32)
+        forecast = np.asarray(changes, dtype=np.float32).transpose(2, 0, 1) * step[:, None, :] + last[:, None, :]
+        return forecast.astype(np.float32)
 
     def save(self, directory: Path) -> None:
         write_model_json(directory, self.model_type, self.layout, self.params)
@@ -91,6 +95,23 @@ def _to_onnx(booster: Any, n_features: int) -> bytes:
     return graph.SerializeToString()
 
 
+def _dataset(
+    windows: Windows,
+    features: np.ndarray,
+    last: np.ndarray,
+    step: np.ndarray,
+    horizon_step: int,
+    target: int,
+    reference: Any = None,
+) -> Any:
+    """One booster's data: the change from the last value in units of the window's step, each window weighted by
+    its step squared, so the trees minimise the squared error in values (as every model is scored)."""
+    import lightgbm
+
+    label = (windows.targets[:, horizon_step, target] - last[:, target]) / step[:, target]
+    return lightgbm.Dataset(features, label, weight=step[:, target] ** 2, reference=reference, free_raw_data=False)
+
+
 def fit_boosted(train: Windows, validation: Windows, layout: WindowLayout, config: BoostedConfig) -> BoostedForecaster:
     """One booster per horizon step and target on the train windows; with validation windows, each stops after
     `early_stopping_rounds` rounds without a better validation error and keeps its best round."""
@@ -111,22 +132,19 @@ def fit_boosted(train: Windows, validation: Windows, layout: WindowLayout, confi
         "deterministic": True,
         "verbosity": -1,
     }
-    train_features = lag_features(train.inputs, layout)
-    validation_features = lag_features(validation.inputs, layout)
+    train_split = (train, *lag_features(train.inputs, layout))
+    validation_split = (validation, *lag_features(validation.inputs, layout))
     stop = len(validation) > 0 and config.early_stopping_rounds > 0
-    n_targets = layout.n_targets
     graphs: list[list[bytes]] = []
     rounds: list[list[int]] = []
     for step in range(layout.output_seq_len):
         graphs.append([])
         rounds.append([])
-        for target in range(n_targets):
-            label = train.targets[:, step, target] - train_features[:, target - n_targets]
-            data = lightgbm.Dataset(train_features, label, free_raw_data=False)
+        for target in range(layout.n_targets):
+            data = _dataset(*train_split, step, target)
             valid_sets, callbacks = [], []
             if stop:
-                validation_label = validation.targets[:, step, target] - validation_features[:, target - n_targets]
-                valid_sets = [lightgbm.Dataset(validation_features, validation_label, reference=data)]
+                valid_sets = [_dataset(*validation_split, step, target, reference=data)]
                 callbacks = [lightgbm.early_stopping(config.early_stopping_rounds, verbose=False)]
             booster = lightgbm.train(
                 parameters, data, num_boost_round=config.max_rounds, valid_sets=valid_sets, callbacks=callbacks
@@ -134,8 +152,8 @@ def fit_boosted(train: Windows, validation: Windows, layout: WindowLayout, confi
             best = booster.best_iteration or booster.current_iteration()
             if best < booster.current_iteration():
                 booster = lightgbm.Booster(model_str=booster.model_to_string(num_iteration=best))
-            graphs[-1].append(_to_onnx(booster, train_features.shape[1]))
+            graphs[-1].append(_to_onnx(booster, train_split[1].shape[1]))
             rounds[-1].append(best)
-    _logger.info("fitted %d LightGBM boosters; rounds %s", layout.output_seq_len * n_targets, rounds)
+    _logger.info("fitted %d LightGBM boosters; rounds %s", layout.output_seq_len * layout.n_targets, rounds)
     params = {"config": config.model_dump(mode="json"), "rounds": rounds}
     return BoostedForecaster(layout, graphs, params)

@@ -36,13 +36,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from flts.config import NETWORK_MODEL_TYPES, NetworkType, RecurrentConfig
-from flts.models.base import WindowLayout, read_model_json, write_model_json
+from flts.models.base import RELATIVE_STEP_FLOOR, WindowLayout, read_model_json, write_model_json
 from flts.models.exported import export_graph
 
 WEIGHTS_FILE = "weights.safetensors"
 PREDICT_CHUNK = 8192
-# Added to the window's mean absolute step in the relative form: a flat window (an idle column) reads 0, not 0/0.
-RELATIVE_STEP_FLOOR = 1e-4
 # Attention heads of the Transformer encoder (hidden_size must be a multiple) and the TCN's kernel width.
 TRANSFORMER_HEADS = 4
 TCN_KERNEL = 3

@@ -9,7 +9,7 @@ nor its compiled parts. Each column's fit is stored as one of two recursions:
 - `ExponentialSmoothing` (AutoETS, non-seasonal: none, additive or damped trend): the level starts at the
   window's first value and the trend at the fitted trend where training ended. The error type (additive or
   multiplicative) changes the likelihood, not the point forecasts.
-- `ArimaRecursion` (AutoARIMA's ARIMA(p,d,q), its mean or drift included; and Theta, which is simple exponential
+- `ArimaRecursion` (AutoARIMA's ARIMA(p,d,q), its drift included; and Theta, which is simple exponential
   smoothing with drift, Hyndman & Billah 2003: ARIMA(0,1,1) with theta1 = alpha - 1 and drift (1 - 1/theta) * b,
   b the slope of the training rows' linear trend). A Kalman filter reads the window (differenced d times) from the
   ARMA part's stationary state, so a short window is read as well as the model allows.
@@ -66,11 +66,13 @@ class ExponentialSmoothing:
 
 @dataclass(frozen=True)
 class ArimaRecursion:
-    """One target column's ARIMA model: differenced `d` times, less `mean`, then AR `ar` and MA `ma` (R's signs:
-    w_t = sum(ar_i w_{t-i}) + e_t + sum(ma_j e_{t-j}))."""
+    """One target column's ARIMA model: differenced `d` times, less its mean, then AR `ar` and MA `ma` (R's signs:
+    w_t = sum(ar_i w_{t-i}) + e_t + sum(ma_j e_{t-j})). The mean of once-differenced values is the fitted `drift`;
+    an undifferenced (d = 0) model reverts to the window's own mean, not the training rows' (the mean AutoARIMA
+    fitted), so a level that moved since training is not pulled back to the old one."""
 
     d: int
-    mean: float
+    drift: float
     ar: tuple[float, ...]
     ma: tuple[float, ...]
     description: str
@@ -93,18 +95,20 @@ class ArimaRecursion:
         for _ in range(self.d):
             last_values.append(values[:, -1])
             values = np.diff(values, axis=1)
+        mean = values.mean(axis=1) if self.d == 0 else np.full(values.shape[0], self.drift if self.d == 1 else 0.0)
+        values = values - mean[:, None]
         transition, disturbance, covariance = self._state_space()
         state = np.zeros((values.shape[0], transition.shape[0]))
         for t in range(values.shape[1]):
             # The gain depends on the model and the step only, not on the values: one for every window at once.
             gain = covariance[:, 0] / covariance[0, 0]
-            state = state + np.outer(values[:, t] - self.mean - state[:, 0], gain)
+            state = state + np.outer(values[:, t] - state[:, 0], gain)
             covariance = covariance - np.outer(gain, covariance[0, :])
             state = state @ transition.T
             covariance = transition @ covariance @ transition.T + np.outer(disturbance, disturbance)
         steps = []
         for _ in range(horizon):
-            steps.append(state[:, 0] + self.mean)
+            steps.append(state[:, 0] + mean)
             state = state @ transition.T
         forecast = np.stack(steps, axis=1)
         for last in reversed(last_values):
@@ -206,11 +210,11 @@ def _arima(series: np.ndarray) -> ArimaRecursion:
     if seasonal_p or seasonal_q or seasonal_d:
         raise ValueError(f"AutoARIMA chose a seasonal model {model['arma']} with season_length=1")
     coef = {name: float(value) for name, value in model["coef"].items()}
-    mean = coef.get("intercept", 0.0) if d == 0 else coef.get("drift", 0.0) if d == 1 else 0.0
+    drift = coef.get("drift", 0.0) if d == 1 else 0.0
     ar = tuple(coef[f"ar{i}"] for i in range(1, p + 1))
     ma = tuple(coef[f"ma{j}"] for j in range(1, q + 1))
-    with_mean = " with mean" if d == 0 and mean else " with drift" if d == 1 and mean else ""
-    return ArimaRecursion(int(d), mean, ar, ma, f"ARIMA({p},{d},{q}){with_mean}")
+    with_drift = " with drift" if drift else ""
+    return ArimaRecursion(int(d), drift, ar, ma, f"ARIMA({p},{d},{q}){with_drift}")
 
 
 _FITS = {"AUTOETS": _ets, "AUTOARIMA": _arima, "THETA": _theta}

@@ -392,6 +392,7 @@ class EvaluationConfig(_Strict):
         "LIGHTGBM",
         "AUTOETS",
         "THETA",
+        "AUTOARIMA",
         "PERSISTENCE",
         "SEASONAL_NAIVE",
     ]

@@ -1,7 +1,7 @@
 """Forecast quality relative to persistence, per target column, on the bundled data and its scenarios.
 
 For each scenario (`flts generate --scenario`): the model types (`--models`: GRU and LSTM by default; any network,
-LIGHTGBM, AUTOETS, AUTOARIMA, THETA), the networks in each form (`models.recurrent.form`:
+LIGHTGBM, AUTOETS, AUTOARIMA, THETA, PROPHET, SEASONAL_NAIVE), the networks in each form (`models.recurrent.form`:
 direct, residual, relative; see flts.models.recurrent), trained as the pipeline trains them (default
 config, one thread for the networks), scored on the validation and the test windows: each column's scaled RMSE
 divided by persistence's (below 1: better than "the last value"), their mean, and the training time.
@@ -24,13 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from bench_training import bundled_dataset, window_layout
 
 from flts.config import NETWORK_MODEL_TYPES, STATISTICAL_MODEL_TYPES
 from flts.data.windows import Windows
+from flts.evaluate import NOT_SERVABLE_BECAUSE
 from flts.models.base import Forecaster
-from flts.models.baselines import PersistenceForecaster
+from flts.models.baselines import PersistenceForecaster, SeasonalNaiveForecaster, default_season_length
 from flts.models.boosted import fit_boosted
+from flts.models.prophet import fit_prophet
 from flts.models.recurrent import train_recurrent
 from flts.models.statistical import fit_statistical
 
@@ -56,9 +59,17 @@ def _fit(model_type: str, form: str, config, processed, windows: dict[str, Windo
     """`model_type` trained as the pipeline trains it; `form` applies to the networks only."""
     if model_type == "LIGHTGBM":
         return fit_boosted(windows["train"], windows["validation"], layout, config.models.boosted)
+    meta = processed.metadata
     if model_type in STATISTICAL_MODEL_TYPES:
-        targets = processed.metadata.target_columns
-        return fit_statistical(model_type, processed.train, targets, config.models.statistical, layout)
+        return fit_statistical(model_type, processed.train, meta.target_columns, config.models.statistical, layout)
+    if model_type == "PROPHET":  # as nonml fits it: on train and validation
+        history = pd.concat([processed.train, processed.validation], ignore_index=True)
+        return fit_prophet(history, meta.time_column, meta.target_columns, config.models.prophet, layout=layout)
+    if model_type == "SEASONAL_NAIVE":  # as nonml builds it: from every split's history
+        history = pd.concat([processed.train, processed.validation, processed.test], ignore_index=True)
+        season = config.models.baselines.season_length_steps or default_season_length(meta.frequency)
+        targets = meta.target_columns
+        return SeasonalNaiveForecaster.from_history(history, meta.time_column, targets, season, layout=layout)
     hyper = config.models.recurrent.model_copy(update={"epochs": args.epochs, "form": form, "seed": args.seed})
     model, _ = train_recurrent(model_type, windows["train"], windows["validation"], layout, hyper, device="cpu")
     return model
@@ -89,12 +100,14 @@ def scenario_quality(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def column_composites(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per network form: each column served by the model with the lowest validation RMSE among the networks of that
-    form, the other families and persistence (1.0), as inference serves a champion column by column
+    form, the other servable families and persistence (1.0), as inference serves a champion column by column
     (flts.models.composite); its test figures are then each column's winner's."""
     composites = []
-    others = [run for run in runs if run["form"] == "-"]
+    others = [run for run in runs if run["form"] == "-" and run["model_type"] not in NOT_SERVABLE_BECAUSE]
     for form in dict.fromkeys(run["form"] for run in runs if run["form"] != "-") or ["-"]:
-        members = [run for run in runs if run["form"] == form] + (others if form != "-" else [])
+        members = [run for run in runs if run["form"] == form != "-"] + others
+        if not members:
+            continue
         columns = range(len(members[0]["relative_rmse"]["test"]))
         chosen = []
         for column in columns:
@@ -140,7 +153,7 @@ def markdown(result: dict[str, Any], split: str = "test") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenarios", nargs="+", default=["default", "level_shift"])
-    model_types = [*NETWORK_MODEL_TYPES, "LIGHTGBM", *STATISTICAL_MODEL_TYPES]
+    model_types = [*NETWORK_MODEL_TYPES, "LIGHTGBM", *STATISTICAL_MODEL_TYPES, "PROPHET", "SEASONAL_NAIVE"]
     parser.add_argument("--models", nargs="+", default=["GRU", "LSTM"], choices=model_types)
     parser.add_argument("--forms", nargs="+", default=list(FORMS), choices=list(FORMS))
     parser.add_argument("--rows", type=int, default=16_000, help="train-file rows (split into train/validation)")

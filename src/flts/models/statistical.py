@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ class ArimaRecursion:
             values = np.diff(values, axis=1)
         mean = values.mean(axis=1) if self.d == 0 else np.full(values.shape[0], self.drift if self.d == 1 else 0.0)
         values = values - mean[:, None]
-        transition, disturbance, covariance = self._state_space()
+        transition, disturbance, covariance = self._state_space
         state = np.zeros((values.shape[0], transition.shape[0]))
         for t in range(values.shape[1]):
             # The gain depends on the model and the step only, not on the values: one for every window at once.
@@ -115,6 +116,7 @@ class ArimaRecursion:
             forecast = last[:, None] + np.cumsum(forecast, axis=1)
         return forecast
 
+    @cached_property
     def _state_space(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ARMA part in the state-space form R's arima uses (Harvey): transition T, disturbance loading R, and
         the state's stationary covariance P = T P T' + R R' (unit innovation variance; it cancels out), which the

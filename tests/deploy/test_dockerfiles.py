@@ -7,6 +7,8 @@ own extra and runs its own module, the pinned requirements carry the service's o
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import re
 import shlex
 import subprocess
@@ -247,3 +249,63 @@ def test_service_images_carry_only_their_own_heavy_dependencies() -> None:
         assert "torch" not in locks[extra], f"torch in the {extra} image"
     assert "torch" in locks["train"] and "onnx" in locks["train"], "trainers train and export the networks"
     assert "onnxruntime" in locks["inference"], "inference runs the exported graphs"
+
+
+# A service's code imports these only inside functions its image never runs; each says which and why.
+NOT_ON_THE_SERVICES_PATH = {
+    ("gateway", "matplotlib"): "flts.plot.forecast_png: the CLI's PNG; the status page draws SVG",
+    ("train", "onnxruntime"): "flts.models.exported.onnx_session: serving the exported graphs, not training",
+    ("nonml", "torch"): "flts.models.exported.export_graph: exporting a network, which only the trainers do",
+    ("inference", "torch"): "flts.models.exported.export_graph: exporting a network, which only the trainers do",
+}
+
+
+def _module_file(module: str) -> Path | None:
+    parts = module.split(".")
+    path = (REPO / "src" if parts[0] == "flts" else REPO).joinpath(*parts)
+    return next((p for p in (path.with_suffix(".py"), path / "__init__.py") if p.is_file()), None)
+
+
+def _third_party_imports(module: str) -> set[str]:
+    """Top-level names of the third-party modules `module` and the project modules it reaches import,
+    function bodies included (the lazy imports are the ones a missing wheel breaks at run time)."""
+    seen: set[str] = set()
+    pending, found = [module], set()
+    while pending:
+        name = pending.pop()
+        path = _module_file(name)
+        if name in seen or path is None:
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            for target in imported:
+                top = target.split(".")[0]
+                if top == "flts" or top.endswith("_container"):
+                    pending.append(target)
+                elif top not in sys.stdlib_module_names:
+                    found.add(top)
+    return found
+
+
+@pytest.mark.parametrize(("container", "extra"), sorted(SERVICE_EXTRAS.items()))
+def test_every_module_a_service_can_import_is_installed_in_its_image(container: str, extra: str) -> None:
+    """The nonML image once lacked onnxruntime, which LightGBM's scoring imports inside a function: no
+    offline check saw it, and every LightGBM run failed in compose."""
+    pinned = _names((REPO / "deploy" / "requirements" / f"{extra}.txt").read_text())
+    distributions = importlib.metadata.packages_distributions()
+    missing = {
+        top
+        for top in _third_party_imports(f"{container}.service")
+        if not {_normalise(d) for d in distributions.get(top, [top])} & pinned
+        and (extra, top) not in NOT_ON_THE_SERVICES_PATH
+    }
+    assert not missing, f"{container} imports {sorted(missing)}, which deploy/requirements/{extra}.txt lacks"
+    for (service, top), why in NOT_ON_THE_SERVICES_PATH.items():
+        if service == extra:
+            assert top in _third_party_imports(f"{container}.service"), f"stale exception: {top} ({why})"

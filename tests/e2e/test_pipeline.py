@@ -65,9 +65,13 @@ def test_upload_to_served_champion(first_run, settings, client, dataset):
     assert len(forecast["predictions"]) == 1
 
     # Why this champion: eval's record as /model-info shows it; the ranked models that cannot be served say why.
-    # (A replica that installed the champion before eval wrote its record reads it at the next reconcile.)
+    # (A replica that installed the champion before eval wrote its record reads it at the next reconcile; when the
+    # final champion is the interim one, the replica shows the interim record, marked so, until then.)
     deadline = time.monotonic() + 90
-    while (selection := client.model_info(missing_ok=False)["selection"]) is None and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        selection = client.model_info(missing_ok=False)["selection"]
+        if selection is not None and not selection.get("interim"):
+            break
         time.sleep(2)
     assert selection == {"reason": champion["reason"], "leaderboard": champion["leaderboard"]}
     unservable = {c["model_type"] for c in selection["leaderboard"] if not c["servable"]}

@@ -16,7 +16,7 @@ from flts.auth import Caller, require_admin, require_identifier
 from flts.layout import identifier_prefix, inference_log_uri, lineage_config_hash, scoring_upload_key, upload_key
 from flts.messages import DatasetUploaded, InferenceData
 from flts.observability import log_context
-from flts.storage import ObjectNotFound
+from gateway_container import downloads
 from gateway_container.gateway import Gateway, MeasurementRows, checked_config_hash, checked_identifier
 
 log = logging.getLogger(__name__)
@@ -190,26 +190,28 @@ def list_lineages(
 
 @router.get("/objects/{bucket}/{key:path}", tags=["objects"])
 def download(bucket: str, key: str, principal: Caller, gw: GatewayDep) -> StreamingResponse:
+    """An upload (`datasets/<identifier>/...`). `GET /download/...` serves processed splits too."""
     if bucket != gw.settings.bucket_datasets:
         # Model weights, processed data and promotion pointers are the pipeline's, not the uploader's.
         raise HTTPException(404, f"only uploads are served here (bucket {gw.settings.bucket_datasets!r})")
-    parts = key.split("/")
-    if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
-        raise HTTPException(400, f"invalid object key {key!r}")
-    require_identifier(principal, parts[0])  # uploads are stored under <identifier>/ (layout.upload_key)
-    uri = f"s3://{bucket}/{key}"
-    if not gw.store.exists(uri):
-        raise HTTPException(404, f"no object {uri}")
-    try:
-        chunks = gw.store.iter_chunks(uri)
-    except ObjectNotFound as exc:
-        raise HTTPException(404, f"no object {uri}") from exc
-    filename = parts[-1].replace('"', "")
-    return StreamingResponse(
-        chunks,
-        media_type="application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return downloads.download(gw, principal, bucket, key)
+
+
+@router.get("/download/{bucket}/{key:path}", tags=["objects"])
+def download_scoped(
+    bucket: str,
+    key: str,
+    principal: Caller,
+    gw: GatewayDep,
+    identifier: Annotated[
+        str | None, Query(description="Whose newest lineage an earlier flat name reads; global when absent.")
+    ] = None,
+) -> StreamingResponse:
+    """What a caller may read of its identifiers: uploads (`datasets/<identifier>/...`), processed splits
+    (`processed-data/<identifier>/<config_hash>/{train,validation,test}.parquet`) and the earlier system's flat
+    names (`processed-data/test_processed_data.parquet`, ...: that split of the newest lineage). Never model
+    weights or promotion pointers."""
+    return downloads.download(gw, principal, bucket, key, identifier)
 
 
 @router.get("/runs/{config_hash}", tags=["runs"])

@@ -183,4 +183,10 @@ def test_fuzzed_gateway_requests_with_the_admin_key_never_get_a_5xx(case):
 
 def test_the_fuzzer_reaches_every_gateway_route(gateway_schema):
     paths = {operation.ok().path for operation in gateway_schema.get_all_operations()}
-    assert {"/datasets", "/lineages", "/runs/{config_hash}", "/objects/{bucket}/{key}"} <= paths
+    assert {
+        "/datasets",
+        "/lineages",
+        "/runs/{config_hash}",
+        "/objects/{bucket}/{key}",
+        "/download/{bucket}/{key}",
+    } <= paths

@@ -73,6 +73,9 @@ GATEWAY_ROUTES = [
     ("GET", "/lineages?identifier=cell-a1"),
     ("GET", f"/runs/{HASH}?identifier=cell-a1"),
     ("GET", "/objects/datasets/cell-a1/0123456789abcdef/train.csv"),
+    ("GET", "/download/datasets/cell-a1/0123456789abcdef/train.csv"),
+    ("GET", f"/download/processed-data/cell-a1/{HASH}/test.parquet"),
+    ("GET", "/download/processed-data/test_processed_data.parquet?identifier=cell-a1"),
     ("POST", "/datasets?identifier=cell-a1"),
     ("POST", "/score?identifier=cell-a1"),
     ("POST", "/measurements?identifier=cell-a1"),
@@ -103,7 +106,14 @@ def test_tenant_b_is_refused_tenant_a_identifiers_on_every_gateway_route_with_40
 
 @pytest.mark.parametrize(
     "path",
-    ["/datasets", "/lineages", f"/runs/{HASH}", "/objects/datasets/global/0123456789abcdef/train.csv"],
+    [
+        "/datasets",
+        "/lineages",
+        f"/runs/{HASH}",
+        "/objects/datasets/global/0123456789abcdef/train.csv",
+        f"/download/processed-data/global/{HASH}/test.parquet",
+        "/download/processed-data/test_processed_data.parquet",
+    ],
 )
 def test_global_is_refused_to_a_tenant_key_with_403(gateway, path):
     response = gateway.get(path, headers=bearer(KEY_A))

@@ -29,7 +29,7 @@ from pathlib import Path
 from rich.console import Console
 
 from flts.stack import StackConfig
-from flts.stack.install import ensure_kafka_libs, ensure_minio
+from flts.stack.install import ensure_kafka_libs, ensure_kafka_tools, ensure_minio
 from flts.stack.parts import KAFKA_LOG4J2
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +41,6 @@ DOCKER_SOCKET = Path("/var/run/docker.sock")
 DEBIAN_BASE = "flts-standin/debian:bookworm"
 PYTHON_IMAGE = "python:3.11.14-slim-bookworm"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-KAFKA_TOOLS = "org.apache.kafka:kafka-tools:4.1.1"
 # Upstream image name (as docker-compose.yaml and .helm/values.yaml reference it) -> its stand-in folder.
 STANDIN_IMAGES = {
     PYTHON_IMAGE: "python",
@@ -177,18 +176,6 @@ def _debian_mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
-def _kafka_tools_jar(libs: Path) -> Path:
-    """kafka-tools (the image's health command) is not among the broker's own dependencies."""
-    target = libs.parent / "tools"
-    if not any(target.glob("kafka-tools-*.jar")):
-        run(
-            ["mvn", "-q", "dependency:copy", f"-Dartifact={KAFKA_TOOLS}", f"-DoutputDirectory={target}"],
-            capture_output=True,
-            cwd=tempfile.gettempdir(),
-        )
-    return next(target.glob("kafka-tools-*.jar"))
-
-
 @contextmanager
 def _context(folder: str) -> Iterator[Path]:
     """A build context: the stand-in's folder plus what it needs from the machine's caches."""
@@ -210,7 +197,7 @@ def build_standins(names: Sequence[str] = tuple(STANDIN_IMAGES)) -> None:
             elif folder == "kafka":
                 libs = ensure_kafka_libs(config, _console())
                 shutil.copytree(libs, context / "libs")
-                shutil.copy(_kafka_tools_jar(libs), context / "libs")
+                shutil.copy(ensure_kafka_tools(config, _console()), context / "libs")  # the health command
                 (context / "log4j2.properties").write_text(KAFKA_LOG4J2)
             elif folder == "minio":
                 shutil.copy(ensure_minio(config, _console()), context / "minio")

@@ -104,6 +104,32 @@ def ensure_kafka_libs(config: StackConfig, console: Console) -> Path:
     return libs
 
 
+def ensure_kafka_tools(config: StackConfig, console: Console) -> Path:
+    """Kafka's command-line tools' jar (ConsoleProducer, ConsoleConsumer, ...), which the broker's own class path
+    lacks, fetched with Maven once; run a tool with `java -cp '<libs>/*:<this jar>' <class>`."""
+    libs = ensure_kafka_libs(config, console)
+    target = libs.parent / "tools"
+    with _lock(config.cache_dir / "locks" / "kafka-tools.lock"):
+        if not any(target.glob(f"kafka-tools-{KAFKA_VERSION}.jar")):
+            artifact = f"org.apache.kafka:kafka-tools:{KAFKA_VERSION}"
+            _run_with_progress(
+                console,
+                f"mvn dependency:copy {artifact}",
+                [
+                    find_tool("mvn"),
+                    "-q",
+                    "-B",
+                    "dependency:copy",
+                    f"-Dartifact={artifact}",
+                    f"-DoutputDirectory={target}",
+                ],
+                config.cache_dir / "logs" / "kafka-tools-resolve.log",
+                config.cache_dir,
+                dict(os.environ),
+            )
+    return target / f"kafka-tools-{KAFKA_VERSION}.jar"
+
+
 def ensure_minio(config: StackConfig, console: Console) -> Path:
     """Build MinIO from its Go module once (its community edition ships no binaries any more)."""
     binary = config.minio_binary

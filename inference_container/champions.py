@@ -5,9 +5,9 @@ promotion sooner. So:
 - a replica is ready only after one complete read of every alias (paged: any number of identifiers), with
   every champion loaded up to `max_loaded_champions`; the rest load on their first request (`Champions`);
 - loads and event-driven swaps take one lock, so they never interleave;
-- an event installs its version only when it is newer than the one served (eval's promotions only move
-  forward, and a replica may hear an older event last); an event that is not newer makes the replica
-  re-read the alias instead, which decides;
+- an event only makes the replica read the identifier's alias, which decides: a replica may hear an older
+  event last, and an event naming a version the alias does not (forged, or another identifier's run) installs
+  nothing of its own;
 - every `champion_reconcile_seconds` (and after any failed load, sooner, with backoff) the aliases are
   read again and whatever differs is installed: a lost event, a failed download, an operator's rollback;
 - the replica is unready while its `model-selected` follower is not running (it would miss promotions).
@@ -48,11 +48,11 @@ from flts.tracking import REGISTRY_PAGE_SIZE, Tracker
 
 log = logging.getLogger(__name__)
 
-CHAMPION_VERSION = Gauge("flts_champion_version", "Model version being served, by identifier.", ["identifier"])
 CHAMPION_LOADS = Counter(
     "flts_champion_loads_total",
     "Champion loads by outcome: installed, on_demand (a dropped or not yet held champion asked for), unchanged "
-    "(already served), stale (an older event), failed.",
+    "(already served), stale (an event older than the alias), refused (an event naming what the registry's alias does "
+    "not: forged, or another identifier's), failed.",
     ["outcome"],
 )
 HELD_CHAMPIONS = Gauge("flts_champions_held", "Champions held in memory by this replica.")
@@ -75,10 +75,12 @@ class ChampionRef:
 class Champions:
     """The models being served, by identifier.
 
-    Every champion the registry names is known; at most `capacity` are held in memory (0: all). Beyond it the least
-    recently used one is dropped, and a known champion that is not held is loaded when it is next asked for
-    (`load_on_demand`, set by the loader), so memory stays bounded however many identifiers a replica serves.
-    The latest rows of an identifier (small) are kept when its model is dropped.
+    Every champion the registry names is known; at most `capacity` are held in memory (0: all) besides the pinned
+    ones. Beyond it the least recently used one is dropped, and a known champion that is not held is loaded when it
+    is next asked for (`load_on_demand`, set by the loader), so memory stays bounded however many identifiers a
+    replica serves. The live stream pins the identifiers of the partitions this replica owns (`pin`): dropping one
+    of those would reload it on its next row, so the cache holds what the replica's partitions need, and the
+    capacity bounds the rest. The latest rows of an identifier (small) are kept when its model is dropped.
     """
 
     def __init__(self, capacity: int = 0) -> None:
@@ -88,6 +90,7 @@ class Champions:
         self._known: dict[str, ChampionRef] = {}
         self._latest: dict[str, Window] = {}
         self._selection: dict[str, dict[str, Any]] = {}
+        self._pinned: set[str] = set()
         self._guard = threading.Lock()
 
     def get(self, identifier: str) -> ServingModel | None:
@@ -120,7 +123,20 @@ class Champions:
 
     def has_room(self) -> bool:
         """Whether one more champion can be held without dropping another."""
-        return not self.capacity or len(self._models) < self.capacity
+        return not self.capacity or self._droppable() < self.capacity
+
+    def pin(self, identifiers: set[str]) -> None:
+        """Never drop these identifiers' champions (the series of the partitions this replica's stream owns)."""
+        with self._guard:
+            self._pinned |= identifiers
+
+    def unpin(self, identifiers: set[str]) -> None:
+        """These may be dropped again (their partitions went to another replica)."""
+        with self._guard:
+            self._pinned -= identifiers
+
+    def _droppable(self) -> int:
+        return sum(1 for identifier in self._models if identifier not in self._pinned)
 
     def identifiers(self) -> list[str]:
         """Every identifier with a champion, held or not."""
@@ -160,14 +176,15 @@ class Champions:
             self._models[identifier] = model
             self._models.move_to_end(identifier)
             dropped = []
-            while self.capacity and len(self._models) > self.capacity:
-                dropped.append(self._models.popitem(last=False)[0])
+            while self.capacity and self._droppable() > self.capacity:
+                oldest = next(i for i in self._models if i not in self._pinned)
+                del self._models[oldest]
+                dropped.append(oldest)
             HELD_CHAMPIONS.set(len(self._models))
         for old in dropped:
             self._selection.pop(old, None)
             CHAMPIONS_DROPPED.inc()
             log.info("dropped the least recently used champion", extra={"identifier": old, "held": self.capacity})
-        CHAMPION_VERSION.labels(identifier).set(float(model.identity.model_version))
         log.info("serving champion", extra=model.identity.__dict__)
 
     def remember(self, identifier: str, latest: Window | None) -> None:
@@ -240,13 +257,16 @@ class ChampionLoader:
             raise RuntimeError(f"champions not loaded for {outages}: the registry is unreachable")
         self.loaded.set()
 
-    def load_alias(self, identifier: str) -> None:
+    def load_alias(self, identifier: str) -> ChampionRef | None:
         """Know the version the identifier's alias names, whatever the order of events, and install it when its
-        champion is held or there is room (else it loads on its first request)."""
+        champion is held or there is room (else it loads on its first request); returns what the alias names."""
         with self._lock:
             version = self.tracker.champion(identifier)
-            if version is not None:
-                self._know_and_install(identifier, ChampionRef(str(version.version), version.run_id))
+            if version is None:
+                return None
+            ref = ChampionRef(str(version.version), version.run_id)
+            self._know_and_install(identifier, ref)
+            return ref
 
     def load_on_demand(self, identifier: str) -> ServingModel | None:
         """Load a known champion that is not held (dropped, or beyond the capacity at start-up); None when it is
@@ -271,17 +291,20 @@ class ChampionLoader:
             self._install(identifier, ref.model_version, ref.run_id)
 
     def on_model_selected(self, event: ModelSelected) -> None:
-        """A version newer than the one served is installed at once; otherwise (an older event, or nothing served
-        yet) the alias decides. A failure is left to the reconciler: a replica's private group never dead-letters."""
+        """An event is a hint, never an order: the identifier's alias in the registry is read and what it names is
+        installed, so an event naming a version the registry does not hold, or another identifier's run, installs
+        nothing of its own (counted `refused`). A failure is left to the reconciler: a replica's private group never
+        dead-letters."""
         try:
             with self._lock:
-                known = self.champions.known(event.identifier)
-                if known is not None and _newer(event.model_version, known.model_version):
-                    self._know_and_install(event.identifier, ChampionRef(event.model_version, event.run_id))
-                else:
-                    CHAMPION_LOADS.labels("stale").inc()
-                    log.info("re-reading the alias for a model-selected event", extra={"event": event.model_version})
-                    self.load_alias(event.identifier)
+                named = self.load_alias(event.identifier)
+                if named != ChampionRef(event.model_version, event.run_id):
+                    older = named is not None and not _newer(event.model_version, named.model_version)
+                    CHAMPION_LOADS.labels("stale" if older else "refused").inc()
+                    log.warning(
+                        "a model-selected event the registry's alias does not confirm; the alias is served",
+                        extra={"event": event.model_dump(mode="json"), "alias": named and dataclasses.asdict(named)},
+                    )
         except Exception:
             CHAMPION_LOADS.labels("failed").inc()
             log.exception("loading a selected champion failed; reconciling", extra={"identifier": event.identifier})

@@ -22,12 +22,21 @@ then would be dropped as `no_champion`. Rows are handled deterministically:
 - a row after the last one advances the window and is forecast from (`forecast`);
 - a row at or before the last one but inside the window updates its step, the last of duplicates
   winning as in preprocessing, and is not forecast from (`late`);
-- a row older than the window is ignored (`too_old`); a row for an identifier without a champion is
-  ignored (`no_champion`); each outcome is counted in `flts_stream_rows_total`;
+- a row older than the window is ignored (`too_old`); a row for an identifier the registry names no champion
+  for is ignored (`no_champion`); each outcome is counted in `flts_stream_rows_total`;
 - a message that is not a measurement, or names a column the champion does not know, is dead-lettered.
 
+A batch that fails is never half-done: its transaction is aborted, its windows are put back, the consumer seeks
+back to the batch's first offsets (it stays in the group: no rebalance) and the batch is delivered again after a
+backoff (`flts_stream_batch_retries_total`). An outage (a champion known to the registry that could not be loaded,
+MLflow, S3 or the broker unreachable) is waited out for as long as it lasts: no row is lost. Any other failure is
+counted as a strike; after `MAX_DELIVERIES` strikes in a row the batch is handled one row per transaction, and the
+row that still fails on its own is dead-lettered with the reason (and goes into its window, as a replay puts it).
+
 The champion is looked up for every row, so a promotion takes effect on the next row; a window kept
-for the previous champion carries over when the new one reads the same columns and length.
+for the previous champion carries over when the new one reads the same columns and length. The identifiers of
+the partitions the replica owns are pinned in its champion cache (`Champions.pin`), so a replica that owns more
+series than `max_loaded_champions` loads each of them once rather than on every other row.
 """
 
 from __future__ import annotations
@@ -42,13 +51,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from prometheus_client import Counter, Histogram
 
 from flts.config import InferenceSettings
 from flts.kafka import TransactionalProducer, send_dead_letter
 from flts.messages import SCHEMA_VERSION, Forecast, Measurement, MessageError
 from flts.observability import log_context
+from flts.outages import is_outage
 from flts.predict import RequestError, ServingModel, Window
 
 if TYPE_CHECKING:
@@ -63,6 +73,10 @@ BATCH_WAIT_S = 0.05
 # under another name; under the same one, it aborts its own leftover at once).
 TRANSACTION_TIMEOUT_MS = 10_000
 REBUILD_TIMEOUT_S = 60.0
+# A batch that failed this many times in a row for a reason other than an outage is handled a row at a time.
+MAX_DELIVERIES = 3
+# The wait before a failed batch is delivered again doubles from the first to the last.
+RETRY_FIRST_S, RETRY_LAST_S = 0.5, 30.0
 
 STREAM_ROWS = Counter(
     "flts_stream_rows_total",
@@ -77,6 +91,11 @@ ROWS_BY_OUTCOME = {
 ROWS_REPLAYED = Counter(
     "flts_stream_rows_replayed_total", "Measurements read again to rebuild the windows of partitions assigned."
 )
+BATCH_RETRIES = Counter(
+    "flts_stream_batch_retries_total",
+    "Batches of measurements aborted and delivered again, by reason: outage (waited out) or error (a strike).",
+    ["reason"],
+)
 FORECASTS_PUBLISHED = Counter("flts_stream_forecasts_total", "Forecast events published on the forecasts topic.")
 STREAM_LAG = Histogram(
     "flts_stream_lag_seconds",
@@ -87,6 +106,17 @@ STREAM_LAG = Histogram(
 
 class RowError(ValueError):
     """A measurement the champion cannot read (dead-lettered with this reason)."""
+
+
+class ChampionUnavailable(RuntimeError):
+    """The registry names a champion for the row's identifier, but it could not be loaded (MLflow or S3 down): the
+    batch waits for it rather than counting the row `no_champion`."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure that goes away by itself (waited out, never dead-lettered): a champion that could not be loaded
+    yet, the broker, MLflow or S3 unreachable."""
+    return isinstance(exc, ChampionUnavailable | KafkaException) or is_outage(exc)
 
 
 @dataclass
@@ -114,6 +144,7 @@ class StreamForecaster:
         self.producer = producer or stream_producer(settings)
         self._steps: dict[str, RecentSteps] = {}
         self._latest_before: dict[str, Window | None] = {}  # this batch's changes to the windows /predict uses
+        self._series_of: dict[tuple[str, int], set[str]] = {}  # the identifiers seen on each partition owned
 
     def handle_batch(self, messages: list[Any], consumer: Consumer) -> int:
         """Apply every row in order, forecast the windows that advanced, publish, and commit the batch's offsets
@@ -139,20 +170,54 @@ class StreamForecaster:
                 log.warning("aborting the batch's transaction failed: the broker aborts it", exc_info=True)
             raise
 
-    def replay(self, messages: list[Any]) -> None:
-        """Rows already forecast (before the committed offsets): they only put the windows back as they were."""
+    def handle_each(self, messages: list[Any], consumer: Consumer) -> int:
+        """The batch a row per transaction (after `MAX_DELIVERIES` strikes): a row that still fails for a reason
+        other than an outage is dead-lettered with its offset, and goes into its window as a replay puts it."""
+        published = 0
+        for msg in messages:
+            try:
+                published += self.handle_batch([msg], consumer)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                self.producer.begin()
+                send_dead_letter(self.producer, self.settings, msg, f"forecasting failed: {exc!r}", self.group)
+                self.producer.commit(consumer, [msg])
+                ROWS_BY_OUTCOME["dead_letter"].inc()
+                self.replay([msg], counted=False)
+        return published
+
+    def replay(self, messages: list[Any], counted: bool = True) -> None:
+        """Rows already handled (before the committed offsets): they only put the windows back as they were.
+
+        A champion that cannot be loaded raises `ChampionUnavailable`: the rebuild is done again once it can (rows
+        applied twice leave a window as once)."""
         for msg in messages:
             try:
                 self.apply(Measurement.from_bytes(msg.value()))
             except (MessageError, RowError):
                 continue  # dead-lettered when it was first read
-        ROWS_REPLAYED.inc(len(messages))
+        if counted:
+            ROWS_REPLAYED.inc(len(messages))
+
+    def own(self, msg: Any, identifier: str) -> None:
+        """The row's series belongs to a partition this replica owns: its champion stays held while it does."""
+        series = self._series_of.setdefault((msg.topic(), msg.partition()), set())
+        if identifier not in series:
+            series.add(identifier)
+            self.champions.pin({identifier})
+
+    def disown(self, partitions: list[TopicPartition]) -> None:
+        """Partitions revoked or lost: their series' champions may be dropped again."""
+        for tp in partitions:
+            self.champions.unpin(self._series_of.pop((tp.topic, tp.partition), set()))
 
     def _handle(self, messages: list[Any]) -> int:
         due: list[tuple[ServingModel, Window, Measurement]] = []
         for msg in messages:
             try:
                 row = Measurement.from_bytes(msg.value())
+                self.own(msg, row.identifier)
                 with log_context(identifier=row.identifier):
                     outcome = self.apply(row)
             except (MessageError, RowError) as exc:
@@ -176,6 +241,8 @@ class StreamForecaster:
         """Put one row into its series' window: the window to forecast from, or the outcome that says why not."""
         model = self.champions.get(row.identifier)
         if model is None:
+            if self.champions.known(row.identifier) is not None:
+                raise ChampionUnavailable(f"the champion of {row.identifier!r} could not be loaded")
             return "no_champion"
         unknown = sorted(set(row.values) - set(model.measured_columns))
         if unknown:
@@ -340,7 +407,8 @@ def stream_forecasts(
     """Once `ready` (the replica's champions loaded), consume `measurements` until `stop`: a batch at a time, its
     forecasts and offsets committed in one transaction; partitions assigned have their windows rebuilt first.
 
-    A failure (the broker or a forecast) closes the consumer and starts again from the committed offsets.
+    A failed batch is delivered again from its first offsets (`Redelivery`) without leaving the group; only a
+    failure of the consumer itself closes it and starts again from the committed offsets.
     """
     while ready is not None and not ready.wait(1.0):
         if stop.is_set():
@@ -362,19 +430,71 @@ def stream_forecasts(
             }
         )
         consumer.subscribe(
-            [settings.topic_measurements], on_assign=lambda _consumer, partitions: assigned.extend(partitions)
+            [settings.topic_measurements],
+            on_assign=lambda _consumer, partitions: assigned.extend(partitions),
+            on_revoke=lambda _consumer, partitions: forecaster.disown(partitions),
+            on_lost=lambda _consumer, partitions: forecaster.disown(partitions),
         )
+        redelivery = Redelivery(stop)
         try:
             while not stop.is_set():
                 batch = [m for m in consumer.consume(BATCH_ROWS, BATCH_WAIT_S) if not m.error()]
-                if assigned:
-                    forecaster.replay(rows_before_committed(settings, consumer, assigned))
-                    assigned.clear()
-                if batch:
-                    forecaster.handle_batch(batch, consumer)
+                try:
+                    if assigned:
+                        forecaster.replay(rows_before_committed(settings, consumer, assigned))
+                        assigned.clear()
+                    if batch:
+                        redelivery.handle(forecaster, batch, consumer)
+                except Exception as exc:
+                    redelivery.failed(forecaster, batch, consumer, exc)
         except Exception:
-            log.exception("the measurement stream failed; resuming from the committed offsets")
-            forecaster.producer = stream_producer(settings)  # a fenced or failed one cannot go on
+            log.exception("the measurement consumer failed; resuming from the committed offsets")
+            forecaster.producer = stream_producer(settings)
             stop.wait(2)
         finally:
             consumer.close()
+
+
+class Redelivery:
+    """What a stream consumer does with a batch that failed: seek back to its first offsets and deliver it again
+    after a backoff, waiting out outages for as long as they last and counting other failures as strikes."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.strikes = 0
+        self.wait_s = RETRY_FIRST_S
+
+    def handle(self, forecaster: StreamForecaster, batch: list[Any], consumer: Consumer) -> None:
+        if self.strikes >= MAX_DELIVERIES:
+            forecaster.handle_each(batch, consumer)
+        else:
+            forecaster.handle_batch(batch, consumer)
+        self.strikes, self.wait_s = 0, RETRY_FIRST_S
+
+    def failed(self, forecaster: StreamForecaster, batch: list[Any], consumer: Consumer, exc: Exception) -> None:
+        transient = is_transient(exc)
+        if not transient:
+            self.strikes += 1
+        BATCH_RETRIES.labels("outage" if transient else "error").inc()
+        log.warning(
+            "a batch of measurements failed; delivering it again",
+            extra={"rows": len(batch), "strikes": self.strikes, "retry_in_s": self.wait_s, "error": repr(exc)},
+        )
+        if isinstance(exc, KafkaException):
+            forecaster.producer = stream_producer(settings=forecaster.settings)  # a fenced or failed one cannot go on
+        seek_back(consumer, batch)
+        self.stop.wait(self.wait_s)
+        self.wait_s = min(self.wait_s * 2, RETRY_LAST_S)
+
+
+def seek_back(consumer: Consumer, batch: list[Any]) -> None:
+    """Position each partition of the batch at its first offset in it (a revoked one is its next owner's)."""
+    first: dict[tuple[str, int], int] = {}
+    for msg in batch:
+        key = (msg.topic(), msg.partition())
+        first[key] = min(first.get(key, msg.offset()), msg.offset())
+    for (topic, partition), offset in first.items():
+        try:
+            consumer.seek(TopicPartition(topic, partition, offset))
+        except KafkaException:
+            log.info("not seeking back a partition no longer assigned", extra={"partition": partition})

@@ -29,19 +29,24 @@ pytest_plugins = ["serving_models"]
 
 @pytest.fixture(scope="session")
 def stack_config() -> StackConfig:
-    """The test stack's ports; FLTS_TEST_PORT_OFFSET (e.g. 500) moves them, and its state, for a second
-    test session on the same machine."""
+    """The test stack's ports; FLTS_TEST_PORT_OFFSET (e.g. 500, any multiple of 10 up to 7000) moves them, and its
+    state, for a second test session on the same machine."""
     offset = int(os.environ.get("FLTS_TEST_PORT_OFFSET", "0"))
+    if offset:  # a block of 32 ports of its own per offset, so no two offsets share a port
+        base = 10000 + offset // 10 * 32  # below the ephemeral range (32768-)
+        ports = {"kafka": base, "minio": base + 2, "mlflow": base + 4, "gateway": base + 6, "metrics": base + 10}
+    else:
+        ports = {"kafka": 29092, "minio": 29000, "mlflow": 25000, "gateway": 28000, "metrics": 29100}
     return StackConfig(
         state_dir=Path(f"~/.cache/flts/test-state{f'-{offset}' if offset else ''}"),
-        kafka_port=29092 + offset,
-        kafka_controller_port=29093 + offset,
-        minio_port=29000 + offset,
-        minio_console_port=29001 + offset,
-        mlflow_port=25000 + offset,
-        gateway_port=28000 + offset,
-        inference_port=28001 + offset,
-        metrics_base_port=29100 + offset,
+        kafka_port=ports["kafka"],
+        kafka_controller_port=ports["kafka"] + 1,
+        minio_port=ports["minio"],
+        minio_console_port=ports["minio"] + 1,
+        mlflow_port=ports["mlflow"],
+        gateway_port=ports["gateway"],
+        inference_port=ports["gateway"] + 1,
+        metrics_base_port=ports["metrics"],
     )
 
 

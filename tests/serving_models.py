@@ -14,6 +14,7 @@ from flts.data.generate import generate_lte_dataset
 from flts.data.preprocess import preprocess
 from flts.data.windows import make_windows
 from flts.layout import PREPROCESSING_FILE
+from flts.messages import Measurement
 from flts.models.base import WindowLayout
 from flts.models.baselines import PersistenceForecaster
 from flts.models.recurrent import train_recurrent
@@ -93,3 +94,28 @@ def gru_model(processed, layout, tmp_path_factory) -> ServingModel:
 @pytest.fixture(scope="session")
 def persistence_model(processed, layout, tmp_path_factory) -> ServingModel:
     return _serve(PersistenceForecaster(layout), processed, tmp_path_factory.mktemp("persistence"), "PERSISTENCE", "2")
+
+
+class ConsumedMeasurement:
+    """A measurement as a consumer hands it to the stream forecaster (one partition), without a broker."""
+
+    def __init__(self, row: Measurement, offset: int = 0) -> None:
+        self._key, self._value, self._offset = row.identifier.encode(), row.to_bytes(), offset
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> list:
+        return []
+
+    def topic(self) -> str:
+        return "measurements"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset

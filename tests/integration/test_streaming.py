@@ -15,11 +15,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from prometheus_client import REGISTRY
+from rich.console import Console
+from serving_models import BUNDLES, ConsumedMeasurement
 
 from flts.config import InferenceSettings
 from flts.kafka import MessageProducer
 from flts.messages import DeadLetter, Forecast, Measurement
-from inference_container.champions import Champions
+from flts.stack import manager
+from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
+from inference_container.champions import ChampionLoader, Champions
 from inference_container.streaming import StreamForecaster, stream_forecasts
 
 pytestmark = pytest.mark.integration
@@ -108,14 +113,6 @@ class _Kept:
         pass
 
 
-class _Row:
-    def __init__(self, row: Measurement) -> None:
-        self._value = row.to_bytes()
-
-    def value(self) -> bytes:
-        return self._value
-
-
 def test_a_forecaster_killed_mid_stream_and_restarted_loses_and_duplicates_no_forecast(
     inference_settings, gru_bundle, gru_model, raw_data, read_topic, stack_env, tmp_path
 ):
@@ -154,7 +151,7 @@ def test_a_forecaster_killed_mid_stream_and_restarted_loses_and_duplicates_no_fo
                 publish(rows[start : start + 20])
                 time.sleep(0.05)
             reference = StreamForecaster(settings, _champions_serving(gru_model, identifiers), producer=_Kept())
-            reference.handle_batch([_Row(row) for row in rows], consumer=None)
+            reference.handle_batch([ConsumedMeasurement(row) for row in rows], consumer=None)
             expected = {(f.identifier, f.last_observed): f.values for f in reference.producer.events}
             read_topic(settings, settings.topic_forecasts, len(expected), Forecast.from_bytes, timeout=90)
             got = read_topic(settings, settings.topic_forecasts, len(expected) + 1, Forecast.from_bytes, timeout=5)
@@ -179,3 +176,86 @@ def _champions_serving(model, identifiers: list[str]) -> Champions:
     for identifier in identifiers:
         champions.install(_as(model, identifier, "1"))
     return champions
+
+
+def _forecasts_of(settings, rows: list[Measurement], model) -> dict:
+    """What one uninterrupted replica serving `model` for every identifier publishes for `rows`, by
+    (identifier, last observed)."""
+    reference = StreamForecaster(
+        settings, _champions_serving(model, sorted({r.identifier for r in rows})), producer=_Kept()
+    )
+    reference.handle_batch([ConsumedMeasurement(row) for row in rows], consumer=None)
+    return {(f.identifier, f.last_observed): f.values for f in reference.producer.events}
+
+
+def _on_demand_loads() -> float:
+    return REGISTRY.get_sample_value("flts_champion_loads_total", {"outcome": "on_demand"}) or 0.0
+
+
+def _failed_loads() -> float:
+    return REGISTRY.get_sample_value("flts_champion_loads_total", {"outcome": "failed"}) or 0.0
+
+
+@pytest.mark.faults
+def test_a_replica_owning_more_series_than_its_cache_loses_no_row_while_object_storage_is_down(
+    inference_settings, persistence_model, raw_data, read_topic, stack_config, monkeypatch
+):
+    """Four series, a cache of one, champions in the real registry. Two series stream from the start; MinIO
+    stops for 20 s; the other two start streaming during the outage, so their champions cannot be downloaded.
+    Every row still gets exactly one forecast, the one an uninterrupted replica makes, and each series' champion is
+    downloaded once (the stream holds its partition's series whatever `max_loaded_champions`)."""
+    # A download fails at once (MLflow's client would otherwise retry it with backoff for minutes, until it worked).
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    suffix = uuid.uuid4().hex[:8]
+    settings = inference_settings.model_copy(
+        update={"mlflow_experiment": f"it-stream-{suffix}", "registered_model_prefix": f"it{suffix}"}
+    )
+    tracker = Tracker(settings)
+    run_id = tracker.start_run("c" * 64, "PERSISTENCE", "any", "dataset")
+    tracker.log_model(run_id, BUNDLES[persistence_model.identity.run_id])
+    early, late = [f"e{i}-{suffix}" for i in range(2)], [f"l{i}-{suffix}" for i in range(2)]
+    for identifier in early + late:
+        version = tracker.register(run_id, identifier, {TAG_CONFIG_HASH: "c" * 64, TAG_MODEL_TYPE: "PERSISTENCE"})
+        tracker.set_champion(identifier, version)
+    champions, stop = Champions(capacity=1), threading.Event()
+    loader = ChampionLoader(settings, champions)
+    loader.reconcile()
+    loads_before, failed_before = _on_demand_loads(), _failed_loads()
+    worker = threading.Thread(target=stream_forecasts, args=(settings, champions, stop, loader.loaded), daemon=True)
+    worker.start()
+
+    producer = MessageProducer(settings)
+    sent: list[Measurement] = []
+
+    def publish(identifiers: list[str], start: int, count: int) -> None:
+        for begin in range(start, start + count, 10):  # interleaved a few rows at a time, as stations report
+            chunk = [row for i in identifiers for row in _rows(raw_data, i, begin, 10)]
+            producer.publish_many(settings.topic_measurements, chunk)
+            sent.extend(chunk)
+
+    try:
+        publish(early, 0, 40)
+        assert read_topic(settings, settings.topic_forecasts, 1, Forecast.from_bytes, timeout=60)
+        manager.stop_part(stack_config, "minio")
+        try:
+            publish(early, 40, 40)
+            publish(late, 0, 40)
+            time.sleep(20)
+        finally:
+            manager.up(stack_config, Console(stderr=True))
+        publish(early, 80, 20)
+        publish(late, 40, 20)
+        expected = _forecasts_of(settings, sent, persistence_model)
+        read_topic(settings, settings.topic_forecasts, len(expected), Forecast.from_bytes, timeout=180)
+        got = read_topic(settings, settings.topic_forecasts, len(expected) + 1, Forecast.from_bytes, timeout=5)
+    finally:
+        stop.set()
+        worker.join(60)
+    keys = [(f.identifier, f.last_observed) for f in got]
+    assert len(keys) == len(set(keys)), "a forecast was published twice"
+    assert set(keys) == set(expected), f"missing: {sorted(set(expected) - set(keys))[:5]}"
+    for forecast in got:
+        for column, values in forecast.values.items():
+            assert values == pytest.approx(expected[(forecast.identifier, forecast.last_observed)][column])
+    assert _on_demand_loads() - loads_before == 3, "a champion of an owned series was downloaded more than once"
+    assert _failed_loads() > failed_before, "no download failed during the outage: the test proved nothing"

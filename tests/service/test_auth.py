@@ -169,6 +169,14 @@ def test_probes_metrics_and_docs_need_no_key(gateway, inference):
     assert inference.get("/readyz").json() == {"status": "ready", "models": 2}
 
 
+def test_the_metrics_anyone_may_scrape_name_no_identifier(inference, window):
+    """/metrics needs no key (Prometheus scrapes it): nothing in it may tell a caller which series exist."""
+    assert (
+        inference.post("/predict", json={**window, "identifier": "cell-a1"}, headers=bearer(KEY_A)).status_code == 200
+    )
+    assert "cell-a1" not in inference.get("/metrics/").text
+
+
 def test_the_openapi_documents_both_key_schemes(gateway, inference):
     for client in (gateway, inference):
         schemes = client.get("/openapi.json").json()["components"]["securitySchemes"]

@@ -6,6 +6,8 @@ preprocessing fills them), the windows join a micro-batch, and the answer is wri
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -19,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 
 from flts import auth
 from flts.auth import Caller
-from flts.batching import Overloaded, TimedOut
+from flts.batching import Overloaded, TimedOut, TooLarge
 from flts.config import InferenceConfig
 from flts.observability import log_context
 from flts.predict import Forecasts, RequestError, ServingModel, Window, iso_times
@@ -30,7 +32,8 @@ log = logging.getLogger(__name__)
 PREDICTIONS = Counter(
     "flts_predictions_total",
     "Forecast requests by outcome: ok, rejected (422), overloaded (429: queue full), timed_out (504), "
-    "too_large (413: the body is over inference.max_request_bytes).",
+    "too_large (413: the body is over inference.max_request_bytes, or its windows x steps over "
+    "inference.max_batch_work).",
     ["outcome"],
 )
 PREDICT_SECONDS = Histogram(
@@ -162,7 +165,8 @@ async def forecast(
     inference: Inference, model: ServingModel, windows: list[Window], length: int | None
 ) -> tuple[Forecasts, int]:
     """The windows' forecasts from one micro-batch (and where this request's start in it); a refusal is an
-    HTTPException, counted: 422 for what the model cannot serve, 429 when the queue is full, 504 when too slow."""
+    HTTPException, counted: 422 for what the model cannot serve, 413 for more work than a batch may hold, 429
+    when the queue is full, 504 when too slow."""
     try:
         steps = model.check_length(length)
         for position, window in enumerate(windows):
@@ -170,6 +174,14 @@ async def forecast(
         return await inference.batcher.submit(Job(model, windows, steps))
     except RequestError as exc:
         raise refuse(422, "rejected", str(exc)) from exc
+    except TooLarge as exc:
+        cap = inference.limits.max_batch_work
+        raise refuse(
+            413,
+            "too_large",
+            f"{len(windows)} windows x {steps} steps is {len(windows) * steps} window-steps; one request may ask "
+            f"for at most {cap} (inference.max_batch_work): send fewer windows or ask for fewer steps per request",
+        ) from exc
     except Overloaded as exc:
         raise refuse(429, "overloaded", f"the model is busy ({exc}); retry shortly", {"Retry-After": "1"}) from exc
     except TimedOut as exc:
@@ -198,6 +210,19 @@ async def predict(request: Request) -> Response:
         except RequestError as exc:
             raise refuse(422, "rejected", str(exc)) from exc
         forecasts, start = await forecast(inference, model, windows, body.inference_length)
+    answer = functools.partial(predict_answer, model, windows, forecasts, start, batch=body.windows is not None)
+    # A large answer (up to 256 windows x 60 steps: 5 MB of JSON) is written on a worker thread, as its forecast
+    # was computed on one, so the event loop keeps answering meanwhile.
+    heavy = len(windows) * forecasts.values.shape[1] > inference.limits.loop_max_work
+    content = await asyncio.to_thread(answer) if heavy else answer()
+    PREDICTIONS.labels("ok").inc()
+    PREDICT_SECONDS.observe(time.perf_counter() - started)
+    return Response(content, media_type="application/json", headers={"X-Request-ID": request_id})
+
+
+def predict_answer(model: ServingModel, windows: list[Window], forecasts: Forecasts, start: int, batch: bool) -> bytes:
+    """The /predict answer (JSON) for the request's windows, whose forecasts start at `start`; `batch`: they were
+    sent as `windows` (each forecast listed, and each filled cell names its window)."""
     records = [model.records(forecasts, start + i) for i in range(len(windows))]
     content: dict[str, Any] = {
         **model.identity.__dict__,
@@ -206,16 +231,14 @@ async def predict(request: Request) -> Response:
         # Steps beyond the model's horizon, forecast from its own earlier steps (their error compounds).
         "recursive_steps": max(0, forecasts.values.shape[1] - model.output_seq_len),
         "filled": [
-            {**({"window": position} if body.windows is not None else {}), **cell}
+            {**({"window": position} if batch else {}), **cell}
             for position, window in enumerate(windows)
             for cell in model.filled_cells(window)
         ],
     }
-    if body.windows is not None:
+    if batch:
         content["forecasts"] = records
-    PREDICTIONS.labels("ok").inc()
-    PREDICT_SECONDS.observe(time.perf_counter() - started)
-    return Response(orjson.dumps(content), media_type="application/json", headers={"X-Request-ID": request_id})
+    return orjson.dumps(content)
 
 
 # The first route that matches answers: /predict is a plain Starlette route, so no dependency solving runs per
@@ -237,6 +260,10 @@ router.post(
         401: {"description": "No valid API key."},
         403: {"description": "The key may not use this identifier."},
         404: {"description": "No champion for this identifier (yet)."},
+        413: {
+            "description": "The body is over max_request_bytes, or asks for more windows x steps than one "
+            "micro-batch may compute (max_batch_work)."
+        },
         422: {"description": "The body cannot be served as sent; the message names the row, column or step."},
         429: {"description": "Too many requests waiting for the model; retry after Retry-After seconds."},
         504: {"description": "No forecast within the request timeout."},

@@ -1,7 +1,8 @@
 """The inference service object: the champions, the micro-batcher they share, and what /predict does with them.
 
 Concurrent requests share one forward pass through the micro-batcher (bounded queue: 429 when full,
-504 when a request waits too long).
+504 when a request waits too long; a batch's work, windows x steps, bounded: a request over it alone is a 413).
+A heavy batch runs on the model thread so the event loop keeps answering.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ class Job:
     model: ServingModel
     windows: list[Window]
     length: int
+
+    @property
+    def work(self) -> int:
+        """What the job costs a forward pass: window-steps (a recursive step is one more pass per window)."""
+        return len(self.windows) * self.length
 
 
 def run_jobs(jobs: list[Job]) -> list[tuple[Forecasts, int] | RequestError]:
@@ -74,7 +80,9 @@ class Inference:
             max_queue=limits.queue_max_requests,
             timeout=limits.request_timeout_seconds,
             name="predict-batcher",
-            in_thread=limits.model_thread,
+            weigh=lambda job: job.work,
+            max_weight=limits.max_batch_work,
+            inline_max_weight=0 if limits.model_thread else limits.loop_max_work,
         )
         self.batcher.on_batch = BATCH_REQUESTS.observe
         QUEUE_DEPTH.set_function(lambda: self.batcher.depth)

@@ -423,7 +423,16 @@ class InferenceConfig(_Strict):
     micro_batch_wait_ms: float = Field(2.0, ge=0, le=1000)
     queue_max_requests: int = Field(256, ge=1)
     request_timeout_seconds: float = Field(2.0, gt=0)
-    model_thread: bool = False  # the forward pass on a thread of its own (default: on the event loop)
+    # A request's work is its windows x the steps it asks for; a micro-batch's, the sum over its requests.
+    # A batch holds at most max_batch_work (a request that would take it over waits for the next batch; one
+    # over it alone is a 413). The default is max_batch_windows x max_inference_length: every request the
+    # other limits admit is served, the largest alone (about 0.5 s for the default GRU on one core).
+    max_batch_work: int = Field(256 * 60, ge=1)
+    # A batch of at most this much work runs its forward pass on the event loop (no GIL hand-overs: faster on
+    # a contended CPU); a heavier one on the model thread, so /healthz and the other requests are answered
+    # meanwhile (256 window-steps: about 10 ms of the default GRU).
+    loop_max_work: int = Field(256, ge=0)
+    model_thread: bool = False  # true: every forward pass on the model thread, however light (loop_max_work 0)
     # Serve each target column with the model that won it on validation (eval's column_wins, persistence
     # included); false: the promoted model forecasts every column.
     serve_column_winners: bool = True

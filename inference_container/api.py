@@ -25,7 +25,7 @@ from flts.batching import Overloaded, TimedOut, TooLarge
 from flts.config import InferenceConfig
 from flts.observability import log_context
 from flts.predict import Forecasts, RequestError, ServingModel, Window, iso_times
-from inference_container.inference import Inference, Job
+from inference_container.inference import Inference, Job, ModelFailed
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ PREDICTIONS = Counter(
     "flts_predictions_total",
     "Forecast requests by outcome: ok, rejected (422), overloaded (429: queue full), timed_out (504), "
     "too_large (413: the body is over inference.max_request_bytes, or its windows x steps over "
-    "inference.max_batch_work).",
+    "inference.max_batch_work), model_failed (503: the champion raised while forecasting).",
     ["outcome"],
 )
 PREDICT_SECONDS = Histogram(
@@ -166,7 +166,7 @@ async def forecast(
 ) -> tuple[Forecasts, int]:
     """The windows' forecasts from one micro-batch (and where this request's start in it); a refusal is an
     HTTPException, counted: 422 for what the model cannot serve, 413 for more work than a batch may hold, 429
-    when the queue is full, 504 when too slow."""
+    when the queue is full, 504 when too slow, 503 when the champion fails (only its own requests)."""
     try:
         steps = model.check_length(length)
         for position, window in enumerate(windows):
@@ -182,6 +182,8 @@ async def forecast(
             f"{len(windows)} windows x {steps} steps is {len(windows) * steps} window-steps; one request may ask "
             f"for at most {cap} (inference.max_batch_work): send fewer windows or ask for fewer steps per request",
         ) from exc
+    except ModelFailed as exc:
+        raise refuse(503, "model_failed", str(exc), {"Retry-After": "5"}) from exc
     except Overloaded as exc:
         raise refuse(429, "overloaded", f"the model is busy ({exc}); retry shortly", {"Retry-After": "1"}) from exc
     except TimedOut as exc:
@@ -266,6 +268,7 @@ router.post(
         },
         422: {"description": "The body cannot be served as sent; the message names the row, column or step."},
         429: {"description": "Too many requests waiting for the model; retry after Retry-After seconds."},
+        503: {"description": "No champion loaded yet, or the champion failed while forecasting this request."},
         504: {"description": "No forecast within the request timeout."},
     },
 )(predict)

@@ -2,13 +2,15 @@
 
 Concurrent requests share one forward pass through the micro-batcher (bounded queue: 429 when full,
 504 when a request waits too long; a batch's work, windows x steps, bounded: a request over it alone is a 413).
-A heavy batch runs on the model thread so the event loop keeps answering.
+A heavy batch runs on the model thread so the event loop keeps answering, and one champion failing fails only
+its own requests (503): the batch's other champions answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,8 @@ from flts.batching import MicroBatcher
 from flts.config import InferenceConfig
 from flts.predict import Forecasts, RequestError, ServingModel, Window, iso_times
 from inference_container.champions import ChampionLoader, Champions
+
+log = logging.getLogger(__name__)
 
 BATCH_REQUESTS = Histogram(
     "flts_predict_batch_requests",
@@ -43,26 +47,64 @@ class Job:
         return len(self.windows) * self.length
 
 
-def run_jobs(jobs: list[Job]) -> list[tuple[Forecasts, int] | RequestError]:
-    """The micro-batch: one forecast call per (model, length) for all its requests' windows."""
+class ModelFailed(Exception):
+    """The champion raised while forecasting (not the request's fault): a 503 for its requests alone."""
+
+
+Outcome = tuple[Forecasts, int] | RequestError | ModelFailed
+
+
+def run_jobs(jobs: list[Job]) -> list[Outcome]:
+    """The micro-batch: one forecast call per (model, length) for all its requests' windows. A group whose call
+    raises is forecast again request by request, so only the requests the model fails on get its error."""
     groups: dict[tuple[int, int], list[int]] = {}
     for index, job in enumerate(jobs):
         groups.setdefault((id(job.model), job.length), []).append(index)
-    results: list[tuple[Forecasts, int] | RequestError] = [RequestError("not run")] * len(jobs)
+    results: list[Outcome] = [RequestError("not run")] * len(jobs)
     for indices in groups.values():
-        model, length = jobs[indices[0]].model, jobs[indices[0]].length
-        forecasts = model.forecast([w for i in indices for w in jobs[i].windows], length)
-        start = 0
-        for index in indices:
-            count = len(jobs[index].windows)
-            errors = [(n, e) for n, e in enumerate(forecasts.errors[start : start + count]) if e is not None]
-            if errors:
-                position, error = errors[0]
-                results[index] = RequestError(f"window {position}: {error}" if count > 1 else error)
-            else:
-                results[index] = (forecasts, start)
-            start += count
+        try:
+            outcomes = _run_group([jobs[i] for i in indices])
+        except Exception as exc:
+            outcomes = [_alone(jobs[i]) for i in indices] if len(indices) > 1 else [_failure(jobs[indices[0]], exc)]
+        for index, outcome in zip(indices, outcomes, strict=True):
+            results[index] = outcome
     return results
+
+
+def _run_group(jobs: list[Job]) -> list[Outcome]:
+    """One forecast call for the jobs' windows (one model, one length): each job's forecasts or its window's error."""
+    forecasts = jobs[0].model.forecast([w for job in jobs for w in job.windows], jobs[0].length)
+    outcomes: list[Outcome] = []
+    start = 0
+    for job in jobs:
+        count = len(job.windows)
+        errors = [(n, e) for n, e in enumerate(forecasts.errors[start : start + count]) if e is not None]
+        if errors:
+            position, error = errors[0]
+            outcomes.append(RequestError(f"window {position}: {error}" if count > 1 else error))
+        else:
+            outcomes.append((forecasts, start))
+        start += count
+    return outcomes
+
+
+def _alone(job: Job) -> Outcome:
+    try:
+        return _run_group([job])[0]
+    except Exception as exc:
+        return _failure(job, exc)
+
+
+def _failure(job: Job, exc: Exception) -> RequestError | ModelFailed:
+    """A RequestError the model raised is the request's (a 422); anything else the champion's (a 503, logged)."""
+    if isinstance(exc, RequestError):
+        return exc
+    identity = job.model.identity
+    log.error("forecast failed", exc_info=exc, extra=identity.__dict__)
+    return ModelFailed(
+        f"the champion of {identity.identifier!r} ({identity.model_type}, version {identity.model_version}) "
+        f"failed while forecasting ({type(exc).__name__}); retry later, or tell the operators if it persists"
+    )
 
 
 class Inference:

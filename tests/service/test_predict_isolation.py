@@ -1,8 +1,8 @@
 """/predict as a specification: one caller's request neither stalls nor fails everyone else's.
 
-A micro-batch's work (windows x steps) is bounded, and a heavy batch is computed off the event loop (the probes
-are answered meanwhile). Real small models (tests/serving_models.py), wrapped where a test needs a forecaster that
-waits.
+A micro-batch's work (windows x steps) is bounded, a heavy batch is computed off the event loop (the probes and
+the other requests are answered meanwhile), and a champion that raises fails only its own requests. Real small
+models (tests/serving_models.py), wrapped where a test needs a forecaster that waits or raises.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,8 @@ from prometheus_client import REGISTRY
 
 from flts.client import window_request
 from flts.config import InferenceConfig, InferenceSettings
+from flts.models.base import WindowLayout
+from flts.models.composite import ColumnComposite
 from flts.predict import ServingModel
 from inference_container.champions import Champions
 from inference_container.inference import Job
@@ -33,6 +36,12 @@ def _client(*models: ServingModel, **limits: Any) -> TestClient:
         champions.install(model)
     app = create_app(InferenceSettings(), champions, follow_registry=False, inference=InferenceConfig(**limits))
     return TestClient(app, raise_server_exceptions=False)
+
+
+def _as(model: ServingModel, identifier: str, forecaster: Any) -> ServingModel:
+    """`model` served as another identifier's champion with another forecaster."""
+    identity = dataclasses.replace(model.identity, identifier=identifier)
+    return dataclasses.replace(model, identity=identity, forecaster=forecaster)
 
 
 def _outcomes(name: str) -> float:
@@ -161,3 +170,77 @@ def test_requests_that_together_exceed_the_cap_are_split_into_batches_and_all_an
         assert len(forecasts) == 5 and all(len(forecast) == 10 for forecast in forecasts)
     work = [sum(job.work for job in batch) for batch in batches]
     assert sum(work) == 300 and max(work) <= 100 and len(batches) >= 3, work
+
+
+# ------------------------------------------------------------------------------ errors per champion
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A composite member whose forward pass raises."""
+
+    layout: WindowLayout
+    model_type: str = "THETA"
+
+    def predict(self, inputs: np.ndarray, target_times: np.ndarray) -> np.ndarray:
+        raise RuntimeError("member exploded")
+
+
+def test_a_champion_that_raises_fails_only_its_own_requests_in_a_mixed_batch(gru_model, windows):
+    """One micro-batch, two champions: tenant-b's composite has a member that raises. Its requests are 503s that
+    say so (counted as model_failed); the global champion's requests in the same batch are answered."""
+    column = gru_model.target_columns[0]
+    base = gru_model.forecaster
+    composite = ColumnComposite(base, {"THETA": Broken(base.layout)}, {column: "THETA"})
+    broken = _as(gru_model, "tenant-b", composite)
+    with _client(gru_model, broken, micro_batch_requests=6, micro_batch_wait_ms=1_000, request_timeout_seconds=30) as c:
+        batches = _record_batches(c)
+        before = _outcomes("model_failed")
+        identifiers = ["global", "tenant-b"] * 3
+        answers = _concurrently(
+            [
+                lambda i=i, who=who: c.post("/predict", json={"identifier": who, "rows": windows[i]})
+                for i, who in enumerate(identifiers)
+            ]
+        )
+        health = c.get("/healthz")
+    assert [len(batch) for batch in batches] == [6]  # all six shared one micro-batch
+    for who, answer in zip(identifiers, answers, strict=True):
+        if who == "global":
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["identifier"] == "global"
+        else:
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["Retry-After"] == "5"
+            detail = answer.json()["detail"]
+            assert "'tenant-b'" in detail and "failed while forecasting (RuntimeError)" in detail, detail
+    assert _outcomes("model_failed") == before + 3
+    assert health.status_code == 200
+
+
+class PoisonedBy:
+    """The wrapped forecaster, raising for a batch that holds a window with a feature beyond `limit` (scaled)."""
+
+    def __init__(self, inner: Any, limit: float) -> None:
+        self.inner, self.limit = inner, limit
+        self.model_type, self.layout = inner.model_type, inner.layout
+
+    def predict(self, inputs: np.ndarray, target_times: np.ndarray) -> np.ndarray:
+        if np.abs(inputs).max() > self.limit:
+            raise FloatingPointError("overflow in a hidden state")
+        return self.inner.predict(inputs, target_times)
+
+
+def test_a_window_the_model_raises_on_fails_only_its_own_request_not_the_others_sharing_its_pass(gru_model, windows):
+    """Four requests to one champion share one forward pass; one window makes the model raise. That request is
+    a 503; the other three are forecast again without it and answered."""
+    model = dataclasses.replace(gru_model, forecaster=PoisonedBy(gru_model.forecaster, limit=1_000))
+    poisoned = [dict(row) for row in windows[3]]
+    poisoned[-1]["down"] = 1e9  # finite once scaled, but far beyond anything in training
+    bodies = [{"rows": windows[0]}, {"rows": windows[1]}, {"rows": poisoned}, {"rows": windows[2]}]
+    with _client(model, micro_batch_requests=4, micro_batch_wait_ms=1_000, request_timeout_seconds=30) as client:
+        batches = _record_batches(client)
+        answers = _concurrently([lambda body=body: client.post("/predict", json=body) for body in bodies])
+    assert [len(batch) for batch in batches] == [4]
+    assert [answer.status_code for answer in answers] == [200, 200, 503, 200], [a.text for a in answers]
+    assert "failed while forecasting (FloatingPointError)" in answers[2].json()["detail"]

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -47,6 +49,8 @@ KEY_COOKIE = "flts_api_key"
 BASELINE = "PERSISTENCE"
 # Times a plot shows unless asked otherwise (the latest): a day of a 2-minute grid.
 DEFAULT_POINTS = 720
+# What the gateway keeps of runs' test forecasts between plots (`TEST_FORECASTS`).
+TEST_FORECAST_CACHE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -101,10 +105,55 @@ def _checked(identifier: str, config_hash: str | None = None) -> None:
         checked_config_hash(config_hash)
 
 
-@lru_cache(maxsize=32)
+class ByteBoundedLRU:
+    """The values last used, up to ``max_bytes`` in all (each weighed by ``size_of``): the least recently used go
+    first, and a value over the whole budget is never kept."""
+
+    def __init__(self, max_bytes: int, size_of: Callable[[Any], int]) -> None:
+        self.max_bytes = max_bytes
+        self.size_of = size_of
+        self.bytes = 0
+        self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()  # least recently used first
+        self._lock = threading.Lock()  # the pages' routes run on the thread pool
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable, load: Callable[[], Any]) -> Any:
+        """The value kept for ``key``, else ``load()``'s (loaded outside the lock, then kept if it fits)."""
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key][0]
+        value = load()
+        size = self.size_of(value)
+        with self._lock:
+            if size <= self.max_bytes and key not in self._entries:
+                self._entries[key] = (value, size)
+                self.bytes += size
+                while self.bytes > self.max_bytes:
+                    _, (_, dropped) = self._entries.popitem(last=False)
+                    self.bytes -= dropped
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.bytes = 0
+
+
+def _frame_bytes(frame: pd.DataFrame | None) -> int:
+    return 0 if frame is None else int(frame.memory_usage(index=True, deep=True).sum())
+
+
+# A finished run's test forecasts (immutable once the run finished), kept by bytes: a large lineage's frames
+# are hundreds of MB each. Keys are finished runs' ids, so the frames a run kept none of (None) cost nothing.
+TEST_FORECASTS = ByteBoundedLRU(TEST_FORECAST_CACHE_BYTES, _frame_bytes)
+
+
 def _test_forecast(tracker: Tracker, run_id: str) -> pd.DataFrame | None:
-    """A finished run's test forecasts (immutable once the run finished, so kept)."""
-    return backtest.read_test_forecast(tracker, run_id)
+    """A finished run's test forecasts, from `TEST_FORECASTS` when kept."""
+    return TEST_FORECASTS.get((tracker, run_id), lambda: backtest.read_test_forecast(tracker, run_id))
 
 
 def _timestamp(value: str | None, name: str) -> pd.Timestamp | None:

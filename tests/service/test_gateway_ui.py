@@ -154,7 +154,7 @@ def gateway(processed) -> StubGateway:
 
 def _client(gateway: StubGateway, monkeypatch: pytest.MonkeyPatch, settings: GatewaySettings) -> TestClient:
     """The app with the stand-in behind its routes (enter it: `with _client(...) as client`, so the lifespan runs)."""
-    ui._test_forecast.cache_clear()
+    ui.TEST_FORECASTS.clear()
     letter = DeadLetter(
         source_topic="training-data", partition=0, offset=4, key=None, value_b64="", headers={},
         reason="not a TrainingData: field required", consumer_group="flts-eval",

@@ -23,7 +23,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from flts.config import EvalSettings, PipelineConfig, load_pipeline_config
-from flts.evaluate import Candidate, Decision, decide
+from flts.evaluate import Candidate, Decision, decide, score_vs_persistence
 from flts.kafka import MessageProducer
 from flts.layout import champion_pointer_uri, decision_uri, history_uri
 from flts.messages import ModelSelected, ModelTraining
@@ -91,14 +91,18 @@ class Evaluator:
             return decision
 
     def _close_orphans(self, runs: list[RunSummary]) -> list[RunSummary]:
-        """RUNNING runs whose trainer stopped beating (killed with its process) become KILLED."""
-        now_ms = int(time.time() * 1000)
+        """RUNNING runs whose trainer stopped beating (killed with its process) become KILLED.
+
+        `runs` may be a snapshot taken long before (a sweep reads every lineage first): a run that looks orphaned is
+        read again just before it is closed, and one that finished or beat meanwhile is left as it now is."""
         limit_ms = self.config.orphan_after_seconds * 1000
         closed = []
         for run in runs:
-            beat = run.heartbeat_ms or run.start_time_ms
-            if run.status == "RUNNING" and now_ms - beat > limit_ms:
-                reason = f"orphaned: no trainer heartbeat for {(now_ms - beat) / 1000:.0f} s (its process died)"
+            if run.status == "RUNNING" and _silent_ms(run) > limit_ms:
+                run = self.tracker.run_summary(run.run_id)
+            if run.status == "RUNNING" and (silent_ms := _silent_ms(run)) > limit_ms:
+                now_ms = int(time.time() * 1000)
+                reason = f"orphaned: no trainer heartbeat for {silent_ms / 1000:.0f} s (its process died)"
                 self.tracker.fail_run(run.run_id, reason, status="KILLED")
                 log.warning("closed an orphaned run", extra={"run_id": run.run_id, "model_type": run.model_type})
                 run = replace(run, status="KILLED", error=reason, end_time_ms=now_ms)
@@ -123,7 +127,24 @@ class Evaluator:
             return
         if self._newer_champion(identifier, interim.run_id) is not None:
             return  # the final decision records it as superseded
+        if self._better_final_champion(identifier, interim, decision) is not None:
+            return  # served until this lineage's own final decision
         self._promote(config_hash, identifier, decision, interim, previous, interim=True)
+
+    def _better_final_champion(self, identifier: str, interim: Candidate, decision: Decision) -> dict | None:
+        """The record of the identifier's champion when it is another lineage's final choice that scored as well as
+        `interim` or better, each relative to its own lineage's persistence (the lineages' data differ). A re-upload
+        must not serve a worse model until its own decision: only a final decision replaces a final champion."""
+        current = self.tracker.champion(identifier)
+        if current is None or current.run_id == interim.run_id:
+            return None
+        holder = self.tracker.run_summary(current.run_id)
+        record = self._read(self.pointer_uri(identifier, holder.config_hash))
+        if record is None or record.get("interim") or record.get("run_id") != current.run_id:
+            return None
+        served = score_vs_persistence(current.run_id, record.get("leaderboard", []))
+        candidate = score_vs_persistence(interim.run_id, decision.leaderboard_records())
+        return record if served is None or candidate is None or served <= candidate else None
 
     def _promote(
         self,
@@ -164,6 +185,7 @@ class Evaluator:
         }
         self.store.put_json(history_uri(self.settings, identifier, now, config_hash), record)
         pointer = self.pointer_uri(identifier, config_hash)
+        self.store.put_json(pointer, record)  # before the event: a replica that hears it reads this record
         self.producer.publish(
             self.settings.topic_model_selected,
             ModelSelected(
@@ -177,7 +199,6 @@ class Evaluator:
                 pointer=pointer,
             ),
         )
-        self.store.put_json(pointer, record)
         log.info(
             "interim champion promoted" if interim else "champion promoted",
             extra={"model_type": winner.model_type, "model_version": version, "run_id": winner.run_id},
@@ -197,6 +218,11 @@ class Evaluator:
                 self.sweep()
             except Exception:
                 log.exception("sweep failed")
+
+
+def _silent_ms(run: RunSummary) -> int:
+    """How long the run's trainer has not beaten (since it started, if it never did)."""
+    return int(time.time() * 1000) - (run.heartbeat_ms or run.start_time_ms)
 
 
 def main() -> None:

@@ -160,6 +160,16 @@ def latest_per_model_type(runs: list[RunSummary]) -> dict[str, RunSummary]:
     return chosen
 
 
+def score_vs_persistence(run_id: str, leaderboard: list[dict[str, Any]]) -> float | None:
+    """A run's score over its lineage's persistence score, from a recorded leaderboard: comparable across lineages
+    (whose data and scales differ); None when either is not on it."""
+    scores = {entry["run_id"]: entry["score"] for entry in leaderboard}
+    persistence = next((entry["score"] for entry in leaderboard if entry["model_type"] == "PERSISTENCE"), None)
+    if run_id not in scores or not persistence:
+        return None
+    return scores[run_id] / persistence
+
+
 def leaderboard(runs: list[RunSummary], config: EvaluationConfig) -> list[Candidate]:
     """Finished runs with finite scores, best first; runs with NaN/inf metrics are left out."""
     candidates = [

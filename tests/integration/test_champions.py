@@ -221,7 +221,22 @@ def test_an_older_event_does_not_replace_a_newer_champion_and_a_missed_one_is_re
     assert _until(lambda: _served(replica, "cell-a") == "1", timeout=RECONCILE_SECONDS * 4)
 
 
-def test_a_champion_that_failed_to_load_is_installed_once_it_can_be(registry, replica):
+def test_a_forged_model_selected_installs_nothing_the_registry_does_not_name(registry, replica):
+    """Anyone who can write to `model-selected` could name any run: an event is only a hint to read the alias, so an
+    event naming a version the identifier's registered model lacks, with another identifier's run, changes nothing."""
+    own, others = registry.run(), registry.run()
+    registry.promote("cell-f", own)
+    registry.promote("cell-g", others)
+    assert _until(lambda: _served(replica, "cell-f") == "1" and _served(replica, "cell-g") == "1")
+    refused_before = _loads("refused")
+    registry.announce("cell-f", others, "2")  # newer than the version served, and cell-g's run
+    assert _until(lambda: _loads("refused") > refused_before), "the forged event was not handled"
+    served = replica.get("/model-info", params={"identifier": "cell-f"}).json()
+    assert (served["model_version"], served["run_id"]) == ("1", own), "a forged event was installed"
+
+
+def test_a_champion_that_failed_to_load_is_installed_once_it_can_be(registry, replica, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the failed download is not retried for minutes
     working = registry.run()
     registry.promote("cell-b", working)
     assert _until(lambda: _served(replica, "cell-b") == "1")
@@ -229,7 +244,7 @@ def test_a_champion_that_failed_to_load_is_installed_once_it_can_be(registry, re
     broken = registry.run(with_model=False)  # registered before its artifacts exist: the download fails
     version = registry.promote("cell-b", broken)
     registry.announce("cell-b", broken, version)
-    assert _until(lambda: _loads("failed") > failed_before), "the load did not fail"
+    assert _until(lambda: _loads("failed") > failed_before, timeout=300), "the load did not fail"
     assert _served(replica, "cell-b") == "1" and replica.get("/readyz").status_code == 200
 
     registry.log_model(broken)

@@ -294,6 +294,51 @@ def test_a_run_whose_trainer_died_is_closed_as_killed_and_does_not_hold_up_the_d
     assert decision is not None and decision.reason == "waiting for LSTM"
 
 
+def test_a_run_that_finishes_between_the_sweep_s_snapshot_and_the_close_stays_finished(settings, claim):
+    """A sweep reads every lineage first and decides them one by one, minutes later on a busy registry: a run that
+    looked orphaned in that snapshot but finished meanwhile is not closed as KILLED (nor left off the leaderboard)."""
+    tracker = Tracker(settings)
+    TrainingJob(settings, PERSISTENCE).handle(claim)
+    slow = tracker.start_run(claim.config_hash, "GRU", claim.identifier, claim.dataset_id)
+    evaluator = _evaluator(settings, ["PERSISTENCE", "GRU"])
+    evaluator.config = evaluator.config.model_copy(update={"orphan_after_seconds": 1.0})
+    time.sleep(2)
+    snapshot = tracker.lineage_runs(claim.config_hash)  # the GRU run RUNNING, silent for longer than allowed
+    tracker.finish_run(slow)
+
+    decision = evaluator.evaluate(claim.config_hash, claim.identifier, snapshot)
+
+    assert tracker.run_summary(slow).status == "FINISHED", "a finished run was closed as KILLED"
+    assert decision is not None and "GRU" not in decision.reason
+
+
+def test_a_re_upload_never_serves_a_worse_model_than_the_final_champion_while_it_trains(settings, read_topic):
+    """Lineage A's final champion serves; B (new data for the same identifier) finishes only a model no better than
+    A's relative to persistence: it is not promoted as an interim champion, and B's final decision still is."""
+    store = ObjectStore(settings)
+    identifier = f"it-reupload-{uuid.uuid4().hex[:6]}"
+    preprocessor = Preprocessor(settings, PipelineConfig())
+    for seed in (41, 42):
+        preprocessor.handle(upload_dataset(store, settings, seed=seed, identifier=identifier))
+    first, second = read_topic(settings, settings.topic_training_data, 2, TrainingData.from_bytes)
+    tracker, job = Tracker(settings), TrainingJob(settings, PERSISTENCE)
+    job.handle(first)
+    assert _evaluator(settings, ["PERSISTENCE"]).evaluate(first.config_hash, identifier).winner is not None
+    final = tracker.champion(identifier)
+
+    job.handle(second)
+    evaluator = _evaluator(settings, ["PERSISTENCE", "GRU"])
+    waiting = evaluator.evaluate(second.config_hash, identifier)
+    assert waiting is not None and not waiting.ready and waiting.interim is not None
+    assert tracker.champion(identifier).version == final.version, "an interim model displaced the final champion"
+    assert _messages_on(settings, settings.topic_model_selected) == 1
+
+    TrainingJob(settings, {"GRU": lambda data, _: (PersistenceForecaster(data.layout), {})}).handle(second)
+    decided = evaluator.evaluate(second.config_hash, identifier)
+    assert decided is not None and decided.ready
+    assert tracker.champion(identifier).version != final.version, "the new lineage's final decision was not served"
+
+
 OUTAGE_S = 60
 
 

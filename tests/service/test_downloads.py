@@ -1,6 +1,8 @@
 """`GET /download/{bucket}/{key}` through FastAPI's TestClient, on an in-memory object store: a caller's uploads,
-its lineages' processed splits and the earlier system's flat names; never weights or pointers. (401/403:
-tests/service/test_auth.py; the real stack and the earlier system's Locust client: tests/e2e/test_third_party_clients.py.)
+its lineages' processed splits and the earlier system's flat names; never weights or pointers.
+
+401/403: tests/service/test_auth.py; the real stack and the earlier system's Locust client:
+tests/e2e/test_third_party_clients.py.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import logging
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from prometheus_client import Counter
@@ -17,7 +17,8 @@ from flts.layout import identifier_prefix, inference_log_uri, lineage_config_has
 from flts.messages import DatasetUploaded, InferenceData
 from flts.observability import log_context
 from gateway_container import downloads
-from gateway_container.gateway import Gateway, MeasurementRows, checked_config_hash, checked_identifier
+from gateway_container.deps import GatewayDep
+from gateway_container.gateway import MeasurementRows, checked_config_hash, checked_identifier
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +26,6 @@ UPLOADS = Counter("flts_gateway_uploads_total", "Dataset uploads by outcome.", [
 MEASUREMENTS = Counter("flts_gateway_measurements_total", "Rows published on the measurements topic.")
 SCORING_CLAIMS = Counter("flts_gateway_scoring_claims_total", "Files of rows accepted for batch scoring.")
 
-
-def get_gateway(request: Request) -> Gateway:
-    """The service object the lifespan built."""
-    return request.app.state.gateway
-
-
-GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 router = APIRouter()
 

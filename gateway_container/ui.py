@@ -31,7 +31,7 @@ from flts.evaluate import latest_per_model_type, leaderboard
 from flts.layout import champion_pointer_uri, history_prefix
 from flts.plot import forecast_figure
 from flts.tracking import Tracker
-from gateway_container.api import GatewayDep
+from gateway_container.deps import GatewayDep
 from gateway_container.gateway import Gateway, checked_config_hash, checked_identifier
 
 log = logging.getLogger(__name__)

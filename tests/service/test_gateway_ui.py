@@ -29,7 +29,7 @@ from flts.layout import METADATA_FILE, champion_pointer_uri, processed_uri
 from flts.messages import DeadLetter
 from flts.tracking import RunSummary
 from gateway_container import ui
-from gateway_container.api import get_gateway
+from gateway_container.deps import get_gateway
 from gateway_container.gateway import Gateway
 from gateway_container.service import create_app
 

@@ -28,6 +28,7 @@ from flts.web import BodySizeLimit, service_app
 from inference_container.api import PREDICTIONS, predict_body, router
 from inference_container.champions import ChampionLoader, Champions
 from inference_container.inference import Inference
+from inference_container.oip import OipErrors
 from inference_container.oip import router as open_inference_protocol
 from inference_container.scoring import score_claims
 from inference_container.streaming import stream_forecasts
@@ -77,6 +78,7 @@ def create_app(
         BodySizeLimit, max_bytes=limits.max_request_bytes, on_refused=PREDICTIONS.labels("too_large").inc
     )
     auth.install(app, settings)  # outermost: an anonymous body is refused before it is counted
+    app.add_middleware(OipErrors)  # /v2's errors as {"error": ...}, those of the two above included
     return app
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,10 +40,45 @@ ModelType = Literal[
 ]
 
 
+# Secrets a deployment sets. .env.example ships placeholders for them ("replace-with-..."): a value that still holds
+# one, or is shorter than its minimum, stops the process at start with the variable named. Empty: not set (no login,
+# no user made, no admin key: each place says what that means).
+PLACEHOLDER_MARKERS = ("replace-with", "replacewith")
+MIN_SECRET_CHARS = 16  # S3 secrets and Kafka passwords (MinIO itself takes 8)
+MIN_API_KEY_CHARS = 32  # the admin API key (`flts keys create` makes 48, the chart 48)
+# Where docker compose takes each variable from (.env), for the message.
+ENV_FILE_NAMES = {
+    "AWS_SECRET_ACCESS_KEY": "S3_SECRET_KEY or <SERVICE>_S3_SECRET_KEY",
+    "KAFKA_SASL_PASSWORD": "KAFKA_ADMIN_PASSWORD or <SERVICE>_KAFKA_PASSWORD",
+    "AUTH_ADMIN_KEY": "FLTS_ADMIN_API_KEY",
+}
+
+
+def refuse_weak_secret(variable: str, secret: SecretStr, minimum: int = MIN_SECRET_CHARS) -> SecretStr:
+    """The secret, unless it is .env.example's placeholder or shorter than ``minimum`` (then a ValueError naming
+    ``variable``, the environment variable it came from)."""
+    value = secret.get_secret_value()
+    if not value:
+        return secret
+    where = f" (docker compose: {ENV_FILE_NAMES[variable]} in .env)" if variable in ENV_FILE_NAMES else ""
+    if any(marker in value.lower() for marker in PLACEHOLDER_MARKERS):
+        raise ValueError(
+            f"{variable}{where} still holds the placeholder of .env.example: set a random secret of your own "
+            "(e.g. openssl rand -hex 20; README, Security)"
+        )
+    if len(value) < minimum:
+        raise ValueError(
+            f"{variable}{where} is {len(value)} characters long; it needs at least {minimum} "
+            "(e.g. openssl rand -hex 20; README, Security)"
+        )
+    return secret
+
+
 class CommonSettings(BaseSettings):
     """What every service needs: where Kafka, S3 and MLflow are, and the topic and bucket names."""
 
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+    # An error never repeats the value it refuses: it can be a secret.
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, hide_input_in_errors=True)
 
     service_name: str = "flts"
     log_level: str = "INFO"
@@ -82,6 +117,11 @@ class CommonSettings(BaseSettings):
     registered_model_prefix: str = "flts"
 
     metrics_port: int = 0
+
+    @field_validator("aws_secret_access_key", "kafka_sasl_password")
+    @classmethod
+    def _no_placeholder_secret(cls, secret: SecretStr, info: ValidationInfo) -> SecretStr:
+        return refuse_weak_secret(str(info.field_name).upper(), secret)
 
     @model_validator(mode="after")
     def _sasl_needs_a_login(self) -> CommonSettings:
@@ -155,6 +195,14 @@ class InitSettings(CommonSettings):
     eval_kafka_password: SecretStr = SecretStr("")
     inference_kafka_password: SecretStr = SecretStr("")
 
+    @field_validator("*")
+    @classmethod
+    def _no_placeholder_service_secret(cls, value: Any, info: ValidationInfo) -> Any:
+        name = str(info.field_name)
+        if name.endswith(("_s3_secret_key", "_kafka_password")):
+            return refuse_weak_secret(name.upper(), value)
+        return value
+
     def service_s3_secrets(self, services: tuple[str, ...]) -> dict[str, str]:
         """The S3 secrets that are set, by service."""
         return self._secrets(services, "s3_secret_key")
@@ -195,11 +243,17 @@ class AuthSettings(BaseSettings):
     AUTH_ENABLED=false is the one switch that turns authentication off (the local demo's default).
     """
 
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+    # An error never repeats the value it refuses: it can be a secret.
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, hide_input_in_errors=True)
 
     auth_enabled: bool = True
     auth_keys_file: Path | None = None
     auth_admin_key: SecretStr = SecretStr("")
+
+    @field_validator("auth_admin_key")
+    @classmethod
+    def _no_placeholder_key(cls, key: SecretStr) -> SecretStr:
+        return refuse_weak_secret("AUTH_ADMIN_KEY", key, MIN_API_KEY_CHARS)
 
 
 class GatewaySettings(CommonSettings, AuthSettings):

@@ -180,9 +180,9 @@ def test_the_local_stack_runs_its_apis_without_auth_unless_auth_enabled_says_so(
     monkeypatch.delenv("AUTH_ENABLED", raising=False)
     assert service_parts(config)["gateway"].env()["AUTH_ENABLED"] == "false"
     monkeypatch.setenv("AUTH_ENABLED", "true")
-    monkeypatch.setenv("AUTH_ADMIN_KEY", "flts_local-admin-key")
+    monkeypatch.setenv("AUTH_ADMIN_KEY", "flts_local-admin-key-of-the-unit-test")
     env = service_parts(config)["inference"].env()
-    assert env["AUTH_ENABLED"] == "true" and env["AUTH_ADMIN_KEY"] == "flts_local-admin-key"
+    assert env["AUTH_ENABLED"] == "true" and env["AUTH_ADMIN_KEY"] == "flts_local-admin-key-of-the-unit-test"
 
 
 def test_a_cluster_id_never_starts_with_a_dash_which_the_storage_tool_reads_as_an_option() -> None:

@@ -327,15 +327,30 @@ def dead_letters_list() -> None:
 
 
 @dead_letters_app.command("replay")
-def dead_letters_replay() -> None:
-    """Re-publish every dead letter not replayed before to its source topic (idempotent: run it twice)."""
+def dead_letters_replay(
+    skip_refused: Annotated[
+        bool, typer.Option(help="Pass over letters naming a topic or group not the pipeline's (left unreplayed).")
+    ] = False,
+) -> None:
+    """Re-publish every dead letter not replayed before to its source topic (idempotent: run it twice): only to the
+    pipeline's own topics, each from the group that consumes it; it stops at any other letter."""
     from flts.config import CommonSettings
-    from flts.deadletters import replay
+    from flts.deadletters import Letter, ReplayRefused, replay
 
-    sent = replay(CommonSettings())
-    for item in sent:
-        console.print(f"replayed {item.position} -> {item.letter.source_topic} ({item.letter.reason[:120]})")
-    console.print(f"{len(sent)} dead letter(s) replayed")
+    def sent(letters: list[Letter]) -> None:
+        for item in letters:
+            console.print(f"replayed {item.position} -> {item.letter.source_topic} ({item.letter.reason[:120]})")
+        console.print(f"{len(letters)} dead letter(s) replayed")
+
+    try:
+        replayed = replay(CommonSettings(), skip_refused=skip_refused)
+    except ReplayRefused as refused:
+        sent(refused.sent)
+        console.print(f"[red]{refused}[/]")
+        raise typer.Exit(1) from None
+    sent(replayed.sent)
+    for item, reason in replayed.skipped:
+        console.print(f"[yellow]passed over {item.position}[/]: {reason}")
 
 
 @keys_app.command("create")

@@ -3,6 +3,11 @@
 Replay re-publishes each dead letter's original bytes, key and headers to the topic it came from, with
 a `flts-replayed-from` header, then commits the dead letter's offset in the replay consumer group: a
 second replay finds nothing new (idempotent), and the handlers downstream are idempotent themselves.
+
+Replay runs with the admin's rights, and any consumer may write a dead letter naming any topic: it re-publishes
+only to the pipeline's own topics, a letter naming the group that consumes the topic (`replay_refusal`, from the
+Kafka ACL table, flts.kafka_users). It stops at the first other letter (`ReplayRefused`: nothing from it on is
+replayed or committed) unless told to pass over such letters (`skip_refused`: they stay on the topic, unreplayed).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from flts.config import CommonSettings
 from flts.kafka import MessageProducer
+from flts.kafka_users import SERVICE_GRANTS
 from flts.messages import DeadLetter
 
 REPLAY_GROUP = "flts-dead-letter-replay"
@@ -111,20 +117,69 @@ def latest_letters(settings: CommonSettings, count: int = 5, timeout: float = 10
         consumer.close()
 
 
-def replay(settings: CommonSettings, idle_seconds: float = 5.0) -> list[Letter]:
-    """Re-publish every dead letter not replayed before; returns those sent."""
+def replay_targets(settings: CommonSettings) -> dict[str, tuple[str, ...]]:
+    """Each topic a replay may publish to, with the consumer groups (prefixes) that consume it: the pipeline's own
+    (topic, group) pairs, from the Kafka ACL table. Topics read without a group (the gateway's) are none of them."""
+    targets: dict[str, tuple[str, ...]] = {}
+    for grants in SERVICE_GRANTS.values():
+        for field in grants.consumes if grants.groups else ():
+            topic = getattr(settings, field)
+            targets[topic] = (*targets.get(topic, ()), *grants.groups)
+    return targets
+
+
+def replay_refusal(settings: CommonSettings, letter: DeadLetter) -> str | None:
+    """Why a dead letter may not be replayed (None: it may): its topic is not one the pipeline consumes, or the
+    group it names does not consume that topic."""
+    targets = replay_targets(settings)
+    topic, group = letter.source_topic, letter.consumer_group
+    if topic not in targets:
+        return f"topic {topic!r} is not one of the pipeline's consumed topics {sorted(targets)}"
+    if not group.startswith(targets[topic]):
+        return f"group {group!r} does not consume {topic!r} (its consumer groups: {', '.join(targets[topic])}*)"
+    return None
+
+
+class ReplayRefused(Exception):
+    """A dead letter replay will not publish; the letters before it were replayed, it and those after it not."""
+
+    def __init__(self, letter: Letter, reason: str, sent: list[Letter]) -> None:
+        super().__init__(
+            f"dead letter {letter.position} is not replayed: {reason}. Nothing from it on was replayed; "
+            "`flts dead-letters replay --skip-refused` passes over such letters (they stay on the topic)"
+        )
+        self.letter, self.reason, self.sent = letter, reason, sent
+
+
+@dataclass(frozen=True)
+class Replayed:
+    sent: list[Letter]
+    skipped: list[tuple[Letter, str]]  # refused letters passed over (skip_refused), with the reason
+
+
+def replay(settings: CommonSettings, idle_seconds: float = 5.0, skip_refused: bool = False) -> Replayed:
+    """Re-publish every dead letter not replayed before to its topic, if the pipeline consumes it with the group
+    the letter names (`replay_refusal`); another letter raises ReplayRefused, or with ``skip_refused`` is passed
+    over (its offset committed, nothing published)."""
     producer = MessageProducer(settings)
     consumer = _consumer(settings, REPLAY_GROUP)
     sent: list[Letter] = []
+    skipped: list[tuple[Letter, str]] = []
     try:
         for letter, msg in _read(consumer, settings.topic_dead_letter, idle_seconds):
             if letter is not None:
                 original = letter.letter
-                headers = {**original.headers, REPLAYED_FROM: f"{settings.topic_dead_letter}/{letter.position}"}
-                producer.send(original.source_topic, original.key, base64.b64decode(original.value_b64), headers)
-                sent.append(letter)
+                refusal = replay_refusal(settings, original)
+                if refusal is not None and not skip_refused:
+                    raise ReplayRefused(letter, refusal, sent)
+                if refusal is not None:
+                    skipped.append((letter, refusal))
+                else:
+                    headers = {**original.headers, REPLAYED_FROM: f"{settings.topic_dead_letter}/{letter.position}"}
+                    producer.send(original.source_topic, original.key, base64.b64decode(original.value_b64), headers)
+                    sent.append(letter)
             consumer.commit(message=msg, asynchronous=False)
     finally:
         consumer.close()
         producer.close()
-    return sent
+    return Replayed(sent, skipped)

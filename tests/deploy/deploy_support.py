@@ -188,38 +188,50 @@ def compose_model(compose: Callable[..., subprocess.CompletedProcess[str]]) -> d
 # ------------------------------------------------------------------------------------------- checkov
 
 
-def checkov_binary() -> Path | None:
-    """checkov in its own venv under ~/.cache/flts/checkov, installed there when missing."""
+class CheckovUnavailable(RuntimeError):
+    """checkov could not be installed: the security scan fails (it never passes by checking nothing)."""
+
+
+def checkov_binary() -> Path:
+    """checkov in its own venv under ~/.cache/flts/checkov, installed there when missing; CheckovUnavailable, with
+    the installer's own words, when that fails."""
     venv = CACHE / "checkov"
     binary = venv / "bin" / "checkov"
     if binary.is_file():
         return binary
     uv = shutil.which("uv") or str(CACHE / "tools" / "bin" / "uv")
-    try:
-        if Path(uv).is_file():
-            subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True, timeout=300)
-            subprocess.run(
-                [
-                    uv,
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--python",
-                    str(venv / "bin" / "python"),
-                    f"checkov=={CHECKOV_VERSION}",
-                ],
-                check=True,
-                timeout=1200,
-                env={**os.environ, "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR", str(CACHE / "uv"))},
-            )
+    package = f"checkov=={CHECKOV_VERSION}"
+    if Path(uv).is_file():
+        env = {**os.environ, "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR", str(CACHE / "uv"))}
+        python = str(venv / "bin" / "python")
+        steps = [
+            ([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], 300),
+            ([uv, "pip", "install", "--quiet", "--python", python, package], 1200),
+        ]
+    else:
+        env = None
+        steps = [
+            ([sys.executable, "-m", "venv", str(venv)], 300),
+            ([str(venv / "bin" / "pip"), "install", package], 1800),
+        ]
+    for command, timeout in steps:
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+        except (subprocess.SubprocessError, OSError) as exc:
+            failure = f"{exc.__class__.__name__}: {exc}"
         else:
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-            subprocess.run(
-                [str(venv / "bin" / "pip"), "install", "--quiet", f"checkov=={CHECKOV_VERSION}"],
-                check=True,
-                timeout=1800,
+            failure = (
+                None
+                if result.returncode == 0
+                else f"exit {result.returncode}: {(result.stderr or result.stdout)[-3000:]}"
             )
-    except (subprocess.SubprocessError, OSError):
-        shutil.rmtree(venv, ignore_errors=True)
-        return None
-    return binary if binary.is_file() else None
+        if failure is not None:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise CheckovUnavailable(
+                f"the security scan needs {package} and it could not be installed into {venv} "
+                f"({' '.join(command)}: {failure}). Install it there by hand (or make a package index reachable); "
+                "the scan fails rather than pass without checking"
+            )
+    if not binary.is_file():
+        raise CheckovUnavailable(f"{package} installed into {venv} but {binary} is not there")
+    return binary

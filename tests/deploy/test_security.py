@@ -1,9 +1,10 @@
 """Security scan with checkov: the rendered chart, the Dockerfiles, and a secrets scan of the sources.
 
 checkov runs from its own venv (~/.cache/flts/checkov, installed on first use: it pins boto3, which
-must not enter the project's venv). Its helm framework needs a helm on PATH and silently checks
-nothing without one, so the chart is rendered here and scanned as plain Kubernetes YAML. Every check
-left failing must be skipped with a written reason: in .checkov.yaml (a whole check) or in a
+must not enter the project's venv); when it cannot be installed, the scan fails with the installer's
+message (never skipped). Its helm framework needs a helm on PATH and silently checks nothing without
+one, so the chart is rendered here and scanned as plain Kubernetes YAML. Every check left failing
+must be skipped with a written reason: in .checkov.yaml (a whole check) or in a
 `checkov.io/skipN: CHECK=reason` annotation (one resource).
 """
 
@@ -17,18 +18,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import deploy_support
 import pytest
 import yaml
-from deploy_support import RENDERS, REPO, checkov_binary
+from deploy_support import RENDERS, REPO, CheckovUnavailable, checkov_binary
 
 CONFIG = REPO / ".checkov.yaml"
 
 
 @pytest.fixture(scope="module")
 def checkov() -> Callable[..., dict[str, Any]]:
-    binary = checkov_binary()
-    if binary is None:
-        pytest.skip("checkov could not be installed into ~/.cache/flts/checkov (no package index reachable?)")
+    binary = checkov_binary()  # raises when checkov cannot be installed: the scan fails, it is never skipped
 
     def _checkov(*args: str) -> dict[str, Any]:
         # Its own venv, not the project's (pytest may run with VIRTUAL_ENV set).
@@ -105,3 +105,22 @@ def test_every_skip_has_a_written_reason() -> None:
             check, _, reason = match.group(1).partition("=")
             line = template.read_text()[match.start() : template.read_text().find("\n", match.start())]
             assert reason and len(line.split("=", 1)[1]) > 20, f"{template.name}: {check} skipped without reason"
+
+
+def test_a_checkov_that_cannot_be_installed_fails_the_scan_with_the_installers_message(tmp_path, monkeypatch):
+    """No package index, a withdrawn version: the scan must not pass (or skip) having checked nothing."""
+    monkeypatch.setattr(deploy_support, "CACHE", tmp_path)
+    monkeypatch.setattr(deploy_support.shutil, "which", lambda name: None)
+    calls: list[list[str]] = []
+
+    def install(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        calls.append(command)
+        if "install" in command:
+            return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution found for checkov")
+        (tmp_path / "checkov" / "bin").mkdir(parents=True)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(deploy_support.subprocess, "run", install)
+    with pytest.raises(CheckovUnavailable, match=r"could not be installed.*No matching distribution found for checkov"):
+        checkov_binary()
+    assert len(calls) == 2 and not (tmp_path / "checkov").exists(), "a half-made venv is removed"

@@ -29,10 +29,11 @@ _CONSUMER_PRODUCES = ("topic_dead_letter",)
 # service -> what its code does with Kafka, and nothing more (tests/unit/test_kafka_users.py checks the groups
 # against the settings classes).
 SERVICE_GRANTS: dict[str, KafkaGrants] = {
-    # Publishes uploads, scoring claims and live rows; the status page peeks at the dead letters (no group).
+    # Publishes uploads, scoring claims and live rows; the status page peeks at the dead letters and a tenant reads
+    # its own live forecasts (`GET /forecasts`): both assigned and sought, no group.
     "gateway": KafkaGrants(
         produces=("topic_dataset_uploaded", "topic_inference_data", "topic_measurements"),
-        consumes=("topic_dead_letter",),
+        consumes=("topic_dead_letter", "topic_forecasts"),
     ),
     "preprocess": KafkaGrants(
         produces=("topic_training_data", "topic_inference_data", *_CONSUMER_PRODUCES),

@@ -22,11 +22,13 @@ BUCKET_ACTIONS = ("s3:ListBucket", "s3:GetBucketLocation")
 
 # service -> (bucket setting, key pattern, actions): every S3 call of the service's code, and nothing more.
 SERVICE_GRANTS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
-    # Stores uploads (deleting one over the size limit) and serves them; reads the status page's lineages.
+    # Stores uploads (deleting one over the size limit) and serves them; reads the status page's lineages and
+    # serves a tenant its scored claims (`GET /score/{claim_id}`).
     "gateway": [
         ("bucket_datasets", "*", READ + WRITE + DELETE),
         ("bucket_processed", "*", READ),
         ("bucket_promotion", "*", READ),
+        ("bucket_inference_logs", "*", READ),
     ],
     # Reads an upload, writes its lineage (and reads an existing lineage's claim).
     "preprocess": [("bucket_datasets", "*", READ), ("bucket_processed", "*", READ + WRITE)],

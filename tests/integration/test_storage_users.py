@@ -53,7 +53,7 @@ def uris(common_settings: CommonSettings, root: ObjectStore) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("service", "denied"),
     [
-        ("gateway", ["scored", "model"]),
+        ("gateway", ["model"]),
         ("preprocess", ["decision", "scored", "model"]),
         ("train", ["upload", "scoring_rows", "decision", "scored", "model"]),
         ("nonml", ["upload", "decision", "model"]),
@@ -79,6 +79,7 @@ def test_readers_cannot_write_and_nobody_else_writes_a_bucket_owned_by_one_servi
         ("train", uris["lineage"]),  # trainers only read lineages
         ("inference", uris["decision"]),  # only eval promotes
         ("gateway", uris["lineage"]),
+        ("gateway", uris["scored"]),  # it serves scored claims; only inference writes them
         ("preprocess", uris["upload"]),  # uploads are the gateway's
         ("eval", f"s3://{common_settings.bucket_mlflow}/forged/model"),
     ]
@@ -100,6 +101,7 @@ def test_each_service_does_its_own_job_with_its_own_user(
     assert b"".join(gateway.iter_chunks(upload)) == b"time,x\n"
     assert [o["Key"] for o in gateway.list(s.bucket_processed, f"{identifier}/")] == [f"{identifier}/h1/train.parquet"]
     assert gateway.get_bytes(uris["decision"]) == b"decision"  # the status page shows eval's decisions
+    assert b"".join(gateway.iter_chunks(uris["scored"])) == b"scored"  # GET /score/{claim_id} streams it
 
     preprocess = scoped("preprocess")
     assert preprocess.get_bytes(upload) == b"time,x\n"

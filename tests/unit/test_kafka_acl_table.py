@@ -56,3 +56,11 @@ def test_the_stream_forecasters_transactions_are_granted_to_inference_only():
     for service, grants in SERVICE_GRANTS.items():
         granted = any(transactional_id(settings).startswith(prefix) for prefix in grants.transactions)
         assert granted == (service == "inference"), service
+
+
+def test_the_gateway_reads_the_dead_letters_and_the_forecasts_and_joins_no_group():
+    """Its readers (the status page's peek, `GET /forecasts`) assign partitions and seek: no group, no commits."""
+    rules = service_acls(CommonSettings(), "gateway")
+    reads = {name for kind, name, _, operation in rules if kind == "TOPIC" and operation == "READ"}
+    assert reads == {"flts-dead-letter", "forecasts"}
+    assert not [rule for rule in rules if rule[0] == "GROUP"]

@@ -53,3 +53,9 @@ def test_init_reads_one_secret_per_service_and_skips_the_unset(monkeypatch: pyte
 def test_a_secret_for_a_service_without_a_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="no S3 policy for service"):
         ensure_service_users(CommonSettings(), {"grafana": "secret-123"})
+
+
+def test_the_gateway_reads_scored_claims_but_writes_only_uploads() -> None:
+    policy = service_policy(CommonSettings(), "gateway")
+    assert "arn:aws:s3:::inference-logs/*" in resources(policy, "s3:GetObject")
+    assert resources(policy, "s3:PutObject") == {"arn:aws:s3:::datasets/*"}

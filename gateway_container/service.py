@@ -5,7 +5,8 @@ to the `datasets` bucket with its sha256, and announced on `dataset-uploaded`. T
 carries the lineage's config_hash, computed from the same pipeline config preprocess reads.
 Rows sent for forecasting go to Kafka the same way: a file to score in the background (`POST /score`, claimed on
 `inference-data`) or live rows (`POST /measurements`, on `measurements`). The routes are in `api.py`, the status
-page and the forecast-vs-actual data in `ui.py`, what they work with in `gateway.py`.
+page and the forecast-vs-actual data in `ui.py`, what a tenant reads back (its scored claims, its live forecasts)
+in `results.py`, what they work with in `gateway.py`.
 """
 
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from flts.observability import configure_logging
 from flts.web import BodySizeLimit, service_app
 from gateway_container.api import UPLOADS, router
 from gateway_container.gateway import Gateway
+from gateway_container.results import router as results_router
 from gateway_container.ui import router as ui_router
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -35,6 +37,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         "FLTS gateway", "Upload measurements, follow the pipeline, download its objects.", lifespan, router
     )
     app.include_router(ui_router)
+    app.include_router(results_router)
     # The whole request (train + test files and the multipart framing) is bounded while it streams in.
     app.add_middleware(
         BodySizeLimit,

@@ -261,6 +261,12 @@ class GatewaySettings(CommonSettings, AuthSettings):
     max_upload_bytes: int = 200 * 1024 * 1024
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # GET /forecasts (a tenant's live forecasts, read from the forecasts topic): the event streams and long polls
+    # held at once per API key and in all (per replica; each holds a Kafka consumer and a thread), and how long one
+    # event stream lasts (the client reconnects with Last-Event-ID and goes on where it stopped).
+    forecast_streams_per_key: int = Field(4, ge=1)
+    forecast_streams_total: int = Field(32, ge=1)
+    forecast_stream_seconds: float = Field(300.0, gt=0)
 
 
 class PreprocessSettings(ConsumerSettings):

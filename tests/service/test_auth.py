@@ -12,8 +12,8 @@ import io
 from collections.abc import Iterator
 
 import pytest
-import yaml
 from fastapi.testclient import TestClient
+from tenant_keys import auth_fields
 
 from flts.auth import KeyRing, Principal, key_hash, new_key
 from flts.config import AuthSettings, GatewaySettings, InferenceSettings
@@ -29,13 +29,8 @@ UPLOAD_LIMIT = 100_000
 @pytest.fixture(scope="module")
 def auth(tmp_path_factory) -> dict[str, object]:
     """Settings fields: tenant A owns cell-a*, tenant B owns cell-b; the admin key comes from the env field."""
-    keys = tmp_path_factory.mktemp("auth") / "api-keys.yaml"
-    principals = [
-        {"name": "tenant-a", "sha256": key_hash(KEY_A), "identifiers": ["cell-a*"]},
-        {"name": "tenant-b", "sha256": key_hash(KEY_B), "identifiers": ["cell-b"]},
-    ]
-    keys.write_text(yaml.safe_dump({"principals": principals}))
-    return {"auth_enabled": True, "auth_keys_file": keys, "auth_admin_key": ADMIN}
+    tenants = {"tenant-a": (KEY_A, ["cell-a*"]), "tenant-b": (KEY_B, ["cell-b"])}
+    return auth_fields(tmp_path_factory.mktemp("auth"), ADMIN, tenants)
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -76,6 +71,8 @@ GATEWAY_ROUTES = [
     ("GET", "/download/datasets/cell-a1/0123456789abcdef/train.csv"),
     ("GET", f"/download/processed-data/cell-a1/{HASH}/test.parquet"),
     ("GET", "/download/processed-data/test_processed_data.parquet?identifier=cell-a1"),
+    ("GET", "/score/0123456789abcdef?identifier=cell-a1"),
+    ("GET", "/forecasts?identifier=cell-a1"),
     ("POST", "/datasets?identifier=cell-a1"),
     ("POST", "/score?identifier=cell-a1"),
     ("POST", "/measurements?identifier=cell-a1"),
@@ -113,6 +110,8 @@ def test_tenant_b_is_refused_tenant_a_identifiers_on_every_gateway_route_with_40
         "/objects/datasets/global/0123456789abcdef/train.csv",
         f"/download/processed-data/global/{HASH}/test.parquet",
         "/download/processed-data/test_processed_data.parquet",
+        "/score/0123456789abcdef",
+        "/forecasts",
     ],
 )
 def test_global_is_refused_to_a_tenant_key_with_403(gateway, path):

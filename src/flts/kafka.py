@@ -215,6 +215,8 @@ class ConsumerLoop(Generic[MessageT]):
         self._busy = False
         self._in_flight: tuple[str, int] | None = None  # the partition of the message being handled
         self._in_flight_gone: str | None = None  # "revoked" or "lost" once it left this consumer
+        self._in_flight_msg: Any = None  # the message being handled, and the delivery count recorded for it
+        self._in_flight_deliveries = 0
         self._last_progress = time.monotonic()
         self._next_check = 0.0
         self.stalled: str | None = None
@@ -296,9 +298,15 @@ class ConsumerLoop(Generic[MessageT]):
         self._released(partitions, "lost")
 
     def _released(self, partitions: list[TopicPartition], how: str) -> None:
-        """Revoked or lost (librdkafka unassigns them after this callback); remember it for the in-flight message."""
+        """Revoked or lost (librdkafka unassigns them after this callback); remember it for the in-flight message.
+
+        A revoked partition is still ours during this callback: the in-flight message's delivery count is put back
+        to what it was before this delivery, since a rebalance is not the message crashing its consumer (five
+        autoscaler rebalances must not dead-letter a healthy training). A lost one can no longer be committed."""
         if self._in_flight in {(tp.topic, tp.partition) for tp in partitions} and self._in_flight_gone is None:
             self._in_flight_gone = how
+            if how == "revoked" and self._in_flight_msg is not None:
+                self._record_deliveries(self._in_flight_msg, self._in_flight_deliveries - 1)
         level = logging.WARNING if how == "lost" else logging.INFO
         log.log(level, f"partitions {how}", extra={"partitions": _names(partitions), "busy": self._busy})
 
@@ -347,14 +355,21 @@ class ConsumerLoop(Generic[MessageT]):
 
     def _process(self, msg: Any) -> bool:
         """Handle one message; True when it was finished (committed), False when interrupted."""
-        started = self._last_progress = time.monotonic()
         self._in_flight, self._in_flight_gone = (msg.topic(), msg.partition()), None
+        try:
+            return self._handle_in_flight(msg)
+        finally:
+            self._in_flight = self._in_flight_msg = None  # done: a later revocation concerns no message of ours
+
+    def _handle_in_flight(self, msg: Any) -> bool:
+        started = self._last_progress = time.monotonic()
         try:
             message = self.message_type.from_bytes(msg.value())
         except MessageError as exc:
             self._dead_letter(msg, f"invalid message: {exc}")
             return self._commit(msg)
         deliveries = self._count_delivery(msg)
+        self._in_flight_msg, self._in_flight_deliveries = msg, deliveries
         if deliveries > self.settings.handler_max_deliveries:
             self._dead_letter(
                 msg, f"delivered {deliveries - 1} times without finishing: it crashes its consumer (OOM, segfault)"
@@ -365,7 +380,8 @@ class ConsumerLoop(Generic[MessageT]):
             if error is _INTERRUPTED:
                 log.warning("stopped before the handler finished; the message will be redelivered")
                 self.interrupted = True
-                self._record_deliveries(msg, deliveries - 1)  # an orderly stop is not the message's fault
+                if self._in_flight_gone is None:  # a revoked partition's offset is its new owner's to move
+                    self._record_deliveries(msg, deliveries - 1)  # an orderly stop is not the message's fault
                 return False
             if error is not None:
                 self._dead_letter(msg, error)

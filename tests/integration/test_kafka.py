@@ -119,6 +119,50 @@ def test_a_message_that_crashes_its_consumer_every_time_is_dead_lettered_after_n
     assert "crashes its consumer" in letter.reason and letter.offset == 0
 
 
+class _Rebalanced:
+    """A loop's real consumer whose next poll first runs the group's revocation of its partitions, on the polling
+    thread, as librdkafka runs the callback inside poll when the group moves a partition to another member."""
+
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self._loop, self._consumer = loop, loop._consumer
+        self.asked, self.done = threading.Event(), threading.Event()
+
+    def poll(self, timeout: float):
+        if self.asked.is_set() and not self.done.is_set():
+            self._loop._on_revoke(self._consumer, self._consumer.assignment())
+            self.done.set()
+        return self._consumer.poll(timeout)
+
+    def __getattr__(self, name: str):
+        return getattr(self._consumer, name)
+
+
+def test_a_delivery_cut_short_by_a_rebalance_does_not_count_as_a_crash(settings, topic, read_topic):
+    """The group moves the partition away while the handler runs (an autoscaler adding or removing a member): the
+    delivery is not counted against the message, so its next owner handles it even with one delivery allowed,
+    where a count of crashes would dead-letter a healthy training after a few rebalances."""
+    settings = settings.model_copy(update={"handler_max_deliveries": 1})
+    (sent,) = _publish(settings, topic, 1)
+    started, release = threading.Event(), threading.Event()
+
+    def hold(message: ModelTraining) -> None:
+        started.set()
+        release.wait(60)
+
+    first = ConsumerLoop(settings, topic, ModelTraining, hold)
+    first._consumer = rebalance = _Rebalanced(first)
+    worker = threading.Thread(target=first.run, kwargs={"max_messages": 1}, daemon=True)
+    worker.start()
+    assert started.wait(60), "the first consumer never started the message"
+    rebalance.asked.set()
+    assert rebalance.done.wait(30), "the revocation never ran"
+    release.set()
+    worker.join(60)
+
+    assert _consume(settings, topic, 1) == [sent], "the message was not handled by its next owner"
+    assert read_topic(settings, settings.topic_dead_letter, 1, DeadLetter.model_validate_json, timeout=3) == []
+
+
 def test_a_poison_message_is_dead_lettered_and_the_consumer_goes_on(settings, topic, read_topic):
     producer = MessageProducer(settings)
     producer.send(topic, "k", b"{not json", {"origin": "fuzzer"})

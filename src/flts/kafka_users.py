@@ -11,8 +11,9 @@ a trusted network) none of this applies.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
-from flts.config import CommonSettings
+from flts.config import CommonSettings, NetworkType
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,12 @@ SERVICE_GRANTS: dict[str, KafkaGrants] = {
         consumes=("topic_dataset_uploaded",),
         groups=("flts-preprocess",),
     ),
-    # GRU and LSTM: one group per model type (flts-train-gru, flts-train-lstm).
+    # The networks' trainers: one group per network type (flts-train-gru, flts-train-lstm, ...), named one by one:
+    # a prefix `flts-train-` would also let them join nonML's group and take its claims.
     "train": KafkaGrants(
         produces=("topic_model_training", *_CONSUMER_PRODUCES),
         consumes=("topic_training_data",),
-        groups=("flts-train-",),
+        groups=tuple(f"flts-train-{network.lower()}" for network in get_args(NetworkType)),
     ),
     "nonml": KafkaGrants(
         produces=("topic_model_training", *_CONSUMER_PRODUCES),

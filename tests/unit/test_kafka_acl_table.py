@@ -1,11 +1,14 @@
 """The Kafka ACL table (flts.kafka_users) names what the services' code really uses."""
 
+from typing import get_args
+
 import pytest
 
 from flts.config import (
     CommonSettings,
     EvalSettings,
     InferenceSettings,
+    NetworkType,
     NonmlSettings,
     PreprocessSettings,
     TrainSettings,
@@ -17,7 +20,7 @@ from inference_container.streaming import streaming_group, transactional_id
 
 CONSUMERS = {
     "preprocess": [PreprocessSettings()],
-    "train": [TrainSettings(model_type="GRU"), TrainSettings(model_type="LSTM")],
+    "train": [TrainSettings(model_type=network) for network in get_args(NetworkType)],
     "nonml": [NonmlSettings()],
     "eval": [EvalSettings()],
     "inference": [InferenceSettings()],
@@ -33,6 +36,17 @@ def test_every_consumer_group_a_service_joins_is_granted_to_it(service):
         groups += [scoring_group(settings), streaming_group(settings), f"{settings.consumer_group}-host-1a2b"]
     for group in groups:
         assert any(group.startswith(prefix) for prefix in prefixes), group
+
+
+def test_no_service_may_join_another_service_s_consumer_group():
+    """A group a service may join that another one uses would let it take that service's messages (the trainers'
+    old prefix `flts-train-` covered nonML's `flts-train-prophet`)."""
+    for service, settings_list in CONSUMERS.items():
+        for other, grants in SERVICE_GRANTS.items():
+            if other != service:
+                for settings in settings_list:
+                    joinable = [p for p in grants.groups if settings.consumer_group.startswith(p)]
+                    assert joinable == [], f"{other} may join {service}'s group {settings.consumer_group}"
 
 
 def test_grants_name_only_topic_settings_and_only_services_that_have_an_s3_user():

@@ -18,12 +18,18 @@ from flts.messages import DatasetUploaded, InferenceData
 from flts.observability import log_context
 from gateway_container import downloads
 from gateway_container.deps import GatewayDep
-from gateway_container.gateway import MeasurementRows, checked_config_hash, checked_identifier
+from gateway_container.gateway import Gateway, MeasurementRows, checked_config_hash, checked_identifier
+from gateway_container.measurements import retry_after
 
 log = logging.getLogger(__name__)
 
 UPLOADS = Counter("flts_gateway_uploads_total", "Dataset uploads by outcome.", ["outcome"])
 MEASUREMENTS = Counter("flts_gateway_measurements_total", "Rows published on the measurements topic.")
+MEASUREMENT_REFUSALS = Counter(
+    "flts_gateway_measurement_refusals_total",
+    "POST /measurements requests refused: body over its limit, rows over the cap, the principal's rate.",
+    ["reason"],
+)
 SCORING_CLAIMS = Counter("flts_gateway_scoring_claims_total", "Files of rows accepted for batch scoring.")
 
 
@@ -141,15 +147,41 @@ async def post_measurements(
     identifier: Annotated[str | None, Query(description="The series the rows belong to.")] = None,
 ) -> dict[str, Any]:
     """New rows of a series, published on the measurements topic (one message per row, keyed by identifier):
-    the inference service forecasts from each one as it lands and publishes the forecast on `forecasts`."""
+    the inference service forecasts from each one as it lands and publishes the forecast on `forecasts`.
+
+    Bounded per request (MEASUREMENTS_MAX_BYTES, MEASUREMENTS_MAX_ROWS: 413 while the body streams in) and per
+    principal (a token bucket of rows: 429 with Retry-After); a refused request publishes nothing."""
     if identifier is not None:
         require_identifier(principal, identifier)  # before the body is parsed
-    body = await request.body()
-    rows = await run_in_threadpool(gw.measurements, body, request.headers.get("content-type", ""), identifier)
+    reader = gw.measurement_reader(request.headers.get("content-type", ""))
+    _within_row_rate(gw, principal.name, 1, check_only=True)  # an empty bucket: refused before the body is read
+    try:
+        async for chunk in request.stream():
+            await run_in_threadpool(reader.feed, chunk)
+        rows = await run_in_threadpool(gw.measurements_of, reader, identifier)
+    except HTTPException as exc:
+        if exc.status_code == 413:  # over the body limit is refused (and counted) by BodySizeLimit instead
+            MEASUREMENT_REFUSALS.labels("too_many_rows").inc()
+        raise
     require_identifier(principal, rows[0].identifier)
+    _within_row_rate(gw, principal.name, len(rows))
     await run_in_threadpool(gw.producer.publish_many, gw.settings.topic_measurements, rows)
     MEASUREMENTS.inc(len(rows))
     return {"identifier": rows[0].identifier, "rows": len(rows), "topic": gw.settings.topic_measurements}
+
+
+def _within_row_rate(gw: Gateway, principal: str, rows: int, check_only: bool = False) -> None:
+    """Take ``rows`` from the principal's bucket of rows, or answer 429 with when to come back."""
+    wait = gw.row_buckets.take(principal, rows, check_only=check_only)
+    if wait > 0:
+        MEASUREMENT_REFUSALS.labels("rate_limited").inc()
+        settings = gw.settings
+        raise HTTPException(
+            429,
+            f"{principal!r} sends more rows than its {settings.measurements_rows_per_second:g} a second (up to "
+            f"{settings.measurements_burst_rows} at once): try again in {wait:.1f} s; nothing was published",
+            headers={"Retry-After": retry_after(wait)},
+        )
 
 
 @router.get("/datasets", tags=["datasets"])

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 from fastapi import HTTPException, UploadFile
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from flts.config import GatewaySettings, PipelineConfig
 from flts.data.io import DataError, read_measurements, validate_measurements
@@ -27,6 +27,7 @@ from flts.layout import (
 from flts.messages import Measurement, ObjectRef
 from flts.storage import ObjectStore, ObjectTooLarge
 from flts.tracking import Tracker
+from gateway_container.measurements import CsvRows, JsonRows, MeasurementReader, RowBuckets, too_many_rows
 
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CONFIG_HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -47,7 +48,9 @@ def checked_config_hash(config_hash: str) -> str:
 
 
 class MeasurementRows(BaseModel):
-    """`POST /measurements` as JSON: rows of one series, each {time column: ISO-8601, column: number or null}."""
+    """`POST /measurements` as JSON: rows of one series, each {time column: ISO-8601, column: number or null}.
+
+    The schema the API documents; the body itself is parsed as it streams in (`measurements.JsonRows`)."""
 
     model_config = ConfigDict(extra="forbid")
     identifier: str | None = None
@@ -62,6 +65,7 @@ class Gateway:
         self.config = config
         self.store = ObjectStore(settings)
         self.producer = MessageProducer(settings)
+        self.row_buckets = RowBuckets(settings.measurements_rows_per_second, settings.measurements_burst_rows)
         self._tracker: Tracker | None = None
 
     @property
@@ -82,26 +86,28 @@ class Gateway:
         except DataError as exc:
             raise HTTPException(422, f"{role} file {upload.filename!r}: {exc}") from exc
 
-    def measurements(self, body: bytes, content_type: str, identifier: str | None) -> list[Measurement]:
-        """A body of rows (CSV, or JSON {"identifier", "rows": [{column: cell}]}) checked as an upload is."""
+    def measurement_reader(self, content_type: str) -> MeasurementReader:
+        """What reads a body of rows (CSV, or JSON {"identifier", "rows": [{column: cell}]}) as it streams in,
+        capped at MEASUREMENTS_MAX_ROWS; 415 for another content type, before a byte is read."""
+        cap = self.settings.measurements_max_rows
         if content_type.startswith("text/csv"):
-            data = body
-        elif content_type.startswith("application/json"):
-            try:
-                sent = MeasurementRows.model_validate_json(body)
-            except ValidationError as exc:
-                first = exc.errors(include_url=False)[0]
-                where = ".".join(str(part) for part in first["loc"]) or "body"
-                raise HTTPException(422, f"{where}: {first['msg']}") from exc
-            identifier = identifier or sent.identifier
-            data = pd.DataFrame(sent.rows).to_csv(index=False).encode()
-        else:
-            raise HTTPException(415, f"send rows as text/csv or application/json, not {content_type or 'nothing'}")
+            return CsvRows(cap)
+        if content_type.startswith("application/json"):
+            return JsonRows(cap)
+        raise HTTPException(415, f"send rows as text/csv or application/json, not {content_type or 'nothing'}")
+
+    def measurements_of(self, reader: MeasurementReader, identifier: str | None) -> list[Measurement]:
+        """The rows a reader read, checked as an upload is (422 with the row and column)."""
+        data, named = reader.finish()
+        cap = self.settings.measurements_max_rows
+        limits = self.config.limits.model_copy(update={"max_rows": min(cap, self.config.limits.max_rows)})
         try:
-            frame = read_measurements(data, self.config.data, self.config.limits)
+            frame = read_measurements(data, self.config.data, limits)
         except DataError as exc:
+            if "(limits.max_rows)" in str(exc):  # here the cap: rows the reader could not count (lone \r ends)
+                raise too_many_rows(cap) from exc
             raise HTTPException(422, f"rows: {exc}") from exc
-        identifier = self.resolved_identifier(identifier, frame)
+        identifier = self.resolved_identifier(identifier or named, frame)
         time_column = self.config.data.time_column
         columns = [c for c in frame.columns if c not in (time_column, self.config.data.identifier_column)]
         cells = frame[columns].astype(object).where(frame[columns].notna(), None)
@@ -109,6 +115,12 @@ class Gateway:
             Measurement(identifier=identifier, ts=ts, values=dict(zip(columns, row, strict=True)))
             for ts, row in zip(frame[time_column], cells.itertuples(index=False, name=None), strict=True)
         ]
+
+    def measurements(self, body: bytes, content_type: str, identifier: str | None) -> list[Measurement]:
+        """A whole body of rows at once: what `POST /measurements` does a chunk at a time."""
+        reader = self.measurement_reader(content_type)
+        reader.feed(body)
+        return self.measurements_of(reader, identifier)
 
     def validated(self, train: UploadFile, test: UploadFile | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         train_frame = self.parsed(train, "train")
@@ -142,12 +154,13 @@ class Gateway:
         """The series rows belong to: the one given, else the file's, else "global" (422 unless well-formed)."""
         return checked_identifier(given or self.identifier_in(frame) or "global")
 
-    def lineages(self, identifier: str) -> list[dict[str, Any]]:
-        """An identifier's preprocessed lineages, newest first, each with eval's recorded outcome."""
+    def lineages(self, identifier: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """An identifier's preprocessed lineages, newest first, each with eval's recorded outcome; at most `limit`
+        (only their decisions are read: a page listing many identifiers reads a few records of each)."""
         objects = self.store.list(self.settings.bucket_processed, identifier_prefix(identifier))
         claims = sorted((o for o in objects if o["Key"].endswith(f"/{CLAIM_FILE}")), key=lambda o: o["LastModified"])
         lineages = []
-        for claim in reversed(claims):
+        for claim in list(reversed(claims))[:limit]:
             config_hash = config_hash_of_claim(claim["Key"])
             recorded = self.json_if_exists(decision_uri(self.settings, identifier, config_hash)) or {}
             lineages.append(

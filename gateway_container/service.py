@@ -19,7 +19,7 @@ from flts import auth
 from flts.config import GatewaySettings, load_pipeline_config
 from flts.observability import configure_logging
 from flts.web import BodySizeLimit, service_app
-from gateway_container.api import UPLOADS, router
+from gateway_container.api import MEASUREMENT_REFUSALS, UPLOADS, router
 from gateway_container.gateway import Gateway
 from gateway_container.results import router as results_router
 from gateway_container.ui import router as ui_router
@@ -43,6 +43,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         BodySizeLimit,
         max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
         on_refused=UPLOADS.labels("too_large").inc,
+    )
+    # Live rows get a far smaller limit of their own (outside the app-wide one, so it is the one that answers).
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.measurements_max_bytes,
+        on_refused=MEASUREMENT_REFUSALS.labels("too_large").inc,
+        path="/measurements",
     )
     auth.install(app, settings)  # outermost: an anonymous body is refused before it is counted
     return app

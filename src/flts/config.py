@@ -261,12 +261,28 @@ class GatewaySettings(CommonSettings, AuthSettings):
     max_upload_bytes: int = 200 * 1024 * 1024
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # POST /measurements (live rows) has its own, small body limit and a cap on rows per request, both
+    # enforced while the body streams in, and a token bucket of rows per principal (per gateway replica):
+    # refilled at rows_per_second up to burst_rows, so one caller cannot crowd the topic out for the rest.
+    measurements_max_bytes: int = Field(1024 * 1024, ge=1)
+    measurements_max_rows: int = Field(10_000, ge=1)
+    measurements_rows_per_second: float = Field(1_000.0, gt=0)
+    measurements_burst_rows: int = Field(20_000, ge=1)
     # GET /forecasts (a tenant's live forecasts, read from the forecasts topic): the event streams and long polls
     # held at once per API key and in all (per replica; each holds a Kafka consumer and a thread), and how long one
     # event stream lasts (the client reconnects with Last-Event-ID and goes on where it stopped).
     forecast_streams_per_key: int = Field(4, ge=1)
     forecast_streams_total: int = Field(32, ge=1)
     forecast_stream_seconds: float = Field(300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _a_full_request_fits_the_burst(self) -> GatewaySettings:
+        if self.measurements_burst_rows < self.measurements_max_rows:
+            raise ValueError(
+                f"MEASUREMENTS_BURST_ROWS ({self.measurements_burst_rows}) must be at least MEASUREMENTS_MAX_ROWS "
+                f"({self.measurements_max_rows}): a request at the cap could never pass"
+            )
+        return self
 
 
 class PreprocessSettings(ConsumerSettings):

@@ -62,15 +62,20 @@ class BodySizeLimit:
     A declared Content-Length over the limit is refused before a byte is read. A chunked (or lying) body
     is counted as it arrives and refused at the first chunk past the limit, so nothing beyond it is read
     or spooled; whatever the route would have answered to the cut-off body is replaced by the 413.
+    With ``path``, only requests to that path are limited (a route with a smaller limit than the app's:
+    install one of these for it beside the app-wide one).
     """
 
-    def __init__(self, app: Any, max_bytes: int, on_refused: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, app: Any, max_bytes: int, on_refused: Callable[[], None] | None = None, path: str | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.on_refused = on_refused
+        self.path = path
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.path is not None and scope["path"] != self.path):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")

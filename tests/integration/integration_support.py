@@ -1,4 +1,5 @@
-"""What several integration test modules share: a consumer worker process and an uploaded dataset."""
+"""What several integration test modules share: a consumer worker process, an HTTP service process coming up, and
+an uploaded dataset."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 import time
 import uuid
 from pathlib import Path
+
+import httpx
 
 from flts.config import CommonSettings, ConsumerSettings
 from flts.data.generate import generate_lte_dataset
@@ -77,6 +80,23 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200 now."""
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def wait_until_healthy(name: str, url: str, process: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Until the service process answers ``url``/healthz; fails with its log's tail if it exits or never answers."""
+    deadline = time.monotonic() + timeout
+    while not answers(f"{url}/healthz"):
+        assert process.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"{name} did not start"
+        time.sleep(0.5)
 
 
 def upload_dataset(

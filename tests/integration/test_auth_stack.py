@@ -12,7 +12,6 @@ import io
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -21,6 +20,7 @@ import pytest
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, settings
+from integration_support import wait_until_healthy
 from schemathesis.checks import not_a_server_error
 
 from flts.auth import key_hash, new_key
@@ -70,24 +70,13 @@ def apis(stack_config: StackConfig, stack_env, auth_env, tmp_path_factory) -> It
         urls[name] = f"http://127.0.0.1:{port}"
     try:
         for (name, url), process in zip(urls.items(), processes, strict=True):
-            deadline = time.monotonic() + 180
-            while not _answers(f"{url}/healthz"):
-                assert process.poll() is None, (logs / f"{name}.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, f"{name} did not start"
-                time.sleep(0.5)
+            wait_until_healthy(name, url, process, logs / f"{name}.log")
         yield urls
     finally:
         for process in processes:
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from flts import backtest
 from flts.auth import Caller, KeyRing, Principal, require_identifier
 from flts.deadletters import latest_letters
 from flts.evaluate import latest_per_model_type, leaderboard
-from flts.layout import champion_pointer_uri, history_prefix
+from flts.layout import champion_pointer_uri, decision_uri, history_prefix
 from flts.plot import forecast_figure
 from flts.tracking import Tracker
 from gateway_container.deps import GatewayDep
@@ -44,6 +44,7 @@ router = APIRouter()
 # The leaderboard's columns: the metric names MLflow holds, per target with `__<target>` after them.
 LEADERBOARD_METRICS = ("rmse", "mae", "mse", "smape", "mase", "rmse_original", "mae_original")
 HISTORY_SHOWN = 20
+LINEAGES_SHOWN = 10  # per identifier on the index
 # Where the login page keeps the API key in the browser (read-only pages: no state changes to forge).
 KEY_COOKIE = "flts_api_key"
 BASELINE = "PERSISTENCE"
@@ -290,7 +291,7 @@ def index(request: Request, principal: PageCaller, gw: GatewayDep) -> HTMLRespon
         log.warning("dead letters not read", exc_info=True)
         dead_letters = [f"not readable: {exc}"]
     context = {
-        "identifiers": {identifier: gw.lineages(identifier)[:10] for identifier in identifiers},
+        "identifiers": {identifier: gw.lineages(identifier, limit=LINEAGES_SHOWN) for identifier in identifiers},
         "dead_letter_count": dead_letter_count,
         "dead_letters": dead_letters,
     }
@@ -383,14 +384,16 @@ def lineage_live(
 
 
 def _plot_context(gw: Gateway, identifier: str, config_hash: str | None, query: PlotQuery) -> dict[str, Any]:
+    """The plot, final (no more polling) once it shows what was asked for or the lineage's champion, or once eval
+    has decided the lineage (superseded or without a winner, it will never have a champion to draw)."""
+    decided = config_hash is not None and gw.json_if_exists(decision_uri(gw.settings, identifier, config_hash))
     try:
         answer = forecast_vs_actual(gw, identifier, config_hash, query)
     except HTTPException as exc:
         if exc.status_code != 404:
             raise
-        return {"svg": None, "reason": exc.detail, "answer": None}
-    # Final once it shows what was asked for or the lineage's champion; until then the best model so far.
-    final = bool(query.model_type or answer["lineage_champion"])
+        return {"svg": None, "reason": exc.detail, "answer": None, "final": bool(decided)}
+    final = bool(query.model_type or answer["lineage_champion"] or decided)
     return {"svg": forecast_figure(answer), "reason": None, "answer": answer, "final": final}
 
 

@@ -142,3 +142,13 @@ def test_missing_objects_and_identifiers_without_a_lineage_are_404(client):
 def test_a_malformed_identifier_for_an_earlier_name_is_422(client):
     response = client.get("/download/processed-data/test_processed_data.parquet", params={"identifier": "../x"})
     assert response.status_code == 422
+
+
+def test_a_page_of_lineages_reads_only_its_own_decisions(client, store):
+    """The status page's index lists a few lineages of every identifier: it reads their decisions, not every one."""
+    checked: list[str] = []
+    exists = store.exists
+    store.exists = lambda uri: checked.append(uri) or exists(uri)
+    newest = client.app.state.gateway.lineages("global", limit=1)
+    assert [lineage["config_hash"] for lineage in newest] == [NEW]
+    assert not [uri for uri in checked if OLD in uri], "the decision of a lineage not listed was read"

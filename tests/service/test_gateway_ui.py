@@ -25,7 +25,7 @@ from flts.backtest import TEST_FORECAST_ARTIFACT, forecast_frame
 from flts.config import GatewaySettings, ModelsConfig, PipelineConfig, RecurrentConfig
 from flts.data.metadata import PreprocessingMetadata
 from flts.deadletters import Letter
-from flts.layout import METADATA_FILE, champion_pointer_uri, processed_uri
+from flts.layout import METADATA_FILE, champion_pointer_uri, decision_uri, processed_uri
 from flts.messages import DeadLetter
 from flts.tracking import RunSummary
 from gateway_container import ui
@@ -119,7 +119,7 @@ class StubGateway:
 
     lineage_status = Gateway.lineage_status
 
-    def lineages(self, identifier: str) -> list[dict[str, Any]]:
+    def lineages(self, identifier: str, limit: int | None = None) -> list[dict[str, Any]]:
         return [{"config_hash": HASH, "preprocessed_at": "2026-12-02T04:00:00", "outcome": "promoted", "reason": "r"}]
 
 
@@ -299,3 +299,14 @@ def test_with_auth_on_the_pages_ask_for_a_key_and_show_a_tenant_only_its_identif
         assert "Dead letters" in client.get("/ui", headers={"X-API-Key": admin}).text
         client.cookies.set("flts_api_key", admin)  # what the login page's script keeps in the browser
         assert client.get(lineage).status_code == 200
+
+
+def test_a_decided_lineage_s_plot_stops_polling_even_without_a_champion_to_draw(client, gateway):
+    """A lineage superseded or without a winner never gets a champion: once eval has decided it, the plot is final,
+    whether it draws the best model or says there is nothing to draw."""
+    gateway.objects.pop(champion_pointer_uri(SETTINGS, "cell-7", HASH))
+    gateway.tracker.kept.clear()
+    plot = f"/ui/identifiers/cell-7/lineages/{HASH}/plot"
+    assert "data-final" not in client.get(plot).text, "an undecided lineage's plot stopped polling"
+    gateway.objects[decision_uri(SETTINGS, "cell-7", HASH)] = {"outcome": "no_winner", "reason": "r"}
+    assert "data-final" in client.get(plot).text

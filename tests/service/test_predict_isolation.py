@@ -136,7 +136,8 @@ def test_healthz_answers_while_a_maximal_batch_is_computed(gru_model, windows):
     )
     assert len(probes) >= 3, probes
     # On the event loop the first probe would wait for nearly all of the batch (>= 1 s); off it, each answers
-    # at once (on a busy 2-core machine: median 2-5 ms, the slowest 30-60 ms, the batch 1.2-1.5 s).
+    # at once (on the 2-core machine at load averages 8-36: median 1-17 ms, the slowest 45-370 ms, while the
+    # 5 MB answer is written; the batch 1.2-2.5 s).
     assert max(probes) < big["seconds"] / 4, (max(probes), big["seconds"])
     assert statistics.median(probes) < big["seconds"] / 20, (statistics.median(probes), big["seconds"])
 

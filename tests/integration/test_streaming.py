@@ -113,11 +113,15 @@ class _Kept:
         pass
 
 
+@pytest.mark.parametrize("successor", ["same transactional id", "new transactional id"])
 def test_a_forecaster_killed_mid_stream_and_restarted_loses_and_duplicates_no_forecast(
-    inference_settings, gru_bundle, gru_model, raw_data, read_topic, stack_env, tmp_path
+    inference_settings, gru_bundle, gru_model, raw_data, read_topic, stack_env, tmp_path, successor
 ):
     """kill -9 of a replica mid-stream; its successor rebuilds the windows from the rows before the committed
-    offsets and goes on: each row gets exactly one forecast, the one an uninterrupted replica makes."""
+    offsets and goes on: each row gets exactly one forecast, the one an uninterrupted replica makes. The successor
+    is the same slot coming back (it aborts the dead one's open transaction at once), or a replica under another
+    transactional id (a pod with a new name: the broker aborts the dead one's transaction after its timeout, and
+    the partition's offsets wait for that)."""
     settings = inference_settings
     identifiers = [f"k{i}-{uuid.uuid4().hex[:6]}" for i in range(2)]
     per_identifier = 400
@@ -145,6 +149,8 @@ def test_a_forecaster_killed_mid_stream_and_restarted_loses_and_duplicates_no_fo
         assert read_topic(settings, settings.topic_forecasts, 50, Forecast.from_bytes, timeout=60)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
+        if successor == "new transactional id":
+            env = {**env, "HTTP_PORT": str(settings.http_port + 1)}  # part of the id: <group>@<host>:<port>
         second = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             for start in range(half, len(rows), 20):

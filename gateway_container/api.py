@@ -41,7 +41,9 @@ def readyz(gw: GatewayDep) -> dict[str, str]:
     try:
         gw.check_store()
     except Exception as exc:
-        raise HTTPException(503, f"object store not reachable: {exc}", headers={"Retry-After": "5"}) from exc
+        # A public probe: the reason (it names the store's endpoint) goes to the log, the answer says only what.
+        log.warning("not ready: the object store does not answer", exc_info=True)
+        raise HTTPException(503, "object store not reachable", headers={"Retry-After": "5"}) from exc
     return {"status": "ready"}
 
 
@@ -248,4 +250,4 @@ def run_status(
     identifier: Annotated[str, Query()] = "global",
 ) -> dict[str, Any]:
     require_identifier(principal, identifier)
-    return gw.lineage_status(checked_config_hash(config_hash), identifier)
+    return gw.lineage_status(checked_config_hash(config_hash), checked_identifier(identifier))

@@ -11,11 +11,14 @@ data), so a body without rows forecasts from there.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import uvicorn
 from fastapi import FastAPI
 
@@ -24,6 +27,7 @@ from flts.auth import GLOBAL
 from flts.config import InferenceConfig, InferenceSettings, load_pipeline_config
 from flts.models.exported import configure_threads
 from flts.observability import configure_logging
+from flts.predict import ServingModel, Window
 from flts.web import BodySizeLimit, service_app
 from inference_container.api import PREDICTIONS, predict_body, router
 from inference_container.champions import ChampionLoader, Champions
@@ -32,6 +36,9 @@ from inference_container.oip import OipErrors
 from inference_container.oip import router as open_inference_protocol
 from inference_container.scoring import score_claims
 from inference_container.streaming import stream_forecasts
+
+# Where the public example window of /predict ends (within one step after it): a date of no series.
+EXAMPLE_WINDOW_END_NS = pd.Timestamp("2000-01-01T00:00:00Z").value
 
 
 def create_app(
@@ -84,16 +91,27 @@ def create_app(
 
 def publish_served_constraints(app: FastAPI, champions: Champions, limits: InferenceConfig) -> None:
     """/openapi.json describes the /predict body the global champion served now really takes (built per request:
-    the champions change while the app runs)."""
+    the champions change while the app runs). The document is public: it names the model's columns (what a body
+    must hold) but not when the global series was last measured (`example_window`)."""
     static_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
         document = copy.deepcopy(static_openapi())
         content = document["paths"]["/predict"]["post"]["requestBody"]["content"]
-        content["application/json"] = predict_body(champions.get(GLOBAL), champions.latest(GLOBAL), limits)
+        model = champions.get(GLOBAL)
+        content["application/json"] = predict_body(model, example_window(model, champions.latest(GLOBAL)), limits)
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def example_window(model: ServingModel | None, latest: Window | None) -> Window | None:
+    """The shape of the latest window for the public example: its times moved back on the model's grid (same step
+    and phase) to end by EXAMPLE_WINDOW_END, its values zeros, so it tells nothing of the series' data."""
+    if model is None or latest is None:
+        return None
+    shift = (latest.last_ns - EXAMPLE_WINDOW_END_NS) // model.step_ns * model.step_ns
+    return dataclasses.replace(latest, nanoseconds=latest.nanoseconds - shift, values=np.zeros_like(latest.values))
 
 
 def main() -> None:

@@ -9,11 +9,14 @@ page and the forecast-vs-actual data in `ui.py`, what a tenant reads back (its s
 in `results.py`, what they work with in `gateway.py`.
 """
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import uvicorn
-from fastapi import FastAPI
+from confluent_kafka import KafkaException
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from flts import auth
 from flts.config import GatewaySettings, load_pipeline_config
@@ -25,6 +28,15 @@ from gateway_container.results import router as results_router
 from gateway_container.ui import router as ui_router
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+log = logging.getLogger(__name__)
+
+
+async def broker_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A message Kafka did not acknowledge (the broker down or unreachable): a 503 to retry, never a 500."""
+    log.warning("Kafka did not acknowledge a message", extra={"path": request.url.path, "error": repr(exc)})
+    detail = "the message broker did not acknowledge the request's messages; nothing is lost on retry, try again"
+    return JSONResponse({"detail": detail}, 503, headers={"Retry-After": "5"})
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
@@ -38,6 +50,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     app.include_router(ui_router)
     app.include_router(results_router)
+    for unacknowledged in (KafkaException, TimeoutError):  # flts.kafka.MessageProducer's two ways of failing
+        app.add_exception_handler(unacknowledged, broker_unavailable)
     # The whole request (train + test files and the multipart framing) is bounded while it streams in.
     app.add_middleware(
         BodySizeLimit,

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from flts.config import GatewaySettings, PipelineConfig
+from flts.kafka import MessageProducer
 from gateway_container.gateway import Gateway
 from gateway_container.service import create_app
 
@@ -178,3 +179,14 @@ def test_json_and_csv_measurements_become_the_same_messages():
             ("cell-7", "2024-01-01T00:00:00+00:00", {"down": 1.5, "up": None}),
             ("cell-7", "2024-01-01T00:02:00+00:00", {"down": 2.0, "up": None}),
         ]
+
+
+def test_measurements_the_broker_does_not_acknowledge_are_503_with_retry_after(raw_data):
+    """Kafka down: the caller is told to retry (503), not handed a 500. A real producer against a closed port."""
+    settings = GatewaySettings(kafka_bootstrap_servers="127.0.0.1:9")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        client.app.state.gateway.producer = MessageProducer(settings, **{"message.timeout.ms": 1500})
+        body = raw_data[1].head(3).to_csv(index=False).encode()
+        response = client.post("/measurements", content=body, headers={"content-type": "text/csv"})
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "5" and "retry" in response.json()["detail"]

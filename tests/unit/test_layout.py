@@ -1,6 +1,6 @@
 """The storage layout: what makes a lineage (its config_hash) and where its objects are kept."""
 
-from flts.config import CommonSettings, PipelineConfig
+from flts.config import DEFAULT_PIPELINE_CONFIG, CommonSettings, PipelineConfig, load_pipeline_config
 from flts.layout import (
     CLAIM_FILE,
     config_hash_of_claim,
@@ -21,6 +21,17 @@ def test_config_hash_is_stable_and_changes_with_data_or_config():
     assert first != lineage_config_hash(config, "global", SHA_B)
     changed = config.model_copy(update={"preprocessing": config.preprocessing.model_copy(update={"scaler": "robust"})})
     assert first != lineage_config_hash(changed, "global", SHA_A)
+
+
+def test_the_default_config_hashes_as_it_always_has():
+    """A lineage's name must not move when the config's code does (e.g. its Literals read from a table): the same
+    upload under the default config, in code or from config/pipeline.yaml, keeps its config_hash, runs and champion."""
+    expected = "b1692094ff4b30843e6dcb72a0381f9ac1b5d0fe5ae68822c23286e52d3ba071"
+    assert lineage_config_hash(PipelineConfig(), "global", SHA_A) == expected
+    assert lineage_config_hash(load_pipeline_config(DEFAULT_PIPELINE_CONFIG), "global", SHA_A) == expected
+    assert lineage_config_hash(PipelineConfig(), "cell-17", SHA_A, SHA_B) == (
+        "1fead0e87f84218996b1cc427e5a861229e99b6f89f7492c4af39acb5e152f17"
+    )
 
 
 def test_the_same_data_for_two_identifiers_makes_two_lineages():

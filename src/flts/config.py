@@ -9,35 +9,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flts.models import types as model_types
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PIPELINE_CONFIG = REPO_ROOT / "config" / "pipeline.yaml"
 
+# The model types are flts.models.types' table; these Literals are read from it (adding a type is one entry there).
 # The neural model types (flts.models.recurrent): one trainer each (train_container, MODEL_TYPE).
-NetworkType = Literal["GRU", "LSTM", "TCN", "TRANSFORMER", "SEQ2SEQ"]
-NETWORK_MODEL_TYPES: tuple[str, ...] = get_args(NetworkType)
+NETWORK_MODEL_TYPES: tuple[str, ...] = model_types.NETWORK_TYPES
+NetworkType = Literal[NETWORK_MODEL_TYPES]
 # The statistical model types (flts.models.statistical): fitted by statsforecast, served without it.
-StatisticalType = Literal["AUTOETS", "AUTOARIMA", "THETA"]
-STATISTICAL_MODEL_TYPES: tuple[str, ...] = get_args(StatisticalType)
-ModelType = Literal[
-    "GRU",
-    "LSTM",
-    "TCN",
-    "TRANSFORMER",
-    "SEQ2SEQ",
-    "LIGHTGBM",
-    "AUTOETS",
-    "AUTOARIMA",
-    "THETA",
-    "PROPHET",
-    "PERSISTENCE",
-    "SEASONAL_NAIVE",
-]
+STATISTICAL_MODEL_TYPES: tuple[str, ...] = model_types.STATISTICAL_TYPES
+StatisticalType = Literal[STATISTICAL_MODEL_TYPES]
+ModelType = Literal[model_types.MODEL_TYPE_NAMES]
 
 
 # Secrets a deployment sets. .env.example ships placeholders for them ("replace-with-..."): a value that still holds
@@ -462,23 +452,10 @@ class ScoreWeights(_Strict):
 
 
 class EvaluationConfig(_Strict):
-    expected_model_types: list[ModelType] = [
-        "GRU",
-        "LSTM",
-        "LIGHTGBM",
-        "AUTOETS",
-        "THETA",
-        "AUTOARIMA",
-        "PERSISTENCE",
-        "SEASONAL_NAIVE",
-    ]
-    # Every type inference can serve: SEASONAL_NAIVE and PROPHET are ranked, not served (evaluate.NOT_SERVABLE_BECAUSE).
-    promotable_model_types: list[ModelType] = [
-        *NETWORK_MODEL_TYPES,
-        "LIGHTGBM",
-        *STATISTICAL_MODEL_TYPES,
-        "PERSISTENCE",
-    ]
+    # Each default is read from flts.models.types: the types on by default, and every type inference can serve
+    # (SEASONAL_NAIVE and PROPHET are ranked, not served: their not_servable_because).
+    expected_model_types: list[ModelType] = list(model_types.ON_BY_DEFAULT)
+    promotable_model_types: list[ModelType] = list(model_types.SERVABLE_TYPES)
     decision_timeout_seconds: float = 900.0
     # While models still train, serve the best promotable one finished so far (persistence within seconds of
     # preprocessing), then upgrade as better ones finish; the final champion is the one eval would have waited

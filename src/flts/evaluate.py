@@ -19,32 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flts.config import EvaluationConfig, ScoreWeights
+from flts.models import types as model_types
 from flts.scoring import composite_score
 from flts.tracking import RunSummary
 
 TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
-# A tie goes to the simpler model.
-TIE_BREAK_ORDER = (
-    "PERSISTENCE",
-    "SEASONAL_NAIVE",
-    "AUTOETS",
-    "THETA",
-    "AUTOARIMA",
-    "LIGHTGBM",
-    "PROPHET",
-    "GRU",
-    "LSTM",
-    "TCN",
-    "TRANSFORMER",
-    "SEQ2SEQ",
-)
-# Why a model type ranked on the leaderboard is not served, unless evaluation.promotable_model_types lists it.
-NOT_SERVABLE_BECAUSE = {
-    "PROPHET": "the inference image carries no Prophet (its Stan backend and plotting stack would double the "
-    "replica's memory), and Prophet forecasts from the calendar, not from the rows a /predict window sends",
-    "SEASONAL_NAIVE": "it repeats the last season, and a /predict window carries only rows_needed rows, "
-    "not a season of history",
-}
+# A tie goes to the simpler model; why a type ranked on the leaderboard is not served, unless
+# evaluation.promotable_model_types lists it: both from the table of model types.
+TIE_BREAK_ORDER = model_types.TIE_BREAK_ORDER
+NOT_SERVABLE_BECAUSE = model_types.NOT_SERVABLE_BECAUSE
 
 
 def not_servable_because(model_type: str, config: EvaluationConfig) -> str | None:

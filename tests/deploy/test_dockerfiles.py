@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 from deploy_support import CONTAINER_DIRS, REPO
 
+from flts.models.types import MODEL_TYPES
+
 SERVICE_EXTRAS = {
     "gateway_container": "gateway",
     "preprocess_container": "preprocess",
@@ -266,11 +268,11 @@ def _module_file(module: str) -> Path | None:
     return next((p for p in (path.with_suffix(".py"), path / "__init__.py") if p.is_file()), None)
 
 
-def _third_party_imports(module: str) -> set[str]:
-    """Top-level names of the third-party modules `module` and the project modules it reaches import,
+def _third_party_imports(*modules: str) -> set[str]:
+    """Top-level names of the third-party modules `modules` and the project modules they reach import,
     function bodies included (the lazy imports are the ones a missing wheel breaks at run time)."""
     seen: set[str] = set()
-    pending, found = [module], set()
+    pending, found = list(modules), set()
     while pending:
         name = pending.pop()
         path = _module_file(name)
@@ -293,13 +295,20 @@ def _third_party_imports(module: str) -> set[str]:
     return found
 
 
+def _table_modules(service: str) -> set[str]:
+    """The modules a trainer imports by name from the table of model types (flts.models.types): the fits and
+    loaders of the types it trains, "module:attribute" strings that the walk over import statements cannot see."""
+    specs = [spec for spec in MODEL_TYPES if spec.trainer == service]
+    return {target.partition(":")[0] for spec in specs for target in (spec.fit, spec.loader)}
+
+
 @pytest.mark.parametrize(("container", "extra"), sorted(SERVICE_EXTRAS.items()))
 def test_every_module_a_service_can_import_is_installed_in_its_image(container: str, extra: str) -> None:
     """The nonML image once lacked onnxruntime, which LightGBM's scoring imports inside a function: no
     offline check saw it, and every LightGBM run failed in compose."""
     pinned = _names((REPO / "deploy" / "requirements" / f"{extra}.txt").read_text())
     distributions = importlib.metadata.packages_distributions()
-    imports = _third_party_imports(f"{container}.service")
+    imports = _third_party_imports(f"{container}.service", *_table_modules(extra))
     missing = {
         top
         for top in imports

@@ -3,13 +3,12 @@
 Trainers, eval and inference handle every model type through `Forecaster` and `load_forecaster`,
 so adding a model type never touches them. Saved models are JSON plus safetensors only (no
 pickles: a model directory from object storage must not be able to run code on load), and
-`load_forecaster` imports torch or prophet only for the types that need them, so a baseline
-loads in a process that has neither.
+`load_forecaster` imports torch or prophet only for the types that need them (each type's loader is
+named in the table of model types, flts.models.types), so a baseline loads in a process that has neither.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
@@ -20,27 +19,12 @@ import numpy as np
 import pandas as pd
 
 from flts.layout import GRAPH_FILE, MODEL_FILE
+from flts.models import types as model_types
 
 FORMAT_VERSION = 1
 # Added to a window's mean absolute step where a model reads the window relative to its last value and in units of
 # that step (the networks' relative form, LightGBM): a flat window (an idle column) reads 0, not 0/0.
 RELATIVE_STEP_FLOOR = 1e-4
-
-# Model type -> "module:class" with a `load(directory)` classmethod; imported only when asked for.
-_LOADERS: dict[str, str] = {
-    "GRU": "flts.models.recurrent:RecurrentForecaster",
-    "LSTM": "flts.models.recurrent:RecurrentForecaster",
-    "TCN": "flts.models.recurrent:RecurrentForecaster",
-    "TRANSFORMER": "flts.models.recurrent:RecurrentForecaster",
-    "SEQ2SEQ": "flts.models.recurrent:RecurrentForecaster",
-    "LIGHTGBM": "flts.models.boosted:BoostedForecaster",
-    "AUTOETS": "flts.models.statistical:StatisticalForecaster",
-    "AUTOARIMA": "flts.models.statistical:StatisticalForecaster",
-    "THETA": "flts.models.statistical:StatisticalForecaster",
-    "PROPHET": "flts.models.prophet:ProphetForecaster",
-    "PERSISTENCE": "flts.models.baselines:PersistenceForecaster",
-    "SEASONAL_NAIVE": "flts.models.baselines:SeasonalNaiveForecaster",
-}
 
 
 @dataclass(frozen=True)
@@ -129,6 +113,11 @@ class TrainedForecaster(Forecaster, Protocol):
         ...
 
 
+def run_params(prefix: str, hyper: Any) -> dict[str, Any]:
+    """A config section's fields (a pydantic model) as the run params a fit logs: `<prefix>.<field>`."""
+    return {f"{prefix}.{key}": value for key, value in hyper.model_dump().items()}
+
+
 def write_model_json(directory: Path, model_type: str, layout: WindowLayout, params: dict[str, Any]) -> None:
     """Write the `model.json` every saved model starts with; `params`: architecture and hyper-parameters."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -168,17 +157,18 @@ def load_forecaster(directory: Path) -> Forecaster:
     (`GRAPH_FILE`) runs on ONNX Runtime whatever its type (flts.models.exported), so serving needs no PyTorch."""
     model_type, _, _ = read_model_json(directory)
     exported = (Path(directory) / GRAPH_FILE).is_file()
-    target = "flts.models.exported:ExportedForecaster" if exported else _LOADERS.get(model_type)
-    if target is None:
+    if exported:
+        target = "flts.models.exported:ExportedForecaster"
+    elif model_type in model_types.BY_NAME:
+        target = model_types.BY_NAME[model_type].loader
+    else:
         raise ValueError(f"unknown model_type {model_type!r} in {Path(directory) / MODEL_FILE}")
-    module_name, class_name = target.split(":")
     try:
-        module = importlib.import_module(module_name)
+        forecaster_class = model_types.resolve(target)
     except ImportError as exc:
         older = "" if exported else f"; a bundle without an exported graph ({GRAPH_FILE}) needs a retrain to be "
         older += "served by an image without PyTorch (`flts upload --force`)" if older else ""
         raise RuntimeError(f"this process cannot load the {model_type} model in {directory}: {exc}{older}") from exc
-    forecaster_class = getattr(module, class_name)
     return forecaster_class.load(Path(directory))
 
 

@@ -8,6 +8,7 @@ series. Neither needs torch or prophet, to train or to load.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,9 @@ from pandas.tseries.frequencies import to_offset
 from safetensors.numpy import load_file, save_file
 
 from flts.models.base import WindowLayout, frame_times, read_model_json, write_model_json
+
+if TYPE_CHECKING:
+    from flts.train import EpochCallback, LineageData
 
 HISTORY_FILE = "history.safetensors"
 
@@ -134,3 +138,23 @@ class SeasonalNaiveForecaster:
             history["times_ns"].astype("datetime64[ns]"),
             history["values"],
         )
+
+
+def fit_persistence(
+    model_type: str, settings: Any, data: LineageData, on_epoch: EpochCallback
+) -> tuple[PersistenceForecaster, dict[str, Any]]:
+    """The nonML service's fit (flts.models.types): nothing to learn."""
+    return PersistenceForecaster(data.layout), {}
+
+
+def fit_seasonal_naive(
+    model_type: str, settings: Any, data: LineageData, on_epoch: EpochCallback
+) -> tuple[SeasonalNaiveForecaster, dict[str, Any]]:
+    """The nonML service's fit (flts.models.types): the targets of every split, one season
+    (`models.baselines.season_length_steps`, else a day of steps) looked back."""
+    season = data.config.models.baselines.season_length_steps or default_season_length(data.claim.frequency)
+    history = pd.concat([data.frames[s] for s in ("train", "validation", "test")], ignore_index=True)
+    forecaster = SeasonalNaiveForecaster.from_history(
+        history, data.claim.time_column, data.claim.target_columns, season, layout=data.layout
+    )
+    return forecaster, {"season_length_steps": season}

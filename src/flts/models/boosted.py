@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from flts.config import BoostedConfig
 from flts.data.windows import Windows
-from flts.models.base import RELATIVE_STEP_FLOOR, WindowLayout, read_model_json, write_model_json
+from flts.models.base import RELATIVE_STEP_FLOOR, WindowLayout, read_model_json, run_params, write_model_json
 from flts.models.exported import onnx_session
+
+if TYPE_CHECKING:
+    from flts.train import EpochCallback, LineageData
 
 MODEL_TYPE = "LIGHTGBM"
 # The ONNX opset the graphs are converted for (the highest onnxmltools' LightGBM converter writes).
@@ -157,3 +160,12 @@ def fit_boosted(train: Windows, validation: Windows, layout: WindowLayout, confi
     _logger.info("fitted %d LightGBM boosters; rounds %s", layout.output_seq_len * layout.n_targets, rounds)
     params = {"config": config.model_dump(mode="json"), "rounds": rounds}
     return BoostedForecaster(layout, graphs, params)
+
+
+def fit_lineage(
+    model_type: str, settings: Any, data: LineageData, on_epoch: EpochCallback
+) -> tuple[BoostedForecaster, dict[str, Any]]:
+    """The nonML service's fit (flts.models.types): the train windows, early stopping on the validation ones."""
+    hyper = data.config.models.boosted
+    forecaster = fit_boosted(data.windows["train"], data.windows["validation"], data.layout, hyper)
+    return forecaster, run_params("lightgbm", hyper)

@@ -11,13 +11,17 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from flts.config import ProphetConfig
-from flts.models.base import WindowLayout, frame_times, read_model_json, write_model_json
+from flts.models.base import WindowLayout, frame_times, read_model_json, run_params, write_model_json
+
+if TYPE_CHECKING:
+    from flts.config import NonmlSettings
+    from flts.train import EpochCallback, LineageData
 
 # Prophet logs an error when plotly is missing (we never plot), and cmdstanpy installs its own
 # INFO handler for every Stan run unless its logger already has one: give it a silent one.
@@ -115,3 +119,21 @@ def fit_prophet(
     _logger.info("fitted %d Prophet models on %d rows", len(models), len(ds))
     params = {"config": config.model_dump(mode="json"), "fit_rows": len(ds)}
     return ProphetForecaster(layout or WindowLayout.targets_only(target_columns), models, params)
+
+
+def fit_lineage(
+    model_type: str, settings: NonmlSettings, data: LineageData, on_epoch: EpochCallback
+) -> tuple[ProphetForecaster, dict[str, Any]]:
+    """The nonML service's fit (flts.models.types): one Prophet per target column on the train and validation rows,
+    `settings.prophet_workers` at a time."""
+    hyper = data.config.models.prophet
+    history = pd.concat([data.frames["train"], data.frames["validation"]], ignore_index=True)
+    forecaster = fit_prophet(
+        history,
+        data.claim.time_column,
+        data.claim.target_columns,
+        hyper,
+        workers=settings.prophet_workers,
+        layout=data.layout,
+    )
+    return forecaster, run_params("prophet", hyper)

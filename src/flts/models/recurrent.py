@@ -28,7 +28,7 @@ import copy
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -36,8 +36,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from flts.config import NETWORK_MODEL_TYPES, NetworkType, RecurrentConfig
-from flts.models.base import RELATIVE_STEP_FLOOR, WindowLayout, read_model_json, write_model_json
+from flts.models.base import RELATIVE_STEP_FLOOR, WindowLayout, read_model_json, run_params, write_model_json
 from flts.models.exported import export_graph
+
+if TYPE_CHECKING:
+    from flts.config import TrainSettings
+    from flts.train import EpochCallback, LineageData
 
 WEIGHTS_FILE = "weights.safetensors"
 PREDICT_CHUNK = 8192
@@ -343,3 +347,22 @@ def train_recurrent(
     net.load_state_dict(best_state)
     params = {"architecture": architecture, "training": config.model_dump(mode="json")}
     return RecurrentForecaster(model_type, layout, net.cpu(), params), history
+
+
+def fit_lineage(
+    model_type: NetworkType, settings: TrainSettings, data: LineageData, on_epoch: EpochCallback
+) -> tuple[RecurrentForecaster, dict[str, Any]]:
+    """The trainer's fit (flts.models.types): the lineage's train windows, early stopping on its validation ones."""
+    hyper = data.config.models.recurrent
+    forecaster, history = train_recurrent(
+        model_type,
+        data.windows["train"],
+        data.windows["validation"],
+        data.layout,
+        hyper,
+        device=settings.device,
+        num_threads=settings.torch_num_threads,
+        on_epoch=on_epoch,
+    )
+    params = run_params("recurrent", hyper)
+    return forecaster, {**params, "epochs_run": len(history), "torch_threads": settings.torch_num_threads}

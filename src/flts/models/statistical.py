@@ -24,13 +24,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from flts.config import STATISTICAL_MODEL_TYPES, StatisticalConfig
-from flts.models.base import WindowLayout, read_model_json, write_model_json
+from flts.models.base import WindowLayout, read_model_json, run_params, write_model_json
+
+if TYPE_CHECKING:
+    from flts.train import EpochCallback, LineageData
 
 _logger = logging.getLogger(__name__)
 
@@ -241,3 +244,15 @@ def fit_statistical(
         raise ValueError(f"{model_type} needs windows of at least {shortest} rows, not {layout.input_seq_len}")
     _logger.info("fitted %s on %d rows: %s", model_type, len(values), [column.description for column in columns])
     return StatisticalForecaster(model_type, layout, columns)
+
+
+def fit_lineage(
+    model_type: str, settings: Any, data: LineageData, on_epoch: EpochCallback
+) -> tuple[StatisticalForecaster, dict[str, Any]]:
+    """The nonML service's fit (flts.models.types), on the train split only: eval chooses each column's model by its
+    validation scores."""
+    hyper = data.config.models.statistical
+    forecaster = fit_statistical(model_type, data.frames["train"], data.claim.target_columns, hyper, data.layout)
+    columns = zip(data.claim.target_columns, forecaster.columns, strict=True)
+    described = {f"column.{column}": model.description for column, model in columns}
+    return forecaster, {**run_params("statistical", hyper), **described}

@@ -10,10 +10,11 @@ PYTEST_ARGS ?=
 venv:
 	@scripts/bootstrap.sh
 
-# The chart carries a copy of the pipeline config (Helm reads only files inside the chart); tests/deploy fails
-# when the two differ.
+# The chart carries a copy of the pipeline config and the locustfile (Helm reads only files inside the chart);
+# tests/deploy fails when a copy differs from its source.
 sync-chart-config:
 	cp config/pipeline.yaml .helm/files/pipeline.yaml
+	cp locust/locustfile.py .helm/files/locustfile.py
 
 lint: venv
 	$(BIN)/ruff check .

@@ -4,9 +4,15 @@ Every request carries a realistic window: consecutive rows of LTE measurements o
 all 11 columns, oldest first. Rows come from the bundled dataset generator when `flts` is importable
 (the dev venv), else from a small built-in generator with the same columns and daily cycle (the
 official Locust image, used by docker compose and the Helm chart, has no flts or pandas).
-Any non-200 answer, or a 200 without predictions, is a failure.
+Any non-200 answer, or a 200 without predictions, is a failure. A run fails (exit code: --exit-code-on-error's,
+1 by default) when it crosses a threshold: more failures than --max-failure-ratio of its requests, a 99th
+percentile response time above --max-p99-ms, or no request at all. Distributed, the master judges every
+worker's requests together. locust/README.md has the commands.
 
-    locust -f .helm/files/locustfile.py --host http://127.0.0.1:8001 --headless -u 50 -r 10 -t 1m
+    locust -f locust/locustfile.py --host http://127.0.0.1:8001 --headless -u 50 -r 10 -t 1m --max-p99-ms 500
+
+This file is locust/locustfile.py; the chart carries a byte-identical copy (.helm/files/locustfile.py, which
+docker compose mounts too): `make sync-chart-config` after an edit, tests/deploy fails until then.
 
 Settings (environment):
     FLTS_API_KEY             the API key sent as a bearer token (needed when auth is on: compose, the chart)
@@ -14,17 +20,21 @@ Settings (environment):
     FLTS_LOCUST_WINDOW_ROWS  rows per window (default: 10, the pipeline's input_seq_len)
     FLTS_LOCUST_BATCH        windows per request; 1 sends `rows`, more send `windows` (default: 1)
     FLTS_LOCUST_WAIT         seconds each user waits between requests (default: 0, saturation)
+    FLTS_LOCUST_MAX_FAILURE_RATIO   --max-failure-ratio: failed requests over all (default: 0, any failure fails)
+    FLTS_LOCUST_MAX_P99_MS          --max-p99-ms: the 99th percentile's limit in ms (default: 0, no limit)
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from locust import FastHttpUser, constant, task
+from locust import FastHttpUser, constant, events, task
+from locust.runners import WorkerRunner
 
 COLUMNS = (
     "down",
@@ -134,3 +144,65 @@ class PredictUser(FastHttpUser):
                 response.failure("a 200 without predictions")
             else:
                 response.success()
+
+
+# ------------------------------------------------------------------------------------------- thresholds
+
+
+@events.init_command_line_parser.add_listener
+def threshold_options(parser: Any) -> None:
+    parser.add_argument(
+        "--max-failure-ratio",
+        type=float,
+        default=0.0,
+        env_var="FLTS_LOCUST_MAX_FAILURE_RATIO",
+        help="Fail the run when more than this fraction of its requests failed (0: any failure fails it)",
+    )
+    parser.add_argument(
+        "--max-p99-ms",
+        type=float,
+        default=0.0,
+        env_var="FLTS_LOCUST_MAX_P99_MS",
+        help="Fail the run when its 99th percentile response time is above this many ms (0: no limit)",
+    )
+
+
+def threshold_problems(
+    requests: int, failures: int, p99_ms: float, max_failure_ratio: float, max_p99_ms: float
+) -> list[str]:
+    """What makes a run fail: each crossed threshold, said with its measure and its limit (empty: it passes)."""
+    if requests == 0:
+        return ["no request was made"]
+    problems = []
+    if failures / requests > max_failure_ratio:
+        ratio = f"{failures / requests:.2%} > {max_failure_ratio:.2%}"
+        problems.append(f"{failures} of {requests} requests failed ({ratio})")
+    if max_p99_ms > 0 and p99_ms > max_p99_ms:
+        problems.append(f"the 99th percentile response time is {p99_ms:.0f} ms (> {max_p99_ms:g} ms)")
+    return problems
+
+
+@events.quitting.add_listener
+def apply_thresholds(environment: Any, **_kwargs: Any) -> None:
+    """Set the exit code from the thresholds; a worker leaves it alone (the master has every worker's requests)."""
+    options = environment.parsed_options
+    if options is None or isinstance(environment.runner, WorkerRunner):
+        return
+    total = environment.stats.total
+    problems = threshold_problems(
+        total.num_requests,
+        total.num_failures,
+        total.get_response_time_percentile(0.99) or 0,
+        options.max_failure_ratio,
+        options.max_p99_ms,
+    )
+    log = logging.getLogger("flts.locust")
+    for problem in problems:
+        log.error("threshold crossed: %s", problem)
+    if problems:
+        environment.process_exit_code = options.exit_code_on_error
+    elif not environment.runner.exceptions:
+        # Failures within --max-failure-ratio pass (Locust alone fails a run on any failure); an exception raised in
+        # this file still fails it, as Locust decides.
+        log.info("thresholds met: %d requests, %d failed", total.num_requests, total.num_failures)
+        environment.process_exit_code = 0

@@ -51,11 +51,13 @@ CONTRACT_PREFIXES = ("TOPIC_", "BUCKET_")
 CONTRACT_NAMES = {"MLFLOW_EXPERIMENT", "REGISTERED_MODEL_PREFIX", "CONSUMER_GROUP"}
 SECRET = object()  # a value that comes from a Secret (compared by presence only)
 
-# Files the chart carries a copy of (Helm reads only files inside the chart): copy -> the source. Only the
-# pipeline config: the services' images and the local stack read it from config/ (`make sync-chart-config`).
-# The deploy-only assets (Grafana, the locustfile) live in .helm/files alone; compose mounts them from there.
+# Files the chart carries a copy of (Helm reads only files inside the chart): copy -> the source
+# (`make sync-chart-config`). The pipeline config: the services' images and the local stack read it from config/.
+# The locustfile: locust/ is its home beside its README; compose mounts the chart's copy. The other deploy-only
+# assets (Grafana) live in .helm/files alone; compose mounts them from there.
 CHART_COPIES = {
     "files/pipeline.yaml": "config/pipeline.yaml",
+    "files/locustfile.py": "locust/locustfile.py",
 }
 
 

@@ -1,5 +1,6 @@
-""".helm/files/locustfile.py (compose and the chart both use it): realistic /predict bodies, and non-200
-answers counted as failures.
+"""locust/locustfile.py (compose and the chart use its copy, .helm/files/locustfile.py, the same bytes:
+tests/deploy/test_drift.py): realistic /predict bodies, non-200 answers counted as failures, and the thresholds on
+the failure ratio and the 99th percentile that decide the run's exit code, in one process and distributed.
 
 Locust runs in subprocesses (importing it monkey-patches the interpreter with gevent) against a tiny
 stand-in for the inference service that checks every body it receives.
@@ -10,9 +11,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +27,7 @@ from deploy_support import REPO
 
 from flts.data.generate import MEASURED_COLUMNS
 
-LOCUSTFILE = REPO / ".helm" / "files" / "locustfile.py"
+LOCUSTFILE = REPO / "locust" / "locustfile.py"
 COLUMNS = set(MEASURED_COLUMNS)
 LOCUST = Path(sys.executable).parent / "locust"
 
@@ -68,6 +71,8 @@ def test_bodies_are_realistic_windows(source: str) -> None:
 class _Stub(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn answers Locust's FastHttpUser
     status = 200
+    fail_every = 0  # every n-th request answers 503 (0: none)
+    delay = 0.0  # seconds before each answer
     seen: list[list[str]] = []
     authorizations: set[str | None] = set()
 
@@ -76,7 +81,9 @@ class _Stub(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         problems = window_problems(body) if self.path == "/predict" else ["wrong path"]
         self.seen.append(problems)
-        status = 422 if problems else self.status
+        failing = self.fail_every and len(self.seen) % self.fail_every == 0
+        status = 422 if problems else 503 if failing else self.status
+        time.sleep(self.delay)
         answer = json.dumps({"predictions": [{"time": "t", "down": 1.0}]} if status == 200 else {"detail": "x"})
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -90,7 +97,9 @@ class _Stub(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stub() -> Iterator[tuple[str, type[_Stub]]]:
-    handler = type("Stub", (_Stub,), {"seen": [], "status": 200, "authorizations": set()})
+    handler = type(
+        "Stub", (_Stub,), {"seen": [], "status": 200, "authorizations": set(), "fail_every": 0, "delay": 0.0}
+    )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -100,19 +109,29 @@ def stub() -> Iterator[tuple[str, type[_Stub]]]:
         server.shutdown()
 
 
-def run_locust(host: str, tmp_path: Path, api_key: str = "") -> subprocess.CompletedProcess[str]:
+def run_locust(
+    host: str, tmp_path: Path, *options: str, api_key: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     # A few seconds of load is enough: the test checks counts and outcomes, not timings.
     return subprocess.run(
         [
             *(str(LOCUST), "-f", str(LOCUSTFILE), "--host", host, "--csv", str(tmp_path / "run")),
             *("--headless", "-u", "4", "-r", "4", "--run-time", "8", "--only-summary", "--stop-timeout", "2"),
+            *options,
         ],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=REPO,
-        env={**os.environ, "FLTS_API_KEY": api_key},
+        env={**os.environ, "FLTS_API_KEY": api_key, **(env or {})},
     )
+
+
+def predict_stats(tmp_path: Path) -> dict[str, str]:
+    """The /predict row of the run's --csv statistics."""
+    stats = (tmp_path / "run_stats.csv").read_text().splitlines()
+    header, predict = stats[0].split(","), next(s for s in stats if "/predict" in s).split(",")
+    return dict(zip(header, predict, strict=True))
 
 
 def test_locust_against_a_healthy_service(stub: tuple[str, type[_Stub]], tmp_path: Path) -> None:
@@ -135,7 +154,84 @@ def test_locust_counts_non_200_as_failures(stub: tuple[str, type[_Stub]], tmp_pa
     handler.status = 503
     result = run_locust(host, tmp_path)
     assert result.returncode != 0, "a run where every answer was a 503 must fail"
-    stats = (tmp_path / "run_stats.csv").read_text().splitlines()
-    header, predict = stats[0].split(","), next(s for s in stats if "/predict" in s).split(",")
-    row = dict(zip(header, predict, strict=True))
+    row = predict_stats(tmp_path)
     assert int(row["Failure Count"]) == int(row["Request Count"]) > 0
+
+
+@pytest.mark.parametrize(("max_failure_ratio", "passes"), [("0.1", False), ("0.5", True)])
+def test_the_failure_ratio_threshold_decides_the_exit_code(
+    stub: tuple[str, type[_Stub]], tmp_path: Path, max_failure_ratio: str, passes: bool
+) -> None:
+    """A quarter of the answers are 503s: over a 10 % threshold the run fails, within 50 % it passes (Locust alone
+    fails a run on its first failure). Set from the environment, as compose and the chart would."""
+    host, handler = stub
+    handler.fail_every = 4
+    result = run_locust(host, tmp_path, env={"FLTS_LOCUST_MAX_FAILURE_RATIO": max_failure_ratio})
+    output = result.stdout + result.stderr
+    row = predict_stats(tmp_path)
+    assert 0 < int(row["Failure Count"]) < int(row["Request Count"]), row
+    assert (result.returncode == 0) is passes, output[-3000:]
+    assert ("threshold crossed" in output and "requests failed" in output) is not passes, output[-3000:]
+
+
+@pytest.mark.parametrize(("max_p99_ms", "passes"), [("50", False), ("5000", True)])
+def test_the_p99_threshold_decides_the_exit_code(
+    stub: tuple[str, type[_Stub]], tmp_path: Path, max_p99_ms: str, passes: bool
+) -> None:
+    """Every answer takes 200 ms: a 50 ms limit on the 99th percentile fails the run, a 5 s one does not."""
+    host, handler = stub
+    handler.delay = 0.2
+    result = run_locust(host, tmp_path, "--max-p99-ms", max_p99_ms)
+    output = result.stdout + result.stderr
+    assert int(predict_stats(tmp_path)["Failure Count"]) == 0
+    assert (result.returncode == 0) is passes, output[-3000:]
+    assert ("threshold crossed: the 99th percentile" in output) is not passes, output[-3000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize(("max_p99_ms", "passes"), [("50", False), ("5000", True)])
+def test_distributed_the_master_judges_its_workers_requests(
+    stub: tuple[str, type[_Stub]], tmp_path: Path, max_p99_ms: str, passes: bool
+) -> None:
+    """--master with one --worker: the master makes no request itself, and its exit code is the thresholds' verdict
+    on the worker's (a master that judged its own would fail both runs: no request made)."""
+    host, handler = stub
+    handler.delay = 0.2
+    port = str(_free_port())
+    env = {**os.environ, "FLTS_LOCUST_MAX_P99_MS": max_p99_ms}
+    master = subprocess.Popen(
+        [
+            *(str(LOCUST), "-f", str(LOCUSTFILE), "--host", host, "--headless", "--only-summary"),
+            *("--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port),
+            *("--expect-workers", "1", "--expect-workers-max-wait", "60"),
+            *("-u", "4", "-r", "4", "--run-time", "8", "--stop-timeout", "2"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
+    worker = subprocess.Popen(
+        [str(LOCUST), "-f", str(LOCUSTFILE), "--worker", "--master-host", "127.0.0.1", "--master-port", port],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env=env,
+    )
+    try:
+        output, _ = master.communicate(timeout=120)
+        worker.wait(timeout=30)
+    finally:
+        for process in (master, worker):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert len(handler.seen) > 5, output[-3000:]
+    assert (master.returncode == 0) is passes, output[-3000:]
+    assert ("threshold crossed: the 99th percentile" in output) is not passes, output[-3000:]

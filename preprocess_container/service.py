@@ -46,18 +46,32 @@ class Preprocessor:
         with log_context(config_hash=config_hash, dataset_id=upload.dataset_id, identifier=upload.identifier):
             claim_uri = f"{prefix}/{CLAIM_FILE}"
             if not upload.force and self.store.exists(claim_uri):
-                log.info("lineage already processed; publishing its claim again")
+                log.info("lineage already processed; publishing its claims again")
                 claim = TrainingData.model_validate(self.store.get_json(claim_uri))
-                self.producer.publish(self.settings.topic_training_data, claim.model_copy(update={"force": False}))
+                self._announce(claim.model_copy(update={"force": False}))
                 return
             processed = preprocess(
                 self._read(upload.train), self._read(upload.test) if upload.test else None, self.config
             )
-            claim, inference = self._write(upload, config_hash, prefix, processed)
+            claim = self._write(upload, config_hash, prefix, processed)
             self.store.put_json(claim_uri, claim.model_dump(mode="json"))
-            self.producer.publish(self.settings.topic_training_data, claim)
-            self.producer.publish(self.settings.topic_inference_data, inference)
+            self._announce(claim)
             log.info("preprocessed", extra={"rows": processed.metadata.rows})
+
+    def _announce(self, claim: TrainingData) -> None:
+        """The lineage's two claims: training, and the scoring of its test split by the champion. Both are published
+        again whenever the lineage is (a publish that failed halfway is retried whole); the scoring claim's id is
+        the upload's, so inference writes its result once however often it is claimed."""
+        scoring = InferenceData(
+            config_hash=claim.config_hash,
+            identifier=claim.identifier,
+            dataset_id=claim.dataset_id,
+            claim_id=f"{claim.dataset_id}-test",
+            data=claim.test,
+            metadata=claim.metadata,
+        )
+        self.producer.publish(self.settings.topic_training_data, claim)
+        self.producer.publish(self.settings.topic_inference_data, scoring)
 
     def _read(self, ref: ObjectRef) -> pd.DataFrame:
         try:
@@ -73,7 +87,7 @@ class Preprocessor:
 
     def _write(
         self, upload: DatasetUploaded, config_hash: str, prefix: str, processed: ProcessedDataset
-    ) -> tuple[TrainingData, InferenceData]:
+    ) -> TrainingData:
         metadata = processed.metadata.model_copy(update={"config_hash": config_hash, "dataset_id": upload.dataset_id})
         splits = {
             name: self._put_parquet(f"{prefix}/{split_file(name)}", frame)
@@ -86,13 +100,10 @@ class Preprocessor:
         meta = _ref(self.store.put_json(f"{prefix}/{METADATA_FILE}", metadata.to_json()))
         self.store.put_json(f"{prefix}/{SCALER_FILE}", metadata.scaler)
         self.store.put_json(f"{prefix}/{CONFIG_FILE}", metadata.config.model_dump(mode="json"))
-        common = {
-            "config_hash": config_hash,
-            "identifier": upload.identifier,
-            "dataset_id": upload.dataset_id,
-        }
-        claim = TrainingData(
-            **common,
+        return TrainingData(
+            config_hash=config_hash,
+            identifier=upload.identifier,
+            dataset_id=upload.dataset_id,
             train=splits["train"],
             validation=splits["validation"],
             test=splits["test"],
@@ -104,9 +115,6 @@ class Preprocessor:
             force=upload.force,
             uploaded_at=upload.created_at,
         )
-        # One scoring claim per upload: redelivered or re-published, it names the same result object.
-        scoring = InferenceData(**common, claim_id=f"{upload.dataset_id}-test", data=splits["test"], metadata=meta)
-        return claim, scoring
 
     def _put_parquet(self, uri: str, frame: pd.DataFrame) -> ObjectRef:
         buffer = io.BytesIO()

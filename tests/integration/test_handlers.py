@@ -24,7 +24,7 @@ from flts.backtest import read_test_forecast, select
 from flts.config import EvalSettings, EvaluationConfig, NonmlSettings, PipelineConfig, PreprocessSettings
 from flts.data.metadata import PreprocessingMetadata
 from flts.kafka import ConsumerLoop, MessageProducer, PermanentError, committed_offsets, ensure_topics
-from flts.messages import DatasetUploaded, ModelSelected, ModelTraining, TrainingData
+from flts.messages import DatasetUploaded, InferenceData, ModelSelected, ModelTraining, TrainingData
 from flts.models.baselines import PersistenceForecaster
 from flts.stack import manager
 from flts.storage import ObjectStore
@@ -75,6 +75,10 @@ def test_preprocess_writes_the_claim_once_and_only_republishes_it(settings, clai
     claims = read_topic(settings, settings.topic_training_data, 2, TrainingData.from_bytes, timeout=120)
     assert [c.config_hash for c in claims] == [claim.config_hash] * 2
     assert {o["Key"]: o["LastModified"] for o in store.list(bucket, key)} == before
+    # The test split's scoring claim goes out again too (a publish that failed after the training claim's is not
+    # lost), under the same claim id: inference writes its one result once.
+    scoring = read_topic(settings, settings.topic_inference_data, 2, InferenceData.from_bytes, timeout=60)
+    assert [s.claim_id for s in scoring] == [f"{claim.dataset_id}-test"] * 2
 
 
 def test_a_missing_object_behind_a_claim_is_a_permanent_failure(settings):

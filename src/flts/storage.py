@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -132,6 +135,29 @@ class ObjectStore:
             raise
         return StoredObject(uri, reader.digest.hexdigest(), reader.size)
 
+    @contextmanager
+    def writer(self, uri: str) -> Iterator[ObjectWriter]:
+        """A binary file to make an object with as it is computed: its bytes go up as they are written (multipart
+        past 8 MiB, a few parts in memory at most), hashed on the way. The object appears once the block ends; if
+        the block raises, the upload is aborted and nothing is stored. The writer's `stored` says what was."""
+        out = ObjectWriter(self, uri)
+        try:
+            yield out
+        except BaseException:
+            out.abort()
+            raise
+        out.finish()
+
+    def get_tail(self, uri: str, size: int) -> bytes:
+        """The object's last ``size`` bytes (all of it when it is shorter)."""
+        bucket, key = split_uri(uri)
+        try:
+            return self._client.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{size}")["Body"].read()
+        except ClientError as exc:
+            if _status(exc) == 404:
+                raise ObjectNotFound(uri) from exc
+            raise
+
     def get_bytes(self, uri: str) -> bytes:
         bucket, key = split_uri(uri)
         try:
@@ -190,10 +216,97 @@ class ObjectStore:
         self._client.delete_object(Bucket=bucket, Key=key)
 
     def sha256_of(self, uri: str) -> str:
-        digest = hashlib.sha256()
+        return self.stored(uri).sha256
+
+    def stored(self, uri: str) -> StoredObject:
+        """An object's sha256 and size, read through once, a chunk at a time."""
+        digest, size = hashlib.sha256(), 0
         for chunk in self.iter_chunks(uri):
             digest.update(chunk)
-        return digest.hexdigest()
+            size += len(chunk)
+        return StoredObject(uri, digest.hexdigest(), size)
+
+
+class WriteAborted(OSError):
+    """An ObjectWriter's block raised: the upload stops and nothing is stored."""
+
+
+class _PipeSource:
+    """The reading end of an ObjectWriter's pipe, what the upload reads: its end is an error, not the object's end,
+    once the writer was aborted."""
+
+    def __init__(self, fd: int) -> None:
+        self._file = os.fdopen(fd, "rb")
+        self.aborted = False
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._file.read(size)
+        if not chunk and self.aborted:
+            raise WriteAborted("the object's writer failed: nothing is stored")
+        return chunk
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class ObjectWriter:
+    """What `ObjectStore.writer` yields: write, tell, flush (what pyarrow's writers need of a file). A thread uploads
+    what the pipe carries (`put_stream`), so the writer waits whenever the upload is behind: memory stays bounded."""
+
+    def __init__(self, store: ObjectStore, uri: str) -> None:
+        read_fd, write_fd = os.pipe()
+        self._source = _PipeSource(read_fd)
+        self._sink = os.fdopen(write_fd, "wb")
+        self._error: BaseException | None = None
+        self.stored: StoredObject | None = None
+        self.size = 0
+        self._thread = threading.Thread(target=self._upload, args=(store, uri), name="object-writer", daemon=True)
+        self._thread.start()
+
+    def _upload(self, store: ObjectStore, uri: str) -> None:
+        try:
+            self.stored = store.put_stream(uri, self._source)  # type: ignore[arg-type]
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._source.close()  # a writer still writing gets BrokenPipeError, then this error
+
+    @property
+    def closed(self) -> bool:
+        return self._sink.closed
+
+    def write(self, data: Any) -> int:
+        try:
+            written = self._sink.write(data)
+        except BrokenPipeError:
+            self._thread.join()
+            raise OSError(f"the upload stopped: {self._error!r}") from self._error
+        self.size += written
+        return written
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._sink.flush()
+
+    def finish(self) -> StoredObject:
+        """Close the pipe, wait for the upload to complete; raise what stopped it."""
+        self._close()
+        if self._error is not None:
+            raise self._error
+        assert self.stored is not None
+        return self.stored
+
+    def abort(self) -> None:
+        """Stop the upload: the pipe's end is an error, so the multipart upload is aborted and nothing is stored."""
+        self._source.aborted = True
+        self._close()
+
+    def _close(self) -> None:
+        with suppress(BrokenPipeError):  # the upload stopped first: its error says why
+            self._sink.close()
+        self._thread.join()
 
 
 def _status(exc: ClientError) -> int:

@@ -107,6 +107,33 @@ def test_object_round_trip(common_settings: CommonSettings) -> None:
     assert not store.exists(uri)
 
 
+def test_an_object_written_as_it_is_made_goes_up_in_parts_and_an_aborted_one_leaves_nothing(
+    common_settings: CommonSettings,
+) -> None:
+    """ObjectStore.writer (what batch scoring writes its results with): 20 MiB in 1 MiB writes, multipart, then
+    tail reads; a block that raises half-way stores nothing and leaves no multipart upload open."""
+    store = ObjectStore(common_settings)
+    prefix = f"s3://{common_settings.bucket_inference_logs}/stack-test/{uuid.uuid4().hex}"
+    pieces = [os.urandom(1024 * 1024) for _ in range(20)]
+    with store.writer(f"{prefix}/made.bin") as sink:
+        for piece in pieces:
+            sink.write(piece)
+    payload = b"".join(pieces)
+    try:
+        assert sink.stored is not None and sink.stored.sha256 == hashlib.sha256(payload).hexdigest()
+        assert store.stored(f"{prefix}/made.bin") == sink.stored
+        assert store.get_tail(f"{prefix}/made.bin", 10) == payload[-10:]
+        with pytest.raises(RuntimeError, match="half-way"), store.writer(f"{prefix}/aborted.bin") as aborted:
+            for piece in pieces[:12]:
+                aborted.write(piece)
+            raise RuntimeError("the scorer failed half-way")
+        assert not store.exists(f"{prefix}/aborted.bin")
+        bucket, key = common_settings.bucket_inference_logs, f"{prefix}/aborted.bin".split("/", 3)[3]
+        assert store._client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", []) == []
+    finally:
+        store.delete(f"{prefix}/made.bin")
+
+
 @pytest.mark.parametrize("wrong", ["access_key", "secret"])
 def test_wrong_credentials_refused(common_settings: CommonSettings, wrong: str) -> None:
     if wrong == "access_key":

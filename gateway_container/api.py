@@ -104,13 +104,18 @@ def score_rows(
 
     The file is checked as an upload is, stored, and claimed on `inference-data`; an inference replica
     writes the forecasts (and the errors, where the file holds the actual values) to `result_uri` once
-    and announces them on `inference-scored`. Rows it cannot score go to the dead-letter topic.
+    and announces them on `inference-scored` (`GET /score/{claim_id}` reads them back). Rows it cannot score go to
+    the dead-letter topic. A file holds at most SCORE_MAX_ROWS rows (413): what one replica holds while it scores.
     """
     if identifier is not None:
         require_identifier(principal, identifier)  # before the CSV is parsed
     frame = gw.parsed(rows, "rows")
     identifier = gw.resolved_identifier(identifier, frame)
     require_identifier(principal, identifier)
+    if len(frame) > (cap := gw.settings.score_max_rows):
+        raise HTTPException(
+            413, f"{len(frame)} rows to score; a claim takes at most {cap} (SCORE_MAX_ROWS): send them in several files"
+        )
     claim_id = uuid.uuid4().hex[:16]
     with log_context(claim_id=claim_id, identifier=identifier):
         data = gw.store_upload(rows, scoring_upload_key(identifier, claim_id), len(frame))

@@ -4,6 +4,7 @@ training. A plugin of the root conftest, so every test directory can ask for the
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ from flts.data.generate import generate_lte_dataset
 from flts.data.preprocess import preprocess
 from flts.data.windows import make_windows
 from flts.layout import PREPROCESSING_FILE
-from flts.messages import Measurement
+from flts.messages import Forecast, Measurement
 from flts.models.base import WindowLayout
 from flts.models.baselines import PersistenceForecaster
 from flts.models.recurrent import train_recurrent
@@ -119,3 +120,17 @@ class ConsumedMeasurement:
 
     def offset(self) -> int:
         return self._offset
+
+
+def forecast_event(identifier: str, at: datetime, value: float = 1.0) -> Forecast:
+    """A forecast event as a replica publishes it on `forecasts` (one step of `down`), for its readers' tests."""
+    return Forecast(
+        identifier=identifier,
+        model_type="PERSISTENCE",
+        model_version="1",
+        run_id="r",
+        last_observed=at,
+        measured_at=at,
+        ts=[at],
+        values={"down": [value]},
+    )

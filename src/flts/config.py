@@ -264,6 +264,9 @@ class GatewaySettings(CommonSettings, AuthSettings):
     forecast_streams_per_key: int = Field(4, ge=1)
     forecast_streams_total: int = Field(32, ge=1)
     forecast_stream_seconds: float = Field(300.0, gt=0)
+    # POST /score: rows in one file (413 past it). A replica holds a claim's rows whole while it scores them (about
+    # 4 KiB a row at 64 columns, benchmarks/RESULTS.md): the cap bounds what one claim takes from /predict.
+    score_max_rows: int = Field(100_000, ge=1)
 
     @model_validator(mode="after")
     def _a_full_request_fits_the_burst(self) -> GatewaySettings:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaException
 from fastapi.testclient import TestClient
+from serving_models import forecast_event
 from tenant_keys import auth_fields
 
 from flts.auth import key_hash, new_key
@@ -78,17 +79,7 @@ class Published:
 
 
 def forecast(identifier: str, minute: int) -> Forecast:
-    at = datetime(2024, 3, 1, 12, minute, tzinfo=UTC)
-    return Forecast(
-        identifier=identifier,
-        model_type="PERSISTENCE",
-        model_version="1",
-        run_id="r",
-        last_observed=at,
-        measured_at=at,
-        ts=[at],
-        values={"down": [float(minute)]},
-    )
+    return forecast_event(identifier, datetime(2024, 3, 1, 12, minute, tzinfo=UTC), float(minute))
 
 
 class FakeFeed:
@@ -221,6 +212,25 @@ def test_the_claim_id_post_score_answers_is_one_get_accepts(client, raw_data):
     assert results.CLAIM_ID.match(claim)
     pending = client.get(f"/score/{claim}", params={"identifier": "cell-a1"}, headers=A)
     assert pending.status_code == 202 and pending.json()["claim_id"] == claim
+
+
+def test_a_file_of_more_rows_than_a_claim_takes_is_413_and_nothing_is_stored_or_claimed(auth, store, raw_data):
+    client = _client(auth, store, score_max_rows=20)
+    try:
+        gateway, before = client.app.state.gateway, dict(store.objects)
+        for rows, status in ((21, 413), (20, 202)):
+            csv = raw_data[1].head(rows).to_csv(index=False).encode()
+            files = {"rows": ("r.csv", io.BytesIO(csv))}
+            answer = client.post("/score", params={"identifier": "cell-a1"}, files=files, headers=A)
+            assert answer.status_code == status, answer.text
+            if status == 413:
+                assert answer.json()["detail"] == (
+                    "21 rows to score; a claim takes at most 20 (SCORE_MAX_ROWS): send them in several files"
+                )
+                assert store.objects == before and gateway.producer.messages == []
+        assert len(gateway.producer.messages) == 1
+    finally:
+        client.__exit__(None, None, None)
 
 
 # ------------------------------------------------------------------------------------------ GET /forecasts

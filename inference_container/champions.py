@@ -10,7 +10,10 @@ promotion sooner. So:
   nothing of its own;
 - every `champion_reconcile_seconds` (and after any failed load, sooner, with backoff) the aliases are
   read again and whatever differs is installed: a lost event, a failed download, an operator's rollback;
-- the replica is unready while its `model-selected` follower is not running (it would miss promotions).
+- the replica is unready while its `model-selected` follower is not running (it would miss promotions);
+- each reconcile (and each event) also compares what the replica serves with the identifier's newest promotion in
+  eval's history: `flts_champions_stale` counts the identifiers served an older version (a swap that did not
+  happen, or an operator's rollback of the alias), without naming them.
 
 Every replica follows `model-selected` in a consumer group of its own, so each one hears of every promotion.
 A swap replaces one dict entry: requests in flight finish on the model they started with.
@@ -37,7 +40,7 @@ from prometheus_client import Counter, Gauge
 
 from flts.config import InferenceSettings, load_pipeline_config
 from flts.kafka import ConsumerLoop, ConsumerStalled
-from flts.layout import champion_pointer_uri, processed_uri, split_file
+from flts.layout import champion_pointer_uri, history_prefix, processed_uri, split_file
 from flts.messages import ModelSelected
 from flts.models.base import load_forecaster
 from flts.models.composite import ColumnComposite
@@ -60,6 +63,13 @@ KNOWN_CHAMPIONS = Gauge("flts_champions_known", "Identifiers with a champion in 
 CHAMPIONS_DROPPED = Counter(
     "flts_champions_dropped_total", "Least recently used champions dropped to stay within max_loaded_champions."
 )
+STALE_CHAMPIONS = Gauge(
+    "flts_champions_stale",
+    "Identifiers this replica serves an older version than their newest promotion in eval's history (a swap that "
+    "did not happen, or an operator's rollback), at the last reconcile.",
+)
+# Eval's history is listed this many keys at a time (after the newest key already seen).
+HISTORY_PAGE_SIZE = 1000
 # A failed load is retried after this long, doubling up to the reconcile period.
 RETRY_FIRST_SECONDS = 2.0
 
@@ -220,6 +230,8 @@ class ChampionLoader:
         champions.load_on_demand = self.load_on_demand
         self.follower: threading.Thread | None = None
         self.loop: ConsumerLoop[ModelSelected] | None = None
+        self._newest: dict[str, tuple[str, str]] = {}  # identifier -> its newest history key and the version it names
+        self._stale: set[str] = set()
 
     def unready_reason(self) -> str | None:
         """Why the replica must not take traffic (None: ready)."""
@@ -253,6 +265,7 @@ class ChampionLoader:
                 log.exception("loading a champion failed; retried next reconcile", extra={"identifier": identifier})
                 if is_outage(exc):
                     outages.append(identifier)
+            self.check_stale(identifier)
         if outages:
             raise RuntimeError(f"champions not loaded for {outages}: the registry is unreachable")
         self.loaded.set()
@@ -298,6 +311,7 @@ class ChampionLoader:
         try:
             with self._lock:
                 named = self.load_alias(event.identifier)
+                self.check_stale(event.identifier)
                 if named != ChampionRef(event.model_version, event.run_id):
                     older = named is not None and not _newer(event.model_version, named.model_version)
                     CHAMPION_LOADS.labels("stale" if older else "refused").inc()
@@ -309,6 +323,39 @@ class ChampionLoader:
             CHAMPION_LOADS.labels("failed").inc()
             log.exception("loading a selected champion failed; reconciling", extra={"identifier": event.identifier})
             self._reconcile_now.set()
+
+    def check_stale(self, identifier: str) -> None:
+        """Count the identifier in `flts_champions_stale` while the version served (the one held, else the one the
+        alias names) is older than the newest promotion in eval's history; a failed read changes nothing."""
+        try:
+            newest = self.newest_promotion(identifier)
+        except Exception:
+            log.warning("eval's history not read", extra={"identifier": identifier}, exc_info=True)
+            return
+        held = self.champions.peek(identifier)
+        known = self.champions.known(identifier)
+        served = held.identity.model_version if held is not None else known.model_version if known else None
+        if newest is not None and served is not None and _newer(newest, served):
+            self._stale.add(identifier)
+        else:
+            self._stale.discard(identifier)
+        STALE_CHAMPIONS.set(len(self._stale))
+
+    def newest_promotion(self, identifier: str) -> str | None:
+        """The model version of the identifier's newest promotion in eval's history (its keys sort in time order);
+        only the keys after the newest one already seen are listed."""
+        bucket, prefix = self.settings.bucket_promotion, history_prefix(identifier)
+        seen_key, version = self._newest.get(identifier, ("", None))
+        newest_key, after = seen_key, seen_key or prefix
+        while True:
+            objects, after = self.store.page(bucket, prefix, HISTORY_PAGE_SIZE, after)
+            newest_key = objects[-1]["Key"] if objects else newest_key
+            if after is None:
+                break
+        if newest_key != seen_key:
+            version = str(self.store.get_json(f"s3://{bucket}/{newest_key}")["model_version"])
+            self._newest[identifier] = (newest_key, version)
+        return version
 
     def _install(self, identifier: str, model_version: str, run_id: str, outcome: str = "installed") -> None:
         current = self.champions.peek(identifier)  # a reconcile is not a use: it must not reorder the LRU

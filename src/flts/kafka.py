@@ -29,7 +29,14 @@ from tenacity import RetryCallState, RetryError, Retrying, retry_if_not_exceptio
 
 from flts.config import CommonSettings, ConsumerSettings
 from flts.messages import DeadLetter, Message, MessageError, MessageT
-from flts.observability import BACKBONE_OUTAGES, HANDLER_SECONDS, MESSAGES_HANDLED, log_context
+from flts.observability import (
+    BACKBONE_OUTAGES,
+    CONSUMER_IDLE,
+    CONSUMER_LAG,
+    HANDLER_SECONDS,
+    MESSAGES_HANDLED,
+    log_context,
+)
 from flts.outages import is_outage
 
 log = logging.getLogger(__name__)
@@ -237,6 +244,8 @@ class ConsumerLoop(Generic[MessageT]):
         self._consumer = Consumer(config)
         self._dead_letters = MessageProducer(settings)
         self.assigned = threading.Event()
+        # The dead-letter count exists from the start (0), so Prometheus's increase() sees the first one.
+        MESSAGES_HANDLED.labels(settings.service_name, topic, "dead_letter")
 
     @property
     def healthy(self) -> bool:
@@ -311,7 +320,10 @@ class ConsumerLoop(Generic[MessageT]):
         log.log(level, f"partitions {how}", extra={"partitions": _names(partitions), "busy": self._busy})
 
     def _watch(self) -> None:
-        """The stuck-consumer watchdog: raise ConsumerStalled after lag with no progress for too long."""
+        """The stuck-consumer watchdog: raise ConsumerStalled after lag with no progress for too long.
+
+        Each check also sets the consumer's lag and idle time (`flts_consumer_lag_messages`,
+        `flts_consumer_idle_seconds`), which Prometheus alerts on before the watchdog restarts the process."""
         limit = self.settings.consumer_stall_seconds
         now = time.monotonic()
         if limit <= 0 or now < self._next_check:
@@ -322,9 +334,10 @@ class ConsumerLoop(Generic[MessageT]):
             return  # the broker cannot say (it is down): neither progress nor a stall
         if not lag:
             self._last_progress = now
-            return
         idle = now - self._last_progress
-        if idle >= limit:
+        CONSUMER_LAG.labels(self.settings.service_name, self.topic).set(sum(lag.values()))
+        CONSUMER_IDLE.labels(self.settings.service_name, self.topic).set(idle)
+        if lag and idle >= limit:
             self.stalled = f"{sum(lag.values())} message(s) waiting on {lag} and none consumed for {idle:.0f}s"
             log.error("consumer stalled; restart it", extra={"reason": self.stalled, "group": self.group_id})
             raise ConsumerStalled(self.stalled)

@@ -14,7 +14,7 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import Counter, Histogram, make_wsgi_app
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 
 _CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("flts_log_context", default=None)
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -112,4 +112,17 @@ HANDLER_SECONDS = Histogram(
     "Time spent handling one Kafka message.",
     ["service", "topic"],
     buckets=(0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 900),
+)
+# Set by the consumer loop's stall watchdog at each check (every consumer_stall_seconds / 4, at most 30 s; not while
+# a handler runs: a long training is not a stall).
+CONSUMER_LAG = Gauge(
+    "flts_consumer_lag_messages",
+    "Messages waiting on this consumer's partitions of the topic, at the watchdog's last check.",
+    ["service", "topic"],
+)
+CONSUMER_IDLE = Gauge(
+    "flts_consumer_idle_seconds",
+    "Seconds messages have waited on this consumer's partitions with none consumed (0 while none waits); "
+    "the watchdog restarts the consumer at consumer_stall_seconds.",
+    ["service", "topic"],
 )

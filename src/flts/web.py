@@ -14,10 +14,18 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from prometheus_client import make_asgi_app
+from prometheus_client import Counter, make_asgi_app
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
+
+HTTP_RESPONSES = Counter(
+    "flts_http_responses_total",
+    "API responses by status code (the probes and /metrics are not counted; an error no handler answered is a 500).",
+    ["code"],
+)
+# Paths whose answers are not API traffic: a 503 of an unready replica's /readyz is not a failed request.
+NOT_COUNTED = ("/healthz", "/readyz", "/metrics")
 
 
 probes = APIRouter(tags=["probes"])
@@ -43,13 +51,46 @@ def service_app(
     """A service's app: its lifespan and router, /healthz, and its Prometheus metrics on /metrics.
 
     `liveness_failure`: why the process must be restarted, if it must (a thread it cannot do without died).
+    Every response is counted by status code (`CountResponses`), outside whatever middleware the service adds.
     """
     app = FastAPI(title=title, version="0.1.0", description=description, lifespan=lifespan)
     app.state.liveness_failure = liveness_failure or (lambda: None)
     app.mount("/metrics", make_asgi_app())
     app.include_router(probes)
     app.include_router(router)
+    build = app.build_middleware_stack
+    app.build_middleware_stack = lambda: CountResponses(build())  # type: ignore[method-assign]
     return app
+
+
+class CountResponses:
+    """ASGI middleware around the whole app, its error handler included: each API response by status code
+    (`flts_http_responses_total`), so the 413 of a body limit, the 401 of auth and the 500 of an unhandled error
+    are counted too. A request that ends before any answer (the client left) is not counted."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(NOT_COUNTED):
+            await self.app(scope, receive, send)
+            return
+        status: int | None = None
+
+        async def counted_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counted_send)
+        except Exception:
+            status = status or 500
+            raise
+        finally:
+            if status is not None:
+                HTTP_RESPONSES.labels(str(status)).inc()
 
 
 class _BodyTooLarge(Exception):

@@ -9,7 +9,9 @@ from __future__ import annotations
 import io
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,7 @@ from flts.data.generate import generate_lte_dataset
 from flts.data.preprocess import ProcessedDataset, preprocess
 from flts.data.windows import make_windows
 from flts.kafka import MessageProducer, ensure_topics
-from flts.layout import PREPROCESSING_FILE, champion_pointer_uri, processed_uri, split_file
+from flts.layout import PREPROCESSING_FILE, champion_pointer_uri, history_uri, processed_uri, split_file
 from flts.messages import ModelSelected
 from flts.models.base import WindowLayout
 from flts.models.baselines import PersistenceForecaster
@@ -219,6 +221,32 @@ def test_an_older_event_does_not_replace_a_newer_champion_and_a_missed_one_is_re
 
     registry.tracker.set_champion("cell-a", "1")  # an operator's rollback: no event at all
     assert _until(lambda: _served(replica, "cell-a") == "1", timeout=RECONCILE_SECONDS * 4)
+
+
+def _stale() -> float:
+    return REGISTRY.get_sample_value("flts_champions_stale") or 0.0
+
+
+def test_a_replica_serving_an_older_version_than_the_newest_promotion_counts_it_stale_until_it_swaps(
+    settings, registry, replica
+):
+    """flts_champions_stale (alert FltsStaleChampion): eval's history names a newer promotion than the replica
+    serves (here the alias lags behind it, as when a swap failed), and the count clears once the newer one is served."""
+    identifier = f"cell-s-{uuid.uuid4().hex[:8]}"  # the promotion bucket is shared: a history of its own
+    registry.promote(identifier, registry.run())
+    assert _until(lambda: _served(replica, identifier) == "1")
+    assert _stale() == 0
+    store = ObjectStore(settings)
+    newer = registry.run()
+    store.put_json(
+        history_uri(settings, identifier, datetime.now(UTC), CONFIG_HASH),
+        {"identifier": identifier, "run_id": newer, "model_version": "2"},
+    )
+    assert _until(lambda: _stale() == 1, timeout=RECONCILE_SECONDS * 4), "the older champion was not counted stale"
+    assert _served(replica, identifier) == "1"
+    version = registry.promote(identifier, newer)
+    assert version == "2"
+    assert _until(lambda: _served(replica, identifier) == "2" and _stale() == 0, timeout=RECONCILE_SECONDS * 4)
 
 
 def test_a_forged_model_selected_installs_nothing_the_registry_does_not_name(registry, replica):

@@ -193,6 +193,7 @@ metadata:
   labels:
     {{- include "flts.labels" $ctx | nindent 4 }}
     flts.io/metrics: "true"
+    flts.io/job: {{ ternary "workers" .component (eq .portName "metrics") }}
 spec:
   clusterIP: None
   selector:

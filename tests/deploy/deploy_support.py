@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,18 @@ def run(cmd: list[str], *, check: bool = True, **kwargs: Any) -> subprocess.Comp
     if check and result.returncode != 0:
         pytest.fail(f"{' '.join(map(str, cmd))} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def defined_metrics() -> set[str]:
+    """The series the code exposes: every prometheus_client metric named in src/ and the services, with the
+    suffixes Prometheus adds (a counter's _total, a histogram's _bucket, _sum and _count)."""
+    sources = [*(REPO / "src").rglob("*.py"), *REPO.glob("*_container/*.py")]
+    pattern = re.compile(r"\b(Counter|Gauge|Histogram)\(\s*\"(flts_\w+)\"")
+    series: set[str] = set()
+    for kind, name in (m.groups() for path in sources for m in pattern.finditer(path.read_text())):
+        suffixes = {"Counter": ["_total"], "Gauge": [""], "Histogram": ["_bucket", "_sum", "_count"]}[kind]
+        series |= {name.removesuffix("_total") + suffix for suffix in suffixes}
+    return series
 
 
 # ------------------------------------------------------------------------------------------- helm

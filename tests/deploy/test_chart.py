@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_support import CHART, EXTERNAL_VALUES, KUBE_VERSION, RENDERS, REPO
+from deploy_support import CHART, EXTERNAL_VALUES, KUBE_VERSION, RENDERS, defined_metrics
 
 from flts.kafka_users import ADMIN_USER, kafka_user
 from flts.kafka_users import SERVICES as KAFKA_SERVICES
@@ -618,18 +618,6 @@ def test_every_flts_pod_is_scraped_by_the_bundled_prometheus(render: Callable[..
     assert json.loads(dashboards)["uid"] == "flts-overview"
 
 
-def _defined_metrics() -> set[str]:
-    """The series the code exposes: every prometheus_client metric named in src/ and the services, with the
-    suffixes Prometheus adds (a counter's _total, a histogram's _bucket, _sum and _count)."""
-    sources = [*(REPO / "src").rglob("*.py"), *REPO.glob("*_container/*.py")]
-    pattern = re.compile(r"\b(Counter|Gauge|Histogram)\(\s*\"(flts_\w+)\"")
-    series: set[str] = set()
-    for kind, name in (m.groups() for path in sources for m in pattern.finditer(path.read_text())):
-        suffixes = {"Counter": ["_total"], "Gauge": [""], "Histogram": ["_bucket", "_sum", "_count"]}[kind]
-        series |= {name.removesuffix("_total") + suffix for suffix in suffixes}
-    return series
-
-
 def test_every_dashboard_query_reads_a_metric_the_code_defines() -> None:
     dashboard = json.loads((CHART / "files" / "grafana" / "flts.json").read_text())
     queried = {
@@ -638,7 +626,7 @@ def test_every_dashboard_query_reads_a_metric_the_code_defines() -> None:
         for target in panel["targets"]
         for name in re.findall(r"\bflts_\w+", target["expr"])
     }
-    defined = _defined_metrics()
+    defined = defined_metrics()
     assert {"flts_predictions_total", "flts_predict_seconds_bucket", "flts_predict_queue_depth"} <= defined
     assert [(title, name) for title, name in sorted(queried) if name not in defined] == []
 

@@ -8,9 +8,7 @@ under test-artifacts/ (git-ignored) for a person to look at.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 import uuid
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from debian_packages import debian_binaries
 from typer.testing import CliRunner
 
 from flts.cli import app
@@ -32,16 +31,11 @@ SVG = "{http://www.w3.org/2000/svg}"
 @pytest.fixture(scope="module")
 def chromium() -> str:
     """Debian's chromium, installed with apt-get when missing (needs root, as CI has)."""
-    if not shutil.which("chromium"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-q"], env=env, check=True, capture_output=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-    return shutil.which("chromium") or pytest.fail("chromium is not installed: apt-get install chromium")
+    try:
+        (binary,) = debian_binaries("chromium", "chromium")
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    return binary
 
 
 def _browse(chromium: str, url: str, *action: str, tmp_path: Path, budget_ms: int = 3_000) -> str:

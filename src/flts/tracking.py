@@ -8,6 +8,7 @@ Artifacts travel through the tracking server's proxy, so clients need no S3 cred
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import tempfile
@@ -38,6 +39,22 @@ TAG_UPLOADED_AT = "flts.uploaded_at_ms"
 REGISTRY_PAGE_SIZE = 100
 # The trainer beats this while it trains (epoch ms); a RUNNING run whose beat stopped lost its process.
 TAG_HEARTBEAT = "flts.heartbeat_ms"
+# The MLflow UI shows a dataset's context (the split) from this input tag (what mlflow.log_input sets).
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+# MLflow keeps at most 36 characters of a dataset's digest.
+DATASET_DIGEST_LENGTH = 36
+
+
+@dataclass(frozen=True)
+class DatasetUsed:
+    """One split a run read, as the MLflow UI lists it under "Datasets used": its name, where it lives and its
+    sha256 (the claim's), its rows, and the split as the context."""
+
+    name: str
+    uri: str
+    sha256: str
+    rows: int
+    context: str
 
 
 @dataclass(frozen=True)
@@ -143,6 +160,25 @@ class Tracker:
             params=[Param(k, str(v)[:6000]) for k, v in (params or {}).items()],
         )
 
+    def log_datasets(self, run_id: str, datasets: list[DatasetUsed]) -> None:
+        """Record the splits the run read as its dataset inputs (the UI's "Datasets used")."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [
+            DatasetInput(
+                Dataset(
+                    name=used.name,
+                    digest=used.sha256[:DATASET_DIGEST_LENGTH],
+                    source_type="s3",
+                    source=json.dumps({"uri": used.uri}),
+                    profile=json.dumps({"num_rows": used.rows}),
+                ),
+                tags=[InputTag(DATASET_CONTEXT_TAG, used.context)],
+            )
+            for used in datasets
+        ]
+        self._client.log_inputs(run_id, datasets=inputs)
+
     def log_model(self, run_id: str, directory: Path) -> None:
         """Upload a model bundle (the forecaster and its preprocessing) as the run's model artifact."""
         self._client.log_artifacts(run_id, str(directory), MODEL_ARTIFACT_PATH)
@@ -165,19 +201,24 @@ class Tracker:
     def heartbeat(self, run_id: str) -> None:
         self._client.set_tag(run_id, TAG_HEARTBEAT, str(int(time.time() * 1000)))
 
-    def register(self, run_id: str, identifier: str, tags: dict[str, str]) -> str:
-        """Register the run's model as a new version of the identifier's registered model."""
+    def register(self, run_id: str, identifier: str, tags: dict[str, str], description: str | None = None) -> str:
+        """Register the run's model as a new version of the identifier's registered model (described, for the
+        MLflow UI, by what the identifier's model is and, with ``description``, by what this version is)."""
         from mlflow.exceptions import MlflowException
 
         name = registered_model_name(self.settings, identifier)
         try:
-            self._client.create_registered_model(name)
+            self._client.create_registered_model(
+                name,
+                description=f"The models FLTS trained for the series '{identifier}', one version per training run. "
+                f"The alias '{CHAMPION_ALIAS}' names the version inference serves (eval moves it).",
+            )
         except MlflowException as exc:
             if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
                 raise
         run = self._client.get_run(run_id)
         version = self._client.create_model_version(
-            name, f"{run.info.artifact_uri}/{MODEL_ARTIFACT_PATH}", run_id=run_id, tags=tags
+            name, f"{run.info.artifact_uri}/{MODEL_ARTIFACT_PATH}", run_id=run_id, tags=tags, description=description
         )
         return str(version.version)
 

@@ -34,7 +34,7 @@ from flts.observability import log_context
 from flts.outages import is_outage
 from flts.scoring import forecast_metrics, in_sample_naive_mae
 from flts.storage import ObjectNotFound, ObjectStore, sha256_bytes
-from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, RunSummary, Tracker
+from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, DatasetUsed, RunSummary, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class TrainingJob:
             self._announce(claim, model_type, "RUNNING", run_id)
             self._running.add(run_id)
             try:
-                metrics = self._train_and_log(fit, data, run_id)
+                metrics = self._train_and_log(model_type, fit, data, run_id)
             except Exception as exc:
                 if is_outage(exc):
                     self._interrupted(run_id, exc)
@@ -225,7 +225,11 @@ class TrainingJob:
             if self._abandoned.is_set():
                 return  # closed as KILLED while it trained: registering it now would race the next owner
             version = self.tracker.register(
-                run_id, claim.identifier, {TAG_CONFIG_HASH: claim.config_hash, TAG_MODEL_TYPE: model_type}
+                run_id,
+                claim.identifier,
+                {TAG_CONFIG_HASH: claim.config_hash, TAG_MODEL_TYPE: model_type},
+                f"{model_type} trained on lineage {claim.config_hash[:12]} (dataset {claim.dataset_id}); "
+                f"test RMSE {metrics.get('test_rmse', float('nan')):.4g} (scaled), run {run_id}",
             )
             self.tracker.finish_run(run_id)
             log.info("training finished", extra={"model_version": version, "test_rmse": metrics.get("test_rmse")})
@@ -261,7 +265,7 @@ class TrainingJob:
             stop.set()
             thread.join(timeout=5)
 
-    def _train_and_log(self, fit: Fit, data: LineageData, run_id: str) -> dict[str, float]:
+    def _train_and_log(self, model_type: str, fit: Fit, data: LineageData, run_id: str) -> dict[str, float]:
         started = time.monotonic()
 
         def on_epoch(epoch: int, values: dict[str, float]) -> None:
@@ -275,15 +279,29 @@ class TrainingJob:
         fit_seconds = time.monotonic() - started
         metrics, forecasts = score(forecaster, data)
         metrics["fit_seconds"] = fit_seconds
+        claim = data.claim
         all_params = {
+            "model_type": model_type,
             **{f"window.{k}": v for k, v in data.config.windows.model_dump().items()},
             **params,
-            "features": len(data.claim.feature_columns),
-            "targets": len(data.claim.target_columns),
+            "features": len(claim.feature_columns),
+            "targets": len(claim.target_columns),
+            # What the columns are, not only how many (the run page names what the model forecasts, from what).
+            "feature_columns": ",".join(claim.feature_columns),
+            "target_columns": ",".join(claim.target_columns),
             "train_windows": len(data.windows["train"]),
             "test_windows": len(data.windows["test"]),
         }
         self.tracker.log(run_id, {k: v for k, v in metrics.items() if np.isfinite(v)}, params=all_params)
+        splits = {"train": claim.train, "validation": claim.validation, "test": claim.test}
+        self.tracker.log_datasets(
+            run_id,
+            [
+                DatasetUsed(f"{claim.identifier}/{claim.dataset_id}/{split}", ref.uri, ref.sha256, len(frame), split)
+                for split, ref in splits.items()
+                for frame in [data.frames[split]]
+            ],
+        )
         with tempfile.TemporaryDirectory(prefix="flts-model-") as tmp:
             forecaster.save(Path(tmp))
             (Path(tmp) / PREPROCESSING_FILE).write_text(json.dumps(data.metadata.to_json(), indent=2))

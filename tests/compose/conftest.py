@@ -21,8 +21,8 @@ from harness import COMPOSE_SASL_FILE, PROJECT, Compose, DockerEngine, build_ima
 from flts.kafka_users import SERVICES as KAFKA_SERVICES
 from flts.storage_users import SERVICES as STORAGE_SERVICES
 
-# Not started by the test (no stand-ins for them); the compose file starts them for users.
-OBSERVABILITY = ("prometheus", "grafana")
+# Not started by the test (no stand-in for it); the compose file starts it for users. Prometheus runs (Debian's).
+OBSERVABILITY = ("grafana",)
 HOST_PORTS = ("GATEWAY", "INFERENCE", "MLFLOW", "MINIO", "MINIO_CONSOLE", "PROMETHEUS", "GRAFANA", "LOCUST")
 
 
@@ -89,4 +89,5 @@ def urls(compose_project: Compose) -> dict[str, str]:
     return {
         "gateway": f"http://127.0.0.1:{env['FLTS_GATEWAY_PORT']}",
         "inference": f"http://127.0.0.1:{env['FLTS_INFERENCE_PORT']}",
+        "prometheus": f"http://127.0.0.1:{env['FLTS_PROMETHEUS_PORT']}",
     }

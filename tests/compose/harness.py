@@ -48,6 +48,7 @@ STANDIN_IMAGES = {
     "quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z": "minio",
     "postgres:17.6-bookworm": "postgres",
     "locustio/locust:2.47.0": "locust",
+    "prom/prometheus:v3.5.0": "prometheus",
 }
 
 

@@ -2,8 +2,10 @@
 
 `docker compose up` alone must end with a served champion (the file's own one-shot `upload-demo` sends
 the bundled dataset); the `loadtest` profile's Locust must load the inference container without a failure;
-a trainer container killed mid-training (SIGKILL of its process, as the kernel's OOM killer does) must not
-stop the pipeline. The whole project is taken down with its volumes afterwards, leaving nothing behind.
+the file's Prometheus must scrape every service, load the alerting rules and answer every query of the Grafana
+dashboard with data; a trainer container killed mid-training (SIGKILL of its process, as the kernel's OOM killer
+does) must not stop the pipeline. The whole project is taken down with its volumes afterwards, leaving nothing
+behind.
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from harness import Compose, run
+from prometheus_support import (
+    Traffic,
+    alert_rules,
+    evaluated_rules,
+    wait_for_dashboard_data,
+    wait_for_targets,
+)
 
 from flts.client import FltsClient, window_request
 from flts.config import load_pipeline_config
@@ -28,7 +37,8 @@ from flts.data.generate import write_dataset
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(3600)]
 
 EXPECTED_RUNS = set(load_pipeline_config().evaluation.expected_model_types)  # the file compose mounts
-HEALTHY = ("kafka", "minio", "postgres", "mlflow", "gateway", "preprocess", "train-gru", "train-lstm", "nonml", "eval")
+WORKERS = ("preprocess", "train-gru", "train-lstm", "nonml", "eval")
+HEALTHY = ("kafka", "minio", "postgres", "mlflow", "gateway", *WORKERS, "prometheus")
 
 
 def _wait_for_exit(project: Compose, service: str, timeout: float) -> dict:
@@ -124,6 +134,27 @@ def test_loadtest_profile_locust_loads_inference_without_a_failure(compose_proje
     requests, failures = map(int, aggregated.groups())
     print(f"\ncompose: locust 8 users 20 s -> {requests} requests, {failures} failures", file=sys.stderr)
     assert result.returncode == 0 and failures == 0 and requests > 0, output[-3000:]
+
+
+def test_prometheus_scrapes_every_service_and_every_dashboard_query_has_data(
+    urls: dict[str, str], client: FltsClient, demo_lineage: dict, tmp_path: Path
+) -> None:
+    """The file's Prometheus (deploy/prometheus/prometheus.yml, Debian's server in the stand-in image) finds every
+    service by DNS, evaluates the alerting rules without an error and, once the demo lineage is served and used,
+    answers each query of the Grafana dashboard with data (tests/prometheus_support.py, as the e2e test does)."""
+    prometheus = urls["prometheus"]
+    expected = {("gateway", "gateway"), ("inference", "inference"), *(("workers", name) for name in WORKERS)}
+    targets = wait_for_targets(prometheus, len(expected) + 1, timeout=120)  # and Prometheus itself
+    scraped = {(t["labels"]["job"], t["labels"].get("service", t["labels"]["job"])) for t in targets}
+    assert scraped == expected | {("prometheus", "prometheus")}
+    assert {t["health"] for t in targets} == {"up"}, [(t["scrapeUrl"], t["lastError"]) for t in targets]
+
+    rules = evaluated_rules(prometheus, timeout=120)
+    assert {rule["name"] for rule in rules} == set(alert_rules())
+    assert [(r["name"], r["health"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
+
+    train_csv, test_csv = write_dataset(tmp_path)  # the uploader's dataset: sent again, nothing retrains
+    wait_for_dashboard_data(prometheus, timeout=240, keep_busy=Traffic(client, train_csv, test_csv))
 
 
 def _training_started(client: FltsClient, config_hash: str, identifier: str, model_type: str) -> bool:

@@ -20,7 +20,7 @@ from rich.console import Console
 from serving_models import BUNDLES, ConsumedMeasurement
 
 from flts.config import InferenceSettings
-from flts.kafka import MessageProducer
+from flts.kafka import MessageProducer, ensure_topics
 from flts.messages import DeadLetter, Forecast, Measurement
 from flts.stack import manager
 from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
@@ -265,3 +265,51 @@ def test_a_replica_owning_more_series_than_its_cache_loses_no_row_while_object_s
             assert values == pytest.approx(expected[(forecast.identifier, forecast.last_observed)][column])
     assert _on_demand_loads() - loads_before == 3, "a champion of an owned series was downloaded more than once"
     assert _failed_loads() > failed_before, "no download failed during the outage: the test proved nothing"
+
+
+def test_a_replica_joining_mid_stream_takes_partitions_without_a_row_lost_or_forecast_twice(
+    inference_settings, gru_model, raw_data, read_topic
+):
+    """A second replica joins while the first is forecasting (the autoscaler adding a pod): the group rebalances
+    mid-batch, partitions move, their new owner rebuilds their windows from the committed offsets. Every row still
+    gets exactly one forecast, the one a single uninterrupted replica makes."""
+    settings = inference_settings.model_copy(update={"topic_measurements": f"measurements-{uuid.uuid4().hex[:8]}"})
+    ensure_topics(settings, partitions=4)
+    identifiers = [f"r{i}-{uuid.uuid4().hex[:6]}" for i in range(6)]
+    rows = [row for start in range(0, 300, 10) for i in identifiers for row in _rows(raw_data, i, start, 10)]
+    replicas = []
+
+    def start_replica(port: int) -> None:
+        stop = threading.Event()
+        replica_settings = settings.model_copy(update={"http_port": port})  # its own transactional id
+        worker = threading.Thread(
+            target=stream_forecasts,
+            args=(replica_settings, _champions_serving(gru_model, identifiers), stop),
+            daemon=True,
+        )
+        worker.start()
+        replicas.append((stop, worker))
+
+    producer = MessageProducer(settings)
+    try:
+        start_replica(settings.http_port)
+        half = len(rows) // 2
+        for begin in range(0, len(rows), 30):
+            if begin >= half and len(replicas) == 1:
+                start_replica(settings.http_port + 1)
+            producer.publish_many(settings.topic_measurements, rows[begin : begin + 30])
+            time.sleep(0.1)  # paced: the join lands while batches are in flight
+        expected = _forecasts_of(settings, rows, gru_model)
+        read_topic(settings, settings.topic_forecasts, len(expected), Forecast.from_bytes, timeout=180)
+        got = read_topic(settings, settings.topic_forecasts, len(expected) + 1, Forecast.from_bytes, timeout=5)
+    finally:
+        for stop, worker in replicas:
+            stop.set()
+            worker.join(60)
+    keys = [(f.identifier, f.last_observed) for f in got]
+    assert len(keys) == len(set(keys)), "a forecast was published twice"
+    assert set(keys) == set(expected), f"missing: {sorted(set(expected) - set(keys))[:5]}"
+    for forecast in got:
+        made = expected[(forecast.identifier, forecast.last_observed)]
+        for column, values in forecast.values.items():
+            assert values == pytest.approx(made[column], rel=1e-4, abs=1e-6)

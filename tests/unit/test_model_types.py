@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from flts.config import (
+    DEFAULT_PIPELINE_CONFIG,
     NETWORK_MODEL_TYPES,
     STATISTICAL_MODEL_TYPES,
     BaselineConfig,
@@ -29,6 +30,7 @@ from flts.config import (
     StatisticalConfig,
     TrainSettings,
     WindowConfig,
+    load_pipeline_config,
 )
 from flts.data.generate import generate_lte_dataset
 from flts.data.preprocess import preprocess
@@ -149,6 +151,18 @@ def test_the_defaults_read_from_the_table_are_the_ones_the_pipeline_always_had()
     )
     assert simpler_first == TIE_BREAK_ORDER
     assert set(STATISTICAL_MODEL_TYPES) == {"AUTOETS", "AUTOARIMA", "THETA"}
+
+
+def test_config_pipeline_yaml_expects_the_types_on_by_default() -> None:
+    """A type switched on in the table and not in the file (or the other way) is named: every deployment reads the
+    file, not the defaults. promotable_model_types is left out of it: every servable type."""
+    evaluation = load_pipeline_config(DEFAULT_PIPELINE_CONFIG).evaluation
+    on_by_default = [spec.name for spec in MODEL_TYPES if spec.on_by_default]
+    missing = sorted(set(on_by_default) - set(evaluation.expected_model_types))
+    extra = sorted(set(evaluation.expected_model_types) - set(on_by_default))
+    assert not missing and not extra, f"config/pipeline.yaml's expected_model_types lacks {missing}, has {extra}"
+    assert evaluation.expected_model_types == on_by_default, "listed in the table's order"
+    assert evaluation.promotable_model_types == [spec.name for spec in MODEL_TYPES if spec.servable]
 
 
 def test_the_nonml_service_trains_the_expected_types_of_its_own_fastest_first() -> None:

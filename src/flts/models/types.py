@@ -4,7 +4,10 @@ why not), where a tie on the leaderboard puts it, and where its loader and its f
 Everything else reads this table: the config's Literals and defaults (flts.config), eval's tie-break and
 not-servable reasons (flts.evaluate), loading a saved model (flts.models.base), the trainers (train_container,
 nonML_container). Adding a model type is its module (a forecaster with `save` and a `load` classmethod, and a fit)
-plus one entry here; tests/unit/test_model_types.py trains, saves, loads and forecasts every entry.
+plus one entry here; tests/unit/test_model_types.py trains, saves, loads and forecasts every entry. One on by
+default is also listed in config/pipeline.yaml's expected_model_types (the file every deployment reads), and a
+network needs its trainer deployed (the local stack starts one per expected network; compose and the chart name
+theirs).
 
 A loader or fit is named by "module:attribute" and imported only when a process asks for it, so this module, and
 flts.config which reads it, import no model's dependencies (torch, LightGBM, statsforecast, Prophet).

@@ -22,7 +22,7 @@ import uuid
 import zlib
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from flts.config import GatewaySettings
 from flts.messages import Forecast, MessageError
@@ -121,6 +121,8 @@ class ForecastFeed:
             if error is not None:
                 if error.fatal():
                     raise KafkaException(error)
+                if error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:  # described, not readable: no Read ACL
+                    raise ForecastsUnavailable(f"topic {self.topic!r}: {error}")
                 continue  # transient (a broker away, a partition's end): librdkafka retries
             self.offset = msg.offset() + 1
             if msg.key() != self._key:

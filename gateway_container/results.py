@@ -220,13 +220,15 @@ async def live_forecasts(
         return _EventStream(_events(feed, slots, gw.settings.forecast_stream_seconds), release)
     try:
         forecasts = await slots.run(collect, feed, min(wait, gw.settings.forecast_stream_seconds))
-        return {
-            "identifier": identifier,
-            "cursor": str(feed.cursor),
-            "forecasts": [forecast.model_dump(mode="json") for forecast in forecasts],
-        }
+    except (ForecastsUnavailable, KafkaException) as exc:
+        raise _unavailable(exc) from exc
     finally:
         await release()
+    return {
+        "identifier": identifier,
+        "cursor": str(feed.cursor),
+        "forecasts": [forecast.model_dump(mode="json") for forecast in forecasts],
+    }
 
 
 def _cursor(text: str | None) -> Cursor | None:
@@ -240,18 +242,28 @@ async def _open(gw: Gateway, slots: StreamSlots, identifier: str, cursor: Cursor
     try:
         return await slots.run(ForecastFeed, gw.settings, identifier, cursor)
     except (ForecastsUnavailable, KafkaException) as exc:
-        FORECAST_REFUSALS.labels("unavailable").inc()
-        raise HTTPException(503, f"the forecasts cannot be read now: {exc}", headers={"Retry-After": "5"}) from exc
+        raise _unavailable(exc) from exc
+
+
+def _unavailable(exc: Exception) -> HTTPException:
+    FORECAST_REFUSALS.labels("unavailable").inc()
+    return HTTPException(503, f"the forecasts cannot be read now: {exc}", headers={"Retry-After": "5"})
 
 
 async def _events(feed: ForecastFeed, slots: StreamSlots, seconds: float) -> AsyncIterator[str]:
     """The event stream: each forecast with its cursor as the event id; a comment with the cursor when nothing came
-    for KEEPALIVE_SECONDS (the connection stays open, and a reconnect goes on from there); `end` after ``seconds``."""
+    for KEEPALIVE_SECONDS (the connection stays open, and a reconnect goes on from there); `end` after ``seconds``;
+    `error` when the topic cannot be read (then the stream ends)."""
     yield f"retry: {RECONNECT_MS}\nid: {feed.cursor}\n\n"
     ends = time.monotonic() + seconds
     quiet_since = time.monotonic()
     while time.monotonic() < ends:
-        found = await slots.run(feed.read, POLL_SECONDS)
+        try:
+            found = await slots.run(feed.read, POLL_SECONDS)
+        except (ForecastsUnavailable, KafkaException) as exc:
+            # Counted, and said: the stream ends here (an EventSource comes back after `retry`).
+            yield f"event: error\nid: {feed.cursor}\ndata: {json.dumps({'detail': _unavailable(exc).detail})}\n\n"
+            return
         if found:
             yield "".join(f"id: {cursor}\ndata: {forecast.model_dump_json()}\n\n" for cursor, forecast in found)
             quiet_since = time.monotonic()

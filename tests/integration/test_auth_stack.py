@@ -152,7 +152,9 @@ def test_the_admin_reads_across_tenants(apis, upload_of_a):
 def gateway_schema(stack_env, auth_env, monkeypatch_module):
     for name, value in {**stack_env, **auth_env}.items():
         monkeypatch_module.setenv(name, value)
-    return schemathesis.openapi.from_asgi("/openapi.json", create_app(GatewaySettings(max_upload_bytes=200_000)))
+    # An event stream (GET /forecasts) lasts a second, so a fuzzed one is answered in a second, and so is a long poll.
+    settings = GatewaySettings(max_upload_bytes=200_000, forecast_stream_seconds=1.0)
+    return schemathesis.openapi.from_asgi("/openapi.json", create_app(settings))
 
 
 @pytest.fixture(scope="module")
@@ -178,4 +180,6 @@ def test_the_fuzzer_reaches_every_gateway_route(gateway_schema):
         "/runs/{config_hash}",
         "/objects/{bucket}/{key}",
         "/download/{bucket}/{key}",
+        "/score/{claim_id}",
+        "/forecasts",
     } <= paths

@@ -22,8 +22,9 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from pydantic import SecretStr
 from rich.console import Console
+from serving_models import forecast_event
 
-from flts.config import CommonSettings, EvalSettings, InferenceSettings
+from flts.config import CommonSettings, EvalSettings, GatewaySettings, InferenceSettings
 from flts.kafka import ConsumerLoop, MessageProducer, TransactionalProducer, ensure_topics
 from flts.kafka_users import SERVICE_GRANTS, SERVICES, ensure_kafka_users, kafka_user
 from flts.messages import DeadLetter, Measurement, ModelTraining
@@ -32,6 +33,7 @@ from flts.stack.config import kafka_password
 from flts.stack.manager import stop_part
 from flts.stack.parts import KafkaPart
 from flts.stack.procs import spawn, wait_for
+from gateway_container.forecast_feed import ForecastFeed, ForecastsUnavailable
 from inference_container.champions import Champions
 from inference_container.streaming import stream_forecasts, transactional_id
 
@@ -188,6 +190,37 @@ def _committed_message(admin: CommonSettings, topic: str, wanted: Callable[[Mess
         return False
     finally:
         consumer.close()
+
+
+def test_the_gateway_reads_a_tenants_forecasts_without_a_group_and_not_a_topic_it_is_not_granted(
+    one_message_everywhere: StackConfig,
+) -> None:
+    """`GET /forecasts`' reader (assign and seek, read_committed, nothing committed) under the gateway's own user."""
+    environment = stack_environment(one_message_everywhere, "gateway")
+    gateway = GatewaySettings(**{k.lower(): v for k, v in environment.items()}, auth_enabled=False)
+    identifier, at = f"sasl-{uuid.uuid4().hex[:6]}", pd.Timestamp.now(tz=UTC)
+    forecast = forecast_event(identifier, at)
+    feed = ForecastFeed(gateway, identifier)
+    try:
+        MessageProducer(common_settings(one_message_everywhere)).publish(gateway.topic_forecasts, forecast)
+        found, deadline = [], time.monotonic() + 30
+        while not found and time.monotonic() < deadline:
+            found = feed.read()
+        assert [f.event_id for _, f in found] == [forecast.event_id]
+    finally:
+        feed.close()
+    # A topic it has no grant on is refused when the reader starts; one it may only write, at the first read.
+    unknown = gateway.model_copy(update={"topic_forecasts": gateway.topic_model_selected})
+    with pytest.raises((ForecastsUnavailable, KafkaException), match="TOPIC_AUTHORIZATION_FAILED"):
+        ForecastFeed(unknown, identifier)
+    written = ForecastFeed(gateway.model_copy(update={"topic_forecasts": gateway.topic_measurements}), identifier)
+    try:
+        with pytest.raises(ForecastsUnavailable, match="TOPIC_AUTHORIZATION_FAILED"):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                written.read()
+    finally:
+        written.close()
 
 
 def test_a_wrong_password_is_refused(sasl_stack: StackConfig) -> None:

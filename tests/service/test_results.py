@@ -23,7 +23,7 @@ from flts.config import GatewaySettings
 from flts.messages import Forecast
 from flts.storage import ObjectNotFound, StoredObject
 from gateway_container import results
-from gateway_container.forecast_feed import Cursor
+from gateway_container.forecast_feed import Cursor, ForecastsUnavailable
 from gateway_container.service import create_app
 
 ADMIN, KEY_A, KEY_B = new_key(), new_key(), new_key()
@@ -88,6 +88,7 @@ class FakeFeed:
     queued: dict[str, list[list[Forecast]]] = {}
     opened: list[FakeFeed] = []
     fail: Exception | None = None
+    read_fails: Exception | None = None
 
     def __init__(self, settings: GatewaySettings, identifier: str, after: Cursor | None = None) -> None:
         if FakeFeed.fail is not None:
@@ -101,6 +102,8 @@ class FakeFeed:
         return Cursor(self.partition, self.offset)
 
     def read(self, timeout: float = 0.5) -> list[tuple[Cursor, Forecast]]:
+        if FakeFeed.read_fails is not None:
+            raise FakeFeed.read_fails
         batches = FakeFeed.queued.get(self.identifier, [])
         if not batches:
             time.sleep(min(timeout, 0.05))
@@ -117,7 +120,7 @@ class FakeFeed:
 
 @pytest.fixture(autouse=True)
 def fake_feed(monkeypatch) -> type[FakeFeed]:
-    FakeFeed.queued, FakeFeed.opened, FakeFeed.fail = {}, [], None
+    FakeFeed.queued, FakeFeed.opened, FakeFeed.fail, FakeFeed.read_fails = {}, [], None, None
     monkeypatch.setattr(results, "ForecastFeed", FakeFeed)
     return FakeFeed
 
@@ -348,6 +351,16 @@ def test_kafka_out_of_reach_is_503_and_the_slot_is_given_back(client, fake_feed)
     response = client.get("/forecasts", params={"identifier": "cell-a1", "wait": 0}, headers=A)
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
     assert _slots(client).held == {}
+
+
+def test_a_topic_that_cannot_be_read_is_503_for_a_poll_and_an_error_event_that_ends_a_stream(client, fake_feed):
+    fake_feed.read_fails = ForecastsUnavailable("topic 'forecasts': TOPIC_AUTHORIZATION_FAILED")
+    polled = client.get("/forecasts", params={"identifier": "cell-a1", "wait": 1}, headers=A)
+    assert polled.status_code == 503 and "TOPIC_AUTHORIZATION_FAILED" in polled.json()["detail"]
+    streamed = client.get("/forecasts", params={"identifier": "cell-a1"}, headers=A)
+    _, error = _events(streamed.text)
+    assert error["event"] == "error" and "TOPIC_AUTHORIZATION_FAILED" in error["data"]
+    assert all(feed.closed for feed in fake_feed.opened) and _slots(client).held == {}
 
 
 # ------------------------------------------------------------------------------------------ keys and scopes

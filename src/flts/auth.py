@@ -83,7 +83,7 @@ class KeyRing:
         if enabled and not principals:
             raise ValueError(
                 "authentication is on (AUTH_ENABLED) but no key is configured: set AUTH_ADMIN_KEY or "
-                "AUTH_KEYS_FILE (see the README's Security section), or AUTH_ENABLED=false for a local demo"
+                "AUTH_KEYS_FILE (see the docs/security.md section), or AUTH_ENABLED=false for a local demo"
             )
         hashes = [principal.sha256 for principal in principals]
         if len(set(hashes)) != len(hashes):

@@ -18,7 +18,7 @@ app = typer.Typer(help="FLTS: a Kafka-driven forecasting pipeline.", no_args_is_
 app.add_typer(stack_app, name="stack")
 dead_letters_app = typer.Typer(help="The dead-letter topic: what failed and why; re-drive it after a fix.")
 app.add_typer(dead_letters_app, name="dead-letters")
-keys_app = typer.Typer(help="API keys of the gateway and inference (README: Security).")
+keys_app = typer.Typer(help="API keys of the gateway and inference (docs/security.md).")
 app.add_typer(keys_app, name="keys")
 # Wide enough for the leaderboard when the output is a log rather than a terminal.
 console = Console(width=None if sys.stdout.isatty() else 150)
@@ -44,7 +44,7 @@ def generate(
     test_rows: int = 4_000,
     seed: int = 7,
     scenario: Annotated[
-        str, typer.Option(help="default, level_shift, outages, uplink_bursts or idle (README: the bundled dataset).")
+        str, typer.Option(help="default, level_shift, outages, uplink_bursts or idle (docs/models.md).")
     ] = "default",
 ) -> None:
     """Write the bundled (generated, deterministic) LTE dataset."""
@@ -78,7 +78,7 @@ def _explained_http_errors(gateway: str, inference: str) -> Iterator[None]:
     except httpx.HTTPStatusError as exc:
         console.print(f"[red]{exc}[/]")
         if exc.response.status_code in (401, 403):
-            console.print("Send a key scoped to this identifier: export FLTS_API_KEY=<key> (README: Security).")
+            console.print("Send a key scoped to this identifier: export FLTS_API_KEY=<key> (docs/security.md).")
         raise typer.Exit(1) from exc
 
 

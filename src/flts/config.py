@@ -54,12 +54,12 @@ def refuse_weak_secret(variable: str, secret: SecretStr, minimum: int = MIN_SECR
     if any(marker in value.lower() for marker in PLACEHOLDER_MARKERS):
         raise ValueError(
             f"{variable}{where} still holds the placeholder of .env.example: set a random secret of your own "
-            "(e.g. openssl rand -hex 20; README, Security)"
+            "(e.g. openssl rand -hex 20; docs/security.md)"
         )
     if len(value) < minimum:
         raise ValueError(
             f"{variable}{where} is {len(value)} characters long; it needs at least {minimum} "
-            "(e.g. openssl rand -hex 20; README, Security)"
+            "(e.g. openssl rand -hex 20; docs/security.md)"
         )
     return secret
 
@@ -76,7 +76,7 @@ class CommonSettings(BaseSettings):
 
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
     # PLAINTEXT inside a trusted network, or SASL/SCRAM: each service logs in as its own Kafka user, whose
-    # ACLs name only the topics and groups it uses (flts.kafka_users; README, Security).
+    # ACLs name only the topics and groups it uses (flts.kafka_users; docs/security.md).
     kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
     kafka_sasl_username: str = ""
@@ -118,7 +118,7 @@ class CommonSettings(BaseSettings):
         if self.kafka_sasl and not (self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()):
             raise ValueError(
                 f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs KAFKA_SASL_USERNAME and "
-                "KAFKA_SASL_PASSWORD (README, Security)"
+                "KAFKA_SASL_PASSWORD (docs/security.md)"
             )
         return self
 

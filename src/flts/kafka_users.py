@@ -99,7 +99,7 @@ def ensure_kafka_users(settings: CommonSettings, passwords: dict[str, str], time
     if not passwords:
         return []
     if not settings.kafka_sasl:
-        raise ValueError("Kafka users need SASL: set KAFKA_SECURITY_PROTOCOL (README, Security)")
+        raise ValueError("Kafka users need SASL: set KAFKA_SECURITY_PROTOCOL (docs/security.md)")
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import (
         AclBinding,

@@ -464,8 +464,13 @@ def test_with_kafka_sasl_each_service_logs_in_as_its_own_kafka_user_and_only_ini
     assert "--add-scram" in broker["args"][0]
 
 
+def test_kafka_sasl_is_on_by_default(render: Callable[..., list[dict[str, Any]]]) -> None:
+    """The secure setup is the default: every service logs in as its own Kafka user unless told otherwise."""
+    assert one(render(), "Secret", "flts-kafka-users")
+
+
 def test_without_kafka_sasl_nothing_logs_in(render: Callable[..., list[dict[str, Any]]]) -> None:
-    objects = render()
+    objects = render("--set", "kafka.sasl.enabled=false")
     assert not [o for o in objects if o["metadata"]["name"] == "flts-kafka-users"]
     for obj in objects:
         if obj["kind"] in {"Deployment", "Job", "StatefulSet"}:
@@ -486,7 +491,7 @@ def test_generated_secrets_have_no_default_and_are_kept_with_lookup(
 ) -> None:
     first = {s["metadata"]["name"]: s["data"] for s in by_kind(render(), "Secret")}
     second = {s["metadata"]["name"]: s["data"] for s in by_kind(render("--set", "commonLabels.x=y"), "Secret")}
-    assert set(first) == {"flts-s3", "flts-s3-users", "flts-postgresql", "flts-auth"}
+    assert set(first) == {"flts-s3", "flts-s3-users", "flts-postgresql", "flts-auth", "flts-kafka-users"}
     assert first["flts-auth"]["admin-api-key"] != second["flts-auth"]["admin-api-key"]
     assert first != second, "generated credentials must be random, not a default"
     template = (CHART / "templates" / "_helpers.tpl").read_text()

@@ -194,6 +194,17 @@ def _forecasts_of(settings, rows: list[Measurement], model) -> dict:
     return {(f.identifier, f.last_observed): f.values for f in reference.producer.events}
 
 
+def _assert_each_row_forecast_once_as_expected(got: list[Forecast], expected: dict) -> None:
+    """Exactly once: no forecast twice, none missing, each the one an uninterrupted replica makes."""
+    keys = [(f.identifier, f.last_observed) for f in got]
+    assert len(keys) == len(set(keys)), "a forecast was published twice"
+    assert set(keys) == set(expected), f"missing: {sorted(set(expected) - set(keys))[:5]}"
+    for forecast in got:
+        made = expected[(forecast.identifier, forecast.last_observed)]
+        for column, values in forecast.values.items():
+            assert values == pytest.approx(made[column], rel=1e-4, abs=1e-6)
+
+
 def _on_demand_loads() -> float:
     return REGISTRY.get_sample_value("flts_champion_loads_total", {"outcome": "on_demand"}) or 0.0
 
@@ -257,12 +268,7 @@ def test_a_replica_owning_more_series_than_its_cache_loses_no_row_while_object_s
     finally:
         stop.set()
         worker.join(60)
-    keys = [(f.identifier, f.last_observed) for f in got]
-    assert len(keys) == len(set(keys)), "a forecast was published twice"
-    assert set(keys) == set(expected), f"missing: {sorted(set(expected) - set(keys))[:5]}"
-    for forecast in got:
-        for column, values in forecast.values.items():
-            assert values == pytest.approx(expected[(forecast.identifier, forecast.last_observed)][column])
+    _assert_each_row_forecast_once_as_expected(got, expected)
     assert _on_demand_loads() - loads_before == 3, "a champion of an owned series was downloaded more than once"
     assert _failed_loads() > failed_before, "no download failed during the outage: the test proved nothing"
 
@@ -306,10 +312,4 @@ def test_a_replica_joining_mid_stream_takes_partitions_without_a_row_lost_or_for
         for stop, worker in replicas:
             stop.set()
             worker.join(60)
-    keys = [(f.identifier, f.last_observed) for f in got]
-    assert len(keys) == len(set(keys)), "a forecast was published twice"
-    assert set(keys) == set(expected), f"missing: {sorted(set(expected) - set(keys))[:5]}"
-    for forecast in got:
-        made = expected[(forecast.identifier, forecast.last_observed)]
-        for column, values in forecast.values.items():
-            assert values == pytest.approx(made[column], rel=1e-4, abs=1e-6)
+    _assert_each_row_forecast_once_as_expected(got, expected)

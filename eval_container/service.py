@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from flts.config import EvalSettings, PipelineConfig, load_pipeline_config
 from flts.evaluate import Candidate, Decision, decide, score_vs_persistence
 from flts.kafka import MessageProducer
-from flts.layout import champion_pointer_uri, decision_uri, history_uri
+from flts.layout import champion_pointer_uri, decision_uri, history_prefix, history_uri
 from flts.messages import ModelSelected, ModelTraining
 from flts.observability import log_context
 from flts.runtime import run_consumer
@@ -183,7 +183,8 @@ class Evaluator:
             "column_winners": decision.column_winners,
             "column_composite": decision.column_composite(self.config.score_weights),
         }
-        self.store.put_json(history_uri(self.settings, identifier, now, config_hash), record)
+        if not self._in_history(identifier, config_hash, record):
+            self.store.put_json(history_uri(self.settings, identifier, now, config_hash), record)
         pointer = self.pointer_uri(identifier, config_hash)
         self.store.put_json(pointer, record)  # before the event: a replica that hears it reads this record
         self.producer.publish(
@@ -203,6 +204,20 @@ class Evaluator:
             "interim champion promoted" if interim else "champion promoted",
             extra={"model_type": winner.model_type, "model_version": version, "run_id": winner.run_id},
         )
+
+    def _in_history(self, identifier: str, config_hash: str, record: dict) -> bool:
+        """Whether the lineage's latest history entry is this very promotion (a retry after the pointer or the event
+        failed writes it once): same run, version and interim flag."""
+        suffix = f"-{config_hash[:12]}.json"
+        keys = sorted(
+            o["Key"]
+            for o in self.store.list(self.settings.bucket_promotion, history_prefix(identifier))
+            if o["Key"].endswith(suffix)
+        )
+        if not keys:
+            return False
+        latest = self.store.get_json(f"s3://{self.settings.bucket_promotion}/{keys[-1]}")
+        return all(latest.get(field) == record.get(field) for field in ("run_id", "model_version", "interim"))
 
     def sweep(self) -> None:
         """Decide every undecided lineage MLflow knows of (restarts, missed messages, timeouts)."""

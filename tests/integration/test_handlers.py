@@ -215,6 +215,20 @@ def test_the_first_model_finished_is_served_at_once_and_confirmed_when_the_rest_
     assert evaluator.evaluate(claim.config_hash, claim.identifier) is None
 
 
+def test_a_promotion_retried_after_its_pointer_was_lost_is_in_the_history_once(settings, claim):
+    """The history entry is written before the pointer and the event: a retry after either failed (here: the pointer
+    is gone, as if its write had failed) promotes again but writes the same history entry only once."""
+    evaluator, store = _evaluator(settings, ["PERSISTENCE"]), ObjectStore(settings)
+    TrainingJob(settings, PERSISTENCE).handle(claim)
+    assert evaluator.evaluate(claim.config_hash, claim.identifier).winner is not None
+    store.delete(evaluator.pointer_uri(claim.identifier, claim.config_hash))
+    store.delete(evaluator.decision_uri(claim.identifier, claim.config_hash))
+
+    assert evaluator.evaluate(claim.config_hash, claim.identifier).winner is not None
+    assert store.exists(evaluator.pointer_uri(claim.identifier, claim.config_hash))
+    assert len(store.list(settings.bucket_promotion, f"{claim.identifier}/history/")) == 1
+
+
 def test_a_success_event_delivered_three_times_promotes_once(settings, claim, read_topic):
     """A producer retry after a broker outage can publish one run's SUCCESS event again (issue 9 saw three):
     eval makes the duplicates harmless, so the champion moves once and replicas hear of it once."""

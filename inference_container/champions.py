@@ -45,7 +45,7 @@ from flts.messages import ModelSelected
 from flts.models.base import load_forecaster
 from flts.models.composite import ColumnComposite
 from flts.outages import is_outage
-from flts.predict import ModelIdentity, ServingModel, Window
+from flts.predict import ModelIdentity, ServingModel, Window, directory_bytes
 from flts.storage import ObjectStore
 from flts.tracking import REGISTRY_PAGE_SIZE, Tracker
 
@@ -59,6 +59,9 @@ CHAMPION_LOADS = Counter(
     ["outcome"],
 )
 HELD_CHAMPIONS = Gauge("flts_champions_held", "Champions held in memory by this replica.")
+HELD_BYTES = Gauge(
+    "flts_champions_held_bytes", "Size of the model bundles (composites with their members) this replica holds."
+)
 KNOWN_CHAMPIONS = Gauge("flts_champions_known", "Identifiers with a champion in the registry, held or not.")
 CHAMPIONS_DROPPED = Counter(
     "flts_champions_dropped_total", "Least recently used champions dropped to stay within max_loaded_champions."
@@ -93,8 +96,9 @@ class Champions:
     capacity bounds the rest. The latest rows of an identifier (small) are kept when its model is dropped.
     """
 
-    def __init__(self, capacity: int = 0) -> None:
+    def __init__(self, capacity: int = 0, max_bytes: int = 0) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self.load_on_demand: Callable[[str], ServingModel | None] | None = None
         self._models: OrderedDict[str, ServingModel] = OrderedDict()  # least recently used first
         self._known: dict[str, ChampionRef] = {}
@@ -148,6 +152,18 @@ class Champions:
     def _droppable(self) -> int:
         return sum(1 for identifier in self._models if identifier not in self._pinned)
 
+    def _over_budget(self, keep: str) -> bool:
+        """More champions held than `capacity`, or more bytes than `max_bytes` (a composite holds up to eight
+        models), with one that may still be dropped (never the pinned ones, nor `keep`, the one just installed)."""
+        if not any(i not in self._pinned and i != keep for i in self._models):
+            return False
+        too_many = bool(self.capacity) and self._droppable() > self.capacity
+        too_big = bool(self.max_bytes) and self._held_bytes() > self.max_bytes
+        return too_many or too_big
+
+    def _held_bytes(self) -> int:
+        return sum(model.bundle_bytes + model.member_bytes for model in self._models.values())
+
     def identifiers(self) -> list[str]:
         """Every identifier with a champion, held or not."""
         return sorted(self._known.keys() | self._models.keys())
@@ -186,11 +202,12 @@ class Champions:
             self._models[identifier] = model
             self._models.move_to_end(identifier)
             dropped = []
-            while self.capacity and self._droppable() > self.capacity:
-                oldest = next(i for i in self._models if i not in self._pinned)
+            while self._over_budget(keep=identifier):
+                oldest = next(i for i in self._models if i not in self._pinned and i != identifier)
                 del self._models[oldest]
                 dropped.append(oldest)
             HELD_CHAMPIONS.set(len(self._models))
+            HELD_BYTES.set(self._held_bytes())
         for old in dropped:
             self._selection.pop(old, None)
             CHAMPIONS_DROPPED.inc()
@@ -368,7 +385,7 @@ class ChampionLoader:
                 if selection is not None and selection != known:
                     promoted = current
                     if isinstance(current.forecaster, ColumnComposite):
-                        promoted = dataclasses.replace(current, forecaster=current.forecaster.base)
+                        promoted = dataclasses.replace(current, forecaster=current.forecaster.base, member_bytes=0)
                     self.champions.install(self.with_column_winners(promoted, selection), selection=selection)
             CHAMPION_LOADS.labels("unchanged").inc()
             return
@@ -403,16 +420,17 @@ class ChampionLoader:
         }
         if not set(won) - {champion_type}:
             return model
-        members = {}
+        members, member_bytes = {}, 0
         with tempfile.TemporaryDirectory(dir=self.cache) as tmp:
             for model_type, entry in won.items():
                 if model_type != champion_type:
                     directory = self.tracker.download_model(entry["run_id"], tempfile.mkdtemp(dir=tmp))
                     members[model_type] = load_forecaster(Path(directory))
+                    member_bytes += directory_bytes(Path(directory))
         winners = {column: model_type for model_type, entry in won.items() for column in entry["column_wins"]}
         composite = ColumnComposite(model.forecaster, members, winners)
         log.info("serving columns by their validation winners", extra={"column_models": composite.column_models})
-        return dataclasses.replace(model, forecaster=composite)
+        return dataclasses.replace(model, forecaster=composite, member_bytes=member_bytes)
 
     @property
     def store(self) -> ObjectStore:

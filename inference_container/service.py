@@ -49,7 +49,7 @@ def create_app(
 ) -> FastAPI:
     """`champions`, `follow_registry=False` and `inference` (the limits) let tests and benchmarks serve given models."""
     limits = inference or load_pipeline_config(settings.pipeline_config).inference
-    champions = champions or Champions(limits.max_loaded_champions)
+    champions = champions or Champions(limits.max_loaded_champions, limits.max_loaded_champion_bytes)
     loader = ChampionLoader(settings, champions) if follow_registry else None
 
     @asynccontextmanager

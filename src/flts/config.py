@@ -498,6 +498,9 @@ class InferenceConfig(_Strict):
     # Champions a replica holds in memory (about 1-2 MiB each); beyond it the least recently used is dropped
     # and loaded again on its next request. 0: no limit.
     max_loaded_champions: int = Field(500, ge=0)
+    # And at most this many bytes of model bundles (a column composite counts each member): the bound that holds
+    # when champions differ in size. 0: no limit.
+    max_loaded_champion_bytes: int = Field(1 << 30, ge=0)
 
 
 class PipelineConfig(_Strict):

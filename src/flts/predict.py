@@ -106,6 +106,11 @@ def iso_times(nanoseconds: np.ndarray) -> list[str]:
     return [_iso_time(value) for value in np.asarray(nanoseconds, dtype=np.int64).tolist()]
 
 
+def directory_bytes(directory: Path) -> int:
+    """The size of every file under `directory` (a model bundle as downloaded)."""
+    return sum(path.stat().st_size for path in Path(directory).rglob("*") if path.is_file())
+
+
 @functools.lru_cache(maxsize=16_384)
 def _iso_time(nanoseconds: int) -> str:
     return (_EPOCH + timedelta(microseconds=nanoseconds // 1000)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -123,6 +128,8 @@ class ServingModel:
     target_center: np.ndarray
     target_scale: np.ndarray
     _cells_of: Callable[[dict[str, Any]], Any]
+    bundle_bytes: int = 0  # its saved files' size: roughly what holding it costs
+    member_bytes: int = 0  # a column composite's other members' (flts.models.composite), 0 for a single model
 
     @classmethod
     def load(cls, directory: Path, identity: ModelIdentity, max_inference_length: int) -> ServingModel:
@@ -140,6 +147,7 @@ class ServingModel:
             target_center=transform.center[targets],
             target_scale=transform.scale[targets],
             _cells_of=operator.itemgetter(*transform.measured),
+            bundle_bytes=directory_bytes(directory),
         )
 
     @functools.cached_property

@@ -66,3 +66,19 @@ def test_the_latest_rows_outlive_a_dropped_model_and_the_newer_of_two_windows_is
     newer_data_end = _window(gru_model, 10**18 + 3600 * 10**9)
     champions.install(_as(gru_model, "a", "2"), latest=newer_data_end)
     assert champions.latest("a") is newer_data_end
+
+
+def test_champions_are_held_within_a_byte_budget_whatever_their_count(gru_model) -> None:
+    """A composite holds up to eight models: the budget counts what the bundles take, not how many champions."""
+    size = gru_model.bundle_bytes
+    assert size > 0, "a loaded model knows its bundle's size"
+    champions = Champions(max_bytes=int(size * 4.5))
+    champions.install(_as(gru_model, "a"))
+    champions.install(dataclasses.replace(_as(gru_model, "composite"), member_bytes=2 * size))  # 3 models' worth
+    champions.install(_as(gru_model, "b"))  # 5 in all: the least recently used goes
+    assert [m.identity.identifier for m in champions.all()] == ["composite", "b"]
+    champions.pin({"composite"})
+    champions.install(_as(gru_model, "c"))  # a pinned series stays; b goes
+    assert [m.identity.identifier for m in champions.all()] == ["composite", "c"]
+    champions.install(dataclasses.replace(_as(gru_model, "huge"), member_bytes=10 * size))
+    assert [m.identity.identifier for m in champions.all()] == ["composite", "huge"], "the one just installed stays"

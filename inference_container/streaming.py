@@ -51,7 +51,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from prometheus_client import Counter, Histogram
 
 from flts.config import InferenceSettings
@@ -113,10 +113,16 @@ class ChampionUnavailable(RuntimeError):
     batch waits for it rather than counting the row `no_champion`."""
 
 
+# Kafka refusing a message for what it holds: delivering it again fails the same way (a strike, not an outage).
+MESSAGE_FAULTS = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD}
+
+
 def is_transient(exc: BaseException) -> bool:
     """A failure that goes away by itself (waited out, never dead-lettered): a champion that could not be loaded
-    yet, the broker, MLflow or S3 unreachable."""
-    return isinstance(exc, ChampionUnavailable | KafkaException) or is_outage(exc)
+    yet, the broker, MLflow or S3 unreachable; not a message Kafka refuses for its content."""
+    if isinstance(exc, KafkaException):
+        return exc.args[0].code() not in MESSAGE_FAULTS
+    return isinstance(exc, ChampionUnavailable) or is_outage(exc)
 
 
 @dataclass

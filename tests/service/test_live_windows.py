@@ -9,7 +9,7 @@ from datetime import UTC
 import numpy as np
 import pandas as pd
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from serving_models import ConsumedMeasurement
 
 from flts.config import InferenceSettings
@@ -22,6 +22,7 @@ from inference_container.streaming import (
     Redelivery,
     RowError,
     StreamForecaster,
+    is_transient,
 )
 
 
@@ -218,3 +219,18 @@ def test_a_row_that_keeps_failing_on_its_own_is_dead_lettered_and_the_rest_of_it
     letter = DeadLetter.model_validate_json(producer.committed[1][1])
     assert letter.offset == 1 and "this model cannot forecast" in letter.reason
     assert redelivery.strikes == 0
+
+
+@pytest.mark.parametrize(
+    "failure, transient",
+    [
+        (ChampionUnavailable("the download failed"), True),
+        (KafkaException(KafkaError(KafkaError._TRANSPORT)), True),
+        (ConnectionError("S3 unreachable"), True),
+        (KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)), False),
+        (ValueError("this model cannot forecast"), False),
+    ],
+)
+def test_outages_are_waited_out_and_what_fails_the_same_way_again_is_a_strike(failure, transient):
+    """Waited out for as long as it lasts, or counted towards the row being dead-lettered alone."""
+    assert is_transient(failure) is transient

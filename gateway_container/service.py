@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 
 from flts import auth
 from flts.config import GatewaySettings, load_pipeline_config
+from flts.kafka import DeliveryTimeout
 from flts.observability import configure_logging
 from flts.web import BodySizeLimit, service_app
 from gateway_container.api import MEASUREMENT_REFUSALS, UPLOADS, router
@@ -50,7 +51,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     app.include_router(ui_router)
     app.include_router(results_router)
-    for unacknowledged in (KafkaException, TimeoutError):  # flts.kafka.MessageProducer's two ways of failing
+    for unacknowledged in (KafkaException, DeliveryTimeout):  # flts.kafka.MessageProducer's two ways of failing
         app.add_exception_handler(unacknowledged, broker_unavailable)
     # The whole request (train + test files and the multipart framing) is bounded while it streams in.
     app.add_middleware(

@@ -46,6 +46,11 @@ class PermanentError(Exception):
     """A handler failure that no retry can fix (bad data behind a claim): dead-letter it at once."""
 
 
+class DeliveryTimeout(TimeoutError):
+    """The broker did not acknowledge a message in time (down or unreachable): the one timeout a caller may
+    answer as "the broker is unavailable", unlike any other TimeoutError from deeper down."""
+
+
 class ConsumerStalled(RuntimeError):
     """Messages waited on this consumer's partitions and none was consumed for ``consumer_stall_seconds``."""
 
@@ -107,7 +112,7 @@ class MessageProducer:
         deadline = time.monotonic() + timeout
         while "done" not in outcome:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no delivery report from Kafka for topic {topic} within {timeout}s")
+                raise DeliveryTimeout(f"no delivery report from Kafka for topic {topic} within {timeout}s")
             self._producer.poll(0.1)
         if outcome["error"] is not None:
             raise KafkaException(outcome["error"])
@@ -136,7 +141,7 @@ class MessageProducer:
                     self._producer.poll(0.05)
             count += 1
         if self._producer.flush(timeout) > 0:
-            raise TimeoutError(f"no delivery report from Kafka for topic {topic} within {timeout}s")
+            raise DeliveryTimeout(f"no delivery report from Kafka for topic {topic} within {timeout}s")
         if failures:
             raise KafkaException(failures[0])
         return count

@@ -128,6 +128,8 @@ def replica(settings) -> Iterator[TestClient]:
 
 
 def _until(condition: Callable[[], bool], timeout: float = 60) -> bool:
+    """True once `condition` holds. A reconcile pass runs every few seconds, but on a loaded machine (CI runs this
+    beside the e2e stack) a download and load can take tens of seconds: the bound is generous, not a speed claim."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -212,7 +214,7 @@ def test_an_older_event_does_not_replace_a_newer_champion_and_a_missed_one_is_re
     second = registry.run()
     version = registry.promote("cell-a", second)
     registry.announce("cell-a", second, version)
-    assert _until(lambda: _served(replica, "cell-a") == "2", timeout=RECONCILE_SECONDS * 3)
+    assert _until(lambda: _served(replica, "cell-a") == "2")
 
     stale_before = _loads("stale")
     registry.announce("cell-a", first, "1")  # a replica can hear an older promotion last
@@ -220,7 +222,7 @@ def test_an_older_event_does_not_replace_a_newer_champion_and_a_missed_one_is_re
     assert _served(replica, "cell-a") == "2", "an older event took the champion back"
 
     registry.tracker.set_champion("cell-a", "1")  # an operator's rollback: no event at all
-    assert _until(lambda: _served(replica, "cell-a") == "1", timeout=RECONCILE_SECONDS * 4)
+    assert _until(lambda: _served(replica, "cell-a") == "1")
 
 
 def _stale() -> float:
@@ -242,11 +244,11 @@ def test_a_replica_serving_an_older_version_than_the_newest_promotion_counts_it_
         history_uri(settings, identifier, datetime.now(UTC), CONFIG_HASH),
         {"identifier": identifier, "run_id": newer, "model_version": "2"},
     )
-    assert _until(lambda: _stale() == 1, timeout=RECONCILE_SECONDS * 4), "the older champion was not counted stale"
+    assert _until(lambda: _stale() == 1), "the older champion was not counted stale"
     assert _served(replica, identifier) == "1"
     version = registry.promote(identifier, newer)
     assert version == "2"
-    assert _until(lambda: _served(replica, identifier) == "2" and _stale() == 0, timeout=RECONCILE_SECONDS * 4)
+    assert _until(lambda: _served(replica, identifier) == "2" and _stale() == 0)
 
 
 def test_a_forged_model_selected_installs_nothing_the_registry_does_not_name(registry, replica):
@@ -276,7 +278,7 @@ def test_a_champion_that_failed_to_load_is_installed_once_it_can_be(registry, re
     assert _served(replica, "cell-b") == "1" and replica.get("/readyz").status_code == 200
 
     registry.log_model(broken)
-    assert _until(lambda: _served(replica, "cell-b") == "2", timeout=RECONCILE_SECONDS * 4)
+    assert _until(lambda: _served(replica, "cell-b") == "2")
 
 
 def test_a_replica_whose_follower_died_is_unready_and_unhealthy(registry, replica):
@@ -308,7 +310,7 @@ def test_a_body_without_rows_forecasts_from_the_lineage_s_last_rows_and_model_in
     ]
     reason = "every expected model type finished; PROPHET ranked higher but cannot be served"
     registry.promote(identifier, run_id)
-    assert _until(lambda: _served(replica, identifier) == "1", timeout=RECONCILE_SECONDS * 4)
+    assert _until(lambda: _served(replica, identifier) == "1")
     assert replica.get("/model-info").json()["selection"] is None  # eval writes its record after the alias
 
     store.put_json(
@@ -316,7 +318,7 @@ def test_a_body_without_rows_forecasts_from_the_lineage_s_last_rows_and_model_in
         {"run_id": run_id, "reason": reason, "leaderboard": leaderboard},
     )
     explained = {"reason": reason, "leaderboard": leaderboard}
-    assert _until(lambda: replica.get("/model-info").json()["selection"] == explained, RECONCILE_SECONDS * 4)
+    assert _until(lambda: replica.get("/model-info").json()["selection"] == explained)
     last_row = processed.test[processed.metadata.time_column].iloc[-1].strftime("%Y-%m-%dT%H:%M:%SZ")
     assert replica.get("/model-info").json()["latest_row_ts"] == last_row
     for body, steps in (({}, 1), ({"inference_length": 3}, 3)):
@@ -368,7 +370,7 @@ def test_each_column_is_served_by_the_model_that_won_it_once_eval_has_said_so(
     def selection() -> dict:
         return replica.get("/model-info", params={"identifier": identifier}).json()["selection"] or {}
 
-    assert _until(lambda: selection().get("interim"), RECONCILE_SECONDS * 4)
+    assert _until(lambda: selection().get("interim"))
     ObjectStore(settings).put_json(
         champion_pointer_uri(settings, identifier, CONFIG_HASH),
         {
@@ -383,8 +385,7 @@ def test_each_column_is_served_by_the_model_that_won_it_once_eval_has_said_so(
     )
     expected = {first: "GRU", **dict.fromkeys(rest, "PERSISTENCE")}
     assert _until(
-        lambda: replica.get("/model-info", params={"identifier": identifier}).json()["column_models"] == expected,
-        RECONCILE_SECONDS * 4,
+        lambda: replica.get("/model-info", params={"identifier": identifier}).json()["column_models"] == expected
     )
     _, test = generate_lte_dataset(train_rows=300, test_rows=100, seed=4)
     body = {**window_request(test, rows=info["rows_needed"]), "identifier": identifier}

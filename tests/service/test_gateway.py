@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from flts.config import GatewaySettings, PipelineConfig
-from flts.kafka import MessageProducer
+from flts.kafka import DeliveryTimeout, MessageProducer
 from gateway_container.gateway import Gateway
 from gateway_container.service import create_app
 
@@ -190,3 +190,21 @@ def test_measurements_the_broker_does_not_acknowledge_are_503_with_retry_after(r
         response = client.post("/measurements", content=body, headers={"content-type": "text/csv"})
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == "5" and "retry" in response.json()["detail"]
+
+
+def test_a_timeout_that_is_not_the_broker_s_is_not_answered_as_the_broker_being_down(raw_data, monkeypatch):
+    """Only MessageProducer's own DeliveryTimeout means "the broker did not acknowledge": a TimeoutError from
+    anywhere else (here: the upload's object store) must not be dressed up as a retryable broker outage."""
+    settings = GatewaySettings(kafka_bootstrap_servers="127.0.0.1:9")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        client.app.state.gateway.producer = MessageProducer(settings, **{"message.timeout.ms": 60_000})
+        with pytest.raises(DeliveryTimeout):  # no report at all within the call's own timeout
+            client.app.state.gateway.producer.send("measurements", None, b"{}", None, timeout=0.5)
+
+        def store_timed_out(*_args, **_kwargs):
+            raise TimeoutError("the object store did not answer")
+
+        monkeypatch.setattr(client.app.state.gateway, "measurements_of", store_timed_out)
+        body = raw_data[1].head(3).to_csv(index=False).encode()
+        response = client.post("/measurements", content=body, headers={"content-type": "text/csv"})
+    assert response.status_code != 503 and "broker" not in response.text, response.text

@@ -109,13 +109,9 @@ def score_rows(
     """
     if identifier is not None:
         require_identifier(principal, identifier)  # before the CSV is parsed
-    frame = gw.parsed(rows, "rows")
+    frame = gw.parsed(rows, "rows", max_rows=(gw.settings.score_max_rows, "SCORE_MAX_ROWS"))
     identifier = gw.resolved_identifier(identifier, frame)
     require_identifier(principal, identifier)
-    if len(frame) > (cap := gw.settings.score_max_rows):
-        raise HTTPException(
-            413, f"{len(frame)} rows to score; a claim takes at most {cap} (SCORE_MAX_ROWS): send them in several files"
-        )
     claim_id = uuid.uuid4().hex[:16]
     with log_context(claim_id=claim_id, identifier=identifier):
         data = gw.store_upload(rows, scoring_upload_key(identifier, claim_id), len(frame))

@@ -11,7 +11,7 @@ from fastapi import HTTPException, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from flts.config import GatewaySettings, PipelineConfig
-from flts.data.io import DataError, read_measurements, validate_measurements
+from flts.data.io import DataError, TooManyRows, read_measurements, validate_measurements
 from flts.data.metadata import PreprocessingMetadata
 from flts.evaluate import decide
 from flts.kafka import MessageProducer
@@ -74,15 +74,23 @@ class Gateway:
             self._tracker = Tracker(self.settings)
         return self._tracker
 
-    def parsed(self, upload: UploadFile, role: str) -> pd.DataFrame:
-        """Parse the upload from its spooled file, or answer 413 / 422 with the exact reason."""
+    def parsed(self, upload: UploadFile, role: str, max_rows: tuple[int, str] | None = None) -> pd.DataFrame:
+        """Parse the upload from its spooled file, or answer 413 / 422 with the exact reason. `max_rows`: a cap
+        below limits.max_rows and its name; parsing stops one row past it (413), the rest of the file unread."""
         if upload.size is not None and upload.size > self.settings.max_upload_bytes:
             raise HTTPException(
                 413, f"{role} file is {upload.size} bytes; the limit is {self.settings.max_upload_bytes}"
             )
+        limits, cap_name = self.config.limits, "limits.max_rows"
+        if max_rows is not None and max_rows[0] < limits.max_rows:
+            limits, cap_name = limits.model_copy(update={"max_rows": max_rows[0]}), max_rows[1]
         upload.file.seek(0)
         try:
-            return read_measurements(upload.file, self.config.data, self.config.limits)
+            return read_measurements(upload.file, self.config.data, limits)
+        except TooManyRows as exc:
+            raise HTTPException(
+                413, f"{role} file has more than {limits.max_rows} rows ({cap_name}): send them in several files"
+            ) from exc
         except DataError as exc:
             raise HTTPException(422, f"{role} file {upload.filename!r}: {exc}") from exc
 

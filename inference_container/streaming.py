@@ -55,7 +55,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from prometheus_client import Counter, Histogram
 
 from flts.config import InferenceSettings
-from flts.kafka import TransactionalProducer, send_dead_letter
+from flts.kafka import TransactionalProducer, TransactionStuck, send_dead_letter
 from flts.messages import SCHEMA_VERSION, Forecast, Measurement, MessageError
 from flts.observability import log_context
 from flts.outages import is_outage
@@ -486,8 +486,8 @@ class Redelivery:
             "a batch of measurements failed; delivering it again",
             extra={"rows": len(batch), "strikes": self.strikes, "retry_in_s": self.wait_s, "error": repr(exc)},
         )
-        if isinstance(exc, KafkaException):
-            forecaster.producer = stream_producer(settings=forecaster.settings)  # a fenced or failed one cannot go on
+        if isinstance(exc, KafkaException | TransactionStuck):  # a fenced, failed or stuck producer cannot go on
+            forecaster.producer = stream_producer(settings=forecaster.settings)
         seek_back(consumer, batch)
         self.stop.wait(self.wait_s)
         self.wait_s = min(self.wait_s * 2, RETRY_LAST_S)

@@ -21,6 +21,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Generic
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -151,6 +153,13 @@ class MessageProducer:
             self._client.flush(timeout)
 
 
+class TransactionStuck(TimeoutError):
+    """A transactional call that did not return within its timeout. librdkafka can block past the timeout it was
+    given when the coordinator went away mid-transaction (confluentinc/librdkafka#5456, #5511: a broker restart
+    left the stream forecaster blocked for good in ``send_offsets_to_transaction``). The producer is unusable from
+    then on: replace it; a new one with the same ``transactional.id`` fences it and aborts what it left open."""
+
+
 class TransactionalProducer(MessageProducer):
     """A producer whose messages commit together with the consumer offsets that caused them (Kafka transactions,
     KIP-447): a batch's results and its offsets land both or neither, so a consumer killed mid-batch publishes
@@ -160,7 +169,12 @@ class TransactionalProducer(MessageProducer):
     ``transactional_id`` must be stable for one process slot and unique across live ones: a restart with the same
     id fences its predecessor and aborts the transaction it left open at once; with a new id the broker aborts
     it after ``transaction_timeout_ms``, and until then the group's offsets stay pending (a new owner waits).
+
+    Every call that waits on the broker runs on a worker thread and is given up after its timeout (plus
+    ``STUCK_GRACE_S``) with ``TransactionStuck``, so a caller never hangs on the client library.
     """
+
+    STUCK_GRACE_S = 5.0
 
     def __init__(self, settings: CommonSettings, transactional_id: str, transaction_timeout_ms: int = 10_000) -> None:
         super().__init__(
@@ -168,12 +182,28 @@ class TransactionalProducer(MessageProducer):
         )
         self._initialised = False
         self._open = False
+        self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-transaction")
+        self._stuck: str | None = None  # the call that never returned
+
+    def _bounded(self, name: str, call: Callable[[], Any], timeout: float) -> Any:
+        if self._stuck is not None:
+            raise TransactionStuck(f"{self._stuck} never returned: this producer must be replaced")
+        pending = self._calls.submit(call)
+        try:
+            return pending.result(timeout + self.STUCK_GRACE_S)
+        except FutureTimeout:
+            if pending.done():  # the call's own error, not our wait running out
+                raise
+            self._stuck = name
+            self._calls.shutdown(wait=False)
+            log.error("a Kafka transaction call is stuck; the producer will be replaced", extra={"call": name})
+            raise TransactionStuck(f"{name} did not return within {timeout + self.STUCK_GRACE_S:.0f}s") from None
 
     def begin(self, timeout: float = 30.0) -> None:
         if not self._initialised:
-            self._producer.init_transactions(timeout)
+            self._bounded("init_transactions", lambda: self._producer.init_transactions(timeout), timeout)
             self._initialised = True
-        self._producer.begin_transaction()
+        self._bounded("begin_transaction", self._producer.begin_transaction, timeout)
         self._open = True
 
     def commit(self, consumer: Consumer, messages: Iterable[Any], timeout: float = 30.0) -> None:
@@ -182,15 +212,20 @@ class TransactionalProducer(MessageProducer):
         for msg in messages:
             after[(msg.topic(), msg.partition())] = max(after.get((msg.topic(), msg.partition()), 0), msg.offset() + 1)
         offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in after.items()]
-        self._producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), timeout)
-        self._producer.commit_transaction(timeout)
+        group = consumer.consumer_group_metadata()
+        self._bounded(
+            "send_offsets_to_transaction",
+            lambda: self._producer.send_offsets_to_transaction(offsets, group, timeout),
+            timeout,
+        )
+        self._bounded("commit_transaction", lambda: self._producer.commit_transaction(timeout), timeout)
         self._open = False
 
     def abort(self, timeout: float = 30.0) -> None:
         """Abort the open transaction, if any (what it produced is never read by read_committed consumers)."""
         if self._open:
             self._open = False
-            self._producer.abort_transaction(timeout)
+            self._bounded("abort_transaction", lambda: self._producer.abort_transaction(timeout), timeout)
 
 
 class ConsumerLoop(Generic[MessageT]):

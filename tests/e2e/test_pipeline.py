@@ -220,13 +220,16 @@ def test_the_cli_lists_runs_shows_a_status_the_champion_and_a_forecast(first_run
 @pytest.mark.faults
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 def test_a_broker_outage_during_training_leaves_every_service_consuming(how, services, client, settings, tmp_path):
-    """Issue 9: the broker stopped or killed while the trainers train; only the broker is started again."""
+    """Issue 9: the broker stopped or killed while the trainers train; only the broker is started again. Then
+    the next upload trains and is served, and a live row of the series comes back as a forecast (the stream
+    forecaster's transactions survive the restart: librdkafka#5456 once left it blocked for good)."""
     console = Console(stderr=True)
     pids = {part.name: part.pid for part in manager.status(services) if part.name not in manager.parts(services)}
     tracker = Tracker(settings)
     seed = uuid.uuid4().int % 10**6  # new data, so it trains even on a kept test stack (FLTS_TEST_KEEP_STACK)
     identifier = f"outage-{how.lower()}-{seed}"
-    upload = client.upload(*write_dataset(tmp_path / "during", train_rows=3_000, test_rows=600, seed=seed), identifier)
+    during = write_dataset(tmp_path / "during", train_rows=3_000, test_rows=600, seed=seed)
+    upload = client.upload(*during, identifier)
     deadline = time.monotonic() + 180
     while not any(r.status == "RUNNING" for r in tracker.lineage_runs(upload["config_hash"], "GRU")):
         assert time.monotonic() < deadline, "GRU training never started"
@@ -247,3 +250,24 @@ def test_a_broker_outage_during_training_leaves_every_service_consuming(how, ser
     assert {r["model_type"] for r in status["training"] if r["status"] == "FINISHED"} == EXPECTED
     after_pids = {part.name: part.pid for part in manager.status(services) if part.name in pids}
     assert after_pids == pids, "a service was restarted"
+    _a_live_row_comes_back_as_a_forecast(client, identifier, pd.read_csv(during[1]))
+
+
+def _a_live_row_comes_back_as_a_forecast(client, identifier: str, test: pd.DataFrame) -> None:
+    """The row after the series' last, on POST /measurements; its forecast read with GET /forecasts (long polls)."""
+    feed = f"{client.gateway_url}/forecasts"
+    cursor = httpx.get(feed, params={"identifier": identifier, "wait": 0}, timeout=60).json()["cursor"]
+    at = pd.Timestamp(test["time"].iloc[-1], tz="UTC") + pd.Timedelta("2min")
+    cells = {name: None if pd.isna(value) else value for name, value in test.iloc[-1].items()}
+    row = {**cells, "time": at.isoformat()}
+    sent = httpx.post(
+        f"{client.gateway_url}/measurements", json={"rows": [row]}, params={"identifier": identifier}, timeout=30
+    )
+    assert sent.status_code == 202, sent.text
+    deadline, seen = time.monotonic() + 180, []
+    while time.monotonic() < deadline:
+        answer = httpx.get(feed, params={"identifier": identifier, "after": cursor, "wait": 20}, timeout=60).json()
+        cursor, seen = answer["cursor"], seen + answer["forecasts"]
+        if any(pd.Timestamp(f["last_observed"]) == at for f in seen):
+            return
+    pytest.fail(f"no forecast of the live row at {at} within 180 s after the broker came back: {seen}")

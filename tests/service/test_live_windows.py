@@ -13,6 +13,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from serving_models import ConsumedMeasurement
 
 from flts.config import InferenceSettings
+from flts.kafka import TransactionStuck
 from flts.messages import DeadLetter, Measurement
 from flts.predict import ServingModel
 from inference_container.champions import ChampionRef, Champions
@@ -226,6 +227,7 @@ def test_a_row_that_keeps_failing_on_its_own_is_dead_lettered_and_the_rest_of_it
     [
         (ChampionUnavailable("the download failed"), True),
         (KafkaException(KafkaError(KafkaError._TRANSPORT)), True),
+        (TransactionStuck("send_offsets_to_transaction did not return"), True),
         (ConnectionError("S3 unreachable"), True),
         (KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)), False),
         (ValueError("this model cannot forecast"), False),
@@ -234,3 +236,20 @@ def test_a_row_that_keeps_failing_on_its_own_is_dead_lettered_and_the_rest_of_it
 def test_outages_are_waited_out_and_what_fails_the_same_way_again_is_a_strike(failure, transient):
     """Waited out for as long as it lasts, or counted towards the row being dead-lettered alone."""
     assert is_transient(failure) is transient
+
+
+def test_a_batch_whose_transaction_call_got_stuck_is_delivered_again_through_a_new_producer(stream, raw_data):
+    """A producer whose transactional call never returned (librdkafka#5456 after a broker restart) cannot be used
+    again: the batch is redelivered, and published through a fresh producer (its transactional id fences the old)."""
+    forecaster, _ = stream
+    stuck = forecaster.producer = _Kept()
+    redelivery = Redelivery(threading.Event())
+    redelivery.wait_s = 0.0
+    batch = [ConsumedMeasurement(_row(raw_data, 50), 0)]
+    redelivery.failed(forecaster, batch, _Seekable(), TransactionStuck("commit_transaction did not return"))
+    assert forecaster.producer is not stuck and redelivery.strikes == 0
+
+
+class _Seekable:
+    def seek(self, partition):
+        pass

@@ -218,17 +218,21 @@ def test_the_claim_id_post_score_answers_is_one_get_accepts(client, raw_data):
 
 
 def test_a_file_of_more_rows_than_a_claim_takes_is_413_and_nothing_is_stored_or_claimed(auth, store, raw_data):
+    """Refused once parsing reaches row 21: a file that goes on with lines no parser would take is still 413, so
+    what is past the cap is never read."""
     client = _client(auth, store, score_max_rows=20)
     try:
         gateway, before = client.app.state.gateway, dict(store.objects)
         for rows, status in ((21, 413), (20, 202)):
             csv = raw_data[1].head(rows).to_csv(index=False).encode()
+            if status == 413:
+                csv += b'"an unclosed quote, then no more CSV\n' * 1000
             files = {"rows": ("r.csv", io.BytesIO(csv))}
             answer = client.post("/score", params={"identifier": "cell-a1"}, files=files, headers=A)
             assert answer.status_code == status, answer.text
             if status == 413:
                 assert answer.json()["detail"] == (
-                    "21 rows to score; a claim takes at most 20 (SCORE_MAX_ROWS): send them in several files"
+                    "rows file has more than 20 rows (SCORE_MAX_ROWS): send them in several files"
                 )
                 assert store.objects == before and gateway.producer.messages == []
         assert len(gateway.producer.messages) == 1

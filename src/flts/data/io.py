@@ -33,6 +33,10 @@ class DataError(ValueError):
     """The data (not the code) is wrong; the message says where and what was expected."""
 
 
+class TooManyRows(DataError):
+    """More rows than the limit: found while parsing stops one row past it, so a huge file is never read whole."""
+
+
 def _first_row(mask: np.ndarray | pd.Series) -> int:
     return int(np.flatnonzero(np.asarray(mask))[0]) + 1
 
@@ -144,7 +148,7 @@ def read_measurements(
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"not a readable CSV file: {exc}") from exc
     if len(frame) > limits.max_rows:
-        raise DataError(f"the file has more than {limits.max_rows} rows (limits.max_rows)")
+        raise TooManyRows(f"the file has more than {limits.max_rows} rows (limits.max_rows)")
     frame.columns = [str(name).strip() for name in frame.columns]
     if config.time_column not in frame.columns:
         raise DataError(f"time column {config.time_column!r} not found (columns present: {', '.join(frame.columns)})")

@@ -39,7 +39,8 @@ import pandas as pd
 from prometheus_client import Counter, Gauge
 
 from flts.config import InferenceSettings, load_pipeline_config
-from flts.kafka import ConsumerLoop, ConsumerStalled
+from flts.consumers import Supervisor
+from flts.kafka import ConsumerLoop
 from flts.layout import champion_pointer_uri, history_prefix, processed_uri, split_file
 from flts.messages import ModelSelected
 from flts.models.base import load_forecaster
@@ -245,7 +246,7 @@ class ChampionLoader:
         self._reconcile_now = threading.Event()
         self.loaded = threading.Event()  # set by the first complete read of every alias
         champions.load_on_demand = self.load_on_demand
-        self.follower: threading.Thread | None = None
+        self.follower: Supervisor | None = None
         self.loop: ConsumerLoop[ModelSelected] | None = None
         self._newest: dict[str, tuple[str, str]] = {}  # identifier -> its newest history key and the version it names
         self._stale: set[str] = set()
@@ -264,7 +265,8 @@ class ChampionLoader:
         return None if self.follower_alive() else "the model-selected follower is not running"
 
     def follower_alive(self) -> bool:
-        """False once the follower thread ended without being asked to: only a restart brings it back."""
+        """False once the follower ended by itself (its supervisor restarts it only when it fails): only a restart of
+        the process brings it back."""
         return self.follower is None or self.follower.is_alive()
 
     def reconcile(self) -> None:
@@ -464,29 +466,25 @@ class ChampionLoader:
         return {**selection, "interim": True} if record.get("interim") else selection
 
     def start(self, stop: threading.Event) -> None:
-        """The follower (model-selected) and the reconciler, each on a thread of its own."""
-        self.follower = threading.Thread(target=self.follow, args=(stop,), name="champion-follower", daemon=True)
-        self.follower.start()
+        """The follower (model-selected, supervised: restarted when it stalls or fails) and the reconciler, each on a
+        thread of its own."""
+        self.follower = Supervisor("champion follower", self.follow, stop).start()
         threading.Thread(target=self.keep_reconciled, args=(stop,), name="champion-reconciler", daemon=True).start()
 
     def follow(self, stop: threading.Event) -> None:
-        """Follow `model-selected` from its end; a stalled follower (the loop's watchdog) is replaced by a fresh one."""
-        while not stop.is_set():
-            group = f"{self.settings.consumer_group}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-            self.loop = loop = ConsumerLoop(
-                self.settings,
-                self.settings.topic_model_selected,
-                ModelSelected,
-                self.on_model_selected,
-                group_id=group,
-                consumer_overrides={"auto.offset.reset": "latest"},
-            )
-            threading.Thread(target=lambda current=loop: (stop.wait(), current.stop()), daemon=True).start()
-            try:
-                loop.run()
-                return
-            except ConsumerStalled:
-                log.error("the champion follower stalled; starting a new one")
+        """Follow `model-selected` from its end until `stop`, in a group of this replica's own: a new one at each
+        start, so a restarted follower never resumes a stalled member's offsets."""
+        group = f"{self.settings.consumer_group}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self.loop = ConsumerLoop(
+            self.settings,
+            self.settings.topic_model_selected,
+            ModelSelected,
+            self.on_model_selected,
+            group_id=group,
+            consumer_overrides={"auto.offset.reset": "latest"},
+            until=stop,
+        )
+        self.loop.run()
 
     def keep_reconciled(self, stop: threading.Event) -> None:
         """Reconcile once subscribed (or after 30 s without Kafka), then every period, and at once on each

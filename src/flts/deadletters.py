@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, TopicPartition
 
 from flts.config import CommonSettings
+from flts.consumers import new_consumer
 from flts.kafka import MessageProducer
 from flts.kafka_users import SERVICE_GRANTS
 from flts.messages import DeadLetter
@@ -61,14 +62,7 @@ def _read(consumer: Consumer, topic: str, idle_seconds: float) -> Iterator[tuple
 
 
 def _consumer(settings: CommonSettings, group: str, subscribe: bool = True) -> Consumer:
-    consumer = Consumer(
-        {
-            **settings.kafka_client_config(),
-            "group.id": group,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = new_consumer(settings, group, {"auto.offset.reset": "earliest", "enable.auto.commit": False})
     if subscribe:
         consumer.subscribe([settings.topic_dead_letter])
     return consumer

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Self
 
 from confluent_kafka import Consumer
 
@@ -81,7 +81,7 @@ class Supervisor:
             self.stop.wait(wait)
             wait = min(wait * 2, self.last_wait_s)
 
-    def start(self) -> Supervisor:
+    def start(self) -> Self:
         """Run the worker on a thread of its own (a daemon: it never holds the process up)."""
         self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
         self._thread.start()

@@ -22,9 +22,10 @@ import uuid
 import zlib
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from flts.config import GatewaySettings
+from flts.consumers import new_consumer
 from flts.messages import Forecast, MessageError
 
 log = logging.getLogger(__name__)
@@ -71,18 +72,18 @@ class ForecastFeed:
         self.topic = settings.topic_forecasts
         self.identifier = identifier
         self._key = identifier.encode()
-        self._consumer = Consumer(
+        self._consumer = new_consumer(
+            settings,
+            # librdkafka wants a group id; this one is never joined and nothing is committed under it.
+            f"flts-gateway-forecasts-{uuid.uuid4().hex}",
             {
-                **settings.kafka_client_config(),
-                # librdkafka wants a group id; this one is never joined and nothing is committed under it.
-                "group.id": f"flts-gateway-forecasts-{uuid.uuid4().hex}",
                 "client.id": f"{settings.service_name}-forecasts",
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "latest",
                 "log_level": 3,
-            }
+            },
         )
         try:
             self.partition, start = self._start(after)

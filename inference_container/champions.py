@@ -15,7 +15,8 @@ promotion sooner. So:
   eval's history: `flts_champions_stale` counts the identifiers served an older version (a swap that did not
   happen, or an operator's rollback of the alias), without naming them.
 
-Every replica follows `model-selected` in a consumer group of its own, so each one hears of every promotion.
+Every replica follows `model-selected` in a consumer group of its own (`follower.py`), so each one hears of every
+promotion.
 A swap replaces one dict entry: requests in flight finish on the model they started with.
 """
 
@@ -24,11 +25,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-import socket
 import tempfile
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +38,6 @@ import pandas as pd
 from prometheus_client import Counter, Gauge
 
 from flts.config import InferenceSettings, load_pipeline_config
-from flts.kafka import ConsumerLoop, ConsumerStalled
 from flts.layout import champion_pointer_uri, history_prefix, processed_uri, split_file
 from flts.messages import ModelSelected
 from flts.models.base import load_forecaster
@@ -48,6 +46,7 @@ from flts.outages import is_outage
 from flts.predict import ModelIdentity, ServingModel, Window, directory_bytes
 from flts.storage import ObjectStore
 from flts.tracking import REGISTRY_PAGE_SIZE, Tracker
+from inference_container.follower import ChampionFollower
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +244,7 @@ class ChampionLoader:
         self._reconcile_now = threading.Event()
         self.loaded = threading.Event()  # set by the first complete read of every alias
         champions.load_on_demand = self.load_on_demand
-        self.follower: threading.Thread | None = None
-        self.loop: ConsumerLoop[ModelSelected] | None = None
+        self.follower: ChampionFollower | None = None
         self._newest: dict[str, tuple[str, str]] = {}  # identifier -> its newest history key and the version it names
         self._stale: set[str] = set()
 
@@ -264,7 +262,8 @@ class ChampionLoader:
         return None if self.follower_alive() else "the model-selected follower is not running"
 
     def follower_alive(self) -> bool:
-        """False once the follower thread ended without being asked to: only a restart brings it back."""
+        """False once the follower ended by itself (its supervisor restarts it only when it fails): only a restart of
+        the process brings it back."""
         return self.follower is None or self.follower.is_alive()
 
     def reconcile(self) -> None:
@@ -464,29 +463,10 @@ class ChampionLoader:
         return {**selection, "interim": True} if record.get("interim") else selection
 
     def start(self, stop: threading.Event) -> None:
-        """The follower (model-selected) and the reconciler, each on a thread of its own."""
-        self.follower = threading.Thread(target=self.follow, args=(stop,), name="champion-follower", daemon=True)
-        self.follower.start()
+        """The follower of `model-selected` (supervised: started again when it stalls or fails) and the reconciler,
+        each on a thread of its own."""
+        self.follower = ChampionFollower(self.settings, self.on_model_selected, stop).start()
         threading.Thread(target=self.keep_reconciled, args=(stop,), name="champion-reconciler", daemon=True).start()
-
-    def follow(self, stop: threading.Event) -> None:
-        """Follow `model-selected` from its end; a stalled follower (the loop's watchdog) is replaced by a fresh one."""
-        while not stop.is_set():
-            group = f"{self.settings.consumer_group}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-            self.loop = loop = ConsumerLoop(
-                self.settings,
-                self.settings.topic_model_selected,
-                ModelSelected,
-                self.on_model_selected,
-                group_id=group,
-                consumer_overrides={"auto.offset.reset": "latest"},
-            )
-            threading.Thread(target=lambda current=loop: (stop.wait(), current.stop()), daemon=True).start()
-            try:
-                loop.run()
-                return
-            except ConsumerStalled:
-                log.error("the champion follower stalled; starting a new one")
 
     def keep_reconciled(self, stop: threading.Event) -> None:
         """Reconcile once subscribed (or after 30 s without Kafka), then every period, and at once on each
@@ -508,9 +488,7 @@ class ChampionLoader:
         """Until `timeout` passes, the follower is (re)assigned its partition, or a failed load asks for a reconcile."""
         deadline = time.monotonic() + timeout
         while not stop.is_set() and time.monotonic() < deadline:
-            loop = self.loop
-            if loop is not None and loop.assigned.is_set():
-                loop.assigned.clear()
+            if self.follower is not None and self.follower.reassigned():
                 return
             if self._reconcile_now.wait(timeout=min(1.0, max(0.0, deadline - time.monotonic()))):
                 self._reconcile_now.clear()

@@ -37,9 +37,10 @@ import pyarrow.parquet as pq
 from prometheus_client import Counter, Histogram
 
 from flts.config import InferenceSettings, load_pipeline_config
+from flts.consumers import Supervisor
 from flts.data.io import DataError, read_measurements
 from flts.data.metadata import PreprocessingMetadata
-from flts.kafka import ConsumerLoop, ConsumerStalled, MessageProducer, PermanentError
+from flts.kafka import ConsumerLoop, MessageProducer, PermanentError
 from flts.layout import decision_uri, inference_log_uri
 from flts.messages import InferenceData, InferenceScored, ObjectRef
 from flts.predict import Forecasts, RequestError, Series, ServingModel, processed_series, raw_series
@@ -293,24 +294,19 @@ def result_table(model: ServingModel, series: Series, forecasts: Forecasts, firs
 def score_claims(
     settings: InferenceSettings, champion: Callable[[str], ServingModel | None], stop: threading.Event
 ) -> None:
-    """Consume `inference-data` in the replicas' shared scoring group until `stop`; a stalled loop is replaced."""
+    """Consume `inference-data` in the replicas' shared scoring group until `stop`; a scorer that cannot start (the
+    store unreachable) or a consumer that stalls or fails is started again (`Supervisor`)."""
     scorer: BatchScorer | None = None
-    while not stop.is_set():
-        try:
-            scorer = scorer or BatchScorer(settings, champion)
-        except Exception:
-            log.exception("the batch scorer could not start; retrying")
-            stop.wait(5)
-            continue
-        loop = ConsumerLoop(
-            settings, settings.topic_inference_data, InferenceData, scorer.handle, group_id=scoring_group(settings)
-        )
-        threading.Thread(target=lambda current=loop: (stop.wait(), current.stop()), daemon=True).start()
-        try:
-            loop.run()
-            return
-        except ConsumerStalled:
-            log.error("the batch scorer stalled; starting a new consumer")
+
+    def consume(stop: threading.Event) -> None:
+        nonlocal scorer
+        scorer = scorer or BatchScorer(settings, champion)
+        group = scoring_group(settings)
+        ConsumerLoop(
+            settings, settings.topic_inference_data, InferenceData, scorer.handle, group_id=group, until=stop
+        ).run()
+
+    Supervisor("batch scorer", consume, stop).run()
 
 
 def scoring_group(settings: InferenceSettings) -> str:

@@ -3,7 +3,8 @@
 The routes are in `api.py`; what they work with (the champions and the micro-batcher) in `inference.py`; how
 champions arrive from the registry and stay in agreement with it (a complete load before /readyz, event-driven
 swaps, periodic reconciliation) in `champions.py`. Beside them, threads score batch claims from `inference-data`
-(`scoring.py`) and forecast each live row from `measurements` (`streaming.py`) with the same champions. Each
+(`scoring.py`) and forecast each live row from `measurements` (`streaming.py`) with the same champions; each of
+these Kafka workers, the champion follower too, is kept running by a `flts.consumers.Supervisor`. Each
 replica also keeps, per identifier, the most recent rows it knows (seeded from the end of the lineage's processed
 data), so a body without rows forecasts from there.
 """

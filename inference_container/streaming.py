@@ -55,6 +55,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from prometheus_client import Counter, Histogram
 
 from flts.config import InferenceSettings
+from flts.consumers import Supervisor, open_consumer
 from flts.kafka import TransactionalProducer, TransactionStuck, send_dead_letter
 from flts.messages import SCHEMA_VERSION, Forecast, Measurement, MessageError
 from flts.observability import log_context
@@ -378,17 +379,13 @@ def rows_before_committed(
     }
     if not ranges:
         return []
-    reader = Consumer(
-        {
-            **settings.kafka_client_config(),
-            "group.id": f"{streaming_group(settings)}-rebuild",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",  # the look-back's start deleted by retention: the oldest row kept
-        }
-    )
+    options = {
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",  # the look-back's start deleted by retention: the oldest row kept
+    }
     found: list[Any] = []
-    try:
+    with open_consumer(settings, f"{streaming_group(settings)}-rebuild", options) as reader:
         reader.assign([TopicPartition(topic, partition, start) for (topic, partition), (start, _) in ranges.items()])
         waiting, deadline = set(ranges), time.monotonic() + REBUILD_TIMEOUT_S
         while waiting and time.monotonic() < deadline:
@@ -402,8 +399,6 @@ def rows_before_committed(
                     waiting.discard(key)  # at the committed offset, or the end (compacted, deleted)
         if waiting:
             raise TimeoutError(f"rebuilding the windows of {sorted(waiting)} took over {REBUILD_TIMEOUT_S:.0f}s")
-    finally:
-        reader.close()
     return found
 
 
@@ -420,45 +415,55 @@ def stream_forecasts(
         if stop.is_set():
             return
     forecaster = StreamForecaster(settings, champions)
-    assigned: list[TopicPartition] = []  # partitions given by the last rebalance, their windows not yet rebuilt
-    while not stop.is_set():
-        assigned.clear()
-        consumer = Consumer(
-            {
-                **settings.kafka_client_config(),
-                "group.id": forecaster.group,
-                "client.id": settings.service_name,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "session.timeout.ms": settings.session_timeout_ms,
-                "partition.assignment.strategy": "cooperative-sticky",
-            }
-        )
-        consumer.subscribe(
-            [settings.topic_measurements],
-            on_assign=lambda _consumer, partitions: assigned.extend(partitions),
-            on_revoke=lambda _consumer, partitions: forecaster.disown(partitions),
-            on_lost=lambda _consumer, partitions: forecaster.disown(partitions),
-        )
-        redelivery = Redelivery(stop)
+
+    def consume(stop: threading.Event) -> None:
+        """One consumer's life: it is closed when this ends, and a failure gets a fresh producer (a fenced or failed
+        transactional one cannot go on) before the supervisor starts again from the committed offsets."""
+        assigned: list[TopicPartition] = []  # partitions given by the last rebalance, their windows not yet rebuilt
+        options = {
+            "client.id": settings.service_name,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "session.timeout.ms": settings.session_timeout_ms,
+            "partition.assignment.strategy": "cooperative-sticky",
+        }
         try:
-            while not stop.is_set():
-                batch = [m for m in consumer.consume(BATCH_ROWS, BATCH_WAIT_S) if not m.error()]
-                try:
-                    if assigned:
-                        forecaster.replay(rows_before_committed(settings, consumer, assigned))
-                        assigned.clear()
-                    if batch:
-                        redelivery.handle(forecaster, batch, consumer)
-                except Exception as exc:
-                    redelivery.failed(forecaster, batch, consumer, exc)
+            with open_consumer(settings, forecaster.group, options) as consumer:
+                consumer.subscribe(
+                    [settings.topic_measurements],
+                    on_assign=lambda _consumer, partitions: assigned.extend(partitions),
+                    on_revoke=lambda _consumer, partitions: forecaster.disown(partitions),
+                    on_lost=lambda _consumer, partitions: forecaster.disown(partitions),
+                )
+                consume_batches(settings, forecaster, consumer, assigned, stop)
         except Exception:
-            log.exception("the measurement consumer failed; resuming from the committed offsets")
             forecaster.producer = stream_producer(settings)
-            stop.wait(2)
-        finally:
-            consumer.close()
+            raise
+
+    Supervisor("measurement consumer", consume, stop).run()
+
+
+def consume_batches(
+    settings: InferenceSettings,
+    forecaster: StreamForecaster,
+    consumer: Consumer,
+    assigned: list[TopicPartition],
+    stop: threading.Event,
+) -> None:
+    """A batch at a time until `stop`, rebuilding the windows of partitions just `assigned` first; a failed batch
+    is delivered again (`Redelivery`), a failure of the consumer itself is raised."""
+    redelivery = Redelivery(stop)
+    while not stop.is_set():
+        batch = [m for m in consumer.consume(BATCH_ROWS, BATCH_WAIT_S) if not m.error()]
+        try:
+            if assigned:
+                forecaster.replay(rows_before_committed(settings, consumer, assigned))
+                assigned.clear()
+            if batch:
+                redelivery.handle(forecaster, batch, consumer)
+        except Exception as exc:
+            redelivery.failed(forecaster, batch, consumer, exc)
 
 
 class Redelivery:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 
 from flts.config import CommonSettings
+from flts.consumers import new_consumer
 from flts.kafka import MessageProducer
 from flts.kafka_users import SERVICE_GRANTS
 from flts.messages import DeadLetter
@@ -61,14 +63,8 @@ def _read(consumer: Consumer, topic: str, idle_seconds: float) -> Iterator[tuple
 
 
 def _consumer(settings: CommonSettings, group: str, subscribe: bool = True) -> Consumer:
-    consumer = Consumer(
-        {
-            **settings.kafka_client_config(),
-            "group.id": group,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
+    """A consumer of the dead-letter topic from its start, committing nothing by itself; the caller closes it."""
+    consumer = new_consumer(settings, group, {"auto.offset.reset": "earliest", "enable.auto.commit": False})
     if subscribe:
         consumer.subscribe([settings.topic_dead_letter])
     return consumer
@@ -76,19 +72,15 @@ def _consumer(settings: CommonSettings, group: str, subscribe: bool = True) -> C
 
 def list_letters(settings: CommonSettings, idle_seconds: float = 5.0) -> list[Letter]:
     """Every dead letter, oldest first per partition (a throw-away group: nothing is committed)."""
-    consumer = _consumer(settings, f"flts-dead-letter-list-{time.time_ns()}")
-    try:
+    with closing(_consumer(settings, f"flts-dead-letter-list-{time.time_ns()}")) as consumer:
         return [letter for letter, _ in _read(consumer, settings.topic_dead_letter, idle_seconds) if letter]
-    finally:
-        consumer.close()
 
 
 def latest_letters(settings: CommonSettings, count: int = 5, timeout: float = 10.0) -> tuple[int, list[Letter]]:
     """How many dead letters the topic holds, and up to ``count`` of the latest per partition (newest first):
     read from the end of each partition without joining a group, so it costs the same for any backlog."""
     topic = settings.topic_dead_letter
-    consumer = _consumer(settings, f"flts-dead-letter-peek-{time.time_ns()}", subscribe=False)
-    try:
+    with closing(_consumer(settings, f"flts-dead-letter-peek-{time.time_ns()}", subscribe=False)) as consumer:
         described = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if described is None or described.error is not None:
             return 0, []
@@ -113,8 +105,6 @@ def latest_letters(settings: CommonSettings, count: int = 5, timeout: float = 10
             except ValueError:
                 continue  # not a dead letter of ours
         return total, sorted(letters, key=lambda item: item.letter.failed_at, reverse=True)[:count]
-    finally:
-        consumer.close()
 
 
 def replay_targets(settings: CommonSettings) -> dict[str, tuple[str, ...]]:
@@ -161,11 +151,9 @@ def replay(settings: CommonSettings, idle_seconds: float = 5.0, skip_refused: bo
     """Re-publish every dead letter not replayed before to its topic, if the pipeline consumes it with the group
     the letter names (`replay_refusal`); another letter raises ReplayRefused, or with ``skip_refused`` is passed
     over (its offset committed, nothing published)."""
-    producer = MessageProducer(settings)
-    consumer = _consumer(settings, REPLAY_GROUP)
     sent: list[Letter] = []
     skipped: list[tuple[Letter, str]] = []
-    try:
+    with closing(MessageProducer(settings)) as producer, closing(_consumer(settings, REPLAY_GROUP)) as consumer:
         for letter, msg in _read(consumer, settings.topic_dead_letter, idle_seconds):
             if letter is not None:
                 original = letter.letter
@@ -179,7 +167,4 @@ def replay(settings: CommonSettings, idle_seconds: float = 5.0, skip_refused: bo
                     producer.send(original.source_topic, original.key, base64.b64decode(original.value_b64), headers)
                     sent.append(letter)
             consumer.commit(message=msg, asynchronous=False)
-    finally:
-        consumer.close()
-        producer.close()
     return Replayed(sent, skipped)

@@ -30,6 +30,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_not_exception_type, wait_exponential
 
 from flts.config import CommonSettings, ConsumerSettings
+from flts.consumers import new_consumer, open_consumer
 from flts.messages import DeadLetter, Message, MessageError, MessageT
 from flts.observability import (
     BACKBONE_OUTAGES,
@@ -252,13 +253,16 @@ class ConsumerLoop(Generic[MessageT]):
         *,
         group_id: str | None = None,
         consumer_overrides: dict[str, Any] | None = None,
+        until: threading.Event | None = None,
     ) -> None:
+        """``until``: the scope the loop runs in (a `Supervisor`'s stop); setting it stops the loop as `stop` does."""
         self.settings = settings
         self.topic = topic
         self.message_type = message_type
         self.handler = handler
         self.group_id = group_id or settings.consumer_group
         self._stop = threading.Event()
+        self._until = until or self._stop
         self._busy = False
         self._in_flight: tuple[str, int] | None = None  # the partition of the message being handled
         self._in_flight_gone: str | None = None  # "revoked" or "lost" once it left this consumer
@@ -269,8 +273,6 @@ class ConsumerLoop(Generic[MessageT]):
         self.stalled: str | None = None
         self.interrupted = False  # stopped while a handler ran: its message was left uncommitted
         config = {
-            **settings.kafka_client_config(),
-            "group.id": self.group_id,
             "client.id": settings.service_name,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -281,7 +283,7 @@ class ConsumerLoop(Generic[MessageT]):
         }
         self._cooperative = "cooperative" in str(config["partition.assignment.strategy"])
         self._from_earliest = config["auto.offset.reset"] in ("earliest", "smallest", "beginning")
-        self._consumer = Consumer(config)
+        self._consumer = new_consumer(settings, self.group_id, config)
         self._dead_letters = MessageProducer(settings)
         self.assigned = threading.Event()
         # The dead-letter count exists from the start (0), so Prometheus's increase() sees the first one.
@@ -294,6 +296,11 @@ class ConsumerLoop(Generic[MessageT]):
 
     def stop(self, *_: Any) -> None:
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Asked to stop (`stop`, a signal) or its scope ended (``until``)."""
+        return self._stop.is_set() or self._until.is_set()
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
@@ -308,7 +315,7 @@ class ConsumerLoop(Generic[MessageT]):
         log.info("consumer started", extra={"topic": self.topic, "group": self.group_id})
         self._last_progress = time.monotonic()
         try:
-            while not self._stop.is_set() and (max_messages is None or handled < max_messages):
+            while not self.stopping and (max_messages is None or handled < max_messages):
                 self._watch()
                 msg = self._consumer.poll(0.5)
                 if msg is None:
@@ -457,7 +464,7 @@ class ConsumerLoop(Generic[MessageT]):
         worker.start()
         try:
             while worker.is_alive():
-                if self._stop.is_set():
+                if self.stopping:
                     return _INTERRUPTED
                 stray = self._consumer.poll(0.2)
                 if stray is not None and not stray.error():
@@ -465,7 +472,7 @@ class ConsumerLoop(Generic[MessageT]):
                 worker.join(0.0)
         finally:
             self._busy = False
-            if not self._stop.is_set():
+            if not self.stopping:
                 self._consumer.resume(self._consumer.assignment())
         return result.get("error")
 
@@ -486,7 +493,7 @@ class ConsumerLoop(Generic[MessageT]):
         def give_up(state: RetryCallState) -> bool:
             error = state.outcome.exception() if state.outcome else None
             if error is not None and is_outage(error):
-                return state.seconds_since_start >= self.settings.handler_outage_seconds or self._stop.is_set()
+                return state.seconds_since_start >= self.settings.handler_outage_seconds or self.stopping
             return state.attempt_number >= attempts
 
         try:
@@ -585,9 +592,6 @@ def _names(partitions: Iterable[TopicPartition]) -> list[str]:
 
 def committed_offsets(settings: CommonSettings, group_id: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
     """The committed offset per partition of a group (-1 where none), for status pages and tests."""
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": group_id})
-    try:
+    with open_consumer(settings, group_id) as consumer:
         tps = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
         return {tp.partition: (tp.offset if tp.offset != OFFSET_INVALID else -1) for tp in tps}
-    finally:
-        consumer.close()

@@ -285,7 +285,7 @@ def test_a_replica_whose_follower_died_is_unready_and_unhealthy(registry, replic
     registry.promote("cell-c", registry.run())
     assert _until(lambda: replica.get("/readyz").status_code == 200)
     loader = replica.app.state.loader
-    loader.loop.stop()  # the follower thread ends while the app goes on
+    loader.follower.loop.stop()  # the follower ends by itself while the app goes on
     loader.follower.join(timeout=30)
 
     ready = replica.get("/readyz")

@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from flts.config import ConsumerSettings
+from flts.consumers import Supervisor, open_consumer
 from flts.kafka import ConsumerLoop, ConsumerStalled, MessageProducer, PermanentError, committed_offsets
 from flts.messages import DeadLetter, ModelTraining
 
@@ -259,3 +261,45 @@ def test_a_consumer_that_starts_at_the_end_is_not_stalled_by_the_history_before_
     finally:
         timer.cancel()
     assert loop.healthy
+
+
+def test_a_supervised_loop_that_stalls_is_replaced_by_a_fresh_consumer_and_a_stop_ends_it_within_a_bound(
+    settings, topic
+):
+    settings = settings.model_copy(update={"consumer_stall_seconds": 4})
+    sent = _publish(settings, topic, 1)
+    stop, seen, loops = threading.Event(), [], []
+
+    def work(stop: threading.Event) -> None:
+        loop = ConsumerLoop(settings, topic, ModelTraining, lambda message: seen.append(message.event_id), until=stop)
+        if not loops:  # the first one never fetches: its partition stays paused, as after a lost membership
+            original = loop._on_assign
+            loop._on_assign = lambda consumer, partitions: (original(consumer, partitions), consumer.pause(partitions))
+        loops.append(loop)
+        loop.run()
+
+    supervisor = Supervisor("test consumer", work, stop, first_wait_s=0.5).start()
+    try:
+        deadline = time.monotonic() + 60
+        while seen != sent and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert seen == sent and len(loops) == 2 and not loops[0].healthy
+    finally:
+        stopped = time.monotonic()
+        stop.set()
+        supervisor.join(timeout=30)
+    assert not supervisor.is_alive() and time.monotonic() - stopped < 10
+    assert committed_offsets(settings, settings.consumer_group, topic, [0]) == {0: 1}
+
+
+def test_a_consumer_whose_scope_ended_has_left_its_group_at_once(settings, topic):
+    """Closed, not abandoned: the group does not wait a session timeout for the member to come back."""
+    group = f"{settings.consumer_group}-scope"
+    with open_consumer(settings, group) as consumer:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 30
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(0.2)
+        assert consumer.assignment()
+    admin = AdminClient(settings.kafka_client_config())
+    assert not admin.describe_consumer_groups([group])[group].result(timeout=10).members

@@ -16,6 +16,7 @@ from flts.auth import Caller, require_admin, require_identifier
 from flts.layout import identifier_prefix, inference_log_uri, lineage_config_hash, scoring_upload_key, upload_key
 from flts.messages import DatasetUploaded, InferenceData
 from flts.observability import log_context
+from flts.records import LineageStatus
 from gateway_container import downloads
 from gateway_container.deps import GatewayDep
 from gateway_container.gateway import Gateway, MeasurementRows, checked_config_hash, checked_identifier
@@ -247,12 +248,13 @@ def download_scoped(
     return downloads.download(gw, principal, bucket, key, identifier)
 
 
-@router.get("/runs/{config_hash}", tags=["runs"])
+@router.get("/runs/{config_hash}", tags=["runs"], response_model_exclude_unset=True)
 def run_status(
     config_hash: str,
     principal: Caller,
     gw: GatewayDep,
     identifier: Annotated[str, Query()] = "global",
-) -> dict[str, Any]:
+) -> LineageStatus:
+    """Every stage of a lineage; its champion as eval recorded it (with exactly the keys the record has)."""
     require_identifier(principal, identifier)
     return gw.lineage_status(checked_config_hash(config_hash), checked_identifier(identifier))

@@ -28,8 +28,9 @@ from flts import backtest
 from flts.auth import Caller, KeyRing, Principal, require_identifier
 from flts.deadletters import latest_letters
 from flts.evaluate import latest_per_model_type, leaderboard
-from flts.layout import champion_pointer_uri, decision_uri, history_prefix
+from flts.layout import history_prefix
 from flts.plot import forecast_figure
+from flts.records import Promotion
 from flts.tracking import Tracker
 from gateway_container.deps import GatewayDep
 from gateway_container.gateway import Gateway, checked_config_hash, checked_identifier
@@ -193,9 +194,8 @@ def forecast_vs_actual(
     chosen = latest_per_model_type(runs)
     if not chosen:
         raise HTTPException(404, f"no finished model in lineage {config_hash} of {identifier!r} (yet)")
-    lineage_champion = (gw.json_if_exists(champion_pointer_uri(gw.settings, identifier, config_hash)) or {}).get(
-        "model_type"
-    )
+    pointer = gw.champion_pointer(identifier, config_hash)
+    lineage_champion = pointer.model_type if pointer else None
     if model_type is None:
         board = leaderboard(runs, gw.config.evaluation)
         model_type = lineage_champion or (board[0].model_type if board else next(iter(chosen)))
@@ -305,11 +305,12 @@ def identifier_page(request: Request, identifier: PageIdentifier, gw: GatewayDep
     keys = sorted(
         (o["Key"] for o in gw.store.list(gw.settings.bucket_promotion, history_prefix(identifier))), reverse=True
     )
-    history = [gw.store.get_json(f"s3://{gw.settings.bucket_promotion}/{key}") for key in keys[:HISTORY_SHOWN]]
+    uris = [f"s3://{gw.settings.bucket_promotion}/{key}" for key in keys[:HISTORY_SHOWN]]
+    history = [Promotion.parse(gw.store.get_json(uri), uri) for uri in uris]
     context = {
         "identifier": identifier,
         "champion": champion,
-        "current": next((h for h in history if champion and h["model_version"] == str(champion.version)), None),
+        "current": next((h for h in history if champion and h.model_version == str(champion.version)), None),
         "history": history,
         "promotions": len(keys),
         "lineages": gw.lineages(identifier),
@@ -322,7 +323,7 @@ def _live_context(gw: Gateway, identifier: str, config_hash: str, column: str) -
     status = gw.lineage_status(config_hash, identifier)
     runs = [r for r in gw.tracker.lineage_runs(config_hash) if r.identifier == identifier]
     suffix = f"__{column}" if column else ""
-    wins = {record["run_id"]: record["column_wins"] for record in status["leaderboard"]}
+    wins = {entry.run_id: entry.column_wins for entry in status.leaderboard}
     board = [
         {
             "model_type": c.model_type,
@@ -334,9 +335,8 @@ def _live_context(gw: Gateway, identifier: str, config_hash: str, column: str) -
         }
         for c in leaderboard(runs, gw.config.evaluation)
     ]
-    running = any(run["status"] == "RUNNING" for run in status["training"])
-    decided = bool(status["decision"]["outcome"] or (status["champion"] and not status["champion"].get("interim")))
-    return {"status": status, "board": board, "metrics": LEADERBOARD_METRICS, "final": decided and not running}
+    running = any(run.status == "RUNNING" for run in status.training)
+    return {"status": status, "board": board, "metrics": LEADERBOARD_METRICS, "final": status.decided and not running}
 
 
 def _given(query: PlotQuery) -> dict[str, Any]:
@@ -386,7 +386,7 @@ def lineage_live(
 def _plot_context(gw: Gateway, identifier: str, config_hash: str | None, query: PlotQuery) -> dict[str, Any]:
     """The plot, final (no more polling) once it shows what was asked for or the lineage's champion, or once eval
     has decided the lineage (superseded or without a winner, it will never have a champion to draw)."""
-    decided = config_hash is not None and gw.json_if_exists(decision_uri(gw.settings, identifier, config_hash))
+    decided = config_hash is not None and gw.eval_decision(identifier, config_hash) is not None
     try:
         answer = forecast_vs_actual(gw, identifier, config_hash, query)
     except HTTPException as exc:

@@ -16,7 +16,7 @@ from flts.auth import Caller, require_admin, require_identifier
 from flts.layout import identifier_prefix, inference_log_uri, lineage_config_hash, scoring_upload_key, upload_key
 from flts.messages import DatasetUploaded, InferenceData
 from flts.observability import log_context
-from flts.records import LineageStatus
+from flts.records import Lineages, LineageStatus
 from gateway_container import downloads
 from gateway_container.deps import GatewayDep
 from gateway_container.gateway import Gateway, MeasurementRows, checked_config_hash, checked_identifier
@@ -215,11 +215,11 @@ def list_lineages(
     principal: Caller,
     gw: GatewayDep,
     identifier: Annotated[str, Query(description="Whose lineages to list.")] = "global",
-) -> dict[str, Any]:
+) -> Lineages:
     """An identifier's preprocessed lineages, newest first, each with eval's recorded outcome."""
     require_identifier(principal, identifier)
     checked_identifier(identifier)
-    return {"identifier": identifier, "lineages": gw.lineages(identifier)}
+    return Lineages(identifier=identifier, lineages=gw.lineages(identifier))
 
 
 @router.get("/objects/{bucket}/{key:path}", tags=["objects"])

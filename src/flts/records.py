@@ -149,6 +149,13 @@ class LineageSummary(Record):
     reason: str | None
 
 
+class Lineages(Record):
+    """An identifier's lineages, newest first (`GET /lineages`)."""
+
+    identifier: str
+    lineages: list[LineageSummary]
+
+
 class Preprocessed(Record):
     """What preprocessing made of a lineage's data (`GET /runs/{config_hash}`)."""
 

@@ -27,7 +27,7 @@ from flts.data.metadata import PreprocessingMetadata
 from flts.deadletters import Letter
 from flts.layout import METADATA_FILE, champion_pointer_uri, decision_uri, processed_uri
 from flts.messages import DeadLetter
-from flts.records import LineageSummary
+from flts.records import LineageStatus, LineageSummary
 from flts.tracking import RunSummary
 from gateway_container import ui
 from gateway_container.deps import get_gateway
@@ -318,3 +318,13 @@ def test_a_decided_lineage_s_plot_stops_polling_even_without_a_champion_to_draw(
     decided = {"outcome": "no_winner", "reason": "r", "decided_at_ms": 1}
     gateway.objects[decision_uri(SETTINGS, "cell-7", HASH)] = decided
     assert "data-final" in client.get(plot).text
+
+
+def test_a_lineage_s_status_shows_its_champion_record_with_exactly_the_keys_eval_stored(client, gateway):
+    answer = client.get(f"/runs/{HASH}", params={"identifier": "cell-7"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["champion"] == gateway.objects[champion_pointer_uri(SETTINGS, "cell-7", HASH)]
+    board = answer.json()["leaderboard"]
+    assert [entry["model_type"] for entry in board] == ["GRU", "PROPHET", "PERSISTENCE"]
+    assert "not_servable_because" not in board[0] and board[1]["not_servable_because"]
+    assert LineageStatus.parse(answer.json(), "GET /runs").champion.model_version == "3"

@@ -34,6 +34,7 @@ from flts.records import Promotion
 from flts.tracking import Tracker
 from gateway_container.deps import GatewayDep
 from gateway_container.gateway import Gateway, checked_config_hash, checked_identifier
+from gateway_container.models import ForecastVsActual, Series
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ def forecast_vs_actual(
     config_hash: str | None = None,
     query: PlotQuery = PlotQuery(),
     limit: int = DEFAULT_POINTS,
-) -> dict[str, Any]:
+) -> ForecastVsActual:
     """A model's forecasts of one target on the test split, the actual values and persistence's, as series.
 
     Defaults: the identifier's champion's lineage, the lineage's champion (else its best-ranked model),
@@ -222,35 +223,35 @@ def forecast_vs_actual(
     if baseline is not None and model_type != BASELINE:
         series.append(_series(BASELINE, backtest.select(baseline, target, step, **window), "forecast"))
     times = frame["time"]
-    return {
-        "identifier": identifier,
-        "config_hash": config_hash,
-        "model_type": model_type,
-        "lineage_champion": lineage_champion,
-        "run_id": chosen[model_type].run_id,
-        "models": sorted(chosen),
-        "target": target,
-        "targets": targets,
-        "step": step,
-        "steps": steps,
-        "test_period": [_iso(times.min()), _iso(times.max())],
-        "series": series,
-    }
+    return ForecastVsActual(
+        identifier=identifier,
+        config_hash=config_hash,
+        model_type=model_type,
+        lineage_champion=lineage_champion,
+        run_id=chosen[model_type].run_id,
+        models=sorted(chosen),
+        target=target,
+        targets=targets,
+        step=step,
+        steps=steps,
+        test_period=[_iso(times.min()), _iso(times.max())],
+        series=series,
+    )
 
 
 def _iso(moment: pd.Timestamp) -> str:
     return pd.Timestamp(moment).isoformat()
 
 
-def _series(name: str, rows: pd.DataFrame, column: str) -> dict[str, Any]:
+def _series(name: str, rows: pd.DataFrame, column: str) -> Series:
     values = [None if not math.isfinite(v) else round(float(v), 6) for v in rows[column]]
     mae = rows[column].sub(rows["actual"]).abs().mean() if column != "actual" else None
-    return {
-        "name": name,
-        "times": [t.isoformat() for t in rows["time"]],
-        "values": values,
-        "mae": None if mae is None or not math.isfinite(mae) else float(mae),
-    }
+    return Series(
+        name=name,
+        times=[t.isoformat() for t in rows["time"]],
+        values=values,
+        mae=None if mae is None or not math.isfinite(mae) else float(mae),
+    )
 
 
 @router.get("/forecasts/{identifier}", tags=["runs"])
@@ -260,7 +261,7 @@ def forecasts(
     query: Plot,
     config_hash: Annotated[str | None, Query(description="The lineage (default: the champion's).")] = None,
     limit: Annotated[int, Query(ge=2, le=20_000, description="Most times shown (the latest).")] = DEFAULT_POINTS,
-) -> dict[str, Any]:
+) -> ForecastVsActual:
     """A model's forecasts on the test split beside the actual values and persistence's: what `flts plot` draws."""
     return forecast_vs_actual(gw, identifier, config_hash, query, limit)
 
@@ -393,8 +394,8 @@ def _plot_context(gw: Gateway, identifier: str, config_hash: str | None, query: 
         if exc.status_code != 404:
             raise
         return {"svg": None, "reason": exc.detail, "answer": None, "final": bool(decided)}
-    final = bool(query.model_type or answer["lineage_champion"] or decided)
-    return {"svg": forecast_figure(answer), "reason": None, "answer": answer, "final": final}
+    final = bool(query.model_type or answer.lineage_champion or decided)
+    return {"svg": forecast_figure(answer.model_dump()), "reason": None, "answer": answer, "final": final}
 
 
 @router.get(
@@ -412,4 +413,5 @@ def lineage_plot(
 
 @router.get("/ui/identifiers/{identifier}/lineages/{config_hash}/forecast.svg", include_in_schema=False)
 def lineage_plot_svg(identifier: PageIdentifier, config_hash: str, gw: GatewayDep, query: Plot) -> Response:
-    return Response(forecast_figure(forecast_vs_actual(gw, identifier, config_hash, query)), media_type="image/svg+xml")
+    answer = forecast_vs_actual(gw, identifier, config_hash, query)
+    return Response(forecast_figure(answer.model_dump()), media_type="image/svg+xml")

@@ -95,7 +95,7 @@ class ColumnComposite(Record):
 class Promotion(Record):
     """A promotion: the lineage's champion pointer and the identifier's history entry (the same record)."""
 
-    version: int = RECORD_VERSION
+    version: int = RECORD_VERSION  # eval sets it, so it is written; a record without one is version 1
     config_hash: str
     identifier: str
     model_type: str
@@ -118,7 +118,7 @@ Outcome = Literal["promoted", "superseded", "no_winner"]
 class EvalDecision(Record):
     """Eval's final word on a lineage (`decision.json`, written last: its presence means the lineage is decided)."""
 
-    version: int = RECORD_VERSION
+    version: int = RECORD_VERSION  # eval sets it, so it is written; a record without one is version 1
     outcome: Outcome
     reason: str
     decided_at_ms: int

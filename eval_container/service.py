@@ -28,6 +28,7 @@ from flts.kafka import MessageProducer
 from flts.layout import champion_pointer_uri, decision_uri, history_prefix, history_uri
 from flts.messages import ModelSelected, ModelTraining
 from flts.observability import log_context
+from flts.records import RECORD_VERSION, EvalDecision, Outcome, Promotion
 from flts.runtime import run_consumer
 from flts.storage import ObjectStore
 from flts.tracking import RunSummary, Tracker, registered_model_name
@@ -50,12 +51,23 @@ class Evaluator:
     def decision_uri(self, identifier: str, config_hash: str) -> str:
         return decision_uri(self.settings, identifier, config_hash)
 
-    def _read(self, uri: str) -> dict | None:
-        return self.store.get_json(uri) if self.store.exists(uri) else None
+    def _pointer(self, identifier: str, config_hash: str) -> Promotion | None:
+        uri = self.pointer_uri(identifier, config_hash)
+        return Promotion.parse(self.store.get_json(uri), uri) if self.store.exists(uri) else None
 
-    def _record(self, identifier: str, config_hash: str, outcome: str, decision: Decision, **extra: object) -> None:
-        record = {"outcome": outcome, "reason": decision.reason, "decided_at_ms": int(time.time() * 1000), **extra}
-        self.store.put_json(self.decision_uri(identifier, config_hash), record)
+    def _decision(self, identifier: str, config_hash: str) -> EvalDecision | None:
+        uri = self.decision_uri(identifier, config_hash)
+        return EvalDecision.parse(self.store.get_json(uri), uri) if self.store.exists(uri) else None
+
+    def _record(self, identifier: str, config_hash: str, outcome: Outcome, decision: Decision, **extra: str) -> None:
+        record = EvalDecision(
+            version=RECORD_VERSION,
+            outcome=outcome,
+            reason=decision.reason,
+            decided_at_ms=int(time.time() * 1000),
+            **extra,
+        )
+        self.store.put_json(self.decision_uri(identifier, config_hash), record.to_json())
 
     def handle(self, event: ModelTraining) -> None:
         self.evaluate(event.config_hash, event.identifier)
@@ -63,10 +75,10 @@ class Evaluator:
     def evaluate(self, config_hash: str, identifier: str, runs: list[RunSummary] | None = None) -> Decision | None:
         with self._lock, log_context(config_hash=config_hash, identifier=identifier):
             runs = self._close_orphans(runs if runs is not None else self.tracker.lineage_runs(config_hash))
-            previous = self._read(self.pointer_uri(identifier, config_hash))
-            final = previous if previous is not None and not previous.get("interim") else None
-            decided = self._read(self.decision_uri(identifier, config_hash)) or final
-            if decided and all((r.end_time_ms or r.start_time_ms) <= decided["decided_at_ms"] for r in runs):
+            previous = self._pointer(identifier, config_hash)
+            final = previous if previous is not None and not previous.interim else None
+            decided = self._decision(identifier, config_hash) or final
+            if decided and all((r.end_time_ms or r.start_time_ms) <= decided.decided_at_ms for r in runs):
                 return None
             decision = decide(runs, self.config, int(time.time() * 1000))
             if not decision.ready:
@@ -120,10 +132,10 @@ class Evaluator:
         return None
 
     def _promote_interim(
-        self, config_hash: str, identifier: str, decision: Decision, interim: Candidate, previous: dict | None
+        self, config_hash: str, identifier: str, decision: Decision, interim: Candidate, previous: Promotion | None
     ) -> None:
         """Serve the best model finished so far, unless it is served already or a later lineage holds the alias."""
-        if previous is not None and previous.get("run_id") == interim.run_id:
+        if previous is not None and previous.run_id == interim.run_id:
             return
         if self._newer_champion(identifier, interim.run_id) is not None:
             return  # the final decision records it as superseded
@@ -131,7 +143,7 @@ class Evaluator:
             return  # served until this lineage's own final decision
         self._promote(config_hash, identifier, decision, interim, previous, interim=True)
 
-    def _better_final_champion(self, identifier: str, interim: Candidate, decision: Decision) -> dict | None:
+    def _better_final_champion(self, identifier: str, interim: Candidate, decision: Decision) -> Promotion | None:
         """The record of the identifier's champion when it is another lineage's final choice that scored as well as
         `interim` or better, each relative to its own lineage's persistence (the lineages' data differ). A re-upload
         must not serve a worse model until its own decision: only a final decision replaces a final champion."""
@@ -139,10 +151,10 @@ class Evaluator:
         if current is None or current.run_id == interim.run_id:
             return None
         holder = self.tracker.run_summary(current.run_id)
-        record = self._read(self.pointer_uri(identifier, holder.config_hash))
-        if record is None or record.get("interim") or record.get("run_id") != current.run_id:
+        record = self._pointer(identifier, holder.config_hash)
+        if record is None or record.interim or record.run_id != current.run_id:
             return None
-        served = score_vs_persistence(current.run_id, record.get("leaderboard", []))
+        served = score_vs_persistence(current.run_id, record.leaderboard)
         candidate = score_vs_persistence(interim.run_id, decision.leaderboard_records())
         return record if served is None or candidate is None or served <= candidate else None
 
@@ -152,7 +164,7 @@ class Evaluator:
         identifier: str,
         decision: Decision,
         winner: Candidate,
-        previous: dict | None,
+        previous: Promotion | None,
         interim: bool = False,
     ) -> None:
         version = self.tracker.model_version_of_run(identifier, winner.run_id)
@@ -160,33 +172,34 @@ class Evaluator:
             raise RuntimeError(f"run {winner.run_id} has no registered model version")
         current = self.tracker.champion(identifier)
         already = current is not None and str(current.version) == version
-        settled = previous is not None and not previous.get("interim")
-        if already and settled and previous["model_version"] == version:
+        settled = previous is not None and not previous.interim
+        if already and settled and previous.model_version == version:
             log.info("the winner is already this lineage's promoted champion", extra={"model_version": version})
             return
         if not already:
             self.tracker.set_champion(identifier, version)
         now = datetime.now(UTC)
-        record = {
-            "config_hash": config_hash,
-            "identifier": identifier,
-            "model_type": winner.model_type,
-            "run_id": winner.run_id,
-            "registered_model": registered_model_name(self.settings, identifier),
-            "model_version": version,
-            "score": winner.score,
-            "reason": f"interim, the best model finished so far ({decision.reason})" if interim else decision.reason,
+        record = Promotion(
+            version=RECORD_VERSION,
+            config_hash=config_hash,
+            identifier=identifier,
+            model_type=winner.model_type,
+            run_id=winner.run_id,
+            registered_model=registered_model_name(self.settings, identifier),
+            model_version=version,
+            score=winner.score,
+            reason=f"interim, the best model finished so far ({decision.reason})" if interim else decision.reason,
             **({"interim": True} if interim else {}),
-            "decided_at": now.isoformat(),
-            "decided_at_ms": int(now.timestamp() * 1000),
-            "leaderboard": decision.leaderboard_records(),
-            "column_winners": decision.column_winners,
-            "column_composite": decision.column_composite(self.config.score_weights),
-        }
+            decided_at=now.isoformat(),
+            decided_at_ms=int(now.timestamp() * 1000),
+            leaderboard=decision.leaderboard_records(),
+            column_winners=decision.column_winners,
+            column_composite=decision.column_composite(self.config.score_weights),
+        )
         if not self._in_history(identifier, config_hash, record):
-            self.store.put_json(history_uri(self.settings, identifier, now, config_hash), record)
+            self.store.put_json(history_uri(self.settings, identifier, now, config_hash), record.to_json())
         pointer = self.pointer_uri(identifier, config_hash)
-        self.store.put_json(pointer, record)  # before the event: a replica that hears it reads this record
+        self.store.put_json(pointer, record.to_json())  # before the event: a replica that hears it reads this record
         self.producer.publish(
             self.settings.topic_model_selected,
             ModelSelected(
@@ -194,7 +207,7 @@ class Evaluator:
                 identifier=identifier,
                 model_type=winner.model_type,
                 run_id=winner.run_id,
-                registered_model=record["registered_model"],
+                registered_model=record.registered_model,
                 model_version=version,
                 score=winner.score,
                 pointer=pointer,
@@ -205,7 +218,7 @@ class Evaluator:
             extra={"model_type": winner.model_type, "model_version": version, "run_id": winner.run_id},
         )
 
-    def _in_history(self, identifier: str, config_hash: str, record: dict) -> bool:
+    def _in_history(self, identifier: str, config_hash: str, record: Promotion) -> bool:
         """Whether the lineage's latest history entry is this very promotion (a retry after the pointer or the event
         failed writes it once): same run, version and interim flag."""
         suffix = f"-{config_hash[:12]}.json"
@@ -216,8 +229,13 @@ class Evaluator:
         )
         if not keys:
             return False
-        latest = self.store.get_json(f"s3://{self.settings.bucket_promotion}/{keys[-1]}")
-        return all(latest.get(field) == record.get(field) for field in ("run_id", "model_version", "interim"))
+        uri = f"s3://{self.settings.bucket_promotion}/{keys[-1]}"
+        latest = Promotion.parse(self.store.get_json(uri), uri)
+        return (latest.run_id, latest.model_version, latest.interim) == (
+            record.run_id,
+            record.model_version,
+            record.interim,
+        )
 
     def sweep(self) -> None:
         """Decide every undecided lineage MLflow knows of (restarts, missed messages, timeouts)."""

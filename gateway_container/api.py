@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -16,10 +16,13 @@ from flts.auth import Caller, require_admin, require_identifier
 from flts.layout import identifier_prefix, inference_log_uri, lineage_config_hash, scoring_upload_key, upload_key
 from flts.messages import DatasetUploaded, InferenceData
 from flts.observability import log_context
+from flts.records import Lineages, LineageStatus
+from flts.web import ProbeStatus
 from gateway_container import downloads
 from gateway_container.deps import GatewayDep
 from gateway_container.gateway import Gateway, MeasurementRows, checked_config_hash, checked_identifier
 from gateway_container.measurements import retry_after
+from gateway_container.models import DatasetAccepted, MeasurementsAccepted, ScoringClaim, StoredObject, Uploads
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +38,19 @@ SCORING_CLAIMS = Counter("flts_gateway_scoring_claims_total", "Files of rows acc
 
 router = APIRouter()
 
+# The download routes stream the object's bytes as stored: no JSON model describes them.
+OBJECT_BYTES = {200: {"description": "The object's bytes, as stored.", "content": {"application/octet-stream": {}}}}
+
 
 @router.get("/readyz", tags=["probes"])
-def readyz(gw: GatewayDep) -> dict[str, str]:
+def readyz(gw: GatewayDep) -> ProbeStatus:
     try:
         gw.check_store()
     except Exception as exc:
         # A public probe: the reason (it names the store's endpoint) goes to the log, the answer says only what.
         log.warning("not ready: the object store does not answer", exc_info=True)
         raise HTTPException(503, "object store not reachable", headers={"Retry-After": "5"}) from exc
-    return {"status": "ready"}
+    return ProbeStatus(status="ready")
 
 
 @router.post("/datasets", status_code=202, tags=["datasets"])
@@ -55,7 +61,7 @@ def upload_dataset(
     test: Annotated[UploadFile | None, File(description="Optional CSV used as the test set.")] = None,
     identifier: Annotated[str | None, Query(description="The series this data belongs to.")] = None,
     force: Annotated[bool, Query(description="Process and train again even if this lineage exists.")] = False,
-) -> dict[str, Any]:
+) -> DatasetAccepted:
     if force:
         require_admin(principal, "force a retrain")
     if identifier is not None:
@@ -83,14 +89,14 @@ def upload_dataset(
         gw.producer.publish(gw.settings.topic_dataset_uploaded, message)
         UPLOADS.labels("accepted").inc()
         log.info("dataset uploaded", extra={"config_hash": config_hash, "rows": len(train_frame)})
-    return {
-        "dataset_id": dataset_id,
-        "identifier": identifier,
-        "config_hash": config_hash,
-        "train": train_ref.model_dump(),
-        "test": test_ref.model_dump() if test_ref else None,
-        "status_url": f"/runs/{config_hash}?identifier={identifier}",
-    }
+    return DatasetAccepted(
+        dataset_id=dataset_id,
+        identifier=identifier,
+        config_hash=config_hash,
+        train=train_ref.model_dump(),
+        test=test_ref.model_dump() if test_ref else None,
+        status_url=f"/runs/{config_hash}?identifier={identifier}",
+    )
 
 
 @router.post("/score", status_code=202, tags=["scoring"])
@@ -99,7 +105,7 @@ def score_rows(
     gw: GatewayDep,
     rows: Annotated[UploadFile, File(description="CSV of measurements: a time column and the model's columns.")],
     identifier: Annotated[str | None, Query(description="Whose champion scores the rows.")] = None,
-) -> dict[str, Any]:
+) -> ScoringClaim:
     """Forecast every window of a file of rows with the identifier's champion, in the background.
 
     The file is checked as an upload is, stored, and claimed on `inference-data`; an inference replica
@@ -119,14 +125,14 @@ def score_rows(
         gw.producer.publish(gw.settings.topic_inference_data, claim)
         SCORING_CLAIMS.inc()
         log.info("rows sent for scoring", extra={"rows": len(frame)})
-    return {
-        "claim_id": claim_id,
-        "identifier": identifier,
-        "rows": len(frame),
-        "data": data.model_dump(),
-        "result_uri": inference_log_uri(gw.settings, identifier, claim.created_at, claim_id),
-        "completion_topic": gw.settings.topic_inference_scored,
-    }
+    return ScoringClaim(
+        claim_id=claim_id,
+        identifier=identifier,
+        rows=len(frame),
+        data=data.model_dump(),
+        result_uri=inference_log_uri(gw.settings, identifier, claim.created_at, claim_id),
+        completion_topic=gw.settings.topic_inference_scored,
+    )
 
 
 @router.post(
@@ -148,7 +154,7 @@ async def post_measurements(
     principal: Caller,
     gw: GatewayDep,
     identifier: Annotated[str | None, Query(description="The series the rows belong to.")] = None,
-) -> dict[str, Any]:
+) -> MeasurementsAccepted:
     """New rows of a series, published on the measurements topic (one message per row, keyed by identifier):
     the inference service forecasts from each one as it lands and publishes the forecast on `forecasts`.
 
@@ -170,7 +176,7 @@ async def post_measurements(
     _within_row_rate(gw, principal.name, len(rows))
     await run_in_threadpool(gw.producer.publish_many, gw.settings.topic_measurements, rows)
     MEASUREMENTS.inc(len(rows))
-    return {"identifier": rows[0].identifier, "rows": len(rows), "topic": gw.settings.topic_measurements}
+    return MeasurementsAccepted(identifier=rows[0].identifier, rows=len(rows), topic=gw.settings.topic_measurements)
 
 
 def _within_row_rate(gw: Gateway, principal: str, rows: int, check_only: bool = False) -> None:
@@ -194,15 +200,15 @@ def list_datasets(
     identifier: Annotated[str, Query(description="Whose uploads to list.")] = "global",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after: Annotated[str, Query(description="The `next` of the previous page.")] = "",
-) -> dict[str, Any]:
+) -> Uploads:
     """One identifier's uploads, a page at a time (never every tenant's at once)."""
     require_identifier(principal, identifier)
     checked_identifier(identifier)
     objects, next_after = gw.store.page(gw.settings.bucket_datasets, identifier_prefix(identifier), limit, after)
     items = [
-        {"key": o["Key"], "size_bytes": o["Size"], "last_modified": o["LastModified"].isoformat()} for o in objects
+        StoredObject(key=o["Key"], size_bytes=o["Size"], last_modified=o["LastModified"].isoformat()) for o in objects
     ]
-    return {"identifier": identifier, "items": items, "next": next_after}
+    return Uploads(identifier=identifier, items=items, next=next_after)
 
 
 @router.get("/lineages", tags=["runs"])
@@ -210,14 +216,14 @@ def list_lineages(
     principal: Caller,
     gw: GatewayDep,
     identifier: Annotated[str, Query(description="Whose lineages to list.")] = "global",
-) -> dict[str, Any]:
+) -> Lineages:
     """An identifier's preprocessed lineages, newest first, each with eval's recorded outcome."""
     require_identifier(principal, identifier)
     checked_identifier(identifier)
-    return {"identifier": identifier, "lineages": gw.lineages(identifier)}
+    return Lineages(identifier=identifier, lineages=gw.lineages(identifier))
 
 
-@router.get("/objects/{bucket}/{key:path}", tags=["objects"])
+@router.get("/objects/{bucket}/{key:path}", tags=["objects"], response_class=StreamingResponse, responses=OBJECT_BYTES)
 def download(bucket: str, key: str, principal: Caller, gw: GatewayDep) -> StreamingResponse:
     """An upload (`datasets/<identifier>/...`). `GET /download/...` serves processed splits too."""
     if bucket != gw.settings.bucket_datasets:
@@ -226,7 +232,7 @@ def download(bucket: str, key: str, principal: Caller, gw: GatewayDep) -> Stream
     return downloads.download(gw, principal, bucket, key)
 
 
-@router.get("/download/{bucket}/{key:path}", tags=["objects"])
+@router.get("/download/{bucket}/{key:path}", tags=["objects"], response_class=StreamingResponse, responses=OBJECT_BYTES)
 def download_scoped(
     bucket: str,
     key: str,
@@ -243,12 +249,13 @@ def download_scoped(
     return downloads.download(gw, principal, bucket, key, identifier)
 
 
-@router.get("/runs/{config_hash}", tags=["runs"])
+@router.get("/runs/{config_hash}", tags=["runs"], response_model_exclude_unset=True)
 def run_status(
     config_hash: str,
     principal: Caller,
     gw: GatewayDep,
     identifier: Annotated[str, Query()] = "global",
-) -> dict[str, Any]:
+) -> LineageStatus:
+    """Every stage of a lineage; its champion as eval recorded it (with exactly the keys the record has)."""
     require_identifier(principal, identifier)
     return gw.lineage_status(checked_config_hash(config_hash), checked_identifier(identifier))

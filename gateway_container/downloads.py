@@ -72,7 +72,7 @@ def served_uri(gw: Gateway, principal: Principal, bucket: str, key: str, identif
         lineages = gw.lineages(checked_identifier(identifier))
         if not lineages:
             raise HTTPException(404, f"identifier {identifier!r} has no processed lineage (yet)")
-        return processed_uri(settings, identifier, lineages[0]["config_hash"], split_file(EARLIER_SPLITS[key]))
+        return processed_uri(settings, identifier, lineages[0].config_hash, split_file(EARLIER_SPLITS[key]))
     if len(parts) != 3 or not IDENTIFIER.match(parts[0]) or not CONFIG_HASH.match(parts[1]):
         raise HTTPException(400, f"{key!r} is not a processed split's key: <identifier>/<config_hash>/<split>.parquet")
     require_identifier(principal, parts[0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 from fastapi import HTTPException, UploadFile
@@ -25,6 +25,16 @@ from flts.layout import (
     processed_uri,
 )
 from flts.messages import Measurement, ObjectRef
+from flts.records import (
+    EvalDecision,
+    LineageDecision,
+    LineageStatus,
+    LineageSummary,
+    Preprocessed,
+    Promotion,
+    Record,
+    TrainingRun,
+)
 from flts.storage import ObjectStore, ObjectTooLarge
 from flts.tracking import Tracker
 from gateway_container.measurements import CsvRows, JsonRows, MeasurementReader, RowBuckets, too_many_rows
@@ -33,6 +43,7 @@ IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CONFIG_HASH = re.compile(r"^[0-9a-f]{64}$")
 # What a network logs after each epoch (step = epoch), shown while it trains.
 PROGRESS_METRICS = ("epoch", "train_loss", "val_loss", "elapsed_seconds")
+R = TypeVar("R", bound=Record)
 
 
 def checked_identifier(identifier: str) -> str:
@@ -146,6 +157,17 @@ class Gateway:
     def json_if_exists(self, uri: str) -> dict[str, Any] | None:
         return self.store.get_json(uri) if self.store.exists(uri) else None
 
+    def record_if_exists(self, kind: type[R], uri: str) -> R | None:
+        """Eval's record at `uri`, when written (flts.records: an unreadable one is refused, naming the field)."""
+        stored = self.json_if_exists(uri)
+        return None if stored is None else kind.parse(stored, uri)
+
+    def champion_pointer(self, identifier: str, config_hash: str) -> Promotion | None:
+        return self.record_if_exists(Promotion, champion_pointer_uri(self.settings, identifier, config_hash))
+
+    def eval_decision(self, identifier: str, config_hash: str) -> EvalDecision | None:
+        return self.record_if_exists(EvalDecision, decision_uri(self.settings, identifier, config_hash))
+
     def identifier_in(self, frame: pd.DataFrame) -> str | None:
         """The series a file names in its identifier column (422 when it names several)."""
         column = self.config.data.identifier_column
@@ -162,7 +184,7 @@ class Gateway:
         """The series rows belong to: the one given, else the file's, else "global" (422 unless well-formed)."""
         return checked_identifier(given or self.identifier_in(frame) or "global")
 
-    def lineages(self, identifier: str, limit: int | None = None) -> list[dict[str, Any]]:
+    def lineages(self, identifier: str, limit: int | None = None) -> list[LineageSummary]:
         """An identifier's preprocessed lineages, newest first, each with eval's recorded outcome; at most `limit`
         (only their decisions are read: a page listing many identifiers reads a few records of each)."""
         objects = self.store.list(self.settings.bucket_processed, identifier_prefix(identifier))
@@ -170,14 +192,14 @@ class Gateway:
         lineages = []
         for claim in list(reversed(claims))[:limit]:
             config_hash = config_hash_of_claim(claim["Key"])
-            recorded = self.json_if_exists(decision_uri(self.settings, identifier, config_hash)) or {}
+            recorded = self.eval_decision(identifier, config_hash)
             lineages.append(
-                {
-                    "config_hash": config_hash,
-                    "preprocessed_at": claim["LastModified"].isoformat(),
-                    "outcome": recorded.get("outcome"),
-                    "reason": recorded.get("reason"),
-                }
+                LineageSummary(
+                    config_hash=config_hash,
+                    preprocessed_at=claim["LastModified"].isoformat(),
+                    outcome=recorded.outcome if recorded else None,
+                    reason=recorded.reason if recorded else None,
+                )
             )
         return lineages
 
@@ -190,58 +212,55 @@ class Gateway:
             raise HTTPException(413, str(exc)) from exc
         return ObjectRef(uri=stored.uri, sha256=stored.sha256, size_bytes=stored.size_bytes, rows=rows)
 
-    def lineage_status(self, config_hash: str, identifier: str) -> dict[str, Any]:
+    def lineage_status(self, config_hash: str, identifier: str) -> LineageStatus:
         """Every stage of a lineage: preprocessing, each model's training, the leaderboard, the champion."""
         settings = self.settings
         metadata_uri = processed_uri(settings, identifier, config_hash, METADATA_FILE)
         preprocessed = None
         if (stored := self.json_if_exists(metadata_uri)) is not None:
             metadata = PreprocessingMetadata.parse(stored, metadata_uri)
-            preprocessed = {
-                "rows": metadata.rows,
-                "feature_columns": metadata.feature_columns,
-                "target_columns": metadata.target_columns,
-                "frequency": metadata.frequency,
-                "sampling": metadata.config.preprocessing.sample.model_dump(mode="json"),
-                "metadata_uri": metadata_uri,
-                # The networks' epoch budget (early stopping may end a model sooner): the progress bars' end.
-                "max_epochs": metadata.config.models.recurrent.epochs,
-            }
+            preprocessed = Preprocessed(
+                rows=metadata.rows,
+                feature_columns=metadata.feature_columns,
+                target_columns=metadata.target_columns,
+                frequency=metadata.frequency,
+                sampling=metadata.config.preprocessing.sample.model_dump(mode="json"),
+                metadata_uri=metadata_uri,
+                # The networks' epoch budget (early stopping may end a model sooner).
+                max_epochs=metadata.config.models.recurrent.epochs,
+            )
         # Only this identifier's runs: a config_hash of another tenant shows nothing of theirs.
         runs = [r for r in self.tracker.lineage_runs(config_hash) if r.identifier == identifier]
         decision = decide(runs, self.config.evaluation, int(time.time() * 1000))
-        champion = self.json_if_exists(champion_pointer_uri(settings, identifier, config_hash))
-        recorded = self.json_if_exists(decision_uri(settings, identifier, config_hash))
+        champion = self.champion_pointer(identifier, config_hash)
+        recorded = self.eval_decision(identifier, config_hash)
         if preprocessed is None and not runs:
             raise HTTPException(404, f"no lineage {config_hash} for identifier {identifier!r} (yet)")
-        return {
-            "config_hash": config_hash,
-            "identifier": identifier,
-            "preprocessed": preprocessed,
-            "training": [
-                {
-                    "model_type": r.model_type,
-                    "run_id": r.run_id,
-                    "status": r.status,
-                    "error": r.error,
-                    "started_at_ms": r.start_time_ms,
-                    "seconds": round((r.end_time_ms - r.start_time_ms) / 1000, 1) if r.end_time_ms else None,
-                    "metrics": {k: v for k, v in r.metrics.items() if k.startswith("test_") and "__" not in k},
+        return LineageStatus(
+            config_hash=config_hash,
+            identifier=identifier,
+            preprocessed=preprocessed,
+            training=[
+                TrainingRun(
+                    model_type=r.model_type,
+                    run_id=r.run_id,
+                    status=r.status,
+                    error=r.error,
+                    started_at_ms=r.start_time_ms,
+                    seconds=round((r.end_time_ms - r.start_time_ms) / 1000, 1) if r.end_time_ms else None,
+                    metrics={k: v for k, v in r.metrics.items() if k.startswith("test_") and "__" not in k},
                     # The latest epoch a network has logged while it trains (MLflow metrics, step = epoch).
-                    "progress": {k: r.metrics[k] for k in PROGRESS_METRICS if k in r.metrics},
-                }
+                    progress={k: r.metrics[k] for k in PROGRESS_METRICS if k in r.metrics},
+                )
                 for r in runs
             ],
-            # outcome (eval's record): promoted, superseded (a lineage uploaded later holds the champion), no_winner.
-            "decision": {
-                "ready": decision.ready,
-                "reason": decision.reason,
-                "outcome": (recorded or {}).get("outcome"),
-                # Each target column's best promotable model type on the validation split.
-                "column_winners": decision.column_winners,
-                # What inference serves with each column by its winner, scored on the test split.
-                "column_composite": decision.column_composite(self.config.evaluation.score_weights),
-            },
-            "leaderboard": decision.leaderboard_records(),
-            "champion": champion,
-        }
+            decision=LineageDecision(
+                ready=decision.ready,
+                reason=decision.reason,
+                outcome=recorded.outcome if recorded else None,
+                column_winners=decision.column_winners,
+                column_composite=decision.column_composite(self.config.evaluation.score_weights),
+            ),
+            leaderboard=decision.leaderboard_records(),
+            champion=champion,
+        )

@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import anyio
 from anyio import to_thread
 from confluent_kafka import KafkaException
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import Counter, Gauge
 from starlette.types import Receive, Scope, Send
@@ -27,6 +27,7 @@ from flts.layout import inference_log_uri, scoring_upload_key
 from gateway_container.deps import GatewayDep
 from gateway_container.forecast_feed import POLL_SECONDS, Cursor, ForecastFeed, ForecastsUnavailable, collect
 from gateway_container.gateway import Gateway, checked_identifier
+from gateway_container.models import ClaimPending, ForecastPoll
 
 # What `POST /score` answers as claim_id (uuid4().hex[:16]).
 CLAIM_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -56,13 +57,14 @@ T = TypeVar("T")
 @router.get(
     "/score/{claim_id}",
     tags=["scoring"],
+    response_class=StreamingResponse,
     responses={
         200: {"description": "The scored claim, as the replica wrote it.", "content": {PARQUET: {}}},
-        202: {"description": "Not scored yet: ask again after Retry-After seconds."},
+        202: {"description": "Not scored yet: ask again after Retry-After seconds.", "model": ClaimPending},
         404: {"description": "No such claim for this identifier."},
     },
 )
-def scored_claim(claim_id: str, principal: Caller, gw: GatewayDep, identifier: Identifier = "global") -> Any:
+def scored_claim(claim_id: str, principal: Caller, gw: GatewayDep, identifier: Identifier = "global") -> Response:
     """The result of a `POST /score` claim: a parquet file, one row per window and forecast step (the forecast,
     and the actual and the error where the rows hold one, per target), streamed as the replica wrote it; 202
     while it is not written yet (a claim the replicas could not score is dead-lettered and stays 202)."""
@@ -75,9 +77,11 @@ def scored_claim(claim_id: str, principal: Caller, gw: GatewayDep, identifier: I
         raise HTTPException(404, f"no claim {claim_id} for identifier {identifier!r}")
     uri = _result_uri(gw, identifier, claim_id, submitted)
     if uri is None:
-        pending = {"claim_id": claim_id, "identifier": identifier, "status": "pending"}
+        pending = ClaimPending(
+            claim_id=claim_id, identifier=identifier, status="pending", submitted_at=submitted.isoformat()
+        )
         return JSONResponse(
-            {**pending, "submitted_at": submitted.isoformat()},
+            pending.model_dump(),
             status_code=202,
             headers={"Retry-After": str(PENDING_RETRY_AFTER_S)},
         )
@@ -172,6 +176,7 @@ Slots = Annotated[StreamSlots, Depends(stream_slots)]
 @router.get(
     "/forecasts",
     tags=["forecasts"],
+    response_model=ForecastPoll,
     responses={
         200: {
             "description": "Without `wait`: an event stream, one `data:` line per forecast (JSON), its cursor as "
@@ -224,11 +229,7 @@ async def live_forecasts(
         raise _unavailable(exc) from exc
     finally:
         await release()
-    return {
-        "identifier": identifier,
-        "cursor": str(feed.cursor),
-        "forecasts": [forecast.model_dump(mode="json") for forecast in forecasts],
-    }
+    return ForecastPoll(identifier=identifier, cursor=str(feed.cursor), forecasts=forecasts)
 
 
 def _cursor(text: str | None) -> Cursor | None:

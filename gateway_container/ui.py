@@ -28,11 +28,13 @@ from flts import backtest
 from flts.auth import Caller, KeyRing, Principal, require_identifier
 from flts.deadletters import latest_letters
 from flts.evaluate import latest_per_model_type, leaderboard
-from flts.layout import champion_pointer_uri, decision_uri, history_prefix
+from flts.layout import history_prefix
 from flts.plot import forecast_figure
+from flts.records import Promotion
 from flts.tracking import Tracker
 from gateway_container.deps import GatewayDep
 from gateway_container.gateway import Gateway, checked_config_hash, checked_identifier
+from gateway_container.models import ForecastVsActual, Series
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +175,7 @@ def forecast_vs_actual(
     config_hash: str | None = None,
     query: PlotQuery = PlotQuery(),
     limit: int = DEFAULT_POINTS,
-) -> dict[str, Any]:
+) -> ForecastVsActual:
     """A model's forecasts of one target on the test split, the actual values and persistence's, as series.
 
     Defaults: the identifier's champion's lineage, the lineage's champion (else its best-ranked model),
@@ -193,9 +195,8 @@ def forecast_vs_actual(
     chosen = latest_per_model_type(runs)
     if not chosen:
         raise HTTPException(404, f"no finished model in lineage {config_hash} of {identifier!r} (yet)")
-    lineage_champion = (gw.json_if_exists(champion_pointer_uri(gw.settings, identifier, config_hash)) or {}).get(
-        "model_type"
-    )
+    pointer = gw.champion_pointer(identifier, config_hash)
+    lineage_champion = pointer.model_type if pointer else None
     if model_type is None:
         board = leaderboard(runs, gw.config.evaluation)
         model_type = lineage_champion or (board[0].model_type if board else next(iter(chosen)))
@@ -222,35 +223,35 @@ def forecast_vs_actual(
     if baseline is not None and model_type != BASELINE:
         series.append(_series(BASELINE, backtest.select(baseline, target, step, **window), "forecast"))
     times = frame["time"]
-    return {
-        "identifier": identifier,
-        "config_hash": config_hash,
-        "model_type": model_type,
-        "lineage_champion": lineage_champion,
-        "run_id": chosen[model_type].run_id,
-        "models": sorted(chosen),
-        "target": target,
-        "targets": targets,
-        "step": step,
-        "steps": steps,
-        "test_period": [_iso(times.min()), _iso(times.max())],
-        "series": series,
-    }
+    return ForecastVsActual(
+        identifier=identifier,
+        config_hash=config_hash,
+        model_type=model_type,
+        lineage_champion=lineage_champion,
+        run_id=chosen[model_type].run_id,
+        models=sorted(chosen),
+        target=target,
+        targets=targets,
+        step=step,
+        steps=steps,
+        test_period=[_iso(times.min()), _iso(times.max())],
+        series=series,
+    )
 
 
 def _iso(moment: pd.Timestamp) -> str:
     return pd.Timestamp(moment).isoformat()
 
 
-def _series(name: str, rows: pd.DataFrame, column: str) -> dict[str, Any]:
+def _series(name: str, rows: pd.DataFrame, column: str) -> Series:
     values = [None if not math.isfinite(v) else round(float(v), 6) for v in rows[column]]
     mae = rows[column].sub(rows["actual"]).abs().mean() if column != "actual" else None
-    return {
-        "name": name,
-        "times": [t.isoformat() for t in rows["time"]],
-        "values": values,
-        "mae": None if mae is None or not math.isfinite(mae) else float(mae),
-    }
+    return Series(
+        name=name,
+        times=[t.isoformat() for t in rows["time"]],
+        values=values,
+        mae=None if mae is None or not math.isfinite(mae) else float(mae),
+    )
 
 
 @router.get("/forecasts/{identifier}", tags=["runs"])
@@ -260,7 +261,7 @@ def forecasts(
     query: Plot,
     config_hash: Annotated[str | None, Query(description="The lineage (default: the champion's).")] = None,
     limit: Annotated[int, Query(ge=2, le=20_000, description="Most times shown (the latest).")] = DEFAULT_POINTS,
-) -> dict[str, Any]:
+) -> ForecastVsActual:
     """A model's forecasts on the test split beside the actual values and persistence's: what `flts plot` draws."""
     return forecast_vs_actual(gw, identifier, config_hash, query, limit)
 
@@ -305,11 +306,12 @@ def identifier_page(request: Request, identifier: PageIdentifier, gw: GatewayDep
     keys = sorted(
         (o["Key"] for o in gw.store.list(gw.settings.bucket_promotion, history_prefix(identifier))), reverse=True
     )
-    history = [gw.store.get_json(f"s3://{gw.settings.bucket_promotion}/{key}") for key in keys[:HISTORY_SHOWN]]
+    uris = [f"s3://{gw.settings.bucket_promotion}/{key}" for key in keys[:HISTORY_SHOWN]]
+    history = [Promotion.parse(gw.store.get_json(uri), uri) for uri in uris]
     context = {
         "identifier": identifier,
         "champion": champion,
-        "current": next((h for h in history if champion and h["model_version"] == str(champion.version)), None),
+        "current": next((h for h in history if champion and h.model_version == str(champion.version)), None),
         "history": history,
         "promotions": len(keys),
         "lineages": gw.lineages(identifier),
@@ -322,7 +324,7 @@ def _live_context(gw: Gateway, identifier: str, config_hash: str, column: str) -
     status = gw.lineage_status(config_hash, identifier)
     runs = [r for r in gw.tracker.lineage_runs(config_hash) if r.identifier == identifier]
     suffix = f"__{column}" if column else ""
-    wins = {record["run_id"]: record["column_wins"] for record in status["leaderboard"]}
+    wins = {entry.run_id: entry.column_wins for entry in status.leaderboard}
     board = [
         {
             "model_type": c.model_type,
@@ -334,9 +336,8 @@ def _live_context(gw: Gateway, identifier: str, config_hash: str, column: str) -
         }
         for c in leaderboard(runs, gw.config.evaluation)
     ]
-    running = any(run["status"] == "RUNNING" for run in status["training"])
-    decided = bool(status["decision"]["outcome"] or (status["champion"] and not status["champion"].get("interim")))
-    return {"status": status, "board": board, "metrics": LEADERBOARD_METRICS, "final": decided and not running}
+    running = any(run.status == "RUNNING" for run in status.training)
+    return {"status": status, "board": board, "metrics": LEADERBOARD_METRICS, "final": status.decided and not running}
 
 
 def _given(query: PlotQuery) -> dict[str, Any]:
@@ -386,15 +387,15 @@ def lineage_live(
 def _plot_context(gw: Gateway, identifier: str, config_hash: str | None, query: PlotQuery) -> dict[str, Any]:
     """The plot, final (no more polling) once it shows what was asked for or the lineage's champion, or once eval
     has decided the lineage (superseded or without a winner, it will never have a champion to draw)."""
-    decided = config_hash is not None and gw.json_if_exists(decision_uri(gw.settings, identifier, config_hash))
+    decided = config_hash is not None and gw.eval_decision(identifier, config_hash) is not None
     try:
         answer = forecast_vs_actual(gw, identifier, config_hash, query)
     except HTTPException as exc:
         if exc.status_code != 404:
             raise
         return {"svg": None, "reason": exc.detail, "answer": None, "final": bool(decided)}
-    final = bool(query.model_type or answer["lineage_champion"] or decided)
-    return {"svg": forecast_figure(answer), "reason": None, "answer": answer, "final": final}
+    final = bool(query.model_type or answer.lineage_champion or decided)
+    return {"svg": forecast_figure(answer.model_dump()), "reason": None, "answer": answer, "final": final}
 
 
 @router.get(
@@ -412,4 +413,5 @@ def lineage_plot(
 
 @router.get("/ui/identifiers/{identifier}/lineages/{config_hash}/forecast.svg", include_in_schema=False)
 def lineage_plot_svg(identifier: PageIdentifier, config_hash: str, gw: GatewayDep, query: Plot) -> Response:
-    return Response(forecast_figure(forecast_vs_actual(gw, identifier, config_hash, query)), media_type="image/svg+xml")
+    answer = forecast_vs_actual(gw, identifier, config_hash, query)
+    return Response(forecast_figure(answer.model_dump()), media_type="image/svg+xml")

@@ -1,4 +1,5 @@
-"""The inference service's routes and their dependency: the probes, the champions' descriptions and /predict.
+"""The inference service's routes: the probes, the champions' descriptions and /predict (their dependencies and
+the forecast every route asks for are in `deps.py`).
 
 The request path: the body is parsed and checked on the event loop straight into numpy windows (gaps filled as
 preprocessing fills them), the windows join a micro-batch, and the answer is written with orjson.
@@ -14,28 +15,21 @@ import uuid
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from prometheus_client import Counter, Histogram
+from prometheus_client import Histogram
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 
 from flts import auth
 from flts.auth import Caller
-from flts.batching import Overloaded, TimedOut, TooLarge
 from flts.config import InferenceConfig
 from flts.observability import log_context
 from flts.predict import Forecasts, RequestError, ServingModel, Window, iso_times
-from inference_container.inference import Inference, Job, ModelFailed
+from inference_container.deps import PREDICTIONS, InferenceDep, forecast, get_inference, refuse
+from inference_container.models import HeldChampion, KnownChampion, ModelInfo, PredictAnswer, Readiness
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS = Counter(
-    "flts_predictions_total",
-    "Forecast requests by outcome: ok, rejected (422), overloaded (429: queue full), timed_out (504), "
-    "too_large (413: the body is over inference.max_request_bytes, or its windows x steps over "
-    "inference.max_batch_work), model_failed (503: the champion raised while forecasting).",
-    ["outcome"],
-)
 PREDICT_SECONDS = Histogram(
     "flts_predict_seconds",
     "Time to answer /predict.",
@@ -121,73 +115,34 @@ def predict_body(model: ServingModel | None, latest: Window | None, limits: Infe
     return {"schema": schema, "examples": examples}
 
 
-def get_inference(request: Request) -> Inference:
-    """The service object the lifespan built."""
-    return request.app.state.inference
-
-
-InferenceDep = Annotated[Inference, Depends(get_inference)]
-
 router = APIRouter()
 
 
-@router.get("/readyz", tags=["probes"])
-def readyz(inference: InferenceDep, response: Response) -> dict[str, Any]:
+@router.get("/readyz", tags=["probes"], response_model_exclude_unset=True)
+def readyz(inference: InferenceDep, response: Response) -> Readiness:
     """Ready once every champion in the registry was loaded, with a follower hearing of new ones."""
     reason = inference.unready_reason()
     if reason is not None:
         response.status_code = 503
         response.headers["Retry-After"] = "5"
-        return {"status": reason}
-    return {"status": "ready", "models": len(inference.champions.all())}  # a public probe: no identifiers
+        return Readiness(status=reason)
+    return Readiness(status="ready", models=len(inference.champions.all()))  # a public probe: no identifiers
 
 
-@router.get("/model-info", tags=["models"])
+@router.get("/model-info", tags=["models"], response_model=ModelInfo, response_model_exclude_unset=True)
 def model_info(
     principal: Caller, inference: InferenceDep, identifier: Annotated[str | None, Query()] = None
 ) -> dict[str, Any]:
+    """The champion /predict serves for the identifier; its selection with exactly the keys eval recorded."""
     return inference.describe(inference.champion_for(principal, identifier))
 
 
-@router.get("/models", tags=["models"])
+@router.get(
+    "/models", tags=["models"], response_model=list[HeldChampion | KnownChampion], response_model_exclude_unset=True
+)
 def models(principal: Caller, inference: InferenceDep) -> list[dict[str, Any]]:
     """The champions the caller may use (an admin: all of them); those not held in memory say `loaded: false`."""
     return inference.listing(principal)
-
-
-def refuse(status: int, outcome: str, message: str, headers: dict[str, str] | None = None) -> HTTPException:
-    PREDICTIONS.labels(outcome).inc()
-    log.info("predict refused", extra={"status": status, "reason": message})
-    return HTTPException(status, message, headers=headers)
-
-
-async def forecast(
-    inference: Inference, model: ServingModel, windows: list[Window], length: int | None
-) -> tuple[Forecasts, int]:
-    """The windows' forecasts from one micro-batch (and where this request's start in it); a refusal is an
-    HTTPException, counted: 422 for what the model cannot serve, 413 for more work than a batch may hold, 429
-    when the queue is full, 504 when too slow, 503 when the champion fails (only its own requests)."""
-    try:
-        steps = model.check_length(length)
-        for position, window in enumerate(windows):
-            model.check_horizon(window, steps, f"window {position}: " if position else "")
-        return await inference.batcher.submit(Job(model, windows, steps))
-    except RequestError as exc:
-        raise refuse(422, "rejected", str(exc)) from exc
-    except TooLarge as exc:
-        cap = inference.limits.max_batch_work
-        raise refuse(
-            413,
-            "too_large",
-            f"{len(windows)} windows x {steps} steps is {len(windows) * steps} window-steps; one request may ask "
-            f"for at most {cap} (inference.max_batch_work): send fewer windows or ask for fewer steps per request",
-        ) from exc
-    except ModelFailed as exc:
-        raise refuse(503, "model_failed", str(exc), {"Retry-After": "5"}) from exc
-    except Overloaded as exc:
-        raise refuse(429, "overloaded", f"the model is busy ({exc}); retry shortly", {"Retry-After": "1"}) from exc
-    except TimedOut as exc:
-        raise refuse(504, "timed_out", f"the forecast took too long ({exc})") from exc
 
 
 async def predict(request: Request) -> Response:
@@ -249,6 +204,7 @@ router.add_route("/predict", predict, methods=["POST"], include_in_schema=False)
 router.post(
     "/predict",
     tags=["predict"],
+    response_model=PredictAnswer,
     dependencies=[Depends(auth.caller)],  # documents the key schemes; the plain route authenticates itself
     # The body's schema: PredictRequest's here; the app publishes it with the global champion's constraints
     # (`predict_body`, see service.py).

@@ -32,7 +32,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from prometheus_client import Counter, Gauge
@@ -44,6 +43,7 @@ from flts.models.base import load_forecaster
 from flts.models.composite import ColumnComposite
 from flts.outages import is_outage
 from flts.predict import ModelIdentity, ServingModel, Window, directory_bytes
+from flts.records import Promotion, Selection
 from flts.storage import ObjectStore
 from flts.tracking import REGISTRY_PAGE_SIZE, Tracker
 from inference_container.follower import ChampionFollower
@@ -102,7 +102,7 @@ class Champions:
         self._models: OrderedDict[str, ServingModel] = OrderedDict()  # least recently used first
         self._known: dict[str, ChampionRef] = {}
         self._latest: dict[str, Window] = {}
-        self._selection: dict[str, dict[str, Any]] = {}
+        self._selection: dict[str, Selection] = {}
         self._pinned: set[str] = set()
         self._guard = threading.Lock()
 
@@ -171,20 +171,18 @@ class Champions:
         """The most recent rows known for the identifier (what a body without rows forecasts from)."""
         return self._latest.get(identifier)
 
-    def selection(self, identifier: str) -> dict[str, Any] | None:
+    def selection(self, identifier: str) -> Selection | None:
         """Why eval chose the champion served: its reason and the leaderboard, with what could not be served."""
         return self._selection.get(identifier)
 
-    def explain(self, identifier: str, selection: dict[str, Any] | None) -> None:
+    def explain(self, identifier: str, selection: Selection | None) -> None:
         """Eval's record of why the identifier's champion won (None: unknown)."""
         if selection is None:
             self._selection.pop(identifier, None)
         else:
             self._selection[identifier] = selection
 
-    def install(
-        self, model: ServingModel, latest: Window | None = None, selection: dict[str, Any] | None = None
-    ) -> None:
+    def install(self, model: ServingModel, latest: Window | None = None, selection: Selection | None = None) -> None:
         """Serve `model`; `latest`: the identifier's most recent rows from the lineage's data (the newer of these
         and the rows kept from before is kept, when it fits the model); `selection`: eval's record of why this
         model won (None: unknown). Holding it may drop the least recently used champion."""
@@ -369,7 +367,8 @@ class ChampionLoader:
             if after is None:
                 break
         if newest_key != seen_key:
-            version = str(self.store.get_json(f"s3://{bucket}/{newest_key}")["model_version"])
+            uri = f"s3://{bucket}/{newest_key}"
+            version = Promotion.parse(self.store.get_json(uri), uri).model_version
             self._newest[identifier] = (newest_key, version)
         return version
 
@@ -379,7 +378,7 @@ class ChampionLoader:
             # Eval writes its record just after the event, and an interim champion's record changes when the same
             # model is confirmed as the final one (more models ranked: the columns' winners may differ).
             known = self.champions.selection(identifier)
-            if known is None or known.get("interim"):
+            if known is None or known.interim:
                 selection = self.selection(current.identity)
                 if selection is not None and selection != known:
                     promoted = current
@@ -405,28 +404,24 @@ class ChampionLoader:
         self.champions.install(model, self.latest_rows(model), selection)
         CHAMPION_LOADS.labels(outcome).inc()
 
-    def with_column_winners(self, model: ServingModel, selection: dict[str, Any] | None) -> ServingModel:
+    def with_column_winners(self, model: ServingModel, selection: Selection | None) -> ServingModel:
         """The champion with each target column forecast by the servable model that won it on validation (the
         leaderboard's `column_wins`; flts.models.composite). Members are runs of the champion's lineage (the
         selection names its run), so they read the same windows."""
         if not self.serve_column_winners or not selection:
             return model
         champion_type = model.identity.model_type
-        won = {
-            entry["model_type"]: entry
-            for entry in selection.get("leaderboard", [])
-            if entry.get("column_wins") and entry.get("servable", True)
-        }
+        won = {entry.model_type: entry for entry in selection.leaderboard if entry.column_wins and entry.servable}
         if not set(won) - {champion_type}:
             return model
         members, member_bytes = {}, 0
         with tempfile.TemporaryDirectory(dir=self.cache) as tmp:
             for model_type, entry in won.items():
                 if model_type != champion_type:
-                    directory = self.tracker.download_model(entry["run_id"], tempfile.mkdtemp(dir=tmp))
+                    directory = self.tracker.download_model(entry.run_id, tempfile.mkdtemp(dir=tmp))
                     members[model_type] = load_forecaster(Path(directory))
                     member_bytes += directory_bytes(Path(directory))
-        winners = {column: model_type for model_type, entry in won.items() for column in entry["column_wins"]}
+        winners = {column: model_type for model_type, entry in won.items() for column in entry.column_wins}
         composite = ColumnComposite(model.forecaster, members, winners)
         log.info("serving columns by their validation winners", extra={"column_models": composite.column_models})
         return dataclasses.replace(model, forecaster=composite, member_bytes=member_bytes)
@@ -448,19 +443,18 @@ class ChampionLoader:
             )
             return None
 
-    def selection(self, identity: ModelIdentity) -> dict[str, Any] | None:
+    def selection(self, identity: ModelIdentity) -> Selection | None:
         """Eval's reason and leaderboard from the lineage's champion pointer, when it names this run (an operator
         who moved the alias to another run leaves nothing to explain it)."""
         uri = champion_pointer_uri(self.settings, identity.identifier, identity.config_hash)
         try:
-            record = self.store.get_json(uri) if self.store.exists(uri) else None
+            record = Promotion.parse(self.store.get_json(uri), uri) if self.store.exists(uri) else None
         except Exception:
             log.warning("no selection record for %s", identity.identifier, exc_info=True)
             return None
-        if record is None or record.get("run_id") != identity.run_id:
+        if record is None or record.run_id != identity.run_id:
             return None
-        selection = {"reason": record.get("reason"), "leaderboard": record.get("leaderboard", [])}
-        return {**selection, "interim": True} if record.get("interim") else selection
+        return Selection.of(record)
 
     def start(self, stop: threading.Event) -> None:
         """The follower of `model-selected` (supervised: started again when it stalls or fails) and the reconciler,

@@ -184,11 +184,11 @@ class Inference:
 
     def describe(self, model: ServingModel) -> dict[str, Any]:
         identifier = model.identity.identifier
-        latest = self.champions.latest(identifier)
+        latest, selection = self.champions.latest(identifier), self.champions.selection(identifier)
         return {
             **model.describe(),
             "latest_row_ts": None if latest is None else iso_times(latest.nanoseconds[-1:])[0],
-            "selection": self.champions.selection(identifier),
+            "selection": None if selection is None else selection.to_json(),
         }
 
     def windows_of(

@@ -28,7 +28,8 @@ from flts import __version__
 from flts.auth import Caller
 from flts.predict import RequestError, ServingModel, iso_times
 from inference_container import oip_binary
-from inference_container.api import PREDICTIONS, InferenceDep, forecast, refuse
+from inference_container.deps import PREDICTIONS, InferenceDep, forecast, refuse
+from inference_container.models import ModelMetadata, ModelReady, ServerLive, ServerMetadata, ServerReady
 from inference_container.oip_binary import NUMERIC, Blobs, Malformed
 
 ModelName = Annotated[str, Path(description="The identifier whose champion answers (global: the fleet's).")]
@@ -192,23 +193,24 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
 
 @router.get("")
-def server_metadata() -> dict[str, Any]:
-    return {"name": "flts-inference", "version": __version__, "extensions": ["binary_tensor_data"]}
+def server_metadata() -> ServerMetadata:
+    return ServerMetadata(name="flts-inference", version=__version__, extensions=["binary_tensor_data"])
 
 
 @router.get("/health/live")
-def live() -> dict[str, bool]:
-    return {"live": True}
+def live() -> ServerLive:
+    return ServerLive(live=True)
 
 
 @router.get("/health/ready")
-def ready(inference: InferenceDep, response: Response) -> dict[str, bool]:
+def ready(inference: InferenceDep, response: Response) -> ServerReady:
     is_ready = inference.unready_reason() is None
     response.status_code = 200 if is_ready else 503
-    return {"ready": is_ready}
+    return ServerReady(ready=is_ready)
 
 
-@router.get("/models/{name}")
+# A refusal is answered as the protocol words it, {"error": ...}, by `_error` (a route's model describes its 200).
+@router.get("/models/{name}", response_model=ModelMetadata)
 def model_metadata(name: ModelName, principal: Caller, inference: InferenceDep) -> Any:
     try:
         model = inference.champion_for(principal, name)
@@ -230,7 +232,7 @@ def model_metadata(name: ModelName, principal: Caller, inference: InferenceDep) 
     }
 
 
-@router.get("/models/{name}/ready")
+@router.get("/models/{name}/ready", response_model=ModelReady)
 def model_ready(name: ModelName, principal: Caller, inference: InferenceDep) -> Any:
     try:
         inference.champion_for(principal, name)

@@ -44,6 +44,7 @@ from flts.kafka import ConsumerLoop, MessageProducer, PermanentError
 from flts.layout import decision_uri, inference_log_uri
 from flts.messages import InferenceData, InferenceScored, ObjectRef
 from flts.predict import Forecasts, RequestError, Series, ServingModel, processed_series, raw_series
+from flts.records import EvalDecision
 from flts.storage import ObjectNotFound, ObjectStore, StoredObject, sha256_bytes
 
 log = logging.getLogger(__name__)
@@ -151,10 +152,10 @@ class BatchScorer:
         uri = decision_uri(self.settings, claim.identifier, claim.config_hash)
         if not self.store.exists(uri):
             return False
-        decision = self.store.get_json(uri)
-        if decision.get("outcome") != "promoted":
+        decision = EvalDecision.parse(self.store.get_json(uri), uri)
+        if decision.outcome != "promoted":
             return True
-        return model.identity.config_hash == claim.config_hash and model.identity.run_id == decision.get("run_id")
+        return model.identity.config_hash == claim.config_hash and model.identity.run_id == decision.run_id
 
     def _series(self, claim: InferenceData, model: ServingModel) -> Series:
         """The claim's rows on the champion's grid and in its column order (a PermanentError says why not)."""

@@ -30,8 +30,9 @@ from flts.models.exported import configure_threads
 from flts.observability import configure_logging
 from flts.predict import ServingModel, Window
 from flts.web import BodySizeLimit, service_app
-from inference_container.api import PREDICTIONS, predict_body, router
+from inference_container.api import predict_body, router
 from inference_container.champions import ChampionLoader, Champions
+from inference_container.deps import PREDICTIONS
 from inference_container.inference import Inference
 from inference_container.oip import OipErrors
 from inference_container.oip import router as open_inference_protocol

@@ -146,7 +146,7 @@ def status(
             if not lineages:
                 console.print(f"[red]{identifier!r} has no lineage yet[/]; upload data with `flts upload FILE.csv`")
                 raise typer.Exit(1)
-            config_hash = lineages[0]["config_hash"]
+            config_hash = lineages[0].config_hash
             console.print(f"The newest lineage of {identifier}: [bold]{config_hash}[/]")
         while True:
             lineage = client.lineage(config_hash, identifier)
@@ -156,15 +156,13 @@ def status(
                 )
                 raise typer.Exit(1)
             follower(lineage)
-            champion = lineage.get("champion") or {}
-            decided = (lineage.get("decision") or {}).get("outcome") or (champion and not champion.get("interim"))
-            if decided or not follow or time.monotonic() > deadline:
+            if lineage.decided or not follow or time.monotonic() > deadline:
                 break
             time.sleep(2)
-    if lineage.get("champion"):
+    if lineage.champion:
         print_leaderboard(console, lineage)
     else:
-        console.print(f"decision: {lineage['decision']}")
+        console.print(f"decision: {lineage.decision.to_json()}")
 
 
 @app.command()
@@ -178,9 +176,7 @@ def runs(identifier: IdentifierOption = "global", gateway: Gateway = "http://127
         lineages = FltsClient(gateway, "").lineages(identifier)
     table = Table("lineage", "preprocessed at", "outcome", "reason", title=f"Lineages of {identifier}")
     for lineage in lineages:
-        table.add_row(
-            lineage["config_hash"], lineage["preprocessed_at"], lineage["outcome"] or "-", lineage["reason"] or ""
-        )
+        table.add_row(lineage.config_hash, lineage.preprocessed_at, lineage.outcome or "-", lineage.reason or "")
     console.print(table)
 
 

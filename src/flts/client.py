@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pandas as pd
 
+from flts.records import Lineages, LineageStatus, LineageSummary
+
 
 class PipelineTimeout(TimeoutError):
     """The pipeline did not reach the awaited stage in time; the message says where it stood."""
@@ -55,7 +57,7 @@ class FltsClient:
         _raise_for_status(response)
         return response.json()
 
-    def lineage(self, config_hash: str, identifier: str = "global") -> dict[str, Any] | None:
+    def lineage(self, config_hash: str, identifier: str = "global") -> LineageStatus | None:
         response = httpx.get(
             f"{self.gateway_url}/runs/{config_hash}",
             params={"identifier": identifier},
@@ -65,14 +67,14 @@ class FltsClient:
         if response.status_code == 404:
             return None
         _raise_for_status(response)
-        return response.json()
+        return LineageStatus.parse(response.json(), f"GET {response.url}")
 
-    def lineages(self, identifier: str = "global") -> list[dict[str, Any]]:
+    def lineages(self, identifier: str = "global") -> list[LineageSummary]:
         response = httpx.get(
             f"{self.gateway_url}/lineages", params={"identifier": identifier}, headers=self.headers, timeout=30
         )
         _raise_for_status(response)
-        return response.json()["lineages"]
+        return Lineages.parse(response.json(), f"GET {response.url}").lineages
 
     def forecasts(self, identifier: str = "global", **query: Any) -> dict[str, Any]:
         """A model's test forecasts beside the actual values (`GET /forecasts/ID`; query: see `flts plot`)."""
@@ -108,16 +110,16 @@ class FltsClient:
         config_hash: str,
         identifier: str = "global",
         timeout: float = 900.0,
-        on_progress: Callable[[dict[str, Any] | None], None] | None = None,
+        on_progress: Callable[[LineageStatus | None], None] | None = None,
         final: bool = True,
-        on_served: Callable[[dict[str, Any]], None] | None = None,
+        on_served: Callable[[LineageStatus], None] | None = None,
         poll_seconds: float = 2.0,
-    ) -> dict[str, Any]:
+    ) -> LineageStatus:
         """Poll until the lineage has a champion AND inference serves that very version; with ``final`` (the
         default) the decided one, not an interim champion served while other models still train.
         ``on_served`` hears every status whose champion, interim or final, inference serves."""
         deadline = time.monotonic() + timeout
-        status: dict[str, Any] | None = None
+        status: LineageStatus | None = None
         while time.monotonic() < deadline:
             try:
                 status = self.lineage(config_hash, identifier)
@@ -126,14 +128,14 @@ class FltsClient:
                 continue
             if on_progress:
                 on_progress(status)
-            champion = (status or {}).get("champion")
-            if champion:
+            champion = status.champion if status else None
+            if status and champion:
                 served = self.model_info(identifier)
-                if served and served["model_version"] == champion["model_version"]:
+                if served and served["model_version"] == champion.model_version:
                     if on_served:
-                        on_served(status or {})
-                    if not (final and champion.get("interim")):
-                        return status or {}
+                        on_served(status)
+                    if not (final and champion.interim):
+                        return status
             time.sleep(poll_seconds)
         raise PipelineTimeout(f"no champion served for {config_hash} within {timeout:.0f}s; last status: {status}")
 

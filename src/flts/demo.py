@@ -17,6 +17,7 @@ from rich.table import Table
 from flts.client import FltsClient, window_request
 from flts.config import load_pipeline_config
 from flts.data.generate import write_dataset
+from flts.records import LineageStatus
 from flts.stack.config import StackConfig
 
 SCORE_COLUMNS = ("test_rmse", "test_mae", "test_smape", "test_mase", "test_rmse_original")
@@ -47,7 +48,7 @@ def run_demo(
     console.print(f"Uploaded as dataset {upload['dataset_id']}; lineage [bold]{upload['config_hash'][:16]}[/]")
     follower = StageFollower(console)
 
-    def first_served(_status: dict[str, Any]) -> None:
+    def first_served(_status: LineageStatus) -> None:
         timings.setdefault("upload -> first forecast served", time.monotonic() - uploaded_at)
 
     status = client.wait_for_champion(
@@ -87,31 +88,30 @@ class StageFollower:
             self.seen[key] = time.monotonic() - self.started
             self.console.print(f"  [{self.seen[key]:6.1f}s] {line}")
 
-    def __call__(self, status: dict[str, Any] | None) -> None:
+    def __call__(self, status: LineageStatus | None) -> None:
         if not status:
             return
-        if status.get("preprocessed"):
-            self._once("preprocessed", f"preprocessed: {status['preprocessed']['rows']}")
-        max_epochs = (status.get("preprocessed") or {}).get("max_epochs")
-        for run in status.get("training", []):
-            progress = run.get("progress") or {}
-            if "epoch" in progress:
-                epoch = int(progress["epoch"])
+        preprocessed = status.preprocessed
+        if preprocessed:
+            self._once("preprocessed", f"preprocessed: {preprocessed.rows}")
+        max_epochs = preprocessed.max_epochs if preprocessed else None
+        for run in status.training:
+            if "epoch" in run.progress:
+                epoch = int(run.progress["epoch"])
                 self._once(
-                    f"{run['model_type']} epoch {epoch}", f"{run['model_type']:<15} {epoch_line(progress, max_epochs)}"
+                    f"{run.model_type} epoch {epoch}", f"{run.model_type:<15} {epoch_line(run.progress, max_epochs)}"
                 )
-            self._once(f"{run['model_type']} {run['status']}", f"{run['model_type']:<15} {run['status']}")
-        outcome = (status.get("decision") or {}).get("outcome")
-        champion = status.get("champion")
-        if champion and champion.get("interim"):
+            self._once(f"{run.model_type} {run.status}", f"{run.model_type:<15} {run.status}")
+        outcome, champion = status.decision.outcome, status.champion
+        if champion and champion.interim:
             self._once(
-                f"interim {champion['model_type']}",
-                f"interim champion: {champion['model_type']} (the best finished so far, served while others train)",
+                f"interim {champion.model_type}",
+                f"interim champion: {champion.model_type} (the best finished so far, served while others train)",
             )
         elif champion:
-            self._once("champion", f"champion promoted: {champion['model_type']}")
+            self._once("champion", f"champion promoted: {champion.model_type}")
         elif outcome:
-            self._once(f"decided {outcome}", f"decided: {outcome} ({status['decision']['reason']})")
+            self._once(f"decided {outcome}", f"decided: {outcome} ({status.decision.reason})")
 
 
 def epoch_line(progress: dict[str, float], max_epochs: int | None, bar_width: int = 10) -> str:
@@ -129,46 +129,50 @@ def _rows_needed(client: FltsClient) -> int:
     return int(info["rows_needed"]) if info else load_pipeline_config().windows.input_seq_len
 
 
-def print_leaderboard(console: Console, status: dict[str, Any]) -> None:
-    metrics = {run["run_id"]: run["metrics"] for run in status["training"]}
-    board = status["leaderboard"]
-    persistence = next((c for c in board if c["model_type"] == "PERSISTENCE"), None)
-    table = Table(title=f"Leaderboard for lineage {status['config_hash'][:16]}", title_justify="left")
+def print_leaderboard(console: Console, status: LineageStatus) -> None:
+    metrics = {run.run_id: run.metrics for run in status.training}
+    board = status.leaderboard
+    persistence = next((c for c in board if c.model_type == "PERSISTENCE"), None)
+    table = Table(title=f"Leaderboard for lineage {status.config_hash[:16]}", title_justify="left")
     for column in ("rank", "model", "score", *SCORE_COLUMNS, "vs persistence", "columns won", "train s", "servable"):
         table.add_column(column.removeprefix("test_"), justify="right")
-    seconds = {run["run_id"]: run.get("seconds") for run in status["training"]}
+    seconds = {run.run_id: run.seconds for run in status.training}
     for rank, candidate in enumerate(board, start=1):
-        values = metrics.get(candidate["run_id"], {})
-        relative = f"{candidate['score'] / persistence['score']:.3f}" if persistence and persistence["score"] else "-"
+        values = metrics.get(candidate.run_id, {})
+        relative = f"{candidate.score / persistence.score:.3f}" if persistence and persistence.score else "-"
         table.add_row(
             str(rank),
-            candidate["model_type"],
-            f"{candidate['score']:.5f}",
+            candidate.model_type,
+            f"{candidate.score:.5f}",
             *(f"{values[c]:.4g}" if c in values else "-" for c in SCORE_COLUMNS),
             relative,
-            str(len(candidate.get("column_wins", []))),
-            f"{seconds[candidate['run_id']]:.1f}" if seconds.get(candidate["run_id"]) else "-",
-            "yes" if candidate.get("servable", True) else "no",
+            str(len(candidate.column_wins)),
+            f"{seconds[candidate.run_id]:.1f}" if seconds.get(candidate.run_id) else "-",
+            "yes" if candidate.servable else "no",
         )
     console.print(table)
     for candidate in board:
-        if "not_servable_because" in candidate:
-            console.print(f"{candidate['model_type']} cannot be served: {candidate['not_servable_because']}")
-    winners = (status.get("decision") or {}).get("column_winners") or {}
+        if candidate.not_servable_because:
+            console.print(f"{candidate.model_type} cannot be served: {candidate.not_servable_because}")
+    winners = status.decision.column_winners
     if winners:
         console.print("Best per column (validation): " + ", ".join(f"{c} {m}" for c, m in winners.items()))
-    served = (status.get("decision") or {}).get("column_composite") or {}
-    if "score_vs_persistence" in served:
+    served = status.decision.column_composite
+    if served.score is not None and served.score_vs_persistence is not None:
         console.print(
-            f"Served column by column: test score {served['score']:.5f}, "
-            f"{served['score_vs_persistence']:.3f} x persistence's"
-            + (f", {served['score_vs_champion']:.3f} x the champion's alone" if "score_vs_champion" in served else "")
+            f"Served column by column: test score {served.score:.5f}, {served.score_vs_persistence:.3f} x persistence's"
+            + (
+                f", {served.score_vs_champion:.3f} x the champion's alone"
+                if served.score_vs_champion is not None
+                else ""
+            )
         )
-    champion = status["champion"]
-    console.print(
-        f"[bold green]Champion[/]: {champion['model_type']} version {champion['model_version']} "
-        f"(run {champion['run_id']}), score {champion['score']:.5f}; {champion['reason']}"
-    )
+    champion = status.champion
+    if champion is not None:
+        console.print(
+            f"[bold green]Champion[/]: {champion.model_type} version {champion.model_version} "
+            f"(run {champion.run_id}), score {champion.score:.5f}; {champion.reason}"
+        )
 
 
 def print_forecast(console: Console, forecast: dict[str, Any]) -> None:

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from flts.config import EvaluationConfig, ScoreWeights
 from flts.models import types as model_types
+from flts.records import ColumnComposite, LeaderboardEntry
 from flts.scoring import composite_score
 from flts.tracking import RunSummary
 
@@ -63,25 +63,25 @@ class Decision:
     column_winners: dict[str, str] = field(default_factory=dict)
     interim: Candidate | None = None  # not ready: the best promotable model finished so far
 
-    def leaderboard_records(self) -> list[dict[str, Any]]:
+    def leaderboard_records(self) -> list[LeaderboardEntry]:
         """The leaderboard as eval records it and the gateway and /model-info show it, best first: model type,
         run, score, whether it can be served (why not, when not), the target columns it wins (validation) and
         each column's test RMSE over persistence's."""
         persistence = next((c.metrics for c in self.leaderboard if c.model_type == "PERSISTENCE"), {})
         return [
-            {
-                "model_type": c.model_type,
-                "run_id": c.run_id,
-                "score": c.score,
-                "servable": c.not_servable_because is None,
+            LeaderboardEntry(
+                model_type=c.model_type,
+                run_id=c.run_id,
+                score=c.score,
+                servable=c.not_servable_because is None,
                 **({"not_servable_because": c.not_servable_because} if c.not_servable_because else {}),
-                "column_wins": [column for column, winner in self.column_winners.items() if winner == c.model_type],
-                "rmse_vs_persistence": _relative_rmse(c.metrics, persistence),
-            }
+                column_wins=[column for column, winner in self.column_winners.items() if winner == c.model_type],
+                rmse_vs_persistence=_relative_rmse(c.metrics, persistence),
+            )
             for c in self.leaderboard
         ]
 
-    def column_composite(self, weights: ScoreWeights) -> dict[str, Any]:
+    def column_composite(self, weights: ScoreWeights) -> ColumnComposite:
         """What inference serves with `inference.serve_column_winners` (flts.models.composite), scored on the test
         split like every model: each column's metrics are its winner's, the overall ones their means over the
         columns (as flts.scoring averages them). Empty while a column has no winner or a winner no metrics."""
@@ -91,21 +91,21 @@ class Decision:
             for name in ("rmse", "mae", "mse"):
                 key = f"test_{name}__{column}"
                 if key not in by_type.get(model_type, {}):
-                    return {}
+                    return ColumnComposite()
                 metrics[key] = by_type[model_type][key]
         if not metrics:
-            return {}
+            return ColumnComposite()
         for name in ("rmse", "mae", "mse"):
             per_column = [metrics[f"test_{name}__{column}"] for column in self.column_winners]
             metrics[f"test_{name}"] = sum(per_column) / len(per_column)
         score = composite_score(metrics, weights)
         persistence = next((c.score for c in self.leaderboard if c.model_type == "PERSISTENCE"), None)
-        return {
-            "column_models": dict(self.column_winners),
-            "score": score,
+        return ColumnComposite(
+            column_models=dict(self.column_winners),
+            score=score,
             **({"score_vs_persistence": score / persistence} if persistence else {}),
             **({"score_vs_champion": score / self.winner.score} if self.winner and self.winner.score else {}),
-        }
+        )
 
 
 def _relative_rmse(metrics: dict[str, float], persistence: dict[str, float]) -> dict[str, float]:
@@ -143,11 +143,11 @@ def latest_per_model_type(runs: list[RunSummary]) -> dict[str, RunSummary]:
     return chosen
 
 
-def score_vs_persistence(run_id: str, leaderboard: list[dict[str, Any]]) -> float | None:
+def score_vs_persistence(run_id: str, leaderboard: list[LeaderboardEntry]) -> float | None:
     """A run's score over its lineage's persistence score, from a recorded leaderboard: comparable across lineages
     (whose data and scales differ); None when either is not on it."""
-    scores = {entry["run_id"]: entry["score"] for entry in leaderboard}
-    persistence = next((entry["score"] for entry in leaderboard if entry["model_type"] == "PERSISTENCE"), None)
+    scores = {entry.run_id: entry.score for entry in leaderboard}
+    persistence = next((entry.score for entry in leaderboard if entry.model_type == "PERSISTENCE"), None)
     if run_id not in scores or not persistence:
         return None
     return scores[run_id] / persistence

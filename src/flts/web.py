@@ -1,8 +1,9 @@
 """What the HTTP services share: how an app is assembled, the liveness probe, the request body limit, and a
 JSON answer sent straight from ASGI middleware.
 
-Each service follows the same shape: `<service>/api.py` holds its module-level router and its dependencies
-(the service object, read from `app.state`; the caller, `flts.auth.Caller`), `<service>/service.py` builds
+Each service follows the same shape: `<service>/api.py` holds its module-level router, `<service>/deps.py` the
+dependencies every route module shares (the service object, read from `app.state`; the caller is
+`flts.auth.Caller`), `<service>/models.py` the shapes of the answers, `<service>/service.py` builds
 that object in `lifespan`, assembles the app with `service_app` and installs the body limit, then auth.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import Counter, make_asgi_app
+from pydantic import BaseModel
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -31,14 +33,20 @@ NOT_COUNTED = ("/healthz", "/readyz", "/metrics")
 probes = APIRouter(tags=["probes"])
 
 
+class ProbeStatus(BaseModel):
+    """A probe's answer: ok (ready), or why not."""
+
+    status: str
+
+
 @probes.get("/healthz")
-def healthz(request: Request, response: Response) -> dict[str, str]:
+def healthz(request: Request, response: Response) -> ProbeStatus:
     """Liveness: the process answers and nothing it needs died for good (readiness, /readyz, is each service's own)."""
     failure = request.app.state.liveness_failure()
     if failure is not None:
         response.status_code = 503
-        return {"status": failure}
-    return {"status": "ok"}
+        return ProbeStatus(status=failure)
+    return ProbeStatus(status="ok")
 
 
 def service_app(

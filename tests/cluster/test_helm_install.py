@@ -214,7 +214,7 @@ def test_install_runs_the_init_job_and_every_workload_passes_its_probes(release:
 def test_an_upload_through_the_gateway_service_is_served_by_every_inference_replica(
     release: dict[str, str], client: FltsClient, champion: dict
 ) -> None:
-    version = champion["status"]["champion"]["model_version"]
+    version = champion["status"].champion.model_version
     replicas = [p["metadata"]["name"] for p in pods(release, "inference")]
     assert replicas
     for pod in replicas:
@@ -297,7 +297,7 @@ def test_load_makes_the_hpa_scale_inference_out_and_the_new_replica_serves_the_c
             env=release,
         )
         log(f"HPA scaled inference out {took:.0f} s into the Locust run")
-        version = champion["status"]["champion"]["model_version"]
+        version = champion["status"].champion.model_version
 
         def every_replica_serves_the_champion() -> bool:
             replicas = pods(release, "inference")
@@ -325,8 +325,8 @@ def test_a_trainer_pod_deleted_mid_training_is_replaced_and_the_lineage_complete
     config_hash, identifier = upload["config_hash"], upload["identifier"]
 
     def gru_running() -> bool:
-        status = client.lineage(config_hash, identifier) or {}
-        return any(r["model_type"] == "GRU" and r["status"] == "RUNNING" for r in status.get("training", []))
+        status = client.lineage(config_hash, identifier)
+        return status is not None and any(r.model_type == "GRU" and r.status == "RUNNING" for r in status.training)
 
     wait_until(gru_running, 600, "GRU training starts", release, interval=1)
     (victim,) = pods(release, "train-gru")
@@ -334,8 +334,8 @@ def test_a_trainer_pod_deleted_mid_training_is_replaced_and_the_lineage_complete
     deleted = time.monotonic()
     status = client.wait_for_champion(config_hash, identifier, timeout=1200)
     log(f"train-gru pod deleted mid-training -> champion served {time.monotonic() - deleted:.0f} s later")
-    finished = {r["model_type"] for r in status["training"] if r["status"] == "FINISHED"}
-    assert "GRU" in finished, status["training"]
+    finished = {r.model_type for r in status.training if r.status == "FINISHED"}
+    assert "GRU" in finished, status.training
     replacement = pods(release, "train-gru")
     assert replacement and replacement[0]["metadata"]["uid"] != victim["metadata"]["uid"]
 
@@ -358,7 +358,7 @@ def test_helm_upgrade_keeps_the_generated_secrets_and_the_data(
     # The data survived: the restarted gateway still knows the lineage and its champion.
     with port_forward(release, f"svc/{RELEASE}-gateway", 8000) as gateway:
         status = FltsClient(gateway, "", api_key=admin_key).lineage(champion["config_hash"], champion["identifier"])
-    assert status and status["champion"]["model_version"] == champion["status"]["champion"]["model_version"]
+    assert status and status.champion.model_version == champion["status"].champion.model_version
 
 
 def test_helm_uninstall_leaves_only_the_persistent_volume_claims(release: dict[str, str]) -> None:

@@ -32,6 +32,7 @@ from prometheus_support import (
 from flts.client import FltsClient, window_request
 from flts.config import load_pipeline_config
 from flts.data.generate import write_dataset
+from flts.records import LineageStatus
 
 # The first test builds the images (on a fresh machine: Debian stand-ins, PyTorch; 20-30 min).
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(3600)]
@@ -51,8 +52,8 @@ def _wait_for_exit(project: Compose, service: str, timeout: float) -> dict:
     raise AssertionError(f"{service} did not finish within {timeout:.0f} s: {project.state().get(service)}")
 
 
-def _finished_runs(status: dict) -> set[str]:
-    return {run["model_type"] for run in status["training"] if run["status"] == "FINISHED"}
+def _finished_runs(status: LineageStatus) -> set[str]:
+    return {run.model_type for run in status.training if run.status == "FINISHED"}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def client(urls: dict[str, str], compose_project: Compose) -> FltsClient:
 
 
 @pytest.fixture(scope="module")
-def demo_lineage(compose_project: Compose, client: FltsClient) -> dict:
+def demo_lineage(compose_project: Compose, client: FltsClient) -> LineageStatus:
     """What `docker compose up` alone produces: the one-shot uploader's lineage, served."""
     started = time.monotonic()
     uploader = _wait_for_exit(compose_project, "upload-demo", timeout=600)
@@ -75,7 +76,7 @@ def demo_lineage(compose_project: Compose, client: FltsClient) -> dict:
 
 
 def test_compose_up_alone_ends_with_a_champion_answering_predict(
-    compose_project: Compose, client: FltsClient, demo_lineage: dict, tmp_path: Path
+    compose_project: Compose, client: FltsClient, demo_lineage: LineageStatus, tmp_path: Path
 ) -> None:
     assert _finished_runs(demo_lineage) == EXPECTED_RUNS
     state = compose_project.state()
@@ -85,9 +86,9 @@ def test_compose_up_alone_ends_with_a_champion_answering_predict(
 
     _, test_csv = write_dataset(tmp_path)  # the same generated dataset the uploader sent
     forecast = client.predict(window_request(pd.read_csv(test_csv), rows=10))
-    champion = demo_lineage["champion"]
-    assert forecast["model_version"] == champion["model_version"]
-    assert forecast["model_type"] == champion["model_type"]
+    champion = demo_lineage.champion
+    assert forecast["model_version"] == champion.model_version
+    assert forecast["model_type"] == champion.model_type
     assert forecast["predictions"] and all(len(row) > 1 for row in forecast["predictions"])
 
 
@@ -158,8 +159,8 @@ def test_prometheus_scrapes_every_service_and_every_dashboard_query_has_data(
 
 
 def _training_started(client: FltsClient, config_hash: str, identifier: str, model_type: str) -> bool:
-    status = client.lineage(config_hash, identifier) or {}
-    return any(r["model_type"] == model_type and r["status"] == "RUNNING" for r in status.get("training", []))
+    status = client.lineage(config_hash, identifier)
+    return status is not None and any(r.model_type == model_type and r.status == "RUNNING" for r in status.training)
 
 
 def test_a_trainer_killed_mid_training_is_restarted_and_the_lineage_completes(
@@ -188,4 +189,4 @@ def test_a_trainer_killed_mid_training_is_restarted_and_the_lineage_completes(
     assert int(restarts) >= 1, "the killed trainer was not restarted by its restart policy"
     forecast = client.predict(window_request(pd.read_csv(test_csv), rows=10, identifier=identifier))
     assert forecast["identifier"] == identifier
-    assert forecast["model_version"] == status["champion"]["model_version"]
+    assert forecast["model_version"] == status.champion.model_version

@@ -639,7 +639,7 @@ def test_every_dashboard_query_reads_a_metric_the_code_defines() -> None:
 def test_the_dashboard_shows_predict_refusals_for_a_full_queue_and_a_timeout() -> None:
     dashboard = json.loads((CHART / "files" / "grafana" / "flts.json").read_text())
     exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
-    for outcome in ("overloaded", "timed_out"):  # the 429 and 504 of inference_container/api.py
+    for outcome in ("overloaded", "timed_out"):  # the 429 and 504 of inference_container/deps.py
         assert any(f'flts_predictions_total{{outcome="{outcome}"}}' in expr for expr in exprs), outcome
 
 

@@ -65,4 +65,4 @@ def first_run(client, dataset) -> dict:
     train, test = dataset
     upload = client.upload(train, test)
     status = client.wait_for_champion(upload["config_hash"], timeout=400)
-    return {"upload": upload, "status": status}
+    return {"upload": upload, "status": status.to_json()}  # as the gateway answered it

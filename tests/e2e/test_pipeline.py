@@ -160,7 +160,7 @@ def test_eval_killed_after_the_training_events_were_consumed_still_promotes(
     _consume_all_training_events(settings)
     manager.up(services, console, services=True)
     status = client.wait_for_champion(upload["config_hash"], identifier="cell-2", timeout=120)
-    assert status["champion"]["identifier"] == "cell-2"
+    assert status.champion.identifier == "cell-2"
     assert tracker.champion("cell-2") is not None
     assert tracker.champion("global").run_id == first_run["status"]["champion"]["run_id"]
 
@@ -172,9 +172,9 @@ def test_the_same_file_uploaded_for_two_identifiers_gives_each_its_own_champion(
     tracker = Tracker(settings)
     for upload in uploads:
         status = client.wait_for_champion(upload["config_hash"], identifier=upload["identifier"], timeout=400)
-        champion = status["champion"]
-        assert champion["identifier"] == upload["identifier"]
-        assert tracker.champion(upload["identifier"]).run_id == champion["run_id"]
+        champion = status.champion
+        assert champion.identifier == upload["identifier"]
+        assert tracker.champion(upload["identifier"]).run_id == champion.run_id
         assert {r.identifier for r in tracker.lineage_runs(upload["config_hash"])} == {upload["identifier"]}
     runs = [{r.run_id for r in tracker.lineage_runs(u["config_hash"])} for u in uploads]
     assert not runs[0] & runs[1], "the two tenants share runs"
@@ -247,7 +247,7 @@ def test_a_broker_outage_during_training_leaves_every_service_consuming(how, ser
     next_hash = client.upload(*after, f"{identifier}-next")["config_hash"]
     status = client.wait_for_champion(next_hash, f"{identifier}-next", timeout=300)
     print(f"\nRECOVERY e2e {how}: the next upload was served {time.monotonic() - started:.0f}s after it was sent")
-    assert {r["model_type"] for r in status["training"] if r["status"] == "FINISHED"} == EXPECTED
+    assert {r.model_type for r in status.training if r.status == "FINISHED"} == EXPECTED
     after_pids = {part.name: part.pid for part in manager.status(services) if part.name in pids}
     assert after_pids == pids, "a service was restarted"
     _a_live_row_comes_back_as_a_forecast(client, identifier, pd.read_csv(during[1]))

@@ -8,12 +8,11 @@ forecast's error per column is the winner's, read from the leaderboard's `rmse_v
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 
 from flts.data.generate import SCENARIOS, write_dataset
+from flts.records import LineageStatus
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +20,7 @@ TOLERANCE = 1.02
 
 
 @pytest.fixture(scope="module")
-def decided(client, tmp_path_factory) -> dict[str, dict[str, Any]]:
+def decided(client, tmp_path_factory) -> dict[str, LineageStatus]:
     """Each scenario's lineage followed to its final champion (the trainers take the uploads in turn)."""
     uploads = {}
     for name in SCENARIOS:
@@ -37,12 +36,12 @@ def decided(client, tmp_path_factory) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_the_served_forecast_is_never_worse_than_persistence_on_a_column(
-    decided: dict[str, dict[str, Any]], scenario: str
+    decided: dict[str, LineageStatus], scenario: str
 ) -> None:
     status = decided[scenario]
-    board = {entry["model_type"]: entry for entry in status["leaderboard"]}
-    winners = status["decision"]["column_winners"]
-    assert sorted(winners) == sorted(status["preprocessed"]["target_columns"])
-    served = {column: board[winner]["rmse_vs_persistence"][column] for column, winner in winners.items()}
+    board = {entry.model_type: entry for entry in status.leaderboard}
+    winners = status.decision.column_winners
+    assert sorted(winners) == sorted(status.preprocessed.target_columns)
+    served = {column: board[winner].rmse_vs_persistence[column] for column, winner in winners.items()}
     assert max(served.values()) <= TOLERANCE, served
     assert np.mean(list(served.values())) < 1.0, served

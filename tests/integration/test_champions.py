@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -29,6 +30,7 @@ from flts.messages import ModelSelected
 from flts.models.base import WindowLayout
 from flts.models.baselines import PersistenceForecaster
 from flts.models.recurrent import train_recurrent
+from flts.records import Promotion
 from flts.storage import ObjectStore
 from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker, registered_model_name
 from inference_container.service import create_app
@@ -38,6 +40,23 @@ pytestmark = pytest.mark.integration
 CONFIG_HASH = "c" * 64
 RECONCILE_SECONDS = 3.0
 SMALL_GRU = RecurrentConfig(hidden_size=8, num_layers=1, epochs=1)
+
+
+def _promotion(identifier: str, run_id: str, **fields: Any) -> dict[str, Any]:
+    """A champion pointer (or history entry) as eval writes it, with the fields a test sets."""
+    record = {
+        "config_hash": CONFIG_HASH,
+        "identifier": identifier,
+        "model_type": "PERSISTENCE",
+        "run_id": run_id,
+        "registered_model": f"flts-{identifier}",
+        "model_version": "1",
+        "score": 0.2,
+        "reason": "the best model",
+        "decided_at": "2026-12-02T04:05:00+00:00",
+        "decided_at_ms": 1_796_184_300_000,
+    }
+    return Promotion.model_validate({**record, **fields}).to_json()
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +261,7 @@ def test_a_replica_serving_an_older_version_than_the_newest_promotion_counts_it_
     newer = registry.run()
     store.put_json(
         history_uri(settings, identifier, datetime.now(UTC), CONFIG_HASH),
-        {"identifier": identifier, "run_id": newer, "model_version": "2"},
+        _promotion(identifier, newer, model_version="2"),
     )
     assert _until(lambda: _stale() == 1), "the older champion was not counted stale"
     assert _served(replica, identifier) == "1"
@@ -315,7 +334,7 @@ def test_a_body_without_rows_forecasts_from_the_lineage_s_last_rows_and_model_in
 
     store.put_json(
         champion_pointer_uri(settings, identifier, CONFIG_HASH),
-        {"run_id": run_id, "reason": reason, "leaderboard": leaderboard},
+        _promotion(identifier, run_id, reason=reason, leaderboard=leaderboard),
     )
     explained = {"reason": reason, "leaderboard": leaderboard}
     assert _until(lambda: replica.get("/model-info").json()["selection"] == explained)
@@ -359,12 +378,15 @@ def test_each_column_is_served_by_the_model_that_won_it_once_eval_has_said_so(
     # First an interim record (only persistence had finished), then the final one, for the same version.
     ObjectStore(settings).put_json(
         champion_pointer_uri(settings, identifier, CONFIG_HASH),
-        {
-            "run_id": champion_run,
-            "reason": "interim, the best model finished so far (waiting for GRU)",
-            "interim": True,
-            "leaderboard": [{"model_type": "PERSISTENCE", "run_id": champion_run, "column_wins": meta.target_columns}],
-        },
+        _promotion(
+            identifier,
+            champion_run,
+            reason="interim, the best model finished so far (waiting for GRU)",
+            interim=True,
+            leaderboard=[
+                {"model_type": "PERSISTENCE", "run_id": champion_run, "score": 0.2, "column_wins": meta.target_columns}
+            ],
+        ),
     )
 
     def selection() -> dict:
@@ -373,15 +395,16 @@ def test_each_column_is_served_by_the_model_that_won_it_once_eval_has_said_so(
     assert _until(lambda: selection().get("interim"))
     ObjectStore(settings).put_json(
         champion_pointer_uri(settings, identifier, CONFIG_HASH),
-        {
-            "run_id": champion_run,
-            "reason": "every expected model type finished",
-            "leaderboard": [
-                {"model_type": "PERSISTENCE", "run_id": champion_run, "servable": True, "column_wins": rest},
-                {"model_type": "GRU", "run_id": gru_run, "servable": True, "column_wins": [first]},
-                {"model_type": "PROPHET", "run_id": "p", "servable": False, "column_wins": []},
+        _promotion(
+            identifier,
+            champion_run,
+            reason="every expected model type finished",
+            leaderboard=[
+                {"model_type": "PERSISTENCE", "run_id": champion_run, "score": 0.2, "column_wins": rest},
+                {"model_type": "GRU", "run_id": gru_run, "score": 0.3, "servable": True, "column_wins": [first]},
+                {"model_type": "PROPHET", "run_id": "p", "score": 0.1, "servable": False, "column_wins": []},
             ],
-        },
+        ),
     )
     expected = {first: "GRU", **dict.fromkeys(rest, "PERSISTENCE")}
     assert _until(

@@ -171,8 +171,8 @@ def test_eval_promotes_once_and_a_later_equal_model_changes_nothing(settings, cl
     # The trainer logged validation metrics per column, and eval chose every column from them.
     assert first.column_winners == dict.fromkeys(sorted(claim.target_columns), "PERSISTENCE")
     (record,) = first.leaderboard_records()
-    assert record["column_wins"] == sorted(claim.target_columns)
-    assert record["rmse_vs_persistence"] == dict.fromkeys(claim.target_columns, 1.0)
+    assert record.column_wins == sorted(claim.target_columns)
+    assert record.rmse_vs_persistence == dict.fromkeys(claim.target_columns, 1.0)
     champion = Tracker(settings).champion(claim.identifier)
 
     as_seasonal = {"SEASONAL_NAIVE": lambda data, _: (PersistenceForecaster(data.layout), {})}

@@ -150,5 +150,5 @@ def test_a_page_of_lineages_reads_only_its_own_decisions(client, store):
     exists = store.exists
     store.exists = lambda uri: checked.append(uri) or exists(uri)
     newest = client.app.state.gateway.lineages("global", limit=1)
-    assert [lineage["config_hash"] for lineage in newest] == [NEW]
+    assert [lineage.config_hash for lineage in newest] == [NEW]
     assert not [uri for uri in checked if OLD in uri], "the decision of a lineage not listed was read"

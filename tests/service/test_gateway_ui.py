@@ -27,6 +27,7 @@ from flts.data.metadata import PreprocessingMetadata
 from flts.deadletters import Letter
 from flts.layout import METADATA_FILE, champion_pointer_uri, decision_uri, processed_uri
 from flts.messages import DeadLetter
+from flts.records import LineageStatus, LineageSummary
 from flts.tracking import RunSummary
 from gateway_container import ui
 from gateway_container.deps import get_gateway
@@ -117,10 +118,13 @@ class StubGateway:
     def json_if_exists(self, uri: str) -> dict[str, Any] | None:
         return self.objects.get(uri)
 
+    record_if_exists = Gateway.record_if_exists
+    champion_pointer = Gateway.champion_pointer
+    eval_decision = Gateway.eval_decision
     lineage_status = Gateway.lineage_status
 
-    def lineages(self, identifier: str, limit: int | None = None) -> list[dict[str, Any]]:
-        return [{"config_hash": HASH, "preprocessed_at": "2026-12-02T04:00:00", "outcome": "promoted", "reason": "r"}]
+    def lineages(self, identifier: str, limit: int | None = None) -> list[LineageSummary]:
+        return [LineageSummary(config_hash=HASH, preprocessed_at="2026-12-02T04:00:00", outcome="promoted", reason="r")]
 
 
 def _promoted(gateway: StubGateway, metadata: PreprocessingMetadata) -> StubGateway:
@@ -135,12 +139,15 @@ def _promoted(gateway: StubGateway, metadata: PreprocessingMetadata) -> StubGate
     gateway.objects[processed_uri(SETTINGS, "cell-7", HASH, METADATA_FILE)] = stored.to_json()
     gateway.objects[champion_pointer_uri(SETTINGS, "cell-7", HASH)] = {
         "config_hash": HASH,
+        "identifier": "cell-7",
         "model_type": "GRU",
         "run_id": "run-gru",
+        "registered_model": "flts-cell-7",
         "model_version": "3",
         "score": 0.1,
         "reason": "best of 3",
         "decided_at": "2026-12-02T04:05:00+00:00",
+        "decided_at_ms": 1_796_184_300_000,
     }
     return gateway
 
@@ -308,5 +315,16 @@ def test_a_decided_lineage_s_plot_stops_polling_even_without_a_champion_to_draw(
     gateway.tracker.kept.clear()
     plot = f"/ui/identifiers/cell-7/lineages/{HASH}/plot"
     assert "data-final" not in client.get(plot).text, "an undecided lineage's plot stopped polling"
-    gateway.objects[decision_uri(SETTINGS, "cell-7", HASH)] = {"outcome": "no_winner", "reason": "r"}
+    decided = {"outcome": "no_winner", "reason": "r", "decided_at_ms": 1}
+    gateway.objects[decision_uri(SETTINGS, "cell-7", HASH)] = decided
     assert "data-final" in client.get(plot).text
+
+
+def test_a_lineage_s_status_shows_its_champion_record_with_exactly_the_keys_eval_stored(client, gateway):
+    answer = client.get(f"/runs/{HASH}", params={"identifier": "cell-7"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["champion"] == gateway.objects[champion_pointer_uri(SETTINGS, "cell-7", HASH)]
+    board = answer.json()["leaderboard"]
+    assert [entry["model_type"] for entry in board] == ["GRU", "PROPHET", "PERSISTENCE"]
+    assert "not_servable_because" not in board[0] and board[1]["not_servable_because"]
+    assert LineageStatus.parse(answer.json(), "GET /runs").champion.model_version == "3"

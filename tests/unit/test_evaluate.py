@@ -98,22 +98,20 @@ def test_a_better_model_that_cannot_be_served_is_explained_in_the_reason_and_the
     assert "PROPHET ranked higher but cannot be served" in decision.reason
     assert "GRU is the best servable model" in decision.reason
     prophet, gru, persistence = decision.leaderboard_records()
-    assert prophet["servable"] is False and "no Prophet" in prophet["not_servable_because"]
-    assert gru["servable"] is True and "not_servable_because" not in gru
-    assert persistence["servable"] is True
+    assert prophet.servable is False and "no Prophet" in prophet.not_servable_because
+    assert gru.servable is True and "not_servable_because" not in gru.to_json()
+    assert persistence.servable is True
 
 
 def test_a_servable_winner_at_the_top_adds_nothing_to_the_reason():
     decision = decide([run("GRU", 0.1), run("PROPHET", 0.3)], CONFIG, 1_000 + 600_000)
     assert "cannot be served" not in decision.reason
-    assert [r["servable"] for r in decision.leaderboard_records()] == [True, False]
+    assert [r.servable for r in decision.leaderboard_records()] == [True, False]
 
 
 def test_an_unknown_model_type_is_not_servable_until_configured():
     decision = decide([run("TFT", 0.1), run("GRU", 0.3)], EvaluationConfig(expected_model_types=["GRU"]), 2_000)
-    assert (
-        decision.leaderboard_records()[0]["not_servable_because"] == "not listed in evaluation.promotable_model_types"
-    )
+    assert decision.leaderboard_records()[0].not_servable_because == "not listed in evaluation.promotable_model_types"
 
 
 def test_a_retrained_model_type_is_represented_by_its_newest_finished_run():
@@ -169,12 +167,12 @@ def test_runs_without_validation_metrics_have_no_column_winners() -> None:
 
 
 def test_the_leaderboard_shows_column_wins_and_rmse_relative_to_persistence() -> None:
-    records = {r["model_type"]: r for r in decide(PER_COLUMN_RUNS, CONFIG, now_ms=2_000).leaderboard_records()}
-    assert records["GRU"]["column_wins"] == ["down"]
-    assert records["PERSISTENCE"]["column_wins"] == ["up"]
-    assert records["LSTM"]["column_wins"] == records["PROPHET"]["column_wins"] == []
-    assert records["GRU"]["rmse_vs_persistence"] == pytest.approx({"down": 0.8, "up": 13.0})
-    assert records["PERSISTENCE"]["rmse_vs_persistence"] == {"down": 1.0, "up": 1.0}
+    records = {r.model_type: r for r in decide(PER_COLUMN_RUNS, CONFIG, now_ms=2_000).leaderboard_records()}
+    assert records["GRU"].column_wins == ["down"]
+    assert records["PERSISTENCE"].column_wins == ["up"]
+    assert records["LSTM"].column_wins == records["PROPHET"].column_wins == []
+    assert records["GRU"].rmse_vs_persistence == pytest.approx({"down": 0.8, "up": 13.0})
+    assert records["PERSISTENCE"].rmse_vs_persistence == {"down": 1.0, "up": 1.0}
 
 
 def test_the_column_composite_is_scored_on_test_from_each_columns_winner() -> None:
@@ -183,12 +181,12 @@ def test_the_column_composite_is_scored_on_test_from_each_columns_winner() -> No
     served = decision.column_composite(CONFIG.score_weights)
     weights = CONFIG.score_weights
     rmse, mae, mse = (0.08 + 0.1) / 2, (0.08 + 0.1) / 2, (0.08**2 + 0.1**2) / 2
-    assert served["column_models"] == {"down": "GRU", "up": "PERSISTENCE"}
-    assert served["score"] == pytest.approx(weights.rmse * rmse + weights.mae * mae + weights.mse * mse)
-    assert served["score_vs_persistence"] < 1.0
-    assert served["score_vs_champion"] == pytest.approx(served["score_vs_persistence"])  # persistence is champion
+    assert served.column_models == {"down": "GRU", "up": "PERSISTENCE"}
+    assert served.score == pytest.approx(weights.rmse * rmse + weights.mae * mae + weights.mse * mse)
+    assert served.score_vs_persistence < 1.0
+    assert served.score_vs_champion == pytest.approx(served.score_vs_persistence)  # persistence is champion
 
 
 def test_no_column_composite_without_column_winners() -> None:
     decision = decide([run("GRU", 0.2), run("PERSISTENCE", 0.3)], CONFIG, now_ms=2_000)
-    assert decision.column_composite(CONFIG.score_weights) == {}
+    assert decision.column_composite(CONFIG.score_weights).to_json() == {}

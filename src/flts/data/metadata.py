@@ -12,10 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from flts.config import PipelineConfig
 from flts.data.scaler import Scaler
+from flts.records import VersionedRecord
 
 # Bump when a field changes meaning or a required field is added; `read` refuses a newer version.
 METADATA_VERSION = 1
@@ -25,8 +24,12 @@ class MetadataError(ValueError):
     """A metadata record this version cannot use."""
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+class _Record(VersionedRecord):
+    KIND = "preprocessing metadata"
+    NEWEST = METADATA_VERSION
+    REFUSED = MetadataError
+    WHEN_NEWER = "upgrade the service or retrain the model"
+    WHEN_UNUSABLE = "preprocess the data and train again"
 
 
 class Imputation(_Record):
@@ -69,24 +72,6 @@ class PreprocessingMetadata(_Record):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
-
-    @classmethod
-    def parse(cls, data: dict[str, Any], source: str) -> PreprocessingMetadata:
-        """Validate a record read from `source` (named in the error), refusing one this version cannot use."""
-        version = data.get("version") if isinstance(data, dict) else None
-        if isinstance(version, int) and version > METADATA_VERSION:
-            raise MetadataError(
-                f"{source}: preprocessing metadata version {version} is newer than this version reads "
-                f"({METADATA_VERSION}); upgrade the service or retrain the model"
-            )
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in exc.errors())
-            raise MetadataError(
-                f"{source}: preprocessing metadata (version {version}) cannot be used by this version "
-                f"({METADATA_VERSION}): {problems}; preprocess the data and train again"
-            ) from None
 
     @classmethod
     def read(cls, path: Path) -> PreprocessingMetadata:

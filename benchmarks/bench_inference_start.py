@@ -24,8 +24,9 @@ from pathlib import Path
 
 from serve_local import build
 
-from flts.config import InferenceSettings, PipelineConfig
+from flts.config import PipelineConfig
 from flts.layout import GRAPH_FILE
+from flts.settings import InferenceSettings
 from flts.stack.config import StackConfig, stack_environment
 from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
 

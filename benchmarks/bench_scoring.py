@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flts.config import InferenceSettings, load_pipeline_config
+from flts.config import load_pipeline_config
 from flts.predict import Series, ServingModel, processed_series
+from flts.settings import InferenceSettings
 from inference_container.scoring import result_table
 
 ROOT = Path(__file__).resolve().parents[1]

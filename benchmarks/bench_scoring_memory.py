@@ -29,13 +29,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flts.config import GatewaySettings, InferenceSettings, PipelineConfig, load_pipeline_config
+from flts.config import PipelineConfig, load_pipeline_config
 from flts.data.preprocess import preprocess
 from flts.layout import PREPROCESSING_FILE
 from flts.messages import InferenceData, ObjectRef
 from flts.models.base import WindowLayout
 from flts.models.baselines import PersistenceForecaster
 from flts.predict import ModelIdentity, ServingModel
+from flts.settings import GatewaySettings, InferenceSettings
 from flts.storage import ObjectStore, StoredObject
 
 ROOT = Path(__file__).resolve().parents[1]

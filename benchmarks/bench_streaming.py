@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import Consumer, Producer
 
-from flts.config import InferenceSettings, load_pipeline_config
+from flts.config import load_pipeline_config
 from flts.kafka import ensure_topics
 from flts.messages import Forecast, Measurement
 from flts.predict import ServingModel
+from flts.settings import InferenceSettings
 from inference_container.champions import Champions
 from inference_container.streaming import stream_forecasts
 

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import uvicorn
 
-from flts.config import STATISTICAL_MODEL_TYPES, InferenceSettings, PipelineConfig, load_pipeline_config
+from flts.config import STATISTICAL_MODEL_TYPES, PipelineConfig, load_pipeline_config
 from flts.data.generate import generate_lte_dataset
 from flts.data.preprocess import preprocess
 from flts.data.windows import make_windows
 from flts.layout import GRAPH_FILE, MODEL_FILE, PREPROCESSING_FILE
 from flts.models.base import WindowLayout
 from flts.predict import ModelIdentity, ServingModel
+from flts.settings import InferenceSettings
 
 
 def build(directory: Path, config: PipelineConfig, model_type: str = "GRU") -> None:

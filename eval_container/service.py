@@ -22,7 +22,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from flts.config import EvalSettings, PipelineConfig, load_pipeline_config
+from flts.config import PipelineConfig, load_pipeline_config
 from flts.evaluate import Candidate, Decision, decide, score_vs_persistence
 from flts.kafka import MessageProducer
 from flts.layout import champion_pointer_uri, decision_uri, history_prefix, history_uri
@@ -30,6 +30,7 @@ from flts.messages import ModelSelected, ModelTraining
 from flts.observability import log_context
 from flts.records import RECORD_VERSION, EvalDecision, Outcome, Promotion
 from flts.runtime import run_consumer
+from flts.settings import EvalSettings
 from flts.storage import ObjectStore
 from flts.tracking import RunSummary, Tracker, registered_model_name
 

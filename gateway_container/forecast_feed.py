@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from flts.config import GatewaySettings
 from flts.consumers import new_consumer
 from flts.messages import Forecast, MessageError
+from flts.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import pandas as pd
 from fastapi import HTTPException, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
-from flts.config import GatewaySettings, PipelineConfig
+from flts.config import PipelineConfig
 from flts.data.io import DataError, TooManyRows, read_measurements, validate_measurements
 from flts.data.metadata import PreprocessingMetadata
 from flts.evaluate import decide
@@ -35,6 +35,7 @@ from flts.records import (
     Record,
     TrainingRun,
 )
+from flts.settings import GatewaySettings
 from flts.storage import ObjectStore, ObjectTooLarge
 from flts.tracking import Tracker
 from gateway_container.measurements import CsvRows, JsonRows, MeasurementReader, RowBuckets, too_many_rows

@@ -19,9 +19,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from flts import auth
-from flts.config import GatewaySettings, load_pipeline_config
+from flts.config import load_pipeline_config
 from flts.kafka import DeliveryTimeout
 from flts.observability import configure_logging
+from flts.settings import GatewaySettings
 from flts.web import BodySizeLimit, service_app
 from gateway_container.api import MEASUREMENT_REFUSALS, UPLOADS, router
 from gateway_container.gateway import Gateway

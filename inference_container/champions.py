@@ -36,7 +36,7 @@ from pathlib import Path
 import pandas as pd
 from prometheus_client import Counter, Gauge
 
-from flts.config import InferenceSettings, load_pipeline_config
+from flts.config import load_pipeline_config
 from flts.layout import champion_pointer_uri, history_prefix, processed_uri, split_file
 from flts.messages import ModelSelected
 from flts.models.base import load_forecaster
@@ -44,6 +44,7 @@ from flts.models.composite import ColumnComposite
 from flts.outages import is_outage
 from flts.predict import ModelIdentity, ServingModel, Window, directory_bytes
 from flts.records import Promotion, Selection
+from flts.settings import InferenceSettings
 from flts.storage import ObjectStore
 from flts.tracking import REGISTRY_PAGE_SIZE, Tracker
 from inference_container.follower import ChampionFollower

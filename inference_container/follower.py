@@ -12,10 +12,10 @@ import threading
 import uuid
 from collections.abc import Callable
 
-from flts.config import InferenceSettings
 from flts.consumers import Supervisor
 from flts.kafka import ConsumerLoop
 from flts.messages import ModelSelected
+from flts.settings import InferenceSettings
 
 
 class ChampionFollower(Supervisor):

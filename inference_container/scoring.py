@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prometheus_client import Counter, Histogram
 
-from flts.config import InferenceSettings, load_pipeline_config
+from flts.config import load_pipeline_config
 from flts.consumers import Supervisor
 from flts.data.io import DataError, read_measurements
 from flts.data.metadata import PreprocessingMetadata
@@ -45,6 +45,7 @@ from flts.layout import decision_uri, inference_log_uri
 from flts.messages import InferenceData, InferenceScored, ObjectRef
 from flts.predict import Forecasts, RequestError, Series, ServingModel, processed_series, raw_series
 from flts.records import EvalDecision
+from flts.settings import InferenceSettings
 from flts.storage import ObjectNotFound, ObjectStore, StoredObject, sha256_bytes
 
 log = logging.getLogger(__name__)

@@ -25,10 +25,11 @@ from fastapi import FastAPI
 
 from flts import auth
 from flts.auth import GLOBAL
-from flts.config import InferenceConfig, InferenceSettings, load_pipeline_config
+from flts.config import InferenceConfig, load_pipeline_config
 from flts.models.exported import configure_threads
 from flts.observability import configure_logging
 from flts.predict import ServingModel, Window
+from flts.settings import InferenceSettings
 from flts.web import BodySizeLimit, service_app
 from inference_container.api import predict_body, router
 from inference_container.champions import ChampionLoader, Champions

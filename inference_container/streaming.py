@@ -54,13 +54,13 @@ import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from prometheus_client import Counter, Histogram
 
-from flts.config import InferenceSettings
 from flts.consumers import Supervisor, open_consumer
 from flts.kafka import TransactionalProducer, TransactionStuck, send_dead_letter
 from flts.messages import SCHEMA_VERSION, Forecast, Measurement, MessageError
 from flts.observability import log_context
 from flts.outages import is_outage
 from flts.predict import RequestError, ServingModel, Window
+from flts.settings import InferenceSettings
 
 if TYPE_CHECKING:
     from inference_container.champions import Champions

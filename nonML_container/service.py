@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 
-from flts.config import NonmlSettings, load_pipeline_config
+from flts.config import load_pipeline_config
 from flts.messages import TrainingData
 from flts.models import types as model_types
 from flts.runtime import run_consumer
+from flts.settings import NonmlSettings
 from flts.train import Fit, TrainingJob
 
 

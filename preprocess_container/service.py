@@ -11,7 +11,7 @@ import logging
 
 import pandas as pd
 
-from flts.config import PipelineConfig, PreprocessSettings, load_pipeline_config
+from flts.config import PipelineConfig, load_pipeline_config
 from flts.data.io import DataError, read_measurements
 from flts.data.preprocess import ProcessedDataset, preprocess
 from flts.kafka import MessageProducer, PermanentError
@@ -27,6 +27,7 @@ from flts.layout import (
 from flts.messages import DatasetUploaded, InferenceData, ObjectRef, TrainingData
 from flts.observability import log_context
 from flts.runtime import run_consumer
+from flts.settings import PreprocessSettings
 from flts.storage import ObjectNotFound, ObjectStore, StoredObject, sha256_bytes
 
 log = logging.getLogger(__name__)

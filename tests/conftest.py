@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka import Consumer
 from rich.console import Console
 
-from flts.config import CommonSettings
+from flts.settings import CommonSettings
 from flts.stack import StackConfig, down, stack_environment, status, up
 
 STACK_MARKERS = ("integration", "e2e")

@@ -3,10 +3,10 @@ group per model type and trains it with the type's fit (flts.models.types)."""
 
 from __future__ import annotations
 
-from flts.config import TrainSettings
 from flts.messages import TrainingData
 from flts.models.types import model_type_spec
 from flts.runtime import run_consumer
+from flts.settings import TrainSettings
 from flts.train import TrainingJob
 
 

@@ -26,7 +26,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
 
-from flts.config import AuthSettings
+from flts.settings import AuthSettings
 from flts.web import send_json
 
 GLOBAL = "global"

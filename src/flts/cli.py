@@ -281,10 +281,10 @@ def upload_demo(
 def init() -> None:
     """Create the topics, buckets, per-service S3 users and (with SASL) Kafka users and ACLs (idempotent): the
     one-shot init of compose and Helm."""
-    from flts.config import InitSettings
     from flts.kafka import ensure_topics
     from flts.kafka_users import SERVICES as KAFKA_SERVICES
     from flts.kafka_users import ensure_kafka_users
+    from flts.settings import InitSettings
     from flts.storage import ObjectStore
     from flts.storage_users import SERVICES, ensure_service_users
 
@@ -304,8 +304,8 @@ def dead_letters_list() -> None:
     """Every dead letter: where it came from, when and why (reads the topic; changes nothing)."""
     from rich.table import Table
 
-    from flts.config import CommonSettings
     from flts.deadletters import list_letters
+    from flts.settings import CommonSettings
 
     letters = list_letters(CommonSettings())
     table = Table("dead letter", "source", "group", "failed at", "reason")
@@ -330,8 +330,8 @@ def dead_letters_replay(
 ) -> None:
     """Re-publish every dead letter not replayed before to its source topic (idempotent: run it twice): only to the
     pipeline's own topics, each from the group that consumes it; it stops at any other letter."""
-    from flts.config import CommonSettings
     from flts.deadletters import Letter, ReplayRefused, replay
+    from flts.settings import CommonSettings
 
     def sent(letters: list[Letter]) -> None:
         for item in letters:

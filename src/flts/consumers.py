@@ -20,7 +20,7 @@ from typing import Any, Self
 
 from confluent_kafka import Consumer
 
-from flts.config import CommonSettings
+from flts.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 

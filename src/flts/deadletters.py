@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 
-from flts.config import CommonSettings
 from flts.consumers import new_consumer
 from flts.kafka import MessageProducer
 from flts.kafka_users import SERVICE_GRANTS
 from flts.messages import DeadLetter
+from flts.settings import CommonSettings
 
 REPLAY_GROUP = "flts-dead-letter-replay"
 REPLAYED_FROM = "flts-replayed-from"

@@ -29,7 +29,6 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_not_exception_type, wait_exponential
 
-from flts.config import CommonSettings, ConsumerSettings
 from flts.consumers import new_consumer, open_consumer
 from flts.messages import DeadLetter, Message, MessageError, MessageT
 from flts.observability import (
@@ -41,6 +40,7 @@ from flts.observability import (
     log_context,
 )
 from flts.outages import is_outage
+from flts.settings import CommonSettings, ConsumerSettings
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import get_args
 
-from flts.config import CommonSettings, NetworkType
+from flts.config import NetworkType
+from flts.settings import CommonSettings
 
 
 @dataclass(frozen=True)

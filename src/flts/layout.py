@@ -11,7 +11,8 @@ import hashlib
 import json
 from datetime import datetime
 
-from flts.config import CommonSettings, PipelineConfig
+from flts.config import PipelineConfig
+from flts.settings import CommonSettings
 
 # ---------------------------------------------------------------------------------------- the lineage
 

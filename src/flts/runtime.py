@@ -15,10 +15,10 @@ import threading
 from collections.abc import Callable
 from typing import NoReturn, Protocol, runtime_checkable
 
-from flts.config import ConsumerSettings
 from flts.kafka import ConsumerLoop, ConsumerStalled
 from flts.messages import MessageT
 from flts.observability import configure_logging, start_metrics_server
+from flts.settings import ConsumerSettings
 
 log = logging.getLogger(__name__)
 

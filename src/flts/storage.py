@@ -16,7 +16,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from flts.config import CommonSettings
+from flts.settings import CommonSettings
 
 CHUNK_BYTES = 8 * 1024 * 1024
 

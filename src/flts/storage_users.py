@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flts.config import CommonSettings
+from flts.settings import CommonSettings
 
 READ = ("s3:GetObject",)
 WRITE = ("s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts")

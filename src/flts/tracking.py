@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from flts.config import CommonSettings
 from flts.layout import MODEL_ARTIFACT_PATH
+from flts.settings import CommonSettings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

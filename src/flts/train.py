@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from flts.backtest import TEST_FORECAST_ARTIFACT, forecast_frame, to_parquet_bytes
-from flts.config import CommonSettings, PipelineConfig
+from flts.config import PipelineConfig
 from flts.data.metadata import MetadataError, PreprocessingMetadata
 from flts.data.windows import Windows, make_windows
 from flts.kafka import MessageProducer, PermanentError
@@ -33,6 +33,7 @@ from flts.models.base import Forecaster, TrainedForecaster, WindowLayout
 from flts.observability import log_context
 from flts.outages import is_outage
 from flts.scoring import forecast_metrics, in_sample_naive_mae
+from flts.settings import CommonSettings
 from flts.storage import ObjectNotFound, ObjectStore, sha256_bytes
 from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, DatasetUsed, RunSummary, Tracker
 

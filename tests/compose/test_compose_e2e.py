@@ -96,7 +96,7 @@ def test_compose_up_alone_ends_with_a_champion_answering_predict(
 _PUBLISH_AS_GATEWAY = """
 import sys
 from confluent_kafka import KafkaException
-from flts.config import GatewaySettings
+from flts.settings import GatewaySettings
 from flts.kafka import MessageProducer
 settings = GatewaySettings()
 try:

@@ -18,7 +18,8 @@ import pytest
 import yaml
 from deploy_support import CHART, RENDERS, REPO, SERVICE_SETTINGS
 
-from flts import config as flts_config
+from flts import settings as flts_settings
+from flts.config import load_pipeline_config
 from flts.kafka_users import SERVICES as KAFKA_SERVICES
 from flts.storage_users import SERVICES
 
@@ -62,13 +63,13 @@ CHART_COPIES = {
 
 
 def settings_env(service: str) -> set[str]:
-    model = getattr(flts_config, SERVICE_SETTINGS[service])
+    model = getattr(flts_settings, SERVICE_SETTINGS[service])
     return {name.upper() for name in model.model_fields}
 
 
 def settings_default(service: str, name: str, env: dict[str, Any]) -> str | None:
     """The default a service would use for ``name`` (model_validate: no environment is read)."""
-    model = getattr(flts_config, SERVICE_SETTINGS[service])
+    model = getattr(flts_settings, SERVICE_SETTINGS[service])
     known = {k.lower(): v for k, v in env.items() if k == "MODEL_TYPE"}
     value = getattr(model.model_validate(known), name.lower(), None)
     return None if value is None else str(value)
@@ -160,8 +161,8 @@ def test_settings_classes_are_all_deployed() -> None:
     """Each service's settings class is one the drift test maps (a new service needs a mapping here)."""
     classes = {
         name
-        for name, value in vars(flts_config).items()
-        if name.endswith("Settings") and isinstance(value, type) and issubclass(value, flts_config.CommonSettings)
+        for name, value in vars(flts_settings).items()
+        if name.endswith("Settings") and isinstance(value, type) and issubclass(value, flts_settings.CommonSettings)
     }
     assert classes - {"CommonSettings", "ConsumerSettings"} <= set(SERVICE_SETTINGS.values())
 
@@ -186,7 +187,7 @@ def test_chart_pipeline_configmap_is_config_pipeline_yaml(
         "cp config/pipeline.yaml .helm/files/pipeline.yaml"
     )
     yaml.safe_load(PIPELINE)
-    flts_config.load_pipeline_config(REPO / "config" / "pipeline.yaml")
+    load_pipeline_config(REPO / "config" / "pipeline.yaml")
 
 
 def test_pipeline_drift_is_caught(render: Callable[..., list[dict[str, Any]]], tmp_path: Path) -> None:

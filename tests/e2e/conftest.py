@@ -10,8 +10,8 @@ import yaml
 from rich.console import Console
 
 from flts.client import FltsClient
-from flts.config import CommonSettings
 from flts.data.generate import write_dataset
+from flts.settings import CommonSettings
 from flts.stack import manager
 
 

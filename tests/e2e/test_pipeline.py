@@ -18,9 +18,10 @@ from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
 from flts.client import window_request
-from flts.config import CommonSettings, PipelineConfig
+from flts.config import PipelineConfig
 from flts.data.generate import write_dataset
 from flts.messages import Forecast
+from flts.settings import CommonSettings
 from flts.stack import manager
 from flts.storage import ObjectStore
 from flts.tracking import Tracker

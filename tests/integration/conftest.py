@@ -7,8 +7,8 @@ from typing import Any, TypeVar
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from flts.config import CommonSettings, ConsumerSettings, InferenceSettings
 from flts.kafka import ensure_topics
+from flts.settings import CommonSettings, ConsumerSettings, InferenceSettings
 
 SettingsT = TypeVar("SettingsT", bound=CommonSettings)
 

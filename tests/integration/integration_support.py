@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 
-from flts.config import CommonSettings, ConsumerSettings
 from flts.data.generate import generate_lte_dataset
 from flts.messages import DatasetUploaded, ObjectRef
+from flts.settings import CommonSettings, ConsumerSettings
 from flts.storage import ObjectStore
 
 

@@ -6,9 +6,9 @@ import sys
 import time
 from pathlib import Path
 
-from flts.config import ConsumerSettings
 from flts.kafka import ConsumerLoop
 from flts.messages import ModelTraining
+from flts.settings import ConsumerSettings
 
 
 def main() -> None:

@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from flts.config import ConsumerSettings
 from flts.messages import ModelTraining, TrainingData
 from flts.runtime import run_consumer
+from flts.settings import ConsumerSettings
 
 
 def main() -> None:

@@ -6,8 +6,9 @@ import sys
 import threading
 from pathlib import Path
 
-from flts.config import InferenceSettings, PipelineConfig
+from flts.config import PipelineConfig
 from flts.predict import ModelIdentity, ServingModel
+from flts.settings import InferenceSettings
 from inference_container.champions import Champions
 from inference_container.streaming import stream_forecasts
 

@@ -24,8 +24,8 @@ from integration_support import wait_until_healthy
 from schemathesis.checks import not_a_server_error
 
 from flts.auth import key_hash, new_key
-from flts.config import GatewaySettings
 from flts.data.generate import write_dataset
+from flts.settings import GatewaySettings
 from flts.stack import StackConfig
 from gateway_container.service import create_app
 

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from flts.client import window_request
-from flts.config import InferenceSettings, PipelineConfig, RecurrentConfig
+from flts.config import PipelineConfig, RecurrentConfig
 from flts.data.generate import generate_lte_dataset
 from flts.data.preprocess import ProcessedDataset, preprocess
 from flts.data.windows import make_windows
@@ -31,6 +31,7 @@ from flts.models.base import WindowLayout
 from flts.models.baselines import PersistenceForecaster
 from flts.models.recurrent import train_recurrent
 from flts.records import Promotion
+from flts.settings import InferenceSettings
 from flts.storage import ObjectStore
 from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker, registered_model_name
 from inference_container.service import create_app

@@ -8,10 +8,10 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from flts.config import ConsumerSettings, EvalSettings
 from flts.deadletters import REPLAYED_FROM, ReplayRefused, latest_letters, list_letters, replay
 from flts.kafka import ConsumerLoop, MessageProducer, PermanentError
 from flts.messages import DeadLetter, ModelTraining
+from flts.settings import ConsumerSettings, EvalSettings
 
 pytestmark = pytest.mark.integration
 # Replay publishes only to a topic the pipeline consumes, from the group that consumes it: model-training's is eval's.

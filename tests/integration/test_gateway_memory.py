@@ -26,8 +26,9 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from integration_support import wait_until_healthy
 
-from flts.config import GatewaySettings, load_pipeline_config
+from flts.config import load_pipeline_config
 from flts.data.generate import generate_lte_dataset
+from flts.settings import GatewaySettings
 from flts.stack import StackConfig
 
 pytestmark = pytest.mark.integration

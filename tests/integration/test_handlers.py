@@ -21,11 +21,12 @@ from rich.console import Console
 
 from eval_container.service import Evaluator
 from flts.backtest import read_test_forecast, select
-from flts.config import EvalSettings, EvaluationConfig, NonmlSettings, PipelineConfig, PreprocessSettings
+from flts.config import EvaluationConfig, PipelineConfig
 from flts.data.metadata import PreprocessingMetadata
 from flts.kafka import ConsumerLoop, MessageProducer, PermanentError, committed_offsets, ensure_topics
 from flts.messages import DatasetUploaded, InferenceData, ModelSelected, ModelTraining, TrainingData
 from flts.models.baselines import PersistenceForecaster
+from flts.settings import EvalSettings, NonmlSettings, PreprocessSettings
 from flts.stack import manager
 from flts.storage import ObjectStore
 from flts.tracking import Tracker

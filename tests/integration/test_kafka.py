@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from flts.config import ConsumerSettings
 from flts.consumers import Supervisor, open_consumer
 from flts.kafka import ConsumerLoop, ConsumerStalled, MessageProducer, PermanentError, committed_offsets
 from flts.messages import DeadLetter, ModelTraining
+from flts.settings import ConsumerSettings
 
 pytestmark = pytest.mark.integration
 

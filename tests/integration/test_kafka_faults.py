@@ -14,9 +14,10 @@ import pytest
 from integration_support import Worker, upload_dataset
 from rich.console import Console
 
-from flts.config import ConsumerSettings, PipelineConfig, PreprocessSettings
+from flts.config import PipelineConfig
 from flts.kafka import MessageProducer, committed_offsets, ensure_topics
 from flts.messages import DeadLetter, ModelTraining, TrainingData
+from flts.settings import ConsumerSettings, PreprocessSettings
 from flts.stack import manager
 from flts.storage import ObjectStore
 from flts.tracking import Tracker

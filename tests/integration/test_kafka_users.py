@@ -24,10 +24,10 @@ from pydantic import SecretStr
 from rich.console import Console
 from serving_models import forecast_event
 
-from flts.config import CommonSettings, EvalSettings, GatewaySettings, InferenceSettings
 from flts.kafka import ConsumerLoop, MessageProducer, TransactionalProducer, ensure_topics
 from flts.kafka_users import SERVICE_GRANTS, SERVICES, ensure_kafka_users, kafka_user
 from flts.messages import DeadLetter, Measurement, ModelTraining
+from flts.settings import CommonSettings, EvalSettings, GatewaySettings, InferenceSettings
 from flts.stack import StackConfig, common_settings, stack_environment
 from flts.stack.config import kafka_password
 from flts.stack.manager import stop_part

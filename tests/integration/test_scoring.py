@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flts.config import InferenceSettings
 from flts.kafka import ConsumerLoop, MessageProducer
 from flts.messages import DeadLetter, InferenceData, InferenceScored, ObjectRef
+from flts.settings import InferenceSettings
 from flts.storage import ObjectStore, StoredObject
 from inference_container.scoring import BatchScorer
 

@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import SecretStr
 from rich.console import Console
 
-from flts.config import CommonSettings
+from flts.settings import CommonSettings
 from flts.stack import StackConfig, status, up
 from flts.stack.parts import KafkaPart
 from flts.stack.services import service_parts

@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 from pydantic import SecretStr
 
-from flts.config import CommonSettings
+from flts.settings import CommonSettings
 from flts.stack import StackConfig
 from flts.stack import common_settings as stack_settings
 from flts.storage import ObjectStore

@@ -19,9 +19,9 @@ from prometheus_client import REGISTRY
 from rich.console import Console
 from serving_models import BUNDLES, ConsumedMeasurement
 
-from flts.config import InferenceSettings
 from flts.kafka import MessageProducer, ensure_topics
 from flts.messages import DeadLetter, Forecast, Measurement
+from flts.settings import InferenceSettings
 from flts.stack import manager
 from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker
 from inference_container.champions import ChampionLoader, Champions

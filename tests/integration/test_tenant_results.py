@@ -28,9 +28,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from tenant_keys import auth_fields
 
 from flts.auth import new_key
-from flts.config import GatewaySettings, InferenceSettings
 from flts.kafka import MessageProducer, ensure_topics
 from flts.messages import Forecast
+from flts.settings import GatewaySettings, InferenceSettings
 from flts.storage import ObjectStore
 from gateway_container.forecast_feed import forecast_partition
 from gateway_container.service import create_app

@@ -23,8 +23,8 @@ from oip_clients import check_triton_forecast, check_triton_refusals
 
 from flts.auth import key_hash, new_key
 from flts.client import window_request
-from flts.config import InferenceSettings
 from flts.kafka import ensure_topics
+from flts.settings import InferenceSettings
 from flts.stack import StackConfig
 from flts.stack.procs import wait_for
 from flts.tracking import TAG_CONFIG_HASH, TAG_MODEL_TYPE, Tracker

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 from flts.auth import key_hash, new_key
-from flts.config import InferenceConfig, InferenceSettings
+from flts.config import InferenceConfig
+from flts.settings import InferenceSettings
 from inference_container.champions import Champions
 from inference_container.service import create_app
 

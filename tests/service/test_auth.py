@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from tenant_keys import auth_fields
 
 from flts.auth import KeyRing, Principal, key_hash, new_key
-from flts.config import AuthSettings, GatewaySettings, InferenceSettings
+from flts.settings import AuthSettings, GatewaySettings, InferenceSettings
 from gateway_container.service import create_app as create_gateway
 from inference_container.champions import Champions
 from inference_container.service import create_app as create_inference

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from flts.config import GatewaySettings
+from flts.settings import GatewaySettings
 from flts.storage import ObjectNotFound
 from gateway_container.service import create_app
 

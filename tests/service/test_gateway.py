@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from flts.config import GatewaySettings, PipelineConfig
+from flts.config import PipelineConfig
 from flts.kafka import DeliveryTimeout, MessageProducer
+from flts.settings import GatewaySettings
 from gateway_container.gateway import Gateway
 from gateway_container.service import create_app
 

@@ -22,12 +22,13 @@ from fastapi.testclient import TestClient
 
 from flts.auth import key_hash, new_key
 from flts.backtest import TEST_FORECAST_ARTIFACT, forecast_frame
-from flts.config import GatewaySettings, ModelsConfig, PipelineConfig, RecurrentConfig
+from flts.config import ModelsConfig, PipelineConfig, RecurrentConfig
 from flts.data.metadata import PreprocessingMetadata
 from flts.deadletters import Letter
 from flts.layout import METADATA_FILE, champion_pointer_uri, decision_uri, processed_uri
 from flts.messages import DeadLetter
 from flts.records import LineageStatus, LineageSummary
+from flts.settings import GatewaySettings
 from flts.tracking import RunSummary
 from gateway_container import ui
 from gateway_container.deps import get_gateway

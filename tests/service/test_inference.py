@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from flts.client import window_request
-from flts.config import InferenceSettings
+from flts.settings import InferenceSettings
 from inference_container.champions import Champions
 from inference_container.service import create_app
 

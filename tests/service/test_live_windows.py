@@ -12,10 +12,10 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from serving_models import ConsumedMeasurement
 
-from flts.config import InferenceSettings
 from flts.kafka import TransactionStuck
 from flts.messages import DeadLetter, Measurement
 from flts.predict import ServingModel
+from flts.settings import InferenceSettings
 from inference_container.champions import ChampionRef, Champions
 from inference_container.streaming import (
     MAX_DELIVERIES,

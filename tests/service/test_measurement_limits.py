@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from flts.auth import key_hash, new_key
-from flts.config import GatewaySettings
+from flts.settings import GatewaySettings
 from gateway_container.measurements import CsvRows, JsonRows, RowBuckets
 from gateway_container.service import create_app
 

@@ -23,7 +23,8 @@ from tritonclient.utils import triton_to_np_dtype
 
 from flts.auth import key_hash, new_key
 from flts.client import window_request
-from flts.config import InferenceConfig, InferenceSettings
+from flts.config import InferenceConfig
+from flts.settings import InferenceSettings
 from inference_container.champions import Champions
 from inference_container.service import create_app
 

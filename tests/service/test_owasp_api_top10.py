@@ -55,10 +55,11 @@ from pydantic import ValidationError
 from tenant_keys import auth_fields
 
 from flts.auth import new_key
-from flts.config import GatewaySettings, InferenceConfig, InferenceSettings
+from flts.config import InferenceConfig
 from flts.deadletters import Letter
 from flts.messages import DeadLetter
 from flts.predict import iso_times
+from flts.settings import GatewaySettings, InferenceSettings
 from flts.storage import StoredObject
 from gateway_container import ui
 from gateway_container.service import create_app as create_gateway

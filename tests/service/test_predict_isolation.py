@@ -21,10 +21,11 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from flts.client import window_request
-from flts.config import InferenceConfig, InferenceSettings
+from flts.config import InferenceConfig
 from flts.models.base import WindowLayout
 from flts.models.composite import ColumnComposite
 from flts.predict import ServingModel
+from flts.settings import InferenceSettings
 from inference_container.champions import Champions
 from inference_container.inference import Job
 from inference_container.service import create_app

@@ -17,11 +17,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from flts.client import window_request
-from flts.config import InferenceConfig, InferenceSettings, PipelineConfig
+from flts.config import InferenceConfig, PipelineConfig
 from flts.data.metadata import MetadataError
 from flts.data.preprocess import preprocess
 from flts.layout import PREPROCESSING_FILE
 from flts.predict import ServingModel
+from flts.settings import InferenceSettings
 from inference_container.champions import Champions
 from inference_container.service import create_app
 

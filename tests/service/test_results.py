@@ -19,8 +19,8 @@ from serving_models import forecast_event
 from tenant_keys import auth_fields
 
 from flts.auth import key_hash, new_key
-from flts.config import GatewaySettings
 from flts.messages import Forecast
+from flts.settings import GatewaySettings
 from flts.storage import ObjectNotFound, StoredObject
 from gateway_container import results
 from gateway_container.forecast_feed import Cursor, ForecastsUnavailable

@@ -3,13 +3,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from flts.config import (
-    DEFAULT_PIPELINE_CONFIG,
-    CommonSettings,
-    PipelineConfig,
-    TrainSettings,
-    load_pipeline_config,
-)
+from flts.config import DEFAULT_PIPELINE_CONFIG, PipelineConfig, load_pipeline_config
+from flts.settings import CommonSettings, TrainSettings
 
 
 def test_the_shipped_pipeline_config_loads_and_states_every_default():

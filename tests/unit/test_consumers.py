@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from flts.config import CommonSettings
 from flts.consumers import Supervisor, open_consumer
+from flts.settings import CommonSettings
 
 
 def test_a_worker_that_raises_is_started_again_until_it_returns():

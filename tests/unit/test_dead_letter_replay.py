@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 
 from flts import deadletters
 from flts.cli import app
-from flts.config import (
+from flts.deadletters import Letter, ReplayRefused, replay, replay_refusal, replay_targets
+from flts.messages import DeadLetter
+from flts.settings import (
     CommonSettings,
     EvalSettings,
     InferenceSettings,
@@ -21,8 +23,6 @@ from flts.config import (
     PreprocessSettings,
     TrainSettings,
 )
-from flts.deadletters import Letter, ReplayRefused, replay, replay_refusal, replay_targets
-from flts.messages import DeadLetter
 from inference_container.scoring import scoring_group
 from inference_container.streaming import streaming_group
 

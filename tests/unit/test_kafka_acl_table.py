@@ -4,16 +4,16 @@ from typing import get_args
 
 import pytest
 
-from flts.config import (
+from flts.config import NetworkType
+from flts.kafka_users import SERVICE_GRANTS, service_acls
+from flts.settings import (
     CommonSettings,
     EvalSettings,
     InferenceSettings,
-    NetworkType,
     NonmlSettings,
     PreprocessSettings,
     TrainSettings,
 )
-from flts.kafka_users import SERVICE_GRANTS, service_acls
 from flts.storage_users import SERVICES as S3_SERVICES
 from inference_container.scoring import scoring_group
 from inference_container.streaming import streaming_group, transactional_id

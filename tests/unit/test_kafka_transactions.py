@@ -9,8 +9,8 @@ import time
 import pytest
 from confluent_kafka import Consumer
 
-from flts.config import CommonSettings
 from flts.kafka import TransactionalProducer, TransactionStuck
+from flts.settings import CommonSettings
 
 
 class _HangsOnOffsets:

@@ -1,6 +1,6 @@
 """The storage layout: what makes a lineage (its config_hash) and where its objects are kept."""
 
-from flts.config import DEFAULT_PIPELINE_CONFIG, CommonSettings, PipelineConfig, load_pipeline_config
+from flts.config import DEFAULT_PIPELINE_CONFIG, PipelineConfig, load_pipeline_config
 from flts.layout import (
     CLAIM_FILE,
     config_hash_of_claim,
@@ -9,6 +9,7 @@ from flts.layout import (
     processed_uri,
     upload_key,
 )
+from flts.settings import CommonSettings
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64

@@ -23,12 +23,10 @@ from flts.config import (
     ModelsConfig,
     ModelType,
     NetworkType,
-    NonmlSettings,
     PipelineConfig,
     ProphetConfig,
     RecurrentConfig,
     StatisticalConfig,
-    TrainSettings,
     WindowConfig,
     load_pipeline_config,
 )
@@ -39,6 +37,7 @@ from flts.evaluate import TIE_BREAK_ORDER, not_servable_because
 from flts.messages import ObjectRef, TrainingData
 from flts.models.base import load_forecaster
 from flts.models.types import MODEL_TYPES, ModelTypeSpec, _check, model_type_spec, names
+from flts.settings import NonmlSettings, TrainSettings
 from flts.train import LineageData, score
 from nonML_container.service import expected_fits
 

@@ -13,9 +13,9 @@ from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
-from flts.config import ConsumerSettings
 from flts.kafka import ConsumerLoop, ConsumerStalled
 from flts.observability import start_metrics_server
+from flts.settings import ConsumerSettings
 from flts.web import BodySizeLimit, service_app
 
 

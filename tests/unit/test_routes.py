@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
 
-from flts.config import GatewaySettings, InferenceSettings
+from flts.settings import GatewaySettings, InferenceSettings
 from gateway_container.service import create_app as create_gateway
 from inference_container.champions import Champions
 from inference_container.service import create_app as create_inference

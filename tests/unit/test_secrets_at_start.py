@@ -9,17 +9,17 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from flts.config import (
+from flts.config import REPO_ROOT
+from flts.kafka_users import SERVICES as KAFKA_SERVICES
+from flts.settings import (
     MIN_API_KEY_CHARS,
     MIN_SECRET_CHARS,
-    REPO_ROOT,
     CommonSettings,
     GatewaySettings,
     InferenceSettings,
     InitSettings,
     TrainSettings,
 )
-from flts.kafka_users import SERVICES as KAFKA_SERVICES
 from flts.storage_users import SERVICES as STORAGE_SERVICES
 
 ENV_EXAMPLE = REPO_ROOT / ".env.example"

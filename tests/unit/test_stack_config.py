@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flts.config import REPO_ROOT, CommonSettings
+from flts.config import REPO_ROOT
+from flts.settings import CommonSettings
 from flts.stack import StackConfig, common_settings, load_or_create_credentials, stack_environment
 from flts.stack.cli import app
 from flts.stack.config import service_credentials

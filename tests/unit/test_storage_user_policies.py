@@ -6,8 +6,8 @@ from fnmatch import fnmatch
 
 import pytest
 
-from flts.config import CommonSettings, InitSettings
 from flts.layout import scoring_upload_key, upload_key
+from flts.settings import CommonSettings, InitSettings
 from flts.storage_users import SERVICES, access_key, ensure_service_users, service_policy
 
 

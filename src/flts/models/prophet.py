@@ -20,7 +20,7 @@ from flts.config import ProphetConfig
 from flts.models.base import WindowLayout, frame_times, read_model_json, run_params, write_model_json
 
 if TYPE_CHECKING:
-    from flts.config import NonmlSettings
+    from flts.settings import NonmlSettings
     from flts.train import EpochCallback, LineageData
 
 # Prophet logs an error when plotly is missing (we never plot), and cmdstanpy installs its own

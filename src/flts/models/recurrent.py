@@ -40,7 +40,7 @@ from flts.models.base import RELATIVE_STEP_FLOOR, WindowLayout, read_model_json,
 from flts.models.exported import export_graph
 
 if TYPE_CHECKING:
-    from flts.config import TrainSettings
+    from flts.settings import TrainSettings
     from flts.train import EpochCallback, LineageData
 
 WEIGHTS_FILE = "weights.safetensors"

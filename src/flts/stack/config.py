@@ -12,9 +12,9 @@ from pathlib import Path
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from flts.config import CommonSettings
 from flts.kafka_users import ADMIN_USER, kafka_user
 from flts.kafka_users import SERVICES as KAFKA_SERVICES
+from flts.settings import CommonSettings
 from flts.storage_users import access_key
 
 KAFKA_VERSION = "4.1.1"

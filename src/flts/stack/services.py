@@ -8,8 +8,8 @@ from typing import Any
 
 from rich.console import Console
 
-from flts.config import (
-    NETWORK_MODEL_TYPES,
+from flts.config import NETWORK_MODEL_TYPES, load_pipeline_config
+from flts.settings import (
     CommonSettings,
     ConsumerSettings,
     EvalSettings,
@@ -18,7 +18,6 @@ from flts.config import (
     NonmlSettings,
     PreprocessSettings,
     TrainSettings,
-    load_pipeline_config,
 )
 from flts.stack.config import StackConfig, common_settings, stack_environment
 from flts.stack.parts import Part, http_ok

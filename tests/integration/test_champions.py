@@ -86,6 +86,12 @@ def settings(fresh_settings) -> InferenceSettings:
     settings = fresh_settings(
         InferenceSettings,
         topic_model_selected="it-selected-{suffix}",
+        # The replica's own live stream and scoring claims: the shared topics carry the e2e lineage's rows of
+        # `global` when CI runs the e2e tests first, and its stream would advance this test's `global` window.
+        topic_measurements="it-measurements-{suffix}",
+        topic_forecasts="it-forecasts-{suffix}",
+        topic_inference_data="it-inference-data-{suffix}",
+        topic_inference_scored="it-inference-scored-{suffix}",
         mlflow_experiment="it-champions-{suffix}",
         registered_model_prefix="it{suffix}",
         consumer_group="it-inference-{suffix}",
